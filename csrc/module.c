@@ -1,0 +1,1013 @@
+/* mambaret._C: the one file that speaks Python. It parses and validates arguments, releases the
+ * GIL around the C core, turns mr_status codes into Python exceptions and wraps results as
+ * NumPy arrays or as a Tensor that leaves through DLPack. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "mr_blas.h"
+#include "mr_dlpack.h"
+#include "mr_error.h"
+#include "mr_model.h"
+#include "mr_ops.h"
+#include "mr_parallel.h"
+#include "mr_simd.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* module state and errors                                                                     */
+
+typedef struct {
+    mr_blas blas;          /* the BLAS new models use */
+    PyTypeObject *tensor_type;
+} module_state;
+
+static module_state *get_state(PyObject *module) { return (module_state *)PyModule_GetState(module); }
+
+/* Sets the Python exception matching a failed status; always returns NULL. */
+static PyObject *raise_error(const mr_error *err) {
+    PyObject *type;
+    switch (err->status) {
+    case MR_ERR_VALUE: type = PyExc_ValueError; break;
+    case MR_ERR_MEMORY: type = PyExc_MemoryError; break;
+    case MR_ERR_INDEX: type = PyExc_IndexError; break;
+    case MR_ERR_IO: type = PyExc_OSError; break;
+    default: type = PyExc_RuntimeError; break;
+    }
+    PyErr_SetString(type, err->message[0] ? err->message : "unknown error in the mambaret core");
+    return NULL;
+}
+
+/* A C-contiguous, aligned, native-order array of exactly `type` with `ndim` dims (-1: any);
+ * no silent conversion: the Python layer converts, this layer checks. New reference or NULL. */
+static PyArrayObject *require_array(PyObject *obj, int type, int ndim, const char *what) {
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a numpy.ndarray, got %s", what, Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    PyArrayObject *arr = (PyArrayObject *)obj;
+    if (PyArray_TYPE(arr) != type) {
+        PyArray_Descr *want = PyArray_DescrFromType(type);
+        PyErr_Format(PyExc_TypeError, "%s must have dtype %S, got %S", what, (PyObject *)want,
+                     (PyObject *)PyArray_DESCR(arr));
+        Py_XDECREF(want);
+        return NULL;
+    }
+    if (ndim >= 0 && PyArray_NDIM(arr) != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s must have %d dimension(s), got %d", what, ndim, PyArray_NDIM(arr));
+        return NULL;
+    }
+    if (!PyArray_IS_C_CONTIGUOUS(arr) || !PyArray_ISALIGNED(arr) || !PyArray_ISNOTSWAPPED(arr)) {
+        PyErr_Format(PyExc_ValueError, "%s must be C-contiguous, aligned and in native byte order", what);
+        return NULL;
+    }
+    Py_INCREF(arr);
+    return arr;
+}
+
+static int parse_threads(PyObject *obj, int *threads) {
+    if (obj == NULL || obj == Py_None) {
+        *threads = 1;
+        return 0;
+    }
+    long v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (v <= 0 || v > 4096) {
+        PyErr_Format(PyExc_ValueError, "threads must be between 1 and 4096, got %ld", v);
+        return -1;
+    }
+    *threads = (int)v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tensor: a float32 result owned by C, readable through the buffer protocol and DLPack        */
+
+typedef struct {
+    PyObject_HEAD
+    float *data;
+    int ndim;
+    int64_t shape[2];
+    int64_t strides[2]; /* in elements, for DLPack */
+    Py_ssize_t buf_shape[2], buf_strides[2];
+    Py_ssize_t exports;
+} TensorObject;
+
+static PyObject *tensor_new_owned(module_state *st, float *data, int ndim, const int64_t *shape) {
+    TensorObject *t = PyObject_New(TensorObject, st->tensor_type);
+    if (!t) {
+        free(data);
+        return NULL;
+    }
+    t->data = data;
+    t->ndim = ndim;
+    t->exports = 0;
+    int64_t stride = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        t->shape[i] = shape[i];
+        t->strides[i] = stride;
+        t->buf_shape[i] = (Py_ssize_t)shape[i];
+        t->buf_strides[i] = (Py_ssize_t)(stride * (int64_t)sizeof(float));
+        stride *= shape[i];
+    }
+    return (PyObject *)t;
+}
+
+static void tensor_dealloc(TensorObject *t) {
+    free(t->data);
+    PyTypeObject *tp = Py_TYPE(t);
+    PyObject_Free(t);
+    Py_DECREF(tp);
+}
+
+static int64_t tensor_numel(const TensorObject *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+static int tensor_getbuffer(TensorObject *t, Py_buffer *view, int flags) {
+    (void)flags;
+    view->buf = t->data;
+    view->obj = (PyObject *)t;
+    Py_INCREF(t);
+    view->len = (Py_ssize_t)(tensor_numel(t) * (int64_t)sizeof(float));
+    view->readonly = 0;
+    view->itemsize = sizeof(float);
+    view->format = "f";
+    view->ndim = t->ndim;
+    view->shape = t->buf_shape;
+    view->strides = t->buf_strides;
+    view->suboffsets = NULL;
+    view->internal = NULL;
+    t->exports++;
+    return 0;
+}
+
+static void tensor_releasebuffer(TensorObject *t, Py_buffer *view) {
+    (void)view;
+    t->exports--;
+}
+
+/* The producer side of DLPack. The managed tensor keeps the Tensor alive; its deleter runs
+ * exactly once: by the consumer after it renamed the capsule, or by the capsule's destructor
+ * when nobody consumed it. */
+typedef struct {
+    DLManagedTensor legacy;
+    DLManagedTensorVersioned versioned;
+    int is_versioned;
+    PyObject *owner;
+    float *copy; /* non-NULL when copy=True asked for a buffer of the consumer's own */
+} dlpack_export;
+
+static void dlpack_export_free(dlpack_export *ex) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    Py_XDECREF(ex->owner);
+    PyGILState_Release(g);
+    free(ex->copy);
+    free(ex);
+}
+
+static void dlpack_legacy_deleter(DLManagedTensor *self) { dlpack_export_free((dlpack_export *)self->manager_ctx); }
+static void dlpack_versioned_deleter(DLManagedTensorVersioned *self) {
+    dlpack_export_free((dlpack_export *)self->manager_ctx);
+}
+
+static void dlpack_capsule_destructor(PyObject *capsule) {
+    /* a consumed capsule was renamed "used_dltensor[_versioned]": its consumer owns it now */
+    if (PyCapsule_IsValid(capsule, "dltensor")) {
+        DLManagedTensor *m = PyCapsule_GetPointer(capsule, "dltensor");
+        if (m && m->deleter) m->deleter(m);
+    } else if (PyCapsule_IsValid(capsule, "dltensor_versioned")) {
+        DLManagedTensorVersioned *m = PyCapsule_GetPointer(capsule, "dltensor_versioned");
+        if (m && m->deleter) m->deleter(m);
+    }
+    PyErr_Clear();
+}
+
+static int parse_device_pair(PyObject *obj, long *type, long *id) {
+    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 2) {
+        PyErr_SetString(PyExc_TypeError, "dl_device must be a (device_type, device_id) tuple");
+        return -1;
+    }
+    *type = PyLong_AsLong(PyTuple_GET_ITEM(obj, 0));
+    *id = PyLong_AsLong(PyTuple_GET_ITEM(obj, 1));
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *tensor_dlpack(TensorObject *t, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"stream", "max_version", "dl_device", "copy", NULL};
+    PyObject *stream = Py_None, *max_version = Py_None, *dl_device = Py_None, *copy = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOO:__dlpack__", kwlist, &stream,
+                                     &max_version, &dl_device, &copy))
+        return NULL;
+    if (stream != Py_None) {
+        PyErr_SetString(PyExc_BufferError, "stream must be None for a CPU tensor");
+        return NULL;
+    }
+    if (dl_device != Py_None) {
+        long type, id;
+        if (parse_device_pair(dl_device, &type, &id) < 0) return NULL;
+        if (type != kDLCPU || id != 0) {
+            PyErr_Format(PyExc_BufferError, "cannot export a CPU tensor to device (%ld, %ld)", type, id);
+            return NULL;
+        }
+    }
+    int want_copy = 0;
+    if (copy != Py_None) {
+        want_copy = PyObject_IsTrue(copy);
+        if (want_copy < 0) return NULL;
+    }
+    int versioned = 0;
+    if (max_version != Py_None) {
+        if (!PyTuple_Check(max_version) || PyTuple_GET_SIZE(max_version) != 2) {
+            PyErr_SetString(PyExc_TypeError, "max_version must be None or a (major, minor) tuple");
+            return NULL;
+        }
+        long major = PyLong_AsLong(PyTuple_GET_ITEM(max_version, 0));
+        if (major == -1 && PyErr_Occurred()) return NULL;
+        versioned = major >= 1;
+    }
+    dlpack_export *ex = calloc(1, sizeof *ex);
+    if (!ex) return PyErr_NoMemory();
+    void *data = t->data;
+    if (want_copy) {
+        size_t bytes = (size_t)tensor_numel(t) * sizeof(float);
+        ex->copy = malloc(bytes ? bytes : 1);
+        if (!ex->copy) {
+            free(ex);
+            return PyErr_NoMemory();
+        }
+        memcpy(ex->copy, t->data, bytes);
+        data = ex->copy;
+    }
+    ex->owner = (PyObject *)t;
+    Py_INCREF(t);
+    DLTensor dl = {
+        .data = data,
+        .device = {kDLCPU, 0},
+        .ndim = t->ndim,
+        .dtype = {kDLFloat, 32, 1},
+        .shape = t->shape,
+        .strides = t->strides,
+        .byte_offset = 0,
+    };
+    PyObject *capsule;
+    if (versioned) {
+        ex->is_versioned = 1;
+        ex->versioned.version.major = MR_DLPACK_MAJOR_VERSION;
+        ex->versioned.version.minor = MR_DLPACK_MINOR_VERSION;
+        ex->versioned.manager_ctx = ex;
+        ex->versioned.deleter = dlpack_versioned_deleter;
+        ex->versioned.flags = want_copy ? DLPACK_FLAG_BITMASK_IS_COPIED : 0;
+        ex->versioned.dl_tensor = dl;
+        capsule = PyCapsule_New(&ex->versioned, "dltensor_versioned", dlpack_capsule_destructor);
+    } else {
+        ex->legacy.dl_tensor = dl;
+        ex->legacy.manager_ctx = ex;
+        ex->legacy.deleter = dlpack_legacy_deleter;
+        capsule = PyCapsule_New(&ex->legacy, "dltensor", dlpack_capsule_destructor);
+    }
+    if (!capsule) {
+        Py_DECREF(t);
+        free(ex->copy);
+        free(ex);
+        return NULL;
+    }
+    return capsule;
+}
+
+static PyObject *tensor_dlpack_device(TensorObject *t, PyObject *unused) {
+    (void)t;
+    (void)unused;
+    return Py_BuildValue("(ii)", (int)kDLCPU, 0);
+}
+
+static PyObject *tensor_get_shape(TensorObject *t, void *closure) {
+    (void)closure;
+    PyObject *shape = PyTuple_New(t->ndim);
+    if (!shape) return NULL;
+    for (int i = 0; i < t->ndim; i++) {
+        PyObject *v = PyLong_FromLongLong(t->shape[i]);
+        if (!v) {
+            Py_DECREF(shape);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(shape, i, v);
+    }
+    return shape;
+}
+
+static PyObject *tensor_get_dtype(TensorObject *t, void *closure) {
+    (void)t;
+    (void)closure;
+    return PyUnicode_FromString("float32");
+}
+
+static PyObject *tensor_get_device(TensorObject *t, void *closure) {
+    (void)t;
+    (void)closure;
+    return PyUnicode_FromString("cpu");
+}
+
+static PyObject *tensor_numpy(TensorObject *t, PyObject *unused) {
+    (void)unused;
+    return PyArray_FromAny((PyObject *)t, NULL, 0, 0, 0, NULL);
+}
+
+static PyObject *tensor_repr(TensorObject *t) {
+    if (t->ndim == 1) return PyUnicode_FromFormat("Tensor(shape=(%lld,), dtype=float32, device=cpu)", (long long)t->shape[0]);
+    return PyUnicode_FromFormat("Tensor(shape=(%lld, %lld), dtype=float32, device=cpu)", (long long)t->shape[0],
+                                (long long)t->shape[1]);
+}
+
+static PyMethodDef tensor_methods[] = {
+    {"__dlpack__", (PyCFunction)(void (*)(void))tensor_dlpack, METH_VARARGS | METH_KEYWORDS,
+     "__dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None)\n"
+     "Exports the tensor as a DLPack capsule (versioned when max_version >= (1, 0))."},
+    {"__dlpack_device__", (PyCFunction)tensor_dlpack_device, METH_NOARGS,
+     "Returns (device_type, device_id) as DLPack numbers: (1, 0) for the CPU."},
+    {"numpy", (PyCFunction)tensor_numpy, METH_NOARGS, "A NumPy array viewing the same memory."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef tensor_getset[] = {
+    {"shape", (getter)tensor_get_shape, NULL, "shape as a tuple", NULL},
+    {"dtype", (getter)tensor_get_dtype, NULL, "element type ('float32')", NULL},
+    {"device", (getter)tensor_get_device, NULL, "where the data lives ('cpu')", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot tensor_slots[] = {
+    {Py_tp_dealloc, tensor_dealloc},
+    {Py_tp_methods, tensor_methods},
+    {Py_tp_getset, tensor_getset},
+    {Py_tp_repr, tensor_repr},
+    {Py_bf_getbuffer, tensor_getbuffer},
+    {Py_bf_releasebuffer, tensor_releasebuffer},
+    {Py_tp_doc, "A float32 result held by the mambaret core; export it with DLPack or numpy.asarray."},
+    {0, NULL},
+};
+
+static PyType_Spec tensor_spec = {
+    .name = "mambaret._C.Tensor",
+    .basicsize = sizeof(TensorObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = tensor_slots,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Model                                                                                       */
+
+typedef struct {
+    PyObject_HEAD
+    mr_model *model;
+    module_state *state;
+} ModelObject;
+
+static int config_int(PyObject *cfg, const char *key, int64_t *out, int required, int64_t fallback) {
+    PyObject *v = PyDict_GetItemString(cfg, key); /* borrowed */
+    if (!v) {
+        if (required) {
+            PyErr_Format(PyExc_ValueError, "config is missing '%s'", key);
+            return -1;
+        }
+        *out = fallback;
+        return 0;
+    }
+    if (!PyLong_Check(v)) {
+        PyErr_Format(PyExc_ValueError, "config '%s' must be an int, got %s", key, Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    *out = x;
+    return 0;
+}
+
+static int model_init(ModelObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"config", NULL};
+    PyObject *cfg;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!:Model", kwlist, &PyDict_Type, &cfg)) return -1;
+    mr_config c = {0};
+    int64_t use_bias = 0, use_conv_bias = 1;
+    if (config_int(cfg, "hidden_size", &c.d_model, 1, 0) || config_int(cfg, "num_hidden_layers", &c.n_layer, 1, 0) ||
+        config_int(cfg, "vocab_size", &c.vocab_size, 1, 0) ||
+        config_int(cfg, "intermediate_size", &c.d_inner, 1, 0) || config_int(cfg, "state_size", &c.d_state, 1, 0) ||
+        config_int(cfg, "conv_kernel", &c.d_conv, 1, 0) || config_int(cfg, "time_step_rank", &c.dt_rank, 1, 0) ||
+        config_int(cfg, "use_bias", &use_bias, 0, 0) || config_int(cfg, "use_conv_bias", &use_conv_bias, 0, 1))
+        return -1;
+    PyObject *eps = PyDict_GetItemString(cfg, "layer_norm_epsilon");
+    if (!eps) {
+        PyErr_SetString(PyExc_ValueError, "config is missing 'layer_norm_epsilon'");
+        return -1;
+    }
+    double e = PyFloat_AsDouble(eps);
+    if (e == -1.0 && PyErr_Occurred()) return -1;
+    c.norm_eps = (float)e;
+    c.use_bias = use_bias != 0;
+    c.use_conv_bias = use_conv_bias != 0;
+    module_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (!st) return -1;
+    mr_error err = {0};
+    mr_model *m = NULL;
+    if (mr_model_create(&c, &st->blas, &m, &err)) {
+        raise_error(&err);
+        return -1;
+    }
+    mr_model_free(self->model);
+    self->model = m;
+    self->state = st;
+    return 0;
+}
+
+static void model_dealloc(ModelObject *self) {
+    mr_model_free(self->model);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int model_ready(ModelObject *self) {
+    if (!self->model) {
+        PyErr_SetString(PyExc_RuntimeError, "Model was not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+static const char *const kind_names[MR_T_COUNT] = {
+    "embedding", "norm_f", "norm", "in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias",
+    "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D", "out_proj.weight", "out_proj.bias",
+};
+
+static int parse_kind(PyObject *obj, mr_tensor_kind *kind) {
+    const char *s = PyUnicode_AsUTF8(obj);
+    if (!s) return -1;
+    for (int k = 0; k < MR_T_COUNT; k++)
+        if (strcmp(s, kind_names[k]) == 0) {
+            *kind = (mr_tensor_kind)k;
+            return 0;
+        }
+    PyErr_Format(PyExc_ValueError, "unknown tensor kind '%s'", s);
+    return -1;
+}
+
+static PyObject *model_set_tensor(ModelObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"kind", "layer", "array", "bfloat16", NULL};
+    PyObject *kind_obj, *arr_obj;
+    long long layer;
+    int bf16 = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ULO|p:set_tensor", kwlist, &kind_obj, &layer, &arr_obj, &bf16))
+        return NULL;
+    if (!model_ready(self)) return NULL;
+    mr_tensor_kind kind;
+    if (parse_kind(kind_obj, &kind) < 0) return NULL;
+    if (!PyArray_Check(arr_obj)) {
+        PyErr_SetString(PyExc_TypeError, "array must be a numpy.ndarray");
+        return NULL;
+    }
+    int type = PyArray_TYPE((PyArrayObject *)arr_obj);
+    mr_dtype dtype;
+    if (bf16) {
+        if (type != NPY_UINT16) {
+            PyErr_SetString(PyExc_TypeError, "bfloat16 data must be passed as its uint16 bit patterns");
+            return NULL;
+        }
+        dtype = MR_DTYPE_BF16;
+    } else if (type == NPY_FLOAT32) {
+        dtype = MR_DTYPE_F32;
+    } else if (type == NPY_FLOAT16) {
+        dtype = MR_DTYPE_F16;
+    } else {
+        PyErr_Format(PyExc_TypeError, "tensor data must be float32, float16 or bfloat16, got %S",
+                     (PyObject *)PyArray_DESCR((PyArrayObject *)arr_obj));
+        return NULL;
+    }
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OF(arr_obj, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (!arr) return NULL;
+    int ndim = PyArray_NDIM(arr);
+    if (ndim > 8) {
+        Py_DECREF(arr);
+        PyErr_SetString(PyExc_ValueError, "tensor has too many dimensions");
+        return NULL;
+    }
+    int64_t shape[8];
+    for (int i = 0; i < ndim; i++) shape[i] = PyArray_DIM(arr, i);
+    mr_error err = {0};
+    mr_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = mr_model_set_tensor(self->model, kind, layer, dtype, PyArray_DATA(arr), ndim, shape, &err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(arr);
+    if (s) return raise_error(&err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *model_finish(ModelObject *self, PyObject *unused) {
+    (void)unused;
+    if (!model_ready(self)) return NULL;
+    mr_error err = {0};
+    if (mr_model_finish(self->model, &err)) return raise_error(&err);
+    Py_RETURN_NONE;
+}
+
+static int parse_pooling(const char *s, mr_pooling *p) {
+    if (strcmp(s, "last") == 0) *p = MR_POOL_LAST;
+    else if (strcmp(s, "mean") == 0) *p = MR_POOL_MEAN;
+    else if (strcmp(s, "all") == 0) *p = MR_POOL_ALL;
+    else {
+        PyErr_Format(PyExc_ValueError, "pooling must be 'last', 'mean' or 'all', got '%s'", s);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(model_forward_doc,
+"forward(tokens, offsets, *, pooling='last', max_tokens=8192, threads=1, convert_to='numpy')\n"
+"--\n\n"
+"Runs the backbone over a packed batch: tokens int32[T] and offsets int64[B+1] (sequence i is\n"
+"tokens[offsets[i]:offsets[i+1]]). Returns float32 [B, d] final-norm states at each sequence's\n"
+"last token ('last') or their mean ('mean'), or [T, d] for every token ('all'), as a NumPy array\n"
+"or, with convert_to='tensor', a Tensor that exports through DLPack without a copy.");
+
+static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"tokens", "offsets", "pooling", "max_tokens", "threads", "convert_to", NULL};
+    PyObject *tokens_obj, *offsets_obj, *threads_obj = Py_None;
+    const char *pooling_s = "last", *convert_to = "numpy";
+    long long max_tokens = 8192;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|$sLOs:forward", kwlist, &tokens_obj, &offsets_obj,
+                                     &pooling_s, &max_tokens, &threads_obj, &convert_to))
+        return NULL;
+    if (!model_ready(self)) return NULL;
+    mr_pooling pooling;
+    int threads;
+    if (parse_pooling(pooling_s, &pooling) < 0 || parse_threads(threads_obj, &threads) < 0) return NULL;
+    int as_tensor;
+    if (strcmp(convert_to, "numpy") == 0) as_tensor = 0;
+    else if (strcmp(convert_to, "tensor") == 0 || strcmp(convert_to, "dlpack") == 0) as_tensor = 1;
+    else {
+        PyErr_Format(PyExc_ValueError, "convert_to must be 'numpy' or 'tensor', got '%s'", convert_to);
+        return NULL;
+    }
+    if (max_tokens <= 0) {
+        PyErr_Format(PyExc_ValueError, "max_tokens must be positive, got %lld", max_tokens);
+        return NULL;
+    }
+    PyArrayObject *tokens = require_array(tokens_obj, NPY_INT32, 1, "tokens");
+    if (!tokens) return NULL;
+    PyArrayObject *offsets = require_array(offsets_obj, NPY_INT64, 1, "offsets");
+    if (!offsets) {
+        Py_DECREF(tokens);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (PyArray_DIM(offsets, 0) < 1) {
+        PyErr_SetString(PyExc_ValueError, "offsets must hold at least one entry (0 for an empty batch)");
+        goto done;
+    }
+    const mr_config *c = mr_model_config(self->model);
+    mr_forward_args a = {
+        .tokens = PyArray_DATA(tokens),
+        .n_tokens = PyArray_DIM(tokens, 0),
+        .offsets = PyArray_DATA(offsets),
+        .n_seqs = PyArray_DIM(offsets, 0) - 1,
+        .pooling = pooling,
+        .max_tokens = max_tokens,
+        .threads = threads,
+    };
+    int64_t shape[2] = {pooling == MR_POOL_ALL ? a.n_tokens : a.n_seqs, c->d_model};
+    size_t bytes = (size_t)(shape[0] * shape[1]) * sizeof(float);
+    float *out = malloc(bytes ? bytes : 1);
+    if (!out) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    a.out = out;
+    mr_error err = {0};
+    mr_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = mr_model_forward(self->model, &a, &err);
+    Py_END_ALLOW_THREADS
+    if (s) {
+        free(out);
+        raise_error(&err);
+        goto done;
+    }
+    PyObject *tensor = tensor_new_owned(self->state, out, 2, shape);
+    if (!tensor) goto done;
+    if (as_tensor) {
+        result = tensor;
+    } else {
+        result = PyArray_FromAny(tensor, NULL, 0, 0, 0, NULL); /* a view that keeps the tensor alive */
+        Py_DECREF(tensor);
+    }
+done:
+    Py_DECREF(tokens);
+    Py_DECREF(offsets);
+    return result;
+}
+
+static PyObject *model_workspace_bytes(ModelObject *self, PyObject *arg) {
+    if (!model_ready(self)) return NULL;
+    long long tokens = PyLong_AsLongLong(arg);
+    if (tokens == -1 && PyErr_Occurred()) return NULL;
+    if (tokens < 0) {
+        PyErr_SetString(PyExc_ValueError, "tokens must be >= 0");
+        return NULL;
+    }
+    return PyLong_FromLongLong(mr_model_workspace_bytes(self->model, tokens));
+}
+
+static PyObject *model_get_config(ModelObject *self, void *closure) {
+    (void)closure;
+    if (!model_ready(self)) return NULL;
+    const mr_config *c = mr_model_config(self->model);
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:d,s:O,s:O}", "hidden_size", (long long)c->d_model,
+                         "num_hidden_layers", (long long)c->n_layer, "vocab_size", (long long)c->vocab_size,
+                         "intermediate_size", (long long)c->d_inner, "state_size", (long long)c->d_state,
+                         "conv_kernel", (long long)c->d_conv, "time_step_rank", (long long)c->dt_rank,
+                         "layer_norm_epsilon", (double)c->norm_eps, "use_bias", c->use_bias ? Py_True : Py_False,
+                         "use_conv_bias", c->use_conv_bias ? Py_True : Py_False);
+}
+
+static PyObject *model_get_blas(ModelObject *self, void *closure) {
+    (void)closure;
+    if (!model_ready(self)) return NULL;
+    return PyUnicode_FromString(self->state->blas.name);
+}
+
+static PyMethodDef model_methods[] = {
+    {"set_tensor", (PyCFunction)(void (*)(void))model_set_tensor, METH_VARARGS | METH_KEYWORDS,
+     "set_tensor(kind, layer, array, bfloat16=False)\nCopies one checkpoint tensor in (float32, float16, or "
+     "bfloat16 bits as uint16)."},
+    {"finish", (PyCFunction)model_finish, METH_NOARGS, "Checks every tensor was set and freezes the weights."},
+    {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS, model_forward_doc},
+    {"workspace_bytes", (PyCFunction)model_workspace_bytes, METH_O,
+     "workspace_bytes(tokens)\nBytes of working memory one forward call uses per micro-batch of this many tokens."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef model_getset[] = {
+    {"config", (getter)model_get_config, NULL, "the model's dimensions", NULL},
+    {"blas", (getter)model_get_blas, NULL, "the BLAS this model's matrix products use", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot model_slots[] = {
+    {Py_tp_init, model_init},
+    {Py_tp_dealloc, model_dealloc},
+    {Py_tp_methods, model_methods},
+    {Py_tp_getset, model_getset},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_doc, "Model(config)\nA Mamba-1 backbone held by the C core: set_tensor() every weight, finish(), "
+                "then forward()."},
+    {0, NULL},
+};
+
+static PyType_Spec model_spec = {
+    .name = "mambaret._C.Model",
+    .basicsize = sizeof(ModelObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = model_slots,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Kernels exposed for the tests: each runs the fast op or its reference on NumPy inputs.      */
+
+static PyArrayObject *new_f32(int ndim, int64_t d0, int64_t d1) {
+    npy_intp dims[2] = {(npy_intp)d0, (npy_intp)d1};
+    return (PyArrayObject *)PyArray_ZEROS(ndim, dims, NPY_FLOAT32, 0);
+}
+
+static PyArrayObject *optional_f32(PyObject *obj, int ndim, const char *what, int64_t d0, int64_t d1) {
+    if (obj == Py_None) return NULL;
+    PyArrayObject *a = require_array(obj, NPY_FLOAT32, ndim, what);
+    if (!a) return NULL;
+    if (PyArray_DIM(a, 0) != d0 || (ndim == 2 && PyArray_DIM(a, 1) != d1)) {
+        PyErr_Format(PyExc_ValueError, "%s has the wrong shape", what);
+        Py_DECREF(a);
+        return NULL;
+    }
+    return a;
+}
+
+#define F32(a) ((a) ? (float *)PyArray_DATA(a) : NULL)
+
+static PyObject *op_rmsnorm(PyObject *m, PyObject *args, PyObject *kwargs) {
+    (void)m;
+    static char *kwlist[] = {"x", "weight", "eps", "reference", "threads", NULL};
+    PyObject *xo, *wo, *threads_obj = Py_None;
+    double eps;
+    int ref = 0, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOd|pO", kwlist, &xo, &wo, &eps, &ref, &threads_obj)) return NULL;
+    if (parse_threads(threads_obj, &threads) < 0) return NULL;
+    PyArrayObject *x = require_array(xo, NPY_FLOAT32, 2, "x");
+    if (!x) return NULL;
+    int64_t T = PyArray_DIM(x, 0), d = PyArray_DIM(x, 1);
+    PyArrayObject *w = optional_f32(wo, 1, "weight", d, 0), *out = NULL;
+    if (!w) goto done;
+    out = new_f32(2, T, d);
+    if (!out) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    if (ref)
+        mr_rmsnorm_f32_ref(F32(x), d, F32(w), T, d, (float)eps, F32(out), d);
+    else {
+#pragma omp parallel num_threads(threads)
+        mr_rmsnorm_f32(F32(x), d, F32(w), T, d, (float)eps, F32(out), d, mr_thread_index(), mr_thread_count());
+    }
+    Py_END_ALLOW_THREADS
+done:
+    Py_DECREF(x);
+    Py_XDECREF(w);
+    return (PyObject *)out;
+}
+
+static PyObject *op_conv_silu(PyObject *m, PyObject *args, PyObject *kwargs) {
+    (void)m;
+    static char *kwlist[] = {"x", "weight", "bias", "state", "reference", "threads", NULL};
+    PyObject *xo, *wo, *bo = Py_None, *so = Py_None, *threads_obj = Py_None;
+    int ref = 0, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OOpO", kwlist, &xo, &wo, &bo, &so, &ref, &threads_obj))
+        return NULL;
+    if (parse_threads(threads_obj, &threads) < 0) return NULL;
+    PyArrayObject *x = require_array(xo, NPY_FLOAT32, 2, "x"), *w = NULL, *b = NULL, *s = NULL, *out = NULL,
+                  *s_out = NULL;
+    PyObject *result = NULL;
+    if (!x) return NULL;
+    int64_t L = PyArray_DIM(x, 0), E = PyArray_DIM(x, 1);
+    w = require_array(wo, NPY_FLOAT32, 2, "weight");
+    if (!w) goto done;
+    int64_t K = PyArray_DIM(w, 1);
+    if (PyArray_DIM(w, 0) != E || K < 1 || K > MR_MAX_CONV_KERNEL) {
+        PyErr_SetString(PyExc_ValueError, "weight must be [E, K] with 1 <= K <= 64");
+        goto done;
+    }
+    b = optional_f32(bo, 1, "bias", E, 0);
+    if (!b && PyErr_Occurred()) goto done;
+    s = optional_f32(so, 2, "state", K - 1, E);
+    if (!s && PyErr_Occurred()) goto done;
+    out = new_f32(2, L, E);
+    s_out = new_f32(2, K - 1, E);
+    if (!out || !s_out) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    if (ref)
+        mr_conv_silu_f32_ref(L, E, K, F32(x), E, F32(w), F32(b), F32(s), F32(s_out), F32(out), E);
+    else {
+#pragma omp parallel num_threads(threads)
+        mr_conv_silu_f32(L, E, K, F32(x), E, F32(w), F32(b), F32(s), F32(s_out), F32(out), E, mr_thread_index(),
+                         mr_thread_count());
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(OO)", out, s_out);
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(w);
+    Py_XDECREF(b);
+    Py_XDECREF(s);
+    Py_XDECREF(out);
+    Py_XDECREF(s_out);
+    return result;
+}
+
+static PyObject *op_selective_scan(PyObject *m, PyObject *args, PyObject *kwargs) {
+    (void)m;
+    static char *kwlist[] = {"u", "dt", "A", "B", "C", "dt_bias", "D", "z", "state", "reference", "threads", NULL};
+    PyObject *uo, *dto, *Ao, *Bo, *Co, *dbo = Py_None, *Do = Py_None, *zo = Py_None, *so = Py_None,
+                                         *threads_obj = Py_None;
+    int ref = 0, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO|OOOOpO", kwlist, &uo, &dto, &Ao, &Bo, &Co, &dbo, &Do, &zo,
+                                     &so, &ref, &threads_obj))
+        return NULL;
+    if (parse_threads(threads_obj, &threads) < 0) return NULL;
+    PyObject *result = NULL;
+    PyArrayObject *u = require_array(uo, NPY_FLOAT32, 2, "u"), *dt = NULL, *A = NULL, *B = NULL, *C = NULL,
+                  *db = NULL, *D = NULL, *z = NULL, *s = NULL, *y = NULL, *s_out = NULL;
+    if (!u) return NULL;
+    int64_t L = PyArray_DIM(u, 0), E = PyArray_DIM(u, 1);
+    if (!(dt = optional_f32(dto, 2, "dt", L, E))) goto done;
+    A = require_array(Ao, NPY_FLOAT32, 2, "A");
+    if (!A) goto done;
+    int64_t N = PyArray_DIM(A, 1);
+    if (PyArray_DIM(A, 0) != E || N < 1 || N > MR_MAX_STATE_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "A must be [E, N] with 1 <= N <= 256");
+        goto done;
+    }
+    if (!(B = optional_f32(Bo, 2, "B", L, N)) || !(C = optional_f32(Co, 2, "C", L, N))) goto done;
+    if (!(db = optional_f32(dbo, 1, "dt_bias", E, 0)) && PyErr_Occurred()) goto done;
+    if (!(D = optional_f32(Do, 1, "D", E, 0)) && PyErr_Occurred()) goto done;
+    if (!(z = optional_f32(zo, 2, "z", L, E)) && PyErr_Occurred()) goto done;
+    if (!(s = optional_f32(so, 2, "state", E, N)) && PyErr_Occurred()) goto done;
+    y = new_f32(2, L, E);
+    s_out = new_f32(2, E, N);
+    if (!y || !s_out) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    if (ref)
+        mr_selective_scan_f32_ref(L, E, N, F32(u), E, F32(dt), E, F32(db), F32(A), F32(B), F32(C), N, F32(D), F32(z),
+                                  E, F32(s), F32(s_out), F32(y), E);
+    else {
+#pragma omp parallel num_threads(threads)
+        mr_selective_scan_f32(L, E, N, F32(u), E, F32(dt), E, F32(db), F32(A), F32(B), F32(C), N, F32(D), F32(z), E,
+                              F32(s), F32(s_out), F32(y), E, mr_thread_index(), mr_thread_count());
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(OO)", y, s_out);
+done:
+    Py_XDECREF(u);
+    Py_XDECREF(dt);
+    Py_XDECREF(A);
+    Py_XDECREF(B);
+    Py_XDECREF(C);
+    Py_XDECREF(db);
+    Py_XDECREF(D);
+    Py_XDECREF(z);
+    Py_XDECREF(s);
+    Py_XDECREF(y);
+    Py_XDECREF(s_out);
+    return result;
+}
+
+static PyObject *op_gemm(PyObject *module, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"a", "w", "bias", "out", "fallback", "threads", NULL};
+    PyObject *ao, *wo, *bo = Py_None, *oo = Py_None, *threads_obj = Py_None;
+    int fallback = 0, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OOpO", kwlist, &ao, &wo, &bo, &oo, &fallback, &threads_obj))
+        return NULL;
+    if (parse_threads(threads_obj, &threads) < 0) return NULL;
+    PyObject *result = NULL;
+    PyArrayObject *a = require_array(ao, NPY_FLOAT32, 2, "a"), *w = NULL, *b = NULL, *out = NULL;
+    if (!a) return NULL;
+    int64_t M = PyArray_DIM(a, 0), K = PyArray_DIM(a, 1);
+    w = require_array(wo, NPY_FLOAT32, 2, "w");
+    if (!w) goto done;
+    int64_t N = PyArray_DIM(w, 0);
+    if (PyArray_DIM(w, 1) != K) {
+        PyErr_SetString(PyExc_ValueError, "w must be [N, K] with a's K");
+        goto done;
+    }
+    if (!(b = optional_f32(bo, 1, "bias", N, 0)) && PyErr_Occurred()) goto done;
+    float beta = 0.0f;
+    if (oo != Py_None) {
+        PyArrayObject *given = optional_f32(oo, 2, "out", M, N);
+        if (!given) goto done;
+        out = (PyArrayObject *)PyArray_NewCopy(given, NPY_CORDER);
+        Py_DECREF(given);
+        beta = 1.0f;
+    } else {
+        out = new_f32(2, M, N);
+    }
+    if (!out) goto done;
+    mr_blas fb;
+    mr_blas_init_fallback(&fb);
+    const mr_blas *blas = fallback ? &fb : &get_state(module)->blas;
+    mr_error err = {0};
+    mr_status s;
+    Py_BEGIN_ALLOW_THREADS
+    mr_blas_set_threads(blas, threads);
+    s = mr_gemm_f32(blas, M, N, K, F32(a), K, F32(w), K, F32(b), beta, F32(out), N, threads, &err);
+    Py_END_ALLOW_THREADS
+    if (s) {
+        raise_error(&err);
+        goto done;
+    }
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(a);
+    Py_XDECREF(w);
+    Py_XDECREF(b);
+    Py_XDECREF(out);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* module functions                                                                            */
+
+static PyObject *set_blas(PyObject *module, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"path", "sgemm_symbol", "threads_symbol", "name", NULL};
+    const char *path = NULL, *sgemm_symbol = "cblas_sgemm", *threads_symbol = "", *name = "";
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "z|sss:set_blas", kwlist, &path, &sgemm_symbol, &threads_symbol,
+                                     &name))
+        return NULL;
+    module_state *st = get_state(module);
+    mr_blas next;
+    if (!path) {
+        mr_blas_init_fallback(&next);
+    } else {
+        mr_error err = {0};
+        mr_status s;
+        Py_BEGIN_ALLOW_THREADS
+        s = mr_blas_open(&next, path, sgemm_symbol, threads_symbol, name, &err);
+        Py_END_ALLOW_THREADS
+        if (s) return raise_error(&err);
+    }
+    /* the previous library stays loaded: models created with it still call into it */
+    st->blas = next;
+    Py_RETURN_NONE;
+}
+
+static PyObject *build_info(PyObject *module, PyObject *unused) {
+    (void)unused;
+    module_state *st = get_state(module);
+#ifdef _OPENMP
+    PyObject *openmp = Py_True;
+#else
+    PyObject *openmp = Py_False;
+#endif
+    return Py_BuildValue("{s:s,s:s,s:O,s:i,s:i}", "blas", st->blas.name, "simd", mr_simd_path(), "openmp", openmp,
+                         "max_threads", mr_max_threads(), "dlpack_version", MR_DLPACK_MAJOR_VERSION);
+}
+
+static PyObject *tensor_from_array(PyObject *module, PyObject *arg) {
+    PyArrayObject *a = require_array(arg, NPY_FLOAT32, -1, "array");
+    if (!a) return NULL;
+    int ndim = PyArray_NDIM(a);
+    if (ndim < 1 || ndim > 2) {
+        Py_DECREF(a);
+        PyErr_SetString(PyExc_ValueError, "array must have 1 or 2 dimensions");
+        return NULL;
+    }
+    int64_t shape[2] = {PyArray_DIM(a, 0), ndim == 2 ? PyArray_DIM(a, 1) : 1};
+    size_t bytes = (size_t)(shape[0] * shape[1]) * sizeof(float);
+    float *data = malloc(bytes ? bytes : 1);
+    if (!data) {
+        Py_DECREF(a);
+        return PyErr_NoMemory();
+    }
+    memcpy(data, PyArray_DATA(a), bytes);
+    Py_DECREF(a);
+    return tensor_new_owned(get_state(module), data, ndim, shape);
+}
+
+static PyMethodDef module_methods[] = {
+    {"tensor_from_array", (PyCFunction)tensor_from_array, METH_O,
+     "tensor_from_array(array)\nCopies a float32 1-D or 2-D array into a core Tensor (DLPack producer)."},
+    {"set_blas", (PyCFunction)(void (*)(void))set_blas, METH_VARARGS | METH_KEYWORDS,
+     "set_blas(path, sgemm_symbol='cblas_sgemm', threads_symbol='', name='')\n"
+     "Loads a BLAS for models created afterwards; path=None selects the built-in fallback."},
+    {"build_info", (PyCFunction)build_info, METH_NOARGS, "BLAS, SIMD path and thread facts of this build."},
+    {"op_rmsnorm", (PyCFunction)(void (*)(void))op_rmsnorm, METH_VARARGS | METH_KEYWORDS,
+     "op_rmsnorm(x, weight, eps, reference=False, threads=1): one kernel, for tests."},
+    {"op_conv_silu", (PyCFunction)(void (*)(void))op_conv_silu, METH_VARARGS | METH_KEYWORDS,
+     "op_conv_silu(x, weight, bias=None, state=None, reference=False, threads=1) -> (out, state)"},
+    {"op_selective_scan", (PyCFunction)(void (*)(void))op_selective_scan, METH_VARARGS | METH_KEYWORDS,
+     "op_selective_scan(u, dt, A, B, C, dt_bias=None, D=None, z=None, state=None, reference=False, threads=1)"
+     " -> (y, state)"},
+    {"op_gemm", (PyCFunction)(void (*)(void))op_gemm, METH_VARARGS | METH_KEYWORDS,
+     "op_gemm(a, w, bias=None, out=None, fallback=False, threads=1): a @ w.T (+ bias) (+ out)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int module_exec(PyObject *module) {
+    module_state *st = get_state(module);
+    mr_blas_init_fallback(&st->blas);
+    st->tensor_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tensor_spec, NULL);
+    if (!st->tensor_type) return -1;
+    if (PyModule_AddObjectRef(module, "Tensor", (PyObject *)st->tensor_type) < 0) return -1;
+    PyObject *model_type = PyType_FromModuleAndSpec(module, &model_spec, NULL);
+    if (!model_type) return -1;
+    if (PyModule_AddObject(module, "Model", model_type) < 0) {
+        Py_DECREF(model_type);
+        return -1;
+    }
+    if (PyModule_AddIntConstant(module, "MAX_STATE_SIZE", MR_MAX_STATE_SIZE) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_CONV_KERNEL", MR_MAX_CONV_KERNEL) < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg) {
+    module_state *st = get_state(module);
+    if (st) Py_VISIT(st->tensor_type);
+    return 0;
+}
+
+static int module_clear(PyObject *module) {
+    module_state *st = get_state(module);
+    if (st) Py_CLEAR(st->tensor_type);
+    return 0;
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mambaret._C",
+    .m_doc = "The C core of mambaret: the Mamba-1 encoder, its kernels and DLPack tensors.",
+    .m_size = sizeof(module_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+};
+
+PyMODINIT_FUNC PyInit__C(void) {
+    import_array();
+    return PyModuleDef_Init(&module_def);
+}

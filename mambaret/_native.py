@@ -1,0 +1,85 @@
+"""Loads the C core, points it at the fastest BLAS available and resolves thread counts."""
+from __future__ import annotations
+
+import os
+import warnings
+
+from . import _C
+
+_blas_description = "builtin (plain C)"
+
+
+def _scipy_openblas():
+    """(path, sgemm symbol, threads symbol, name) of the scipy-openblas32 wheel, or None."""
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return None
+    path = os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
+    if not os.path.exists(path):
+        return None
+    version = getattr(scipy_openblas32, "__version__", "")
+    return path, "scipy_cblas_sgemm", "scipy_openblas_set_num_threads", f"OpenBLAS (scipy-openblas32 {version})".replace(" )", ")")
+
+
+def configure_blas(choice: str | None = None) -> str:
+    """Selects the BLAS for models created afterwards.
+
+    choice: "openblas" (the scipy-openblas32 wheel, the default), "builtin" (plain C), or a path
+    to a shared library exporting cblas_sgemm. The environment variable MAMBARET_BLAS gives the
+    default choice.
+    """
+    global _blas_description
+    choice = (choice or os.environ.get("MAMBARET_BLAS") or "openblas").strip()
+    if choice == "builtin":
+        _C.set_blas(None)
+    elif choice == "openblas":
+        found = _scipy_openblas()
+        if found is None:
+            warnings.warn("scipy-openblas32 is not installed: matrix products use the slow built-in fallback",
+                          RuntimeWarning, stacklevel=2)
+            _C.set_blas(None)
+        else:
+            path, sgemm, threads, name = found
+            _C.set_blas(path, sgemm, threads, name)
+    else:
+        _C.set_blas(choice, "cblas_sgemm", "openblas_set_num_threads", choice)
+    _blas_description = _C.build_info()["blas"]
+    return _blas_description
+
+
+def default_threads(threads: int | None = None) -> int:
+    """threads if given, else OMP_NUM_THREADS, else the CPUs this process may run on."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0:
+            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        return threads
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env:
+        try:
+            value = int(env.split(",")[0])
+            if value > 0:
+                return value
+        except ValueError:
+            pass
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def show_config(print_out: bool = True) -> dict:
+    """Reports the BLAS, the SIMD path, threads and whether the CUDA module can run."""
+    from .cuda import cuda_available
+
+    info = dict(_C.build_info())
+    info["default_threads"] = default_threads()
+    info["cuda_available"] = cuda_available()
+    if print_out:
+        width = max(len(k) for k in info)
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return info
+
+
+configure_blas()

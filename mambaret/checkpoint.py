@@ -1,0 +1,291 @@
+"""Reads Mamba-1 checkpoints: HF transformers and original mamba_ssm configs, and weights from
+safetensors (single or sharded) or pytorch_model.bin.
+
+safetensors files are read here rather than through the safetensors package because NumPy has
+no bfloat16: we hand bf16 tensors to the C core as their uint16 bit patterns, which it widens.
+The reader checks the header against the file so a truncated or corrupt file is a ValueError.
+"""
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import re
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+# checkpoint names (after the optional "backbone." prefix) -> the C core's tensor kinds
+_GLOBAL_TENSORS = {
+    "embeddings.weight": "embedding",
+    "embedding.weight": "embedding",  # mamba_ssm's name
+    "norm_f.weight": "norm_f",
+}
+_LAYER_TENSORS = {
+    "norm.weight": "norm",
+    "mixer.in_proj.weight": "in_proj.weight",
+    "mixer.in_proj.bias": "in_proj.bias",
+    "mixer.conv1d.weight": "conv1d.weight",
+    "mixer.conv1d.bias": "conv1d.bias",
+    "mixer.x_proj.weight": "x_proj.weight",
+    "mixer.dt_proj.weight": "dt_proj.weight",
+    "mixer.dt_proj.bias": "dt_proj.bias",
+    "mixer.A_log": "A_log",
+    "mixer.D": "D",
+    "mixer.out_proj.weight": "out_proj.weight",
+    "mixer.out_proj.bias": "out_proj.bias",
+}
+_LAYER_NAME = re.compile(r"^layers\.(\d+)\.(.+)$")
+
+
+@dataclass(frozen=True)
+class MambaDims:
+    """The dimensions the C core needs, whatever config format they came from."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    vocab_size: int  # from config; the embedding tensor's row count wins at load time
+    intermediate_size: int
+    state_size: int
+    conv_kernel: int
+    time_step_rank: int
+    layer_norm_epsilon: float
+    use_bias: bool
+    use_conv_bias: bool
+    eos_token_id: int | None
+    source_format: str  # "transformers" or "mamba_ssm"
+
+    def core_config(self, vocab_rows: int) -> dict:
+        return {
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "vocab_size": vocab_rows,
+            "intermediate_size": self.intermediate_size,
+            "state_size": self.state_size,
+            "conv_kernel": self.conv_kernel,
+            "time_step_rank": self.time_step_rank,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "use_bias": self.use_bias,
+            "use_conv_bias": self.use_conv_bias,
+        }
+
+
+def _int_field(cfg: dict, key: str, default=None, where="config.json") -> int:
+    value = cfg.get(key, default)
+    if value is None:
+        raise ValueError(f"{where} is missing '{key}'")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{where}: '{key}' must be a positive integer, got {value!r}")
+    return value
+
+
+def _dt_rank(value, hidden_size: int, where: str) -> int:
+    if value in (None, "auto"):
+        return math.ceil(hidden_size / 16)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{where}: time step rank must be 'auto' or a positive integer, got {value!r}")
+    return value
+
+
+def _expand_size(cfg: dict, hidden: int, expand_key: str, size_key: str | None, where: str) -> int:
+    expand = cfg.get(expand_key, 2)
+    if isinstance(expand, bool) or not isinstance(expand, (int, float)) or expand <= 0:
+        raise ValueError(f"{where}: '{expand_key}' must be a positive number, got {expand!r}")
+    if size_key and cfg.get(size_key) is not None:
+        return _int_field(cfg, size_key, where=where)
+    return int(expand * hidden)
+
+
+def parse_config(cfg: dict, where: str = "config.json") -> MambaDims:
+    """Reads a HF MambaConfig dict or an original mamba_ssm config dict."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where} must hold a JSON object")
+    if "d_model" in cfg and "hidden_size" not in cfg:
+        return _parse_mamba_ssm(cfg, where)
+    model_type = cfg.get("model_type", "mamba")
+    if model_type != "mamba":
+        raise ValueError(f"{where}: model_type '{model_type}' is not supported (only Mamba-1, 'mamba')")
+    hidden = _int_field(cfg, "hidden_size", where=where)
+    eps = cfg.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"{where}: 'layer_norm_epsilon' must be a non-negative number, got {eps!r}")
+    return MambaDims(
+        hidden_size=hidden,
+        num_hidden_layers=_int_field(cfg, "num_hidden_layers", where=where),
+        vocab_size=_int_field(cfg, "vocab_size", 50280, where=where),
+        intermediate_size=_expand_size(cfg, hidden, "expand", "intermediate_size", where),
+        state_size=_int_field(cfg, "state_size", 16, where=where),
+        conv_kernel=_int_field(cfg, "conv_kernel", 4, where=where),
+        time_step_rank=_dt_rank(cfg.get("time_step_rank", "auto"), hidden, where),
+        layer_norm_epsilon=float(eps),
+        use_bias=bool(cfg.get("use_bias", False)),
+        use_conv_bias=bool(cfg.get("use_conv_bias", True)),
+        eos_token_id=cfg.get("eos_token_id") if isinstance(cfg.get("eos_token_id"), int) else None,
+        source_format="transformers",
+    )
+
+
+def _parse_mamba_ssm(cfg: dict, where: str) -> MambaDims:
+    if cfg.get("rms_norm", True) is not True:
+        raise ValueError(f"{where}: rms_norm=false (LayerNorm) Mamba models are not supported")
+    if cfg.get("d_intermediate", 0):
+        raise ValueError(f"{where}: d_intermediate > 0 (an MLP after each mixer) is not supported, only plain Mamba-1")
+    if cfg.get("attn_layer_idx"):
+        raise ValueError(f"{where}: hybrid models with attention layers (attn_layer_idx) are not supported")
+    ssm = cfg.get("ssm_cfg") or {}
+    if not isinstance(ssm, dict):
+        raise ValueError(f"{where}: 'ssm_cfg' must be an object")
+    layer = ssm.get("layer", "Mamba1")
+    if layer != "Mamba1":
+        raise ValueError(f"{where}: ssm_cfg.layer '{layer}' is not supported, only Mamba1")
+    hidden = _int_field(cfg, "d_model", where=where)
+    sub = f"{where} ssm_cfg"
+    eps = cfg.get("norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"{where}: 'norm_epsilon' must be a non-negative number, got {eps!r}")
+    vocab = _int_field(cfg, "vocab_size", 50277, where=where)
+    multiple = cfg.get("pad_vocab_size_multiple", 8) or 1
+    if vocab % multiple:
+        vocab += multiple - vocab % multiple  # mamba_ssm pads the embedding rows
+    return MambaDims(
+        hidden_size=hidden,
+        num_hidden_layers=_int_field(cfg, "n_layer", where=where),
+        vocab_size=vocab,
+        intermediate_size=_expand_size(ssm, hidden, "expand", None, sub),
+        state_size=_int_field(ssm, "d_state", 16, where=sub),
+        conv_kernel=_int_field(ssm, "d_conv", 4, where=sub),
+        time_step_rank=_dt_rank(ssm.get("dt_rank", "auto"), hidden, sub),
+        layer_norm_epsilon=float(eps),
+        use_bias=bool(ssm.get("bias", False)),  # mamba_ssm's default: no projection biases
+        use_conv_bias=bool(ssm.get("conv_bias", True)),
+        eos_token_id=None,
+        source_format="mamba_ssm",
+    )
+
+
+def read_config(model_dir: str) -> MambaDims:
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no config.json in {model_dir!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    return parse_config(cfg, where=path)
+
+
+# ------------------------------------------------------------------------------------------
+# weights
+
+_SAFETENSORS_DTYPES = {"F32": (np.float32, False), "F16": (np.float16, False), "BF16": (np.uint16, True)}
+_HEADER_LIMIT = 100 * 1024 * 1024
+
+
+@dataclass
+class LoadedTensor:
+    array: np.ndarray  # float32, float16, or uint16 holding bfloat16 bits
+    bfloat16: bool
+
+
+def _read_safetensors(path: str) -> Iterator[tuple[str, LoadedTensor]]:
+    """Yields (name, tensor) from one .safetensors file, viewing it through mmap."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: truncated safetensors file (no header)")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > _HEADER_LIMIT or 8 + header_len > size:
+            raise ValueError(f"{path}: corrupt or truncated safetensors header (length {header_len}, file {size} bytes)")
+        try:
+            header = json.loads(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: corrupt safetensors header: {exc}") from None
+        if not isinstance(header, dict):
+            raise ValueError(f"{path}: corrupt safetensors header")
+        data_start = 8 + header_len
+        data_len = size - data_start
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+    try:
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+                raise ValueError(f"{path}: tensor '{name}' has a malformed header entry")
+            dtype_name, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            if dtype_name not in _SAFETENSORS_DTYPES:
+                raise ValueError(f"{path}: tensor '{name}' has dtype {dtype_name}; expected F32, F16 or BF16")
+            np_dtype, is_bf16 = _SAFETENSORS_DTYPES[dtype_name]
+            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            if not (0 <= begin <= end <= data_len) or end - begin != count * np.dtype(np_dtype).itemsize:
+                raise ValueError(
+                    f"{path}: tensor '{name}' lies outside the file or has the wrong byte size "
+                    f"(offsets {begin}..{end}, {data_len} data bytes): the file is truncated or corrupt")
+            array = np.frombuffer(mapped, dtype=np_dtype, count=count, offset=data_start + begin).reshape(shape)
+            yield name, LoadedTensor(array, is_bf16)
+    finally:
+        # views into the map may still be alive in the caller; the map closes when they are gone
+        del mapped
+
+
+def _read_torch_bin(path: str) -> Iterator[tuple[str, LoadedTensor]]:
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(f"{path}: reading pytorch_model.bin needs torch; install torch or convert to safetensors") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for name, tensor in state.items():
+        if tensor.dtype == torch.bfloat16:
+            yield name, LoadedTensor(tensor.contiguous().view(torch.int16).numpy().view(np.uint16), True)
+        elif tensor.dtype in (torch.float32, torch.float16):
+            yield name, LoadedTensor(tensor.contiguous().numpy(), False)
+        else:
+            raise ValueError(f"{path}: tensor '{name}' has dtype {tensor.dtype}; expected float32, float16 or bfloat16")
+
+
+def weight_files(model_dir: str) -> list[str]:
+    """The weight files of a checkpoint directory, in the order they are read."""
+    single = os.path.join(model_dir, "model.safetensors")
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        return [single]
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map = json.load(f)["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{index} is malformed: {exc!r}") from None
+        files = []
+        for shard in dict.fromkeys(weight_map.values()):
+            path = os.path.join(model_dir, shard)
+            if os.path.basename(shard) != shard or not os.path.isfile(path):
+                raise ValueError(f"{index} names a missing shard '{shard}'")
+            files.append(path)
+        return files
+    legacy = os.path.join(model_dir, "pytorch_model.bin")
+    if os.path.isfile(legacy):
+        return [legacy]
+    raise FileNotFoundError(f"no model.safetensors, model.safetensors.index.json or pytorch_model.bin in {model_dir!r}")
+
+
+def iter_weights(model_dir: str) -> Iterator[tuple[str, LoadedTensor]]:
+    for path in weight_files(model_dir):
+        reader = _read_torch_bin if path.endswith(".bin") else _read_safetensors
+        yield from reader(path)
+
+
+def core_tensor(name: str) -> tuple[str, int] | None:
+    """Maps a checkpoint name onto (kind, layer); None for names to ignore (lm_head.*)."""
+    if name.startswith("lm_head."):
+        return None
+    bare = name[len("backbone."):] if name.startswith("backbone.") else name
+    if bare in _GLOBAL_TENSORS:
+        return _GLOBAL_TENSORS[bare], 0
+    match = _LAYER_NAME.match(bare)
+    if match and match.group(2) in _LAYER_TENSORS:
+        return _LAYER_TENSORS[match.group(2)], int(match.group(1))
+    raise ValueError(f"unexpected tensor '{name}' in the checkpoint (not part of a Mamba-1 backbone)")

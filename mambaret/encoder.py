@@ -1,0 +1,345 @@
+"""MambaEncoder: a Mamba-1 bi-encoder with sentence-transformers' calling conventions."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from . import _C
+from ._native import default_threads
+from .checkpoint import MambaDims, core_tensor, iter_weights, read_config
+from .tokenization import PackedBatch, TextTokenizer, TruncationStats, apply_eos, truncate_ids, warn_truncation
+
+_HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "*.safetensors",
+              "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
+              "config_sentence_transformers.json", "*/config.json"]
+POOLING_MODES = ("last", "mean")
+
+
+def _resolve_model_dir(name_or_path: str, revision: str | None, cache_dir: str | None) -> str:
+    if os.path.isdir(name_or_path):
+        return name_or_path
+    if os.path.exists(name_or_path):
+        raise ValueError(f"{name_or_path!r} is a file; pass the checkpoint directory")
+    if name_or_path.count("/") != 1 or name_or_path.startswith((".", "/")):
+        raise FileNotFoundError(f"no model directory {name_or_path!r}")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(f"no directory {name_or_path!r}; to fetch it from the hub install huggingface_hub "
+                                f"(pip install 'mambaret[hub]')") from None
+    return snapshot_download(name_or_path, revision=revision, cache_dir=cache_dir, allow_patterns=_HUB_FILES)
+
+
+def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.Model, MambaDims]:
+    """Builds the C model from a checkpoint directory, checking every tensor name and shape."""
+    dims = dims or read_config(model_dir)
+    tensors: dict[tuple[str, int], tuple[str, Any]] = {}
+    for name, tensor in iter_weights(model_dir):
+        target = core_tensor(name)
+        if target is None:
+            continue
+        if target in tensors:
+            raise ValueError(f"tensor '{name}' appears twice in the checkpoint (also as '{tensors[target][0]}')")
+        tensors[target] = (name, tensor)
+    if ("embedding", 0) not in tensors:
+        raise ValueError("missing tensor 'backbone.embeddings.weight' (or 'backbone.embedding.weight')")
+    embedding = tensors[("embedding", 0)][1].array
+    if embedding.ndim != 2:
+        raise ValueError(f"tensor '{tensors[('embedding', 0)][0]}' must be 2-D, got shape {embedding.shape}")
+    model = _C.Model(dims.core_config(vocab_rows=int(embedding.shape[0])))
+    for (kind, layer), (name, tensor) in tensors.items():
+        if layer >= dims.num_hidden_layers:
+            raise ValueError(f"unexpected tensor '{name}': the config has {dims.num_hidden_layers} layers")
+        try:
+            model.set_tensor(kind, layer, tensor.array, bfloat16=tensor.bfloat16)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (checkpoint tensor '{name}')") from None
+    model.finish()
+    return model, dims
+
+
+def _is_interactive() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class MambaEncoder:
+    """Encodes texts (or token ids) into L2-normalisable embeddings with a Mamba-1 backbone.
+
+    The embedding is the final-norm hidden state at each input's last token (EOS appended to
+    texts) or, with pooling="mean", the mean over its tokens.
+    """
+
+    def __init__(self, model: _C.Model, dims: MambaDims, tokenizer: TextTokenizer | None = None, *,
+                 max_length: int | None = None, max_tokens: int = 8192, threads: int | None = None,
+                 pooling: str = "last", normalize: bool = False, prompts: dict[str, str] | None = None,
+                 default_prompt_name: str | None = None, model_dir: str | None = None):
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+            raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
+            raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+        self.model = model
+        self.dims = dims
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.max_tokens = max_tokens
+        self.threads = default_threads(threads)
+        self.pooling = pooling
+        self.normalize = normalize
+        self.prompts = dict(prompts or {})
+        if default_prompt_name is not None and default_prompt_name not in self.prompts:
+            raise ValueError(f"default_prompt_name {default_prompt_name!r} is not in prompts {sorted(self.prompts)}")
+        self.default_prompt_name = default_prompt_name
+        self.model_dir = model_dir
+        self.device = "cpu"
+        self.truncation = TruncationStats()
+
+    # -- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, device: str = "cpu", max_length: int | None = None,
+                        max_tokens: int = 8192, threads: int | None = None, *, pooling: str | None = None,
+                        normalize: bool | None = None, tokenizer_path: str | None = None,
+                        prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
+                        revision: str | None = None, cache_dir: str | None = None) -> "MambaEncoder":
+        """Loads a HF-format Mamba checkpoint directory (or hub id, with huggingface_hub).
+
+        device: "cpu" (the C core) or "cuda" (the optional CUDA module). threads: our threads and
+        the BLAS's together; default OMP_NUM_THREADS, else the available cores.
+        """
+        if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if str(device).startswith("cuda"):
+            from .cuda import require_cuda
+
+            require_cuda()
+            raise RuntimeError("device='cuda' is not available in this build yet; use device='cpu'")
+        model_dir = _resolve_model_dir(str(model_name_or_path), revision, cache_dir)
+        model, dims = load_core_model(model_dir)
+        tokenizer_file = tokenizer_path or os.path.join(model_dir, "tokenizer.json")
+        tokenizer = None
+        if os.path.isfile(tokenizer_file):
+            tokenizer = TextTokenizer.from_file(tokenizer_file, dims.eos_token_id, model_dir)
+        elif tokenizer_path:
+            raise FileNotFoundError(f"no tokenizer file {tokenizer_path!r}")
+        return cls(model, dims, tokenizer, max_length=max_length, max_tokens=max_tokens, threads=threads,
+                   pooling=pooling or "last", normalize=bool(normalize), prompts=prompts,
+                   default_prompt_name=default_prompt_name, model_dir=model_dir)
+
+    # -- properties ---------------------------------------------------------------------------
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.dims.hidden_size
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.dims.hidden_size
+
+    def __repr__(self) -> str:
+        d = self.dims
+        return (f"MambaEncoder(d={d.hidden_size}, layers={d.num_hidden_layers}, pooling={self.pooling!r}, "
+                f"threads={self.threads}, max_tokens={self.max_tokens}, blas={self.model.blas!r})")
+
+    # -- tokenization -------------------------------------------------------------------------
+
+    def tokenize(self, inputs: Sequence[str | Sequence[int]], add_eos: bool | None = None) -> list[list[int]]:
+        """Token ids per input: texts get EOS appended; id lists are used as given unless add_eos."""
+        out: list[list[int]] = []
+        texts_at: list[int] = []
+        for i, item in enumerate(inputs):
+            if isinstance(item, str):
+                texts_at.append(i)
+                out.append([])
+            else:
+                ids = _as_id_list(item, i)
+                if add_eos:
+                    out.append(apply_eos(ids, self._eos_id(), self.max_length, self.truncation))
+                else:
+                    out.append(truncate_ids(ids, self.max_length, self.truncation))
+        if texts_at:
+            if add_eos is False:
+                raise ValueError("add_eos=False applies to token-id inputs only; texts always get EOS")
+            if self.tokenizer is None:
+                raise ValueError("this model directory has no tokenizer.json: pass token-id lists, or "
+                                 "tokenizer_path= to from_pretrained")
+            encoded = self.tokenizer.encode([inputs[i] for i in texts_at], self.max_length, self.truncation)
+            for i, ids in zip(texts_at, encoded):
+                out[i] = ids
+        return out
+
+    def _eos_id(self) -> int:
+        if self.tokenizer is not None:
+            return self.tokenizer.eos_token_id
+        if self.dims.eos_token_id is not None:
+            return self.dims.eos_token_id
+        raise ValueError("add_eos=True needs an EOS id: no tokenizer and no eos_token_id in config.json")
+
+    # -- encoding -----------------------------------------------------------------------------
+
+    def forward_packed(self, batch: PackedBatch, pooling: str | None = None, convert_to: str = "numpy"):
+        """Runs the C core on one packed batch: [B, d] pooled, or [T, d] with pooling='all'."""
+        return self.model.forward(batch.tokens, batch.offsets, pooling=pooling or self.pooling,
+                                  max_tokens=self.max_tokens, threads=self.threads, convert_to=convert_to)
+
+    def encode(self, sentences: str | Sequence[str] | Sequence[Sequence[int]] | Any, prompt_name: str | None = None,
+               prompt: str | None = None, batch_size: int = 32, show_progress_bar: bool | None = None,
+               output_value: str | None = "sentence_embedding", precision: str = "float32",
+               convert_to_numpy: bool = True, convert_to_tensor: bool = False, device: str | None = None,
+               normalize_embeddings: bool = False, add_eos: bool | None = None, convert_to: str | None = None):
+        """Embeds texts or token-id lists.
+
+        A str gives a (d,) array, a list gives (n, d); an empty list gives (0, d). Inputs are
+        batched by token count and returned in input order. output_value="token_embeddings"
+        gives one (length, d) array per input instead. convert_to="dlpack" returns the C
+        tensor (zero-copy DLPack export); convert_to_tensor=True returns a torch tensor.
+        """
+        if output_value not in ("sentence_embedding", "token_embeddings", None):
+            raise ValueError(f"output_value must be 'sentence_embedding', 'token_embeddings' or None, got {output_value!r}")
+        if precision != "float32":
+            raise ValueError(f"precision {precision!r} is not supported; embeddings are float32")
+        if device is not None and str(device) != self.device:
+            raise ValueError(f"this encoder lives on {self.device!r}; device={device!r} cannot be honoured per call")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if convert_to not in (None, "numpy", "dlpack", "torch"):
+            raise ValueError(f"convert_to must be 'numpy', 'dlpack' or 'torch', got {convert_to!r}")
+        single = isinstance(sentences, str) or _is_single_id_sequence(sentences)
+        inputs = [sentences] if single else _as_input_list(sentences)
+        prefix = self._prompt_prefix(prompt_name, prompt)
+        if prefix:
+            inputs = [prefix + x if isinstance(x, str) else x for x in inputs]
+
+        before = self.truncation.truncated
+        ids = self.tokenize(inputs, add_eos=add_eos)
+        if self.max_length is not None:
+            warn_truncation(self.truncation.truncated - before, len(ids), self.max_length)
+
+        if output_value != "sentence_embedding":
+            tokens = self._encode_tokens(ids, batch_size, show_progress_bar)
+            if output_value is None:
+                pooled = self._encode_pooled(ids, batch_size, False)
+                result = [{"sentence_embedding": p, "token_embeddings": t} for p, t in zip(pooled, tokens)]
+                return result[0] if single else result
+            return tokens[0] if single else tokens
+
+        embeddings = self._encode_pooled(ids, batch_size, show_progress_bar)
+        if normalize_embeddings or self.normalize:
+            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+            np.divide(embeddings, np.maximum(norms, 1e-12), out=embeddings)
+        if single:
+            embeddings = embeddings[0]
+        if convert_to == "dlpack":
+            return _C_tensor_from(embeddings)
+        if convert_to_tensor or convert_to == "torch":
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(embeddings))
+        if not convert_to_numpy:
+            return list(embeddings) if not single else embeddings
+        return embeddings
+
+    def encode_query(self, sentences, **kwargs):
+        """encode() with the "query" prompt when the model defines one."""
+        if "prompt_name" not in kwargs and "prompt" not in kwargs and "query" in self.prompts:
+            kwargs["prompt_name"] = "query"
+        return self.encode(sentences, **kwargs)
+
+    def encode_document(self, sentences, **kwargs):
+        """encode() with the "document" (or "passage") prompt when the model defines one."""
+        if "prompt_name" not in kwargs and "prompt" not in kwargs:
+            for name in ("document", "passage", "corpus"):
+                if name in self.prompts:
+                    kwargs["prompt_name"] = name
+                    break
+        return self.encode(sentences, **kwargs)
+
+    def _prompt_prefix(self, prompt_name: str | None, prompt: str | None) -> str:
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError("prompt must be a str")
+            return prompt
+        name = prompt_name if prompt_name is not None else self.default_prompt_name
+        if name is None:
+            return ""
+        if name not in self.prompts:
+            raise ValueError(f"prompt_name {name!r} is not one of this model's prompts {sorted(self.prompts)}")
+        return self.prompts[name]
+
+    def _batches(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None, what: str):
+        """Yields (indices, PackedBatch) with inputs sorted longest first."""
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        starts = range(0, len(order), batch_size)
+        if show_progress_bar is None:
+            show_progress_bar = _is_interactive() and len(order) > 4 * batch_size
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=what, unit="batch")
+        for start in starts:
+            chunk = order[start:start + batch_size]
+            yield chunk, PackedBatch.from_lists([ids[i] for i in chunk])
+
+    def _encode_pooled(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None) -> np.ndarray:
+        for i, seq in enumerate(ids):
+            if not seq:
+                raise ValueError(f"input {i} has no tokens: an empty token-id list has nothing to pool")
+        out = np.empty((len(ids), self.dims.hidden_size), dtype=np.float32)
+        for chunk, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding"):
+            out[chunk] = self.forward_packed(batch)
+        return out
+
+    def _encode_tokens(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None) -> list[np.ndarray]:
+        out: list[np.ndarray] = [None] * len(ids)  # type: ignore[list-item]
+        for chunk, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding tokens"):
+            states = self.forward_packed(batch, pooling="all")
+            for j, i in enumerate(chunk):
+                out[i] = states[batch.offsets[j]:batch.offsets[j + 1]]
+        return out
+
+    def __call__(self, sentences, **kwargs):
+        return self.encode(sentences, **kwargs)
+
+
+def _C_tensor_from(array: np.ndarray):
+    """Wraps a result as the core's DLPack tensor (one copy into C-owned memory)."""
+    return _C.tensor_from_array(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _is_single_id_sequence(x) -> bool:
+    if isinstance(x, np.ndarray):
+        return x.ndim == 1 and np.issubdtype(x.dtype, np.integer)
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in x)
+
+
+def _as_input_list(x) -> list:
+    if isinstance(x, np.ndarray):
+        if x.ndim == 2 and np.issubdtype(x.dtype, np.integer):
+            return [row for row in x]
+        raise TypeError("an array input must be a 1-D or 2-D integer array of token ids")
+    if hasattr(x, "__dlpack__") and not isinstance(x, (list, tuple)):
+        return _as_input_list(np.from_dlpack(x))
+    if isinstance(x, Iterable) and not isinstance(x, (bytes, dict)):
+        return list(x)
+    raise TypeError(f"expected a str, a list of str, or token-id lists; got {type(x).__name__}")
+
+
+def _as_id_list(item, position: int) -> list[int]:
+    if hasattr(item, "__dlpack__") and not isinstance(item, np.ndarray):
+        item = np.from_dlpack(item)
+    if isinstance(item, np.ndarray):
+        if item.ndim != 1 or not np.issubdtype(item.dtype, np.integer):
+            raise TypeError(f"input {position}: token ids must be a 1-D integer array, got {item.dtype} {item.shape}")
+        return item.astype(np.int64).tolist()
+    if isinstance(item, (list, tuple)):
+        for v in item:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"input {position}: token ids must be ints, got {type(v).__name__}")
+        return [int(v) for v in item]
+    raise TypeError(f"input {position}: expected a str or a list of token ids, got {type(item).__name__}")

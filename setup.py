@@ -1,0 +1,63 @@
+"""Builds mambaret._C from csrc/ (always) and mambaret._cuda from cuda/ (when nvcc is found).
+
+MAMBARET_CUDA=auto|0|1 chooses the CUDA build: auto builds it when nvcc is found, 0 never,
+1 requires it (the build fails without nvcc).
+"""
+import glob
+import os
+import shutil
+import sys
+
+import numpy
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def cuda_mode():
+    mode = os.environ.get("MAMBARET_CUDA", "auto").strip().lower()
+    if mode not in ("auto", "0", "1"):
+        sys.exit(f"MAMBARET_CUDA must be auto, 0 or 1, got {mode!r}")
+    return mode
+
+
+def core_extension():
+    sources = sorted(glob.glob(os.path.join("csrc", "*.c")))
+    return Extension(
+        "mambaret._C",
+        sources=sources,
+        include_dirs=["csrc", numpy.get_include()],
+        extra_compile_args=["-O3", "-std=c11", "-fopenmp", "-fno-math-errno", "-Wall", "-Wextra",
+                            "-Wno-unused-parameter", "-Wno-missing-field-initializers",
+                            "-Wno-cast-function-type"],
+        extra_link_args=["-fopenmp"],
+        libraries=["dl", "m"],
+        define_macros=[("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")],
+    )
+
+
+class BuildExt(build_ext):
+    """Adds the optional CUDA module when nvcc is available (see cuda/build.py)."""
+
+    def run(self):
+        mode = cuda_mode()
+        nvcc = shutil.which("nvcc") or (os.path.exists("/usr/local/cuda/bin/nvcc") and "/usr/local/cuda/bin/nvcc")
+        if mode != "0" and os.path.isdir(os.path.join(HERE, "cuda")) and glob.glob(os.path.join(HERE, "cuda", "*.cu")):
+            if nvcc:
+                sys.path.insert(0, os.path.join(HERE, "cuda"))
+                from build_cuda import cuda_extension  # noqa: E402  (lives beside the kernels)
+
+                self.extensions.append(cuda_extension(nvcc))
+            elif mode == "1":
+                raise RuntimeError("MAMBARET_CUDA=1 but nvcc was not found")
+        super().run()
+
+    def build_extension(self, ext):
+        if getattr(ext, "is_cuda", False):
+            ext.build(self)
+        else:
+            super().build_extension(ext)
+
+
+setup(ext_modules=[core_extension()], cmdclass={"build_ext": BuildExt})
