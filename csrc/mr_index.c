@@ -9,7 +9,7 @@
 
 /* Tile shape: a [TILE_QUERIES, rows] block of scores (at most TILE_FLOATS floats) stays in a
  * core's L2 cache between the GEMM that writes it and the selection that reads it. */
-enum { TILE_QUERIES = 256, TILE_FLOATS = 256 * 1024, MIN_BLOCK_ROWS = 256, MAX_BLOCK_ROWS = 16384 };
+enum { TILE_QUERIES = 512, TILE_FLOATS = 512 * 1024, MIN_BLOCK_ROWS = 256, MAX_BLOCK_ROWS = 16384 };
 /* Bound on the per-thread heaps of one group of queries; more queries run in several groups. */
 #define HEAP_BYTES_BUDGET ((int64_t)64 << 20)
 
