@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* posix_memalign */
 #include "mr_model.h"
 
 #include <math.h>
