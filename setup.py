@@ -61,7 +61,9 @@ class BuildExt(build_ext):
                 sys.path.insert(0, os.path.join(HERE, "cuda"))
                 from build_cuda import cuda_extension  # noqa: E402  (lives beside the kernels)
 
-                self.distribution.ext_modules.append(cuda_extension(nvcc))
+                ext = cuda_extension(nvcc, required=mode == "1")
+                if ext is not None:
+                    self.distribution.ext_modules.append(ext)
             elif mode == "1":
                 raise RuntimeError("MAMBARET_CUDA=1 but nvcc was not found (PATH, CUDA_HOME, /usr/local/cuda)")
         super().finalize_options()

@@ -143,5 +143,14 @@ class CudaExtension(Extension):
               f"(cuBLAS from {cublas['lib']})", flush=True)
 
 
-def cuda_extension(nvcc: str) -> CudaExtension:
+def cuda_extension(nvcc: str, required: bool = False) -> CudaExtension | None:
+    """The extension to build, or None (with a warning) when the toolkit or cuBLAS is missing
+    and the build was not required (MAMBARET_CUDA=1 turns that into an error)."""
+    try:
+        find_cublas(cuda_home(nvcc))
+    except RuntimeError as exc:
+        if required:
+            raise
+        print(f"WARNING: building without mambaret._cuda: {exc}", file=sys.stderr, flush=True)
+        return None
     return CudaExtension(nvcc)
