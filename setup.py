@@ -27,7 +27,7 @@ def core_extension():
     return Extension(
         "mambaret._C",
         sources=sources,
-        include_dirs=["csrc", numpy.get_include()],
+        include_dirs=["csrc", "cuda", numpy.get_include()],  # cuda/mr_cuda.h: the CUDA ABI
         extra_compile_args=["-O3", "-std=c11", "-fopenmp", "-fno-math-errno", "-Wall", "-Wextra",
                             "-Wno-unused-parameter", "-Wno-missing-field-initializers",
                             "-Wno-cast-function-type"],
@@ -37,21 +37,36 @@ def core_extension():
     )
 
 
-class BuildExt(build_ext):
-    """Adds the optional CUDA module when nvcc is available (see cuda/build.py)."""
+def find_nvcc():
+    """nvcc on PATH, else under CUDA_HOME, else the default toolkit folder."""
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
+            return os.path.join(home, "bin", "nvcc")
+    return None
 
-    def run(self):
+
+class BuildExt(build_ext):
+    """Adds the optional CUDA module when nvcc is available (see cuda/build_cuda.py)."""
+
+    def finalize_options(self):
+        # added before setuptools prepares the extension list, so it is treated like any other
         mode = cuda_mode()
-        nvcc = shutil.which("nvcc") or (os.path.exists("/usr/local/cuda/bin/nvcc") and "/usr/local/cuda/bin/nvcc")
-        if mode != "0" and os.path.isdir(os.path.join(HERE, "cuda")) and glob.glob(os.path.join(HERE, "cuda", "*.cu")):
+        has_sources = glob.glob(os.path.join(HERE, "cuda", "*.cu"))
+        if mode != "0" and has_sources and not any(getattr(e, "is_cuda", False) for e in self.distribution.ext_modules):
+            nvcc = find_nvcc()
             if nvcc:
                 sys.path.insert(0, os.path.join(HERE, "cuda"))
                 from build_cuda import cuda_extension  # noqa: E402  (lives beside the kernels)
 
-                self.extensions.append(cuda_extension(nvcc))
+                ext = cuda_extension(nvcc, required=mode == "1")
+                if ext is not None:
+                    self.distribution.ext_modules.append(ext)
             elif mode == "1":
-                raise RuntimeError("MAMBARET_CUDA=1 but nvcc was not found")
-        super().run()
+                raise RuntimeError("MAMBARET_CUDA=1 but nvcc was not found (PATH, CUDA_HOME, /usr/local/cuda)")
+        super().finalize_options()
 
     def build_extension(self, ext):
         if getattr(ext, "is_cuda", False):

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "mr_blas.h"
+#include "mr_cuda.h"
 #include "mr_dlpack.h"
 #include "mr_error.h"
 #include "mr_index.h"
@@ -24,6 +25,8 @@
 typedef struct {
     mr_blas blas;          /* the BLAS new models use */
     PyTypeObject *tensor_type;
+    PyTypeObject *model_type;
+    PyTypeObject *cuda_tensor_type;
 } module_state;
 
 static module_state *get_state(PyObject *module) { return (module_state *)PyModule_GetState(module); }
@@ -677,6 +680,679 @@ static PyType_Spec model_spec = {
 };
 
 /* ------------------------------------------------------------------------------------------ */
+/* CUDA: CudaModel and CudaTensor, driving the optional mambaret._cuda through its C ABI table  */
+/* (cuda/mr_cuda.h). Nothing here links against CUDA: the table is imported on first use, so  */
+/* this module loads where libcudart and libcublas are absent.                                */
+
+static const mr_cuda_api *g_cuda_api; /* process-wide, like the capsule it comes from */
+
+static const mr_cuda_api *cuda_api(void) {
+    if (g_cuda_api) return g_cuda_api;
+    PyObject *mod = PyImport_ImportModule("mambaret._cuda");
+    if (!mod) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        PyErr_Format(PyExc_RuntimeError, "CUDA is not available: mambaret._cuda cannot be imported (%S); "
+                     "mambaret was built without nvcc or the CUDA libraries are missing", value ? value : Py_None);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    Py_DECREF(mod);
+    const mr_cuda_api *api = PyCapsule_Import(MR_CUDA_CAPSULE_NAME, 0);
+    if (!api) return NULL;
+    if (api->abi_version != MR_CUDA_ABI_VERSION || api->struct_size < sizeof(mr_cuda_api)) {
+        PyErr_Format(PyExc_RuntimeError, "mambaret._cuda has C ABI version %u, mambaret._C expects %u: rebuild both",
+                     api->abi_version, (unsigned)MR_CUDA_ABI_VERSION);
+        return NULL;
+    }
+    g_cuda_api = api;
+    return api;
+}
+
+/* A stream argument as a CUDA stream handle: None is the default stream, ints are DLPack's
+ * numbering (1 legacy default, 2 per-thread default, else a cudaStream_t value). */
+static int parse_stream(PyObject *obj, void **stream) {
+    if (obj == NULL || obj == Py_None) {
+        *stream = NULL;
+        return 0;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "stream must be None or a non-negative int (a cudaStream_t value)");
+        return -1;
+    }
+    *stream = (void *)(uintptr_t)v;
+    return 0;
+}
+
+/* CudaTensor: a float32 result in device memory, exported through DLPack with the stream
+ * handshake; `ready` is recorded on the producing stream after the result was written. */
+typedef struct {
+    PyObject_HEAD
+    float *data;
+    int device;
+    int ndim;
+    int64_t shape[2];
+    int64_t strides[2];
+    void *ready;
+    PyObject *keepalive; /* list of objects the queued work may still read (DLPack inputs) */
+} CudaTensorObject;
+
+static PyObject *cuda_tensor_new(module_state *st, const mr_cuda_api *api, int device, int64_t rows, int64_t cols) {
+    mr_error err = {0};
+    void *data = NULL, *ready = NULL;
+    size_t bytes = (size_t)rows * (size_t)cols * sizeof(float);
+    if (api->malloc_device(device, bytes, &data, &err)) return raise_error(&err);
+    if (api->event_create(device, &ready, &err)) {
+        api->free_device(device, data);
+        return raise_error(&err);
+    }
+    CudaTensorObject *t = PyObject_New(CudaTensorObject, st->cuda_tensor_type);
+    if (!t) {
+        api->event_destroy(ready);
+        api->free_device(device, data);
+        return NULL;
+    }
+    t->data = data;
+    t->device = device;
+    t->ndim = 2;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->strides[0] = cols;
+    t->strides[1] = 1;
+    t->ready = ready;
+    t->keepalive = NULL;
+    return (PyObject *)t;
+}
+
+static void cuda_tensor_dealloc(CudaTensorObject *t) {
+    const mr_cuda_api *api = g_cuda_api; /* set: a CudaTensor only exists once it was imported */
+    if (api) {
+        api->free_device(t->device, t->data); /* waits for the device, then inputs may go */
+        api->event_destroy(t->ready);
+    }
+    Py_XDECREF(t->keepalive);
+    PyTypeObject *tp = Py_TYPE(t);
+    PyObject_Free(t);
+    Py_DECREF(tp);
+}
+
+static PyObject *cuda_tensor_dlpack(CudaTensorObject *t, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"stream", "max_version", "dl_device", "copy", NULL};
+    PyObject *stream = Py_None, *max_version = Py_None, *dl_device = Py_None, *copy = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOO:__dlpack__", kwlist, &stream, &max_version, &dl_device,
+                                     &copy))
+        return NULL;
+    if (dl_device != Py_None) {
+        long type, id;
+        if (parse_device_pair(dl_device, &type, &id) < 0) return NULL;
+        if (type != kDLCUDA || id != t->device) {
+            PyErr_Format(PyExc_BufferError, "this tensor is on CUDA device %d; export to (%ld, %ld) is not supported "
+                         "(use .numpy() for a host copy)", t->device, type, id);
+            return NULL;
+        }
+    }
+    if (copy != Py_None && PyObject_IsTrue(copy) == 1) {
+        PyErr_SetString(PyExc_BufferError, "copy=True is not supported for CUDA tensors; use .numpy() for a host copy");
+        return NULL;
+    }
+    /* The consumer's stream waits for ours. None means the legacy default stream; -1 asks for
+     * no synchronisation; 0 is ambiguous and disallowed by the DLPack protocol. */
+    void *consumer = (void *)(uintptr_t)1;
+    int sync = 1;
+    if (stream != Py_None) {
+        long long v = PyLong_AsLongLong(stream);
+        if (v == -1 && PyErr_Occurred()) return NULL;
+        if (v == 0) {
+            PyErr_SetString(PyExc_ValueError, "stream=0 is ambiguous for CUDA; pass 1 (legacy default) or 2 (per-thread)");
+            return NULL;
+        }
+        if (v == -1) sync = 0;
+        else if (v < 0) {
+            PyErr_Format(PyExc_ValueError, "invalid stream %lld", v);
+            return NULL;
+        } else consumer = (void *)(uintptr_t)v;
+    }
+    if (sync) {
+        mr_error err = {0};
+        if (g_cuda_api->stream_wait_event(consumer, t->ready, &err)) return raise_error(&err);
+    }
+    int versioned = 0;
+    if (max_version != Py_None) {
+        if (!PyTuple_Check(max_version) || PyTuple_GET_SIZE(max_version) != 2) {
+            PyErr_SetString(PyExc_TypeError, "max_version must be None or a (major, minor) tuple");
+            return NULL;
+        }
+        long major = PyLong_AsLong(PyTuple_GET_ITEM(max_version, 0));
+        if (major == -1 && PyErr_Occurred()) return NULL;
+        versioned = major >= 1;
+    }
+    dlpack_export *ex = calloc(1, sizeof *ex);
+    if (!ex) return PyErr_NoMemory();
+    ex->owner = (PyObject *)t;
+    Py_INCREF(t);
+    DLTensor dl = {
+        .data = t->data,
+        .device = {kDLCUDA, t->device},
+        .ndim = t->ndim,
+        .dtype = {kDLFloat, 32, 1},
+        .shape = t->shape,
+        .strides = t->strides,
+        .byte_offset = 0,
+    };
+    PyObject *capsule;
+    if (versioned) {
+        ex->is_versioned = 1;
+        ex->versioned.version.major = MR_DLPACK_MAJOR_VERSION;
+        ex->versioned.version.minor = MR_DLPACK_MINOR_VERSION;
+        ex->versioned.manager_ctx = ex;
+        ex->versioned.deleter = dlpack_versioned_deleter;
+        ex->versioned.dl_tensor = dl;
+        capsule = PyCapsule_New(&ex->versioned, "dltensor_versioned", dlpack_capsule_destructor);
+    } else {
+        ex->legacy.dl_tensor = dl;
+        ex->legacy.manager_ctx = ex;
+        ex->legacy.deleter = dlpack_legacy_deleter;
+        capsule = PyCapsule_New(&ex->legacy, "dltensor", dlpack_capsule_destructor);
+    }
+    if (!capsule) {
+        Py_DECREF(t);
+        free(ex);
+    }
+    return capsule;
+}
+
+static PyObject *cuda_tensor_dlpack_device(CudaTensorObject *t, PyObject *unused) {
+    (void)unused;
+    return Py_BuildValue("(ii)", (int)kDLCUDA, t->device);
+}
+
+static PyObject *cuda_tensor_numpy(CudaTensorObject *t, PyObject *unused) {
+    (void)unused;
+    npy_intp dims[2] = {(npy_intp)t->shape[0], (npy_intp)t->shape[1]};
+    PyArrayObject *arr = (PyArrayObject *)PyArray_EMPTY(t->ndim, dims, NPY_FLOAT32, 0);
+    if (!arr) return NULL;
+    mr_error err = {0};
+    mr_status s;
+    size_t bytes = (size_t)(t->shape[0] * t->shape[1]) * sizeof(float);
+    Py_BEGIN_ALLOW_THREADS
+    s = g_cuda_api->copy_to_host(t->device, PyArray_DATA(arr), t->data, bytes, t->ready, &err);
+    Py_END_ALLOW_THREADS
+    if (s) {
+        Py_DECREF(arr);
+        return raise_error(&err);
+    }
+    return (PyObject *)arr;
+}
+
+static PyObject *cuda_tensor_get_shape(CudaTensorObject *t, void *closure) {
+    (void)closure;
+    return Py_BuildValue("(LL)", (long long)t->shape[0], (long long)t->shape[1]);
+}
+
+static PyObject *cuda_tensor_get_dtype(CudaTensorObject *t, void *closure) {
+    (void)t;
+    (void)closure;
+    return PyUnicode_FromString("float32");
+}
+
+static PyObject *cuda_tensor_get_device(CudaTensorObject *t, void *closure) {
+    (void)closure;
+    return PyUnicode_FromFormat("cuda:%d", t->device);
+}
+
+static PyObject *cuda_tensor_repr(CudaTensorObject *t) {
+    return PyUnicode_FromFormat("CudaTensor(shape=(%lld, %lld), dtype=float32, device=cuda:%d)", (long long)t->shape[0],
+                                (long long)t->shape[1], t->device);
+}
+
+static PyMethodDef cuda_tensor_methods[] = {
+    {"__dlpack__", (PyCFunction)(void (*)(void))cuda_tensor_dlpack, METH_VARARGS | METH_KEYWORDS,
+     "__dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None)\n"
+     "Exports the tensor without a copy; the consumer's stream is made to wait for the result."},
+    {"__dlpack_device__", (PyCFunction)cuda_tensor_dlpack_device, METH_NOARGS, "(2, device_id): a CUDA tensor."},
+    {"numpy", (PyCFunction)cuda_tensor_numpy, METH_NOARGS, "A host copy as a NumPy array (waits for the result)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef cuda_tensor_getset[] = {
+    {"shape", (getter)cuda_tensor_get_shape, NULL, "shape as a tuple", NULL},
+    {"dtype", (getter)cuda_tensor_get_dtype, NULL, "element type ('float32')", NULL},
+    {"device", (getter)cuda_tensor_get_device, NULL, "'cuda:N'", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot cuda_tensor_slots[] = {
+    {Py_tp_dealloc, cuda_tensor_dealloc},
+    {Py_tp_methods, cuda_tensor_methods},
+    {Py_tp_getset, cuda_tensor_getset},
+    {Py_tp_repr, cuda_tensor_repr},
+    {Py_tp_doc, "A float32 result in GPU memory; hand it to torch or CuPy with their from_dlpack."},
+    {0, NULL},
+};
+
+static PyType_Spec cuda_tensor_spec = {
+    .name = "mambaret._C.CudaTensor",
+    .basicsize = sizeof(CudaTensorObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = cuda_tensor_slots,
+};
+
+/* Owns a consumed DLPack input until the work reading it is finished. */
+static void dlpack_input_release(PyObject *capsule) {
+    void *p = PyCapsule_GetPointer(capsule, "mambaret.dlpack_input");
+    int versioned = (int)(intptr_t)PyCapsule_GetContext(capsule);
+    if (!p) {
+        PyErr_Clear();
+        return;
+    }
+    if (versioned) {
+        DLManagedTensorVersioned *m = p;
+        if (m->deleter) m->deleter(m);
+    } else {
+        DLManagedTensor *m = p;
+        if (m->deleter) m->deleter(m);
+    }
+}
+
+typedef struct {
+    const void *data;
+    int64_t n;
+    int is_int64;
+    PyObject *owner; /* the "mambaret.dlpack_input" capsule */
+} device_ids;
+
+/* Takes token ids from a DLPack producer on the model's device; its queued writes are ordered
+ * before `stream` by the producer. ValueError for another device, the host, or a bad layout. */
+static int take_device_ids(PyObject *obj, int device, void *stream, device_ids *out) {
+    PyObject *dev = PyObject_CallMethod(obj, "__dlpack_device__", NULL);
+    if (!dev) return -1;
+    long type, id;
+    int bad = parse_device_pair(dev, &type, &id);
+    Py_DECREF(dev);
+    if (bad) return -1;
+    if ((type != kDLCUDA && type != kDLCUDAManaged) || id != device) {
+        PyErr_Format(PyExc_ValueError, "tokens are on DLPack device (%ld, %ld) but the model is on cuda:%d; move them "
+                     "to that device, or pass a NumPy array", type, id, device);
+        return -1;
+    }
+    /* DLPack: the consumer passes its stream; 1 stands for the legacy default stream */
+    PyObject *kw = Py_BuildValue("{s:K}", "stream", (unsigned long long)(stream ? (uintptr_t)stream : 1));
+    PyObject *empty = PyTuple_New(0);
+    PyObject *method = PyObject_GetAttrString(obj, "__dlpack__");
+    PyObject *capsule = (kw && empty && method) ? PyObject_Call(method, empty, kw) : NULL;
+    Py_XDECREF(kw);
+    Py_XDECREF(empty);
+    Py_XDECREF(method);
+    if (!capsule) return -1;
+    DLTensor *dl;
+    void *managed;
+    int versioned = PyCapsule_IsValid(capsule, "dltensor_versioned");
+    if (versioned) {
+        DLManagedTensorVersioned *m = PyCapsule_GetPointer(capsule, "dltensor_versioned");
+        managed = m;
+        dl = m ? &m->dl_tensor : NULL;
+    } else {
+        DLManagedTensor *m = PyCapsule_GetPointer(capsule, "dltensor");
+        managed = m;
+        dl = m ? &m->dl_tensor : NULL;
+    }
+    if (!dl) {
+        Py_DECREF(capsule);
+        return -1;
+    }
+    /* ours from here on: the renamed capsule no longer deletes it */
+    if (PyCapsule_SetName(capsule, versioned ? "used_dltensor_versioned" : "used_dltensor") < 0) {
+        Py_DECREF(capsule);
+        return -1;
+    }
+    Py_DECREF(capsule);
+    PyObject *owner = PyCapsule_New(managed, "mambaret.dlpack_input", dlpack_input_release);
+    if (!owner || PyCapsule_SetContext(owner, (void *)(intptr_t)versioned) < 0) {
+        if (owner) Py_DECREF(owner);
+        else if (versioned) ((DLManagedTensorVersioned *)managed)->deleter(managed);
+        else ((DLManagedTensor *)managed)->deleter(managed);
+        return -1;
+    }
+    const char *why = NULL;
+    if (dl->ndim != 1) why = "must be 1-D";
+    else if (dl->dtype.code != kDLInt || (dl->dtype.bits != 32 && dl->dtype.bits != 64) || dl->dtype.lanes != 1)
+        why = "must be int32 or int64";
+    else if (dl->strides && dl->shape[0] > 1 && dl->strides[0] != 1) why = "must be contiguous";
+    if (why) {
+        PyErr_Format(PyExc_ValueError, "token ids from DLPack %s", why);
+        Py_DECREF(owner);
+        return -1;
+    }
+    out->data = (const char *)dl->data + dl->byte_offset;
+    out->n = dl->shape[0];
+    out->is_int64 = dl->dtype.bits == 64;
+    out->owner = owner;
+    return 0;
+}
+
+typedef struct {
+    PyObject_HEAD
+    mr_cuda_model *model;
+    const mr_cuda_api *api;
+    module_state *state;
+    int device;
+    mr_dtype dtype;
+    mr_config cfg;
+} CudaModelObject;
+
+static int parse_compute_dtype(const char *s, mr_dtype *dtype) {
+    if (strcmp(s, "float32") == 0) *dtype = MR_DTYPE_F32;
+    else if (strcmp(s, "float16") == 0) *dtype = MR_DTYPE_F16;
+    else if (strcmp(s, "bfloat16") == 0) *dtype = MR_DTYPE_BF16;
+    else {
+        PyErr_Format(PyExc_ValueError, "dtype must be 'bfloat16', 'float16' or 'float32', got '%s'", s);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *compute_dtype_name(mr_dtype d) {
+    return d == MR_DTYPE_F32 ? "float32" : d == MR_DTYPE_F16 ? "float16" : "bfloat16";
+}
+
+static int cuda_model_init(CudaModelObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"model", "dtype", "device", NULL};
+    PyObject *model_obj;
+    const char *dtype_s = "bfloat16";
+    int device = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|si:CudaModel", kwlist, &model_obj, &dtype_s, &device)) return -1;
+    module_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (!st) return -1;
+    if (!PyObject_TypeCheck(model_obj, st->model_type)) {
+        PyErr_SetString(PyExc_TypeError, "model must be a mambaret._C.Model");
+        return -1;
+    }
+    const mr_model *cpu = ((ModelObject *)model_obj)->model;
+    if (!cpu || !mr_model_is_finished(cpu)) {
+        PyErr_SetString(PyExc_ValueError, "the Model must be complete (finish() called) before it goes to the GPU");
+        return -1;
+    }
+    mr_dtype dtype;
+    if (parse_compute_dtype(dtype_s, &dtype) < 0) return -1;
+    const mr_cuda_api *api = cuda_api();
+    if (!api) return -1;
+    mr_error err = {0};
+    mr_cuda_model *m = NULL;
+    mr_status s;
+    const mr_config *c = mr_model_config(cpu);
+    Py_BEGIN_ALLOW_THREADS
+    s = api->model_create(c, dtype, device, &m, &err);
+    for (int k = 0; s == MR_OK && k < MR_T_COUNT; k++) {
+        int64_t shape[3];
+        int ndim;
+        mr_error ignore = {0};
+        if (mr_model_tensor_shape(cpu, (mr_tensor_kind)k, shape, &ndim, &ignore) != MR_OK) continue; /* absent */
+        int64_t numel = 1;
+        for (int i = 0; i < ndim; i++) numel *= shape[i];
+        int64_t layers = k < MR_T_NORM ? 1 : c->n_layer;
+        for (int64_t l = 0; s == MR_OK && l < layers; l++)
+            s = api->model_set_tensor(m, (mr_tensor_kind)k, l, mr_model_tensor_data(cpu, (mr_tensor_kind)k, l), numel,
+                                      &err);
+    }
+    if (s == MR_OK) s = api->model_finish(m, &err);
+    if (s != MR_OK && m) {
+        api->model_free(m);
+        m = NULL;
+    }
+    Py_END_ALLOW_THREADS
+    if (s) {
+        raise_error(&err);
+        return -1;
+    }
+    if (self->model) self->api->model_free(self->model);
+    self->model = m;
+    self->api = api;
+    self->state = st;
+    self->device = device;
+    self->dtype = dtype;
+    self->cfg = *c;
+    return 0;
+}
+
+static void cuda_model_dealloc(CudaModelObject *self) {
+    if (self->model) {
+        mr_cuda_model *m = self->model;
+        const mr_cuda_api *api = self->api;
+        Py_BEGIN_ALLOW_THREADS
+        api->model_free(m);
+        Py_END_ALLOW_THREADS
+    }
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int cuda_model_ready(CudaModelObject *self) {
+    if (!self->model) {
+        PyErr_SetString(PyExc_RuntimeError, "CudaModel was not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(cuda_model_forward_doc,
+"forward(tokens, offsets, *, pooling='last', max_tokens=65536, normalize=False, convert_to='numpy',\n"
+"        stream=None, out=None, out_row=0, threads=None)\n"
+"--\n\n"
+"Runs the backbone on the GPU over a packed batch. tokens: int32 NumPy array, or a CUDA tensor\n"
+"(int32/int64, any DLPack producer) on this model's device; offsets: int64 NumPy array [B+1].\n"
+"convert_to='numpy' copies the float32 result to the host (the one wait); 'dlpack'/'tensor'\n"
+"returns a CudaTensor that stays on the GPU, or writes into `out` (a CudaTensor) from row\n"
+"out_row. stream: the CUDA stream to queue on (a cudaStream_t as int; None: the default\n"
+"stream). normalize: L2-normalise pooled rows. threads is accepted and ignored.");
+
+static PyObject *cuda_model_forward(CudaModelObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"tokens", "offsets", "pooling", "max_tokens", "normalize", "convert_to", "stream", "out",
+                             "out_row", "threads", NULL};
+    PyObject *tokens_obj, *offsets_obj, *stream_obj = Py_None, *out_obj = Py_None, *threads_obj = Py_None;
+    const char *pooling_s = "last", *convert_to = "numpy";
+    long long max_tokens = 65536, out_row = 0;
+    int normalize = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|$sLpsOOLO:forward", kwlist, &tokens_obj, &offsets_obj,
+                                     &pooling_s, &max_tokens, &normalize, &convert_to, &stream_obj, &out_obj, &out_row,
+                                     &threads_obj))
+        return NULL;
+    (void)threads_obj;
+    if (!cuda_model_ready(self)) return NULL;
+    mr_pooling pooling;
+    void *stream;
+    if (parse_pooling(pooling_s, &pooling) < 0 || parse_stream(stream_obj, &stream) < 0) return NULL;
+    int on_device;
+    if (strcmp(convert_to, "numpy") == 0) on_device = 0;
+    else if (strcmp(convert_to, "dlpack") == 0 || strcmp(convert_to, "tensor") == 0) on_device = 1;
+    else {
+        PyErr_Format(PyExc_ValueError, "convert_to must be 'numpy', 'dlpack' or 'tensor', got '%s'", convert_to);
+        return NULL;
+    }
+    if (max_tokens <= 0) {
+        PyErr_Format(PyExc_ValueError, "max_tokens must be positive, got %lld", max_tokens);
+        return NULL;
+    }
+    PyArrayObject *offsets = require_array(offsets_obj, NPY_INT64, 1, "offsets");
+    if (!offsets) return NULL;
+    PyArrayObject *tokens = NULL;
+    device_ids dev = {0};
+    PyObject *result = NULL;
+    if (PyArray_DIM(offsets, 0) < 1) {
+        PyErr_SetString(PyExc_ValueError, "offsets must hold at least one entry (0 for an empty batch)");
+        goto done;
+    }
+    if (PyArray_Check(tokens_obj)) {
+        if (!(tokens = require_array(tokens_obj, NPY_INT32, 1, "tokens"))) goto done;
+    } else if (PyObject_HasAttrString(tokens_obj, "__dlpack__")) {
+        if (take_device_ids(tokens_obj, self->device, stream, &dev) < 0) goto done;
+    } else {
+        PyErr_Format(PyExc_TypeError, "tokens must be a NumPy int32 array or a CUDA tensor, got %s",
+                     Py_TYPE(tokens_obj)->tp_name);
+        goto done;
+    }
+    const int64_t n_seqs = PyArray_DIM(offsets, 0) - 1, d = self->cfg.d_model;
+    const int64_t n_tokens = tokens ? PyArray_DIM(tokens, 0) : dev.n;
+    const int64_t rows = pooling == MR_POOL_ALL ? n_tokens : n_seqs;
+    mr_cuda_forward_args a = {
+        .tokens = tokens ? PyArray_DATA(tokens) : dev.data,
+        .tokens_on_device = tokens == NULL,
+        .tokens_int64 = dev.is_int64,
+        .n_tokens = n_tokens,
+        .offsets = PyArray_DATA(offsets),
+        .n_seqs = n_seqs,
+        .pooling = pooling,
+        .max_tokens = max_tokens,
+        .normalize = normalize,
+        .stream = stream,
+        .out_on_device = on_device,
+    };
+    PyObject *target = NULL; /* what we return: a NumPy array or a CudaTensor */
+    if (!on_device) {
+        npy_intp dims[2] = {(npy_intp)rows, (npy_intp)d};
+        target = PyArray_EMPTY(2, dims, NPY_FLOAT32, 0);
+        if (!target) goto done;
+        a.out = PyArray_DATA((PyArrayObject *)target);
+    } else if (out_obj != Py_None) {
+        if (!PyObject_TypeCheck(out_obj, self->state->cuda_tensor_type)) {
+            PyErr_SetString(PyExc_TypeError, "out must be a mambaret._C.CudaTensor");
+            goto done;
+        }
+        CudaTensorObject *o = (CudaTensorObject *)out_obj;
+        if (o->device != self->device || o->shape[1] != d || out_row < 0 || out_row + rows > o->shape[0]) {
+            PyErr_Format(PyExc_ValueError, "out (%lld x %lld on cuda:%d) cannot take %lld rows of %lld from row %lld",
+                         (long long)o->shape[0], (long long)o->shape[1], o->device, (long long)rows, (long long)d,
+                         out_row);
+            goto done;
+        }
+        target = out_obj;
+        Py_INCREF(target);
+        a.out = o->data + out_row * d;
+    } else {
+        target = cuda_tensor_new(self->state, self->api, self->device, rows, d);
+        if (!target) goto done;
+        a.out = ((CudaTensorObject *)target)->data;
+    }
+    mr_error err = {0};
+    mr_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = self->api->model_forward(self->model, &a, &err);
+    Py_END_ALLOW_THREADS
+    if (s == MR_OK && on_device) {
+        CudaTensorObject *o = (CudaTensorObject *)target;
+        s = self->api->event_record(o->ready, stream, &err);
+        if (s == MR_OK && dev.owner) { /* the device ids must outlive the queued work reading them */
+            if (!o->keepalive && !(o->keepalive = PyList_New(0))) {
+                Py_DECREF(target);
+                goto done;
+            }
+            if (PyList_Append(o->keepalive, dev.owner) < 0) {
+                Py_DECREF(target);
+                goto done;
+            }
+        }
+    }
+    if (s) {
+        Py_DECREF(target);
+        raise_error(&err);
+        goto done;
+    }
+    result = target;
+done:
+    Py_XDECREF(tokens);
+    Py_DECREF(offsets);
+    Py_XDECREF(dev.owner);
+    return result;
+}
+
+static PyObject *cuda_model_empty(CudaModelObject *self, PyObject *arg) {
+    if (!cuda_model_ready(self)) return NULL;
+    long long rows = PyLong_AsLongLong(arg);
+    if (rows == -1 && PyErr_Occurred()) return NULL;
+    if (rows < 0) {
+        PyErr_SetString(PyExc_ValueError, "rows must be >= 0");
+        return NULL;
+    }
+    return cuda_tensor_new(self->state, self->api, self->device, rows, self->cfg.d_model);
+}
+
+static PyObject *cuda_model_workspace_bytes(CudaModelObject *self, PyObject *arg) {
+    if (!cuda_model_ready(self)) return NULL;
+    long long tokens = PyLong_AsLongLong(arg);
+    if (tokens == -1 && PyErr_Occurred()) return NULL;
+    if (tokens < 0) {
+        PyErr_SetString(PyExc_ValueError, "tokens must be >= 0");
+        return NULL;
+    }
+    return PyLong_FromLongLong(self->api->model_workspace_bytes(self->model, tokens));
+}
+
+static PyObject *cuda_model_get_info(CudaModelObject *self, void *closure) {
+    (void)closure;
+    if (!cuda_model_ready(self)) return NULL;
+    char desc[256] = "";
+    mr_error err = {0};
+    if (self->api->device_description(self->device, desc, sizeof desc, &err)) return raise_error(&err);
+    return Py_BuildValue("{s:i,s:s,s:s,s:L}", "device", self->device, "dtype", compute_dtype_name(self->dtype),
+                         "description", desc, "weight_bytes", (long long)self->api->model_weight_bytes(self->model));
+}
+
+static PyObject *cuda_model_get_blas(CudaModelObject *self, void *closure) {
+    (void)closure;
+    return PyUnicode_FromFormat("cuBLAS (%s)", compute_dtype_name(self->dtype));
+}
+
+static PyObject *cuda_model_get_dtype(CudaModelObject *self, void *closure) {
+    (void)closure;
+    return PyUnicode_FromString(compute_dtype_name(self->dtype));
+}
+
+static PyObject *cuda_model_get_device(CudaModelObject *self, void *closure) {
+    (void)closure;
+    return PyLong_FromLong(self->device);
+}
+
+static PyMethodDef cuda_model_methods[] = {
+    {"forward", (PyCFunction)(void (*)(void))cuda_model_forward, METH_VARARGS | METH_KEYWORDS, cuda_model_forward_doc},
+    {"empty", (PyCFunction)cuda_model_empty, METH_O,
+     "empty(rows)\nAn uninitialised [rows, d] CudaTensor on this model's device, for forward(out=...)."},
+    {"workspace_bytes", (PyCFunction)cuda_model_workspace_bytes, METH_O,
+     "workspace_bytes(tokens)\nGPU bytes of the reused workspace for micro-batches of this many tokens."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef cuda_model_getset[] = {
+    {"info", (getter)cuda_model_get_info, NULL, "device, dtype, description and weight bytes", NULL},
+    {"blas", (getter)cuda_model_get_blas, NULL, "what runs the matrix products", NULL},
+    {"dtype", (getter)cuda_model_get_dtype, NULL, "the compute dtype", NULL},
+    {"device", (getter)cuda_model_get_device, NULL, "the CUDA device index", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot cuda_model_slots[] = {
+    {Py_tp_init, cuda_model_init},
+    {Py_tp_dealloc, cuda_model_dealloc},
+    {Py_tp_methods, cuda_model_methods},
+    {Py_tp_getset, cuda_model_getset},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_doc, "CudaModel(model, dtype='bfloat16', device=0)\nA finished Model's weights uploaded to a GPU "
+                "(needs mambaret._cuda); forward() as Model.forward, on the device."},
+    {0, NULL},
+};
+
+static PyType_Spec cuda_model_spec = {
+    .name = "mambaret._C.CudaModel",
+    .basicsize = sizeof(CudaModelObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = cuda_model_slots,
+};
+
+/* ------------------------------------------------------------------------------------------ */
 /* Kernels exposed for the tests: each runs the fast op or its reference on NumPy inputs.      */
 
 static PyArrayObject *new_f32(int ndim, int64_t d0, int64_t d1) {
@@ -1069,10 +1745,16 @@ static int module_exec(PyObject *module) {
     st->tensor_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tensor_spec, NULL);
     if (!st->tensor_type) return -1;
     if (PyModule_AddObjectRef(module, "Tensor", (PyObject *)st->tensor_type) < 0) return -1;
-    PyObject *model_type = PyType_FromModuleAndSpec(module, &model_spec, NULL);
-    if (!model_type) return -1;
-    if (PyModule_AddObject(module, "Model", model_type) < 0) {
-        Py_DECREF(model_type);
+    st->model_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &model_spec, NULL);
+    if (!st->model_type) return -1;
+    if (PyModule_AddObjectRef(module, "Model", (PyObject *)st->model_type) < 0) return -1;
+    st->cuda_tensor_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &cuda_tensor_spec, NULL);
+    if (!st->cuda_tensor_type) return -1;
+    if (PyModule_AddObjectRef(module, "CudaTensor", (PyObject *)st->cuda_tensor_type) < 0) return -1;
+    PyObject *cuda_model_type = PyType_FromModuleAndSpec(module, &cuda_model_spec, NULL);
+    if (!cuda_model_type) return -1;
+    if (PyModule_AddObject(module, "CudaModel", cuda_model_type) < 0) {
+        Py_DECREF(cuda_model_type);
         return -1;
     }
     if (PyModule_AddIntConstant(module, "MAX_STATE_SIZE", MR_MAX_STATE_SIZE) < 0 ||
@@ -1083,13 +1765,21 @@ static int module_exec(PyObject *module) {
 
 static int module_traverse(PyObject *module, visitproc visit, void *arg) {
     module_state *st = get_state(module);
-    if (st) Py_VISIT(st->tensor_type);
+    if (st) {
+        Py_VISIT(st->tensor_type);
+        Py_VISIT(st->model_type);
+        Py_VISIT(st->cuda_tensor_type);
+    }
     return 0;
 }
 
 static int module_clear(PyObject *module) {
     module_state *st = get_state(module);
-    if (st) Py_CLEAR(st->tensor_type);
+    if (st) {
+        Py_CLEAR(st->tensor_type);
+        Py_CLEAR(st->model_type);
+        Py_CLEAR(st->cuda_tensor_type);
+    }
     return 0;
 }
 

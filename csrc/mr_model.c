@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* posix_memalign */
 #include "mr_model.h"
 
 #include <math.h>
@@ -242,6 +243,16 @@ mr_status mr_model_finish(mr_model *m, mr_error *err) {
     }
     m->finished = 1;
     return MR_OK;
+}
+
+int mr_model_is_finished(const mr_model *m) { return m->finished; }
+
+const float *mr_model_tensor_data(const mr_model *m, mr_tensor_kind kind, int64_t layer) {
+    if ((int)kind < 0 || kind >= MR_T_COUNT || !tensor_present(&m->cfg, kind)) return NULL;
+    if (kind == MR_T_EMBEDDING) return m->embedding;
+    if (kind == MR_T_NORM_F) return m->norm_f;
+    if (layer < 0 || layer >= m->cfg.n_layer) return NULL;
+    return m->layers[layer].weights[kind];
 }
 
 static mr_status check_batch(const mr_model *m, const mr_forward_args *a, mr_error *err) {

@@ -70,6 +70,13 @@ mr_status mr_model_set_tensor(mr_model *model, mr_tensor_kind kind, int64_t laye
 /* Checks that every tensor was set and prepares derived weights (A = -exp(A_log)). */
 mr_status mr_model_finish(mr_model *model, mr_error *err);
 
+/* Whether mr_model_finish succeeded. */
+int mr_model_is_finished(const mr_model *model);
+
+/* The float32 values of a loaded tensor as set (A_LOG holds A_log), NULL for a kind this config
+ * lacks or a bad layer. For handing the weights to another engine, e.g. the CUDA model. */
+const float *mr_model_tensor_data(const mr_model *model, mr_tensor_kind kind, int64_t layer);
+
 typedef struct {
     const int32_t *tokens;  /* [n_tokens] */
     int64_t n_tokens;

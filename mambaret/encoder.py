@@ -108,30 +108,39 @@ class MambaEncoder:
                         max_tokens: int = 8192, threads: int | None = None, *, pooling: str | None = None,
                         normalize: bool | None = None, tokenizer_path: str | None = None,
                         prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
-                        revision: str | None = None, cache_dir: str | None = None) -> "MambaEncoder":
+                        revision: str | None = None, cache_dir: str | None = None,
+                        dtype: str = "bfloat16") -> "MambaEncoder":
         """Loads a HF-format Mamba checkpoint directory (or hub id, with huggingface_hub).
 
-        device: "cpu" (the C core) or "cuda" (the optional CUDA module). threads: our threads and
-        the BLAS's together; default OMP_NUM_THREADS, else the available cores.
+        device: "cpu" (the C core) or "cuda" / "cuda:N" (the optional CUDA module). threads: our
+        threads and the BLAS's together; default OMP_NUM_THREADS, else the available cores.
+        dtype: the GPU's compute dtype, "bfloat16", "float16" or "float32" (ignored on the CPU,
+        which computes in float32). On the GPU a larger max_tokens (e.g. 65536) fills it better.
         """
-        if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        device = str(device)
+        if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-        if str(device).startswith("cuda"):
+        if device != "cpu":
             from .cuda import require_cuda
 
-            require_cuda()
-            raise RuntimeError("device='cuda' is not available in this build yet; use device='cpu'")
+            require_cuda()  # fail before reading the checkpoint
         model_dir = _resolve_model_dir(str(model_name_or_path), revision, cache_dir)
         model, dims = load_core_model(model_dir)
+        if device != "cpu":
+            from .cuda_backend import upload
+
+            model = upload(model, device, dtype)
         tokenizer_file = tokenizer_path or os.path.join(model_dir, "tokenizer.json")
         tokenizer = None
         if os.path.isfile(tokenizer_file):
             tokenizer = TextTokenizer.from_file(tokenizer_file, dims.eos_token_id, model_dir)
         elif tokenizer_path:
             raise FileNotFoundError(f"no tokenizer file {tokenizer_path!r}")
-        return cls(model, dims, tokenizer, max_length=max_length, max_tokens=max_tokens, threads=threads,
-                   pooling=pooling or "last", normalize=bool(normalize), prompts=prompts,
-                   default_prompt_name=default_prompt_name, model_dir=model_dir)
+        encoder = cls(model, dims, tokenizer, max_length=max_length, max_tokens=max_tokens, threads=threads,
+                      pooling=pooling or "last", normalize=bool(normalize), prompts=prompts,
+                      default_prompt_name=default_prompt_name, model_dir=model_dir)
+        encoder.device = device
+        return encoder
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -229,6 +238,11 @@ class MambaEncoder:
                 return result[0] if single else result
             return tokens[0] if single else tokens
 
+        if self.device != "cpu" and (convert_to in ("dlpack", "torch") or convert_to_tensor):
+            from .cuda_backend import encode_on_device  # results stay in GPU memory
+
+            return encode_on_device(self, ids, batch_size, normalize_embeddings or self.normalize, single,
+                                    as_torch=convert_to != "dlpack")
         embeddings = self._encode_pooled(ids, batch_size, show_progress_bar)
         if normalize_embeddings or self.normalize:
             norms = np.linalg.norm(embeddings, axis=1, keepdims=True)

@@ -1,0 +1,94 @@
+/* The C ABI of the optional CUDA module (mambaret._cuda).
+ *
+ * Pure C, no Python.h: the binding (csrc/module.c) reaches these functions through the table
+ * `mr_cuda_api`, which mambaret._cuda exports in a capsule named MR_CUDA_CAPSULE_NAME. Every
+ * call returns an mr_status and fills an mr_error; nothing here prints, exits or aborts.
+ *
+ * Streams and events are passed as `void *` holding cudaStream_t / cudaEvent_t, so this header
+ * needs no CUDA header. Stream values follow DLPack's numbering: NULL (0) is the default
+ * stream, 1 cudaStreamLegacy, 2 cudaStreamPerThread, anything else a stream handle. */
+#ifndef MR_CUDA_H
+#define MR_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mr_error.h"
+#include "mr_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever the table below or a struct it uses changes layout or meaning. */
+#define MR_CUDA_ABI_VERSION 1
+#define MR_CUDA_CAPSULE_NAME "mambaret._cuda._C_API"
+
+typedef struct mr_cuda_model mr_cuda_model;
+
+typedef struct {
+    const void *tokens;      /* [n_tokens] ids, in host memory (int32) or on the model's device */
+    int tokens_on_device;    /* tokens is a device pointer: validated on the device before use */
+    int tokens_int64;        /* device tokens are int64 (host tokens are always int32) */
+    int64_t n_tokens;
+    const int64_t *offsets;  /* host, [n_seqs + 1], as in mr_forward_args */
+    int64_t n_seqs;
+    mr_pooling pooling;
+    int64_t max_tokens;      /* tokens per micro-batch (> 0) */
+    int normalize;           /* L2-normalise each pooled row ('last' and 'mean') */
+    void *stream;            /* the stream every kernel and copy of this call is queued on */
+    float *out;              /* [n_seqs, d] or [n_tokens, d] (pooling 'all') float32 */
+    int out_on_device;       /* out is device memory: nothing waits for the GPU. Otherwise out is
+                                host memory, filled (and the stream synchronised) before return */
+} mr_cuda_forward_args;
+
+typedef struct {
+    uint32_t abi_version; /* MR_CUDA_ABI_VERSION */
+    uint32_t struct_size; /* sizeof(mr_cuda_api) */
+
+    /* Number of visible devices; 0 with MR_OK when there are none. */
+    mr_status (*device_count)(int *count, mr_error *err);
+    /* "NVIDIA H100 80GB HBM3, sm_90, 132 SMs, CUDA runtime 13.0, cuBLAS 130002" style text. */
+    mr_status (*device_description)(int device, char *buf, int size, mr_error *err);
+
+    /* Model: create for a config and compute dtype (f32, f16 or bf16), set every tensor from
+     * float32 host data (numel must match the config's shape), finish, then forward. */
+    mr_status (*model_create)(const mr_config *cfg, mr_dtype dtype, int device, mr_cuda_model **out,
+                              mr_error *err);
+    void (*model_free)(mr_cuda_model *model);
+    mr_status (*model_set_tensor)(mr_cuda_model *model, mr_tensor_kind kind, int64_t layer,
+                                  const float *host_data, int64_t numel, mr_error *err);
+    mr_status (*model_finish)(mr_cuda_model *model, mr_error *err);
+    int64_t (*model_weight_bytes)(const mr_cuda_model *model);
+    /* Device bytes of the reusable workspace for micro-batches of `tokens` tokens. */
+    int64_t (*model_workspace_bytes)(const mr_cuda_model *model, int64_t tokens);
+    /* Runs the backbone; one call at a time per model (calls are serialised internally).
+     * Kernels are queued on args->stream; a later call on another stream first waits (on the
+     * device) for the previous one, since both use the same workspace. */
+    mr_status (*model_forward)(mr_cuda_model *model, const mr_cuda_forward_args *args, mr_error *err);
+
+    /* Device memory for results handed to Python. free_device waits for the device. */
+    mr_status (*malloc_device)(int device, size_t bytes, void **out, mr_error *err);
+    void (*free_device)(int device, void *ptr);
+    /* Waits for `ready` (when non-NULL), then copies bytes from the device to host memory. */
+    mr_status (*copy_to_host)(int device, void *dst, const void *src, size_t bytes, void *ready,
+                              mr_error *err);
+
+    /* Events for the DLPack stream handshake: record on the producer's stream, make the
+     * consumer's stream wait for it (on the device, the host never blocks). */
+    mr_status (*event_create)(int device, void **event, mr_error *err);
+    void (*event_destroy)(void *event);
+    mr_status (*event_record)(void *event, void *stream, mr_error *err);
+    mr_status (*stream_wait_event)(void *stream, void *event, mr_error *err);
+
+    /* Where a pointer lives: *on_device 1 and *device set for device (or managed) memory. */
+    mr_status (*pointer_device)(const void *ptr, int *on_device, int *device, mr_error *err);
+} mr_cuda_api;
+
+/* The table (defined in mr_cuda_model.cu). */
+const mr_cuda_api *mr_cuda_get_api(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

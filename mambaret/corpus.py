@@ -1,0 +1,90 @@
+"""Encoding whole corpora: in chunks, optionally streamed to a .npy on disk, with throughput."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+
+@dataclass
+class EncodeReport:
+    """What an encoding run did and how fast."""
+
+    documents: int
+    tokens: int
+    seconds: float
+    path: str | None = None
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def documents_per_second(self) -> float:
+        return self.documents / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def encode_corpus(encoder, texts: Iterable[str], count: int, out_path: str | None = None, *,
+                  chunk_size: int = 4096, batch_size: int = 32, show_progress_bar: bool | None = None,
+                  normalize_embeddings: bool = False, **encode_kwargs) -> tuple[np.ndarray, EncodeReport]:
+    """Encodes `count` texts chunk by chunk.
+
+    With out_path, embeddings stream into a memory-mapped .npy (float32 [count, d]) so only one
+    chunk of activations is ever held; the returned array is that memory map. Without it they
+    are collected in memory.
+    """
+    if count < 0:
+        raise ValueError("count must be >= 0")
+    dim = encoder.get_sentence_embedding_dimension()
+    if out_path is not None:
+        directory = os.path.dirname(os.path.abspath(out_path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"output folder {directory!r} does not exist")
+        out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=(count, dim))
+    else:
+        out = np.empty((count, dim), dtype=np.float32)
+    progress = None
+    if show_progress_bar or (show_progress_bar is None and count > 4 * chunk_size):
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=count, desc="Encoding corpus", unit="doc")
+    tokens = done = 0
+    start = time.perf_counter()
+    for chunk in _chunks(texts, chunk_size):
+        if done + len(chunk) > count:
+            raise ValueError(f"the corpus holds more than the {count} texts announced")
+        ids = encoder.tokenize(chunk)
+        tokens += sum(len(x) for x in ids)
+        out[done:done + len(chunk)] = encoder.encode(ids, batch_size=batch_size, show_progress_bar=False,
+                                                     normalize_embeddings=normalize_embeddings, **encode_kwargs)
+        done += len(chunk)
+        if progress is not None:
+            progress.update(len(chunk))
+    seconds = time.perf_counter() - start
+    if progress is not None:
+        progress.close()
+    if done != count:
+        raise ValueError(f"the corpus held {done} texts, {count} were announced")
+    if isinstance(out, np.memmap):
+        out.flush()
+    return out, EncodeReport(documents=done, tokens=tokens, seconds=seconds, path=out_path)
+
+
+def text_lines(path: str) -> Sequence[str]:
+    """A plain-text corpus: one document per non-empty line."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]

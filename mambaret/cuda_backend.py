@@ -1,0 +1,79 @@
+"""The GPU side of MambaEncoder: uploading a loaded model and encoding into GPU memory.
+
+`MambaEncoder.from_pretrained(..., device="cuda", dtype="bfloat16")` builds the C model on the
+host as for the CPU, then `_C.CudaModel` uploads its weights once. A CudaModel's forward() takes
+the same arguments as the CPU Model's, so NumPy results need nothing else; results that stay on
+the GPU (convert_to="dlpack" or torch) are assembled here, in input order, in one device tensor.
+"""
+from __future__ import annotations
+
+import sys
+
+from . import _C
+from .cuda import require_cuda
+from .tokenization import PackedBatch
+
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+def parse_device(device) -> int:
+    """'cuda' -> 0, 'cuda:N' -> N (a torch.device is accepted too)."""
+    text = str(device)
+    if text == "cuda":
+        return 0
+    if text.startswith("cuda:") and text[5:].isdigit():
+        return int(text[5:])
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def upload(model: _C.Model, device, dtype: str) -> _C.CudaModel:
+    """The GPU copy of a finished host model, computing in `dtype`."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    index = parse_device(device)
+    cuda = require_cuda()
+    count = cuda.device_count()
+    if index >= count:
+        raise ValueError(f"device cuda:{index} does not exist ({count} visible)")
+    return _C.CudaModel(model, dtype=dtype, device=index)
+
+
+def current_stream(device_index: int):
+    """torch's current stream on the device as a cudaStream_t int when torch is in use, so our
+    kernels queue behind the caller's work; None (the default stream) otherwise."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return torch.cuda.current_stream(device_index).cuda_stream
+
+
+def _device_batches(ids: list[list[int]], batch_size: int, max_tokens: int):
+    """(first index, PackedBatch) in input order: at least batch_size inputs per call, and more
+    until a call holds max_tokens tokens, so every call fills at least one micro-batch."""
+    start = 0
+    while start < len(ids):
+        end, tokens = start, 0
+        while end < len(ids) and (end - start < batch_size or tokens < max_tokens):
+            tokens += len(ids[end])
+            end += 1
+        yield start, PackedBatch.from_lists(ids[start:end])
+        start = end
+
+
+def encode_on_device(encoder, ids: list[list[int]], batch_size: int, normalize: bool, single: bool, as_torch: bool):
+    """Pooled embeddings [n, d] (or [d] for a single input with torch) left in GPU memory."""
+    for i, seq in enumerate(ids):
+        if not seq:
+            raise ValueError(f"input {i} has no tokens: an empty token-id list has nothing to pool")
+    model = encoder.model
+    stream = current_stream(model.device)
+    out = model.empty(len(ids))
+    for start, batch in _device_batches(ids, batch_size, encoder.max_tokens):
+        model.forward(batch.tokens, batch.offsets, pooling=encoder.pooling, max_tokens=encoder.max_tokens,
+                      normalize=normalize, convert_to="dlpack", stream=stream, out=out, out_row=start)
+    if not as_torch:
+        return out
+    import torch
+
+    result = torch.from_dlpack(out)  # zero-copy; torch's current stream waits for ours
+    return result[0] if single else result

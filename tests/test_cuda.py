@@ -1,0 +1,235 @@
+"""The CUDA engine on a GPU: parity with HF transformers (TF32 off), reduced precision against
+float32, micro-batching, DLPack with torch (streams included), bad input, compute-sanitizer.
+Everything here is skipped where mambaret.cuda_available() is False."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import mambaret as mr
+from mambaret.cuda import _load_cuda_module
+
+pytestmark = pytest.mark.skipif(not mr.cuda_available(),
+                                reason=f"CUDA is not usable here: {_load_cuda_module()[1] or 'no GPU'}")
+
+# (id, MambaConfig kwargs): odd sizes on purpose (channels not a multiple of 32, K 2..4, N 4..16)
+CONFIGS = [
+    ("d64-n16", dict(hidden_size=64, num_hidden_layers=2, vocab_size=97, state_size=16, conv_kernel=4, expand=2)),
+    ("d37-x3-bias", dict(hidden_size=37, num_hidden_layers=2, vocab_size=101, state_size=4, conv_kernel=3, expand=3,
+                         use_bias=True, use_conv_bias=True)),
+    ("d48-k2-rank5", dict(hidden_size=48, num_hidden_layers=3, vocab_size=80, state_size=8, conv_kernel=2, expand=2,
+                          time_step_rank=5, use_conv_bias=False)),
+]
+LENGTHS = (1, 2, 9, 40, 77, 300)
+
+
+@pytest.fixture(scope="module")
+def torch_gpu():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch cannot see the GPU")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch
+
+
+def _hf(cfg, path, seed):
+    from conftest import build_hf_model, save_hf_model
+
+    model = build_hf_model(cfg, seed=seed)
+    save_hf_model(model, path)
+    return model
+
+
+def _hf_states_gpu(torch, model, ids):
+    with torch.no_grad():
+        out = model(torch.tensor([list(ids)], dtype=torch.long, device="cuda")).last_hidden_state[0]
+    return out.float().cpu().numpy()
+
+
+def _sequences(vocab, lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, vocab, n).tolist() for n in lengths]
+
+
+@pytest.mark.parametrize("name,cfg", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_float32_matches_transformers_on_gpu(torch_gpu, tmp_path, name, cfg):
+    from conftest import assert_close_to_reference
+
+    model = _hf(cfg, tmp_path / name, seed=len(name)).cuda()
+    enc = mr.MambaEncoder.from_pretrained(str(tmp_path / name), device="cuda", dtype="float32")
+    seqs = _sequences(cfg["vocab_size"], LENGTHS)
+    pooled = enc.encode(seqs)
+    states = enc.encode(seqs, output_value="token_embeddings")
+    for ids, emb, tokens in zip(seqs, pooled, states):
+        ref = _hf_states_gpu(torch_gpu, model, ids)
+        assert_close_to_reference(tokens, ref, 1e-5, f"{name} all states, length {len(ids)}")
+        assert_close_to_reference(emb, ref[-1], 1e-5, f"{name} pooled, length {len(ids)}")
+
+
+def test_gpu_float32_matches_cpu_engine(tmp_path):
+    from mambaret.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / "m"), seed=5, hidden_size=96, num_hidden_layers=3, vocab_size=500)
+    cpu = mr.MambaEncoder.from_pretrained(path, threads=2)
+    gpu = mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="float32")
+    seqs = _sequences(500, (3, 64, 65, 500, 1000, 7))
+    a, b = cpu.encode(seqs), gpu.encode(seqs)
+    assert np.linalg.norm(a - b) / np.linalg.norm(a) <= 1e-5
+    for pooling in ("mean", "all"):
+        ref = cpu.model.forward(*_packed(seqs), pooling=pooling, threads=2)
+        got = gpu.model.forward(*_packed(seqs), pooling=pooling)
+        assert got.shape == ref.shape
+        assert np.linalg.norm(got - ref) / np.linalg.norm(ref) <= 1e-5, pooling
+
+
+def _packed(seqs):
+    batch = mr.PackedBatch.from_lists(seqs)
+    return batch.tokens, batch.offsets
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_reduced_precision_embeddings_are_close_to_float32(tmp_path, dtype):
+    cfg = dict(hidden_size=128, num_hidden_layers=4, vocab_size=300, state_size=16, conv_kernel=4, expand=2)
+    _hf(cfg, tmp_path / "m", seed=7)
+    ref = mr.MambaEncoder.from_pretrained(str(tmp_path / "m"), device="cuda", dtype="float32")
+    low = mr.MambaEncoder.from_pretrained(str(tmp_path / "m"), device="cuda", dtype=dtype)
+    seqs = _sequences(300, (5, 50, 129, 700, 2000), seed=3)
+    a = ref.encode(seqs, normalize_embeddings=True)
+    b = low.encode(seqs, normalize_embeddings=True)
+    cosine = np.sum(a * b, axis=1)
+    assert cosine.min() >= 0.999, cosine
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_micro_batches_match_one_pass(tmp_path, dtype):
+    from mambaret.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / "m"), seed=9, hidden_size=64, num_hidden_layers=2, vocab_size=200,
+                              state_size=8, conv_kernel=4)
+    enc = mr.MambaEncoder.from_pretrained(path, device="cuda", dtype=dtype)
+    seqs = _sequences(200, (1, 1200, 3, 499, 500, 501, 17, 1000, 2), seed=4)
+    tokens, offsets = _packed(seqs)
+    whole = enc.model.forward(tokens, offsets, max_tokens=1 << 16, pooling="all")
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    for max_tokens in (1, 2, 3, 7, 64, 500):
+        part = enc.model.forward(tokens, offsets, max_tokens=max_tokens, pooling="all")
+        err = np.linalg.norm(part - whole) / np.linalg.norm(whole)
+        assert err <= tol, (max_tokens, err)
+        pooled = enc.model.forward(tokens, offsets, max_tokens=max_tokens)
+        assert np.linalg.norm(pooled - whole[offsets[1:] - 1]) / np.linalg.norm(pooled) <= tol
+
+
+def test_dlpack_round_trip_with_torch_streams(torch_gpu, tmp_path):
+    torch = torch_gpu
+    from mambaret.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / "m"), seed=2, hidden_size=64, num_hidden_layers=2, vocab_size=100)
+    enc = mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="float32")
+    seqs = _sequences(100, (10, 300, 40, 2000, 5), seed=6)
+    host = enc.encode(seqs)
+
+    tensor = enc.encode(seqs, convert_to="dlpack")
+    assert tensor.__dlpack_device__() == (2, 0) and tensor.shape == host.shape
+    np.testing.assert_allclose(tensor.numpy(), host, rtol=0, atol=0)
+    t = torch.from_dlpack(tensor)
+    assert t.is_cuda and t.data_ptr() == torch.from_dlpack(tensor).data_ptr()  # zero-copy views
+    np.testing.assert_array_equal(t.cpu().numpy(), host)
+
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):  # our kernels queue on `side`; torch reads after them
+        on_side = enc.encode(seqs, convert_to_tensor=True, normalize_embeddings=True)
+        total = (on_side * 2).sum(dim=1)
+    side.synchronize()
+    np.testing.assert_allclose(on_side.cpu().numpy(), host / np.linalg.norm(host, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(total.cpu().numpy(), 2 * on_side.cpu().numpy().sum(axis=1), rtol=1e-5)
+
+    # token ids from a GPU tensor written on another stream; int64 and int32
+    tokens, offsets = _packed(seqs)
+    other = torch.cuda.Stream()
+    with torch.cuda.stream(other):
+        ids64 = torch.from_numpy(tokens.astype(np.int64)).to("cuda", non_blocking=True) * 1
+    other.synchronize()  # torch's side of the handshake covers its current stream only
+    got = enc.model.forward(ids64, offsets, stream=torch.cuda.current_stream().cuda_stream)
+    np.testing.assert_allclose(got, host, atol=0)
+    out = enc.model.forward(ids64.to(torch.int32), offsets, convert_to="dlpack")
+    np.testing.assert_allclose(torch.from_dlpack(out).cpu().numpy(), host, atol=0)
+
+
+def test_bad_input_is_an_exception(torch_gpu, tmp_path):
+    torch = torch_gpu
+    from mambaret.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / "m"), seed=1, hidden_size=32, num_hidden_layers=1, vocab_size=50)
+    enc = mr.MambaEncoder.from_pretrained(path, device="cuda")
+    offsets = np.array([0, 3], dtype=np.int64)
+    with pytest.raises(ValueError, match="device"):
+        enc.model.forward(torch.tensor([1, 2, 3], dtype=torch.int32), offsets)  # a CPU tensor through DLPack
+    if torch.cuda.device_count() > 1:
+        with pytest.raises(ValueError, match="device"):
+            enc.model.forward(torch.tensor([1, 2, 3], dtype=torch.int32, device="cuda:1"), offsets)
+    with pytest.raises(ValueError, match="vocabulary"):
+        enc.model.forward(torch.tensor([1, 50, 3], device="cuda"), offsets)
+    with pytest.raises(ValueError, match="vocabulary"):
+        enc.model.forward(np.array([1, -1, 3], dtype=np.int32), offsets)
+    with pytest.raises(ValueError, match="offsets"):
+        enc.model.forward(np.array([1, 2, 3], dtype=np.int32), np.array([0, 4], dtype=np.int64))
+    with pytest.raises(ValueError, match="dtype"):
+        mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="int8")
+    assert enc.encode([[1, 2, 3]]).shape == (1, 32)  # still healthy
+
+
+def test_allocation_failure_is_memory_error(torch_gpu, tmp_path):
+    torch = torch_gpu
+    from mambaret.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / "m"), seed=1, hidden_size=256, num_hidden_layers=1, vocab_size=50)
+    enc = mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="float32")
+    tokens = np.ones(1 << 18, dtype=np.int32)
+    offsets = np.array([0, tokens.size], dtype=np.int64)
+    need = enc.model.workspace_bytes(tokens.size)
+    free, _ = torch.cuda.mem_get_info()
+    hog = torch.empty(max(free - need // 4, 0), dtype=torch.uint8, device="cuda")  # leave too little
+    try:
+        with pytest.raises(MemoryError):
+            enc.model.forward(tokens, offsets, max_tokens=tokens.size)
+    finally:
+        del hog
+        torch.cuda.empty_cache()
+    assert enc.model.forward(tokens[:100], np.array([0, 100], dtype=np.int64)).shape == (1, 256)
+
+
+def _sanitizer():
+    return shutil.which("compute-sanitizer") or next(
+        (p for p in ("/usr/local/cuda/bin/compute-sanitizer", "/usr/local/cuda/compute-sanitizer/compute-sanitizer")
+         if os.path.exists(p)), None)
+
+
+@pytest.mark.skipif(_sanitizer() is None, reason="compute-sanitizer is not on PATH")
+def test_compute_sanitizer_memcheck_is_clean(tmp_path):
+    from mambaret.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / "m"), seed=4, hidden_size=40, num_hidden_layers=2, vocab_size=60,
+                              state_size=4, conv_kernel=3)
+    script = textwrap.dedent(f"""
+        import numpy as np, mambaret as mr
+        for dtype in ("float32", "bfloat16"):
+            enc = mr.MambaEncoder.from_pretrained({path!r}, device="cuda", dtype=dtype, max_tokens=37)
+            rng = np.random.default_rng(0)
+            seqs = [rng.integers(0, 60, n).tolist() for n in (1, 2, 5, 36, 37, 38, 100)]
+            enc.encode(seqs)
+            enc.encode(seqs, output_value="token_embeddings")
+            enc.model.forward(*(lambda b: (b.tokens, b.offsets))(mr.PackedBatch.from_lists(seqs)), pooling="mean",
+                              normalize=True)
+            t = enc.encode(seqs, convert_to="dlpack"); t.numpy(); del t
+        print("done")
+    """)
+    result = subprocess.run([_sanitizer(), "--tool", "memcheck", "--error-exitcode", "99", "--leak-check", "no",
+                             sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0 and "done" in result.stdout, result.stdout[-4000:] + result.stderr[-4000:]

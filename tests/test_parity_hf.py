@@ -1,0 +1,113 @@
+"""Parity with HF transformers (torch CPU) on perturbed random Mamba models."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mambaret as mr
+from conftest import assert_close_to_reference, build_hf_model, hf_states, save_hf_model
+
+# (id, config kwargs, causal_lm, checkpoint dtype, extra build kwargs)
+CONFIGS = [
+    ("d37-x3-bias", dict(hidden_size=37, num_hidden_layers=2, vocab_size=101, state_size=4, conv_kernel=3,
+                         expand=3, use_bias=True, use_conv_bias=True), False, None, {}),
+    ("d64-rank5-nobias", dict(hidden_size=64, num_hidden_layers=1, vocab_size=97, state_size=16, conv_kernel=4,
+                              expand=2, time_step_rank=5, use_bias=False, use_conv_bias=False), True, None, {}),
+    ("d45-k2-small-init", dict(hidden_size=45, num_hidden_layers=3, vocab_size=80, state_size=16, conv_kernel=2,
+                               expand=2, use_bias=True, use_conv_bias=False, initializer_range=1e-3,
+                               layer_norm_epsilon=1e-3), False, None, {"embedding_perturb": 1e-3}),
+    ("d33-x3-rank3-lm", dict(hidden_size=33, num_hidden_layers=2, vocab_size=64, state_size=4, conv_kernel=4,
+                             expand=3, time_step_rank=3, use_bias=True, use_conv_bias=True), True, None, {}),
+    ("d24-4layers", dict(hidden_size=24, num_hidden_layers=4, vocab_size=50, state_size=16, conv_kernel=3,
+                         expand=2, use_bias=False, use_conv_bias=True), False, None, {}),
+    ("d40-x1", dict(hidden_size=40, num_hidden_layers=2, vocab_size=70, state_size=4, conv_kernel=4,
+                    expand=1, use_bias=False, use_conv_bias=True), True, None, {}),
+    ("d48-bf16", dict(hidden_size=48, num_hidden_layers=2, vocab_size=90, state_size=16, conv_kernel=4,
+                      expand=2, use_bias=True, use_conv_bias=True), False, "bfloat16", {}),
+    ("d29-fp16-lm", dict(hidden_size=29, num_hidden_layers=2, vocab_size=60, state_size=4, conv_kernel=2,
+                         expand=2, time_step_rank=7, use_bias=False, use_conv_bias=False), True, "float16", {}),
+]
+
+
+def reference_model(model, dtype):
+    """The reference for a reduced-precision checkpoint is HF on the same (rounded) weights in fp32."""
+    if dtype is None:
+        return model
+    import copy
+
+    import torch
+
+    return copy.deepcopy(model).to(getattr(torch, dtype)).float()
+
+
+@pytest.mark.parametrize("name,cfg,causal_lm,dtype,extra", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_matches_transformers(tmp_path, name, cfg, causal_lm, dtype, extra):
+    model = build_hf_model(cfg, seed=len(name), causal_lm=causal_lm, **extra)
+    path = save_hf_model(model, tmp_path / name, dtype=dtype)
+    reference = reference_model(model, dtype)
+    enc = mr.MambaEncoder.from_pretrained(path, threads=2)
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, cfg["vocab_size"], n).tolist() for n in (1, 2, 9, 40, 77)]
+    pooled = enc.encode(sequences)
+    states = enc.encode(sequences, output_value="token_embeddings")
+    for ids, emb, tokens in zip(sequences, pooled, states):
+        ref = hf_states(reference, ids)
+        assert_close_to_reference(tokens, ref, 1e-5, f"{name} all states, length {len(ids)}")
+        assert_close_to_reference(emb, ref[-1], 1e-5, f"{name} pooled, length {len(ids)}")
+
+
+def test_mixed_lengths_across_micro_batches(tmp_path):
+    cfg = dict(hidden_size=32, num_hidden_layers=2, vocab_size=120, state_size=8, conv_kernel=4, expand=2,
+               use_bias=True)
+    model = build_hf_model(cfg, seed=11)
+    path = save_hf_model(model, tmp_path / "mixed")
+    enc = mr.MambaEncoder.from_pretrained(path, threads=2, max_tokens=500)
+    rng = np.random.default_rng(1)
+    lengths = [1, 1200, 3, 499, 500, 501, 17, 1000, 2]
+    sequences = [rng.integers(0, 120, n).tolist() for n in lengths]
+    pooled = enc.encode(sequences, batch_size=len(sequences))  # one packed batch, many micro-batches
+    states = enc.encode(sequences, output_value="token_embeddings", batch_size=len(sequences))
+    for ids, emb, tokens in zip(sequences, pooled, states):
+        ref = hf_states(model, ids)
+        assert_close_to_reference(tokens, ref, 1e-5, f"length {len(ids)} all states")
+        assert_close_to_reference(emb, ref[-1], 1e-5, f"length {len(ids)} pooled")
+
+
+def test_mamba_130m_shape(tmp_path):
+    # HF's default initializer_range (0.1) makes a deep random model chaotic: there even HF fp32
+    # and fp64 differ by 4e-4. 0.02 gives a well-conditioned model, like trained ones.
+    cfg = dict(hidden_size=768, num_hidden_layers=24, vocab_size=50280, state_size=16, conv_kernel=4, expand=2,
+               initializer_range=0.02)
+    model = build_hf_model(cfg, seed=130, causal_lm=True, perturb=0.02)
+    path = save_hf_model(model, tmp_path / "m130")
+    enc = mr.MambaEncoder.from_pretrained(path, threads=2)
+    ids = np.random.default_rng(5).integers(0, 50280, 512).tolist()
+    ref = hf_states(model, ids)
+    tokens = enc.encode([ids], output_value="token_embeddings")[0]
+    assert_close_to_reference(tokens, ref, 1e-4, "130M shape all states")
+    assert_close_to_reference(enc.encode(ids), ref[-1], 1e-4, "130M shape pooled")
+
+
+def test_mamba_ssm_layout(tmp_path):
+    """The original mamba_ssm config keys and `backbone.embedding.weight` load and match."""
+    import json
+
+    from safetensors.torch import save_file
+
+    cfg = dict(hidden_size=40, num_hidden_layers=2, vocab_size=56, state_size=16, conv_kernel=4, expand=2,
+               use_bias=False, use_conv_bias=True)
+    model = build_hf_model(cfg, seed=21, causal_lm=True)
+    state = {k.replace("backbone.embeddings.", "backbone.embedding."): v.contiguous()
+             for k, v in model.state_dict().items()}
+    state["lm_head.weight"] = state["backbone.embedding.weight"].clone()
+    out = tmp_path / "mamba_ssm"
+    out.mkdir()
+    save_file(state, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps({
+        "d_model": 40, "d_intermediate": 0, "n_layer": 2, "vocab_size": 50, "ssm_cfg": {},
+        "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True, "residual_in_fp32": True,
+        "fused_add_norm": True, "pad_vocab_size_multiple": 8, "tie_embeddings": True}))
+    enc = mr.MambaEncoder.from_pretrained(str(out), threads=1)
+    assert enc.dims.source_format == "mamba_ssm"
+    ids = list(range(1, 30))
+    assert_close_to_reference(enc.encode(ids), hf_states(model, ids)[-1], 1e-5, "mamba_ssm layout")

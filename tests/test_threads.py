@@ -1,0 +1,57 @@
+"""One model shared by several Python threads gives the serial results (the GIL is released)."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+import mambaret as mr
+
+
+def test_concurrent_encoding_matches_serial(tiny_model_dir):
+    enc = mr.MambaEncoder.from_pretrained(tiny_model_dir, threads=1, max_tokens=37)
+    rng = np.random.default_rng(9)
+    workloads = [[rng.integers(0, 300, int(n)).tolist() for n in rng.integers(1, 200, 12)] for _ in range(6)]
+    serial = [enc.encode(w) for w in workloads]
+    results: list = [None] * len(workloads)
+    errors: list = []
+    start = threading.Barrier(len(workloads))
+
+    def work(i):
+        try:
+            start.wait()
+            for _ in range(3):
+                results[i] = enc.encode(workloads[i])
+        except Exception as exc:  # reported below; a thread's exception would otherwise vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(workloads))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for got, want in zip(results, serial):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_gil_is_released_during_forward(tiny_model_dir):
+    """A Python thread keeps running while another is inside a long forward call."""
+    enc = mr.MambaEncoder.from_pretrained(tiny_model_dir, threads=1)
+    long_input = [list(np.random.default_rng(0).integers(0, 300, 20000))]
+    ticks = []
+    done = threading.Event()
+
+    def ticker():
+        while not done.is_set():
+            ticks.append(1)
+            done.wait(0.001)
+
+    t = threading.Thread(target=ticker)
+    t.start()
+    before = len(ticks)
+    enc.encode(long_input)
+    during = len(ticks) - before
+    done.set()
+    t.join()
+    assert during > 3

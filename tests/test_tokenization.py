@@ -1,0 +1,88 @@
+"""Tokenization: pinned GPT-NeoX ids, EOS appended, the truncation rule, id-list inputs."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import mambaret as mr
+from mambaret.random_model import write_random_model
+
+# ids from ../shared/data/tokenizers/gpt-neox-20b.json, without special tokens
+PINNED = {
+    "Hello, world!": [12092, 13, 1533, 2],
+    "Café naïve résumé — déjà vu": [36, 2320, 860, 36060, 9568, 2204, 860, 1905, 41751, 24821],
+    "检索增强生成": [46291, 211, 20557, 97, 34693, 241, 12811, 120, 20025, 21991],
+    "emoji 🎉🚀 test": [43208, 8020, 22692, 225, 220, 14931, 237, 211, 1071],
+    "": [],
+    "   \t\n  ": [50275, 186, 187, 50276],
+    "The quick brown fox jumps over the lazy dog.": [510, 3158, 8516, 30013, 27287, 689, 253, 22658, 4370, 15],
+}
+EOS = 0
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory, tokenizer_json):
+    path = write_random_model(str(tmp_path_factory.mktemp("tok")), seed=1, hidden_size=16, num_hidden_layers=1,
+                              vocab_size=50280, state_size=4, tokenizer_json=str(tokenizer_json))
+    return mr.MambaEncoder.from_pretrained(path, threads=1)
+
+
+def test_pinned_ids_with_eos(encoder):
+    texts = list(PINNED)
+    ids = encoder.tokenize(texts)
+    for text, got in zip(texts, ids):
+        assert got == PINNED[text] + [EOS], text
+
+
+def test_long_text(encoder):
+    text = "abc def " * 1250  # 10,000 characters
+    ids = encoder.tokenize([text])[0]
+    assert len(ids) == 3751
+    assert ids[:3] == [19758, 809, 490] and ids[-2:] == [209, EOS]
+    assert sum(ids) == 1728159
+
+
+def test_empty_text_is_eos_alone(encoder):
+    assert encoder.tokenize([""]) == [[EOS]]
+    emb = encoder.encode("")
+    assert np.allclose(emb, encoder.encode([[EOS]])[0])
+
+
+def test_truncation_rule_and_warning(tmp_path, tokenizer_json):
+    path = write_random_model(str(tmp_path), seed=1, hidden_size=16, num_hidden_layers=1, vocab_size=50280,
+                              state_size=4, tokenizer_json=str(tokenizer_json))
+    enc = mr.MambaEncoder.from_pretrained(path, threads=1, max_length=5)
+    text = "The quick brown fox jumps over the lazy dog."
+    ids = enc.tokenize([text, "Hello"])
+    assert ids[0] == PINNED[text][:4] + [EOS]
+    assert ids[1] == [12092, EOS]
+    with pytest.warns(UserWarning, match="1 of 2 inputs were longer than max_length=5"):
+        emb = enc.encode([text, "Hello"])
+    np.testing.assert_array_equal(emb[0], enc.encode([PINNED[text][:4] + [EOS]])[0])
+    assert enc.truncation.truncated == 2
+    assert enc.truncation.tokens_dropped == 2 * (len(PINNED[text]) + 1 - 5)
+
+
+def test_exact_max_length_is_not_truncated(tmp_path, tokenizer_json):
+    path = write_random_model(str(tmp_path), seed=1, hidden_size=16, num_hidden_layers=1, vocab_size=50280,
+                              state_size=4, tokenizer_json=str(tokenizer_json))
+    enc = mr.MambaEncoder.from_pretrained(path, threads=1, max_length=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert enc.tokenize(["Hello, world!"]) == [PINNED["Hello, world!"] + [EOS]]
+    assert enc.truncation.truncated == 0
+
+
+def test_id_lists_used_as_given_unless_add_eos(encoder):
+    assert encoder.tokenize([[5, 6, 7]]) == [[5, 6, 7]]
+    assert encoder.tokenize([[5, 6, 7]], add_eos=True) == [[5, 6, 7, EOS]]
+    assert encoder.tokenize([np.array([5, 6], dtype=np.int64)]) == [[5, 6]]
+
+
+def test_text_and_ids_agree(encoder):
+    text = "Hello, world!"
+    by_text = encoder.encode(text)
+    by_ids = encoder.encode(PINNED[text] + [EOS])
+    np.testing.assert_array_equal(by_text, by_ids)
