@@ -1,19 +1,14 @@
 """TREC and BEIR readers/writers: good files, the Vaswani collection, and malformed lines."""
 import json
-import pathlib
 
 import pytest
+from conftest import shared_file
 
 from mambaret import datasets
 
-VASWANI = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "vaswani"
-
 
 def vaswani(name):
-    path = VASWANI / name
-    if not path.exists():
-        pytest.skip(f"{path} not found: the shared data folder sits beside the repository in CI only")
-    return path
+    return shared_file("vaswani", name)
 
 
 def write(tmp_path, name, text):

@@ -1,13 +1,10 @@
 """evaluate() against pytrec_eval (trec_eval's own code) per query, and trec_eval -c means."""
-import pathlib
-
 import numpy as np
 import pytest
+from conftest import shared_file
 
 import mambaret as mr
 from mambaret import datasets
-
-VASWANI = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "vaswani"
 
 # our name -> pytrec_eval's measure and result key
 PYTREC = {
@@ -118,14 +115,11 @@ def test_bad_runs_and_qrels():
 
 def test_vaswani_bm25_run_matches_pytrec_eval(tmp_path):
     pytest.importorskip("bm25s")
-    for name in ("query-text.trec", "doc-text.trec", "qrels"):
-        if not (VASWANI / name).exists():
-            pytest.skip(f"{VASWANI / name} not found: the shared data folder sits beside the repository in CI only")
     from mambaret.bm25 import bm25_run
 
-    qrels = datasets.load_qrels(VASWANI / "qrels")
-    run = bm25_run(datasets.load_trec_docs(VASWANI / "doc-text.trec"),
-                   datasets.load_trec_topics(VASWANI / "query-text.trec"), k=1000)
+    qrels = datasets.load_qrels(shared_file("vaswani", "qrels"))
+    run = bm25_run(datasets.load_trec_docs(shared_file("vaswani", "doc-text.trec")),
+                   datasets.load_trec_topics(shared_file("vaswani", "query-text.trec")), k=1000)
     # through a run file and back, as trec_eval would read it
     datasets.write_trec_run(run, tmp_path / "bm25.run")
     run = datasets.load_trec_run(tmp_path / "bm25.run")
