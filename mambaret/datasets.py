@@ -173,15 +173,19 @@ def load_qrels(path) -> Qrels:
             if len(parts) != 4:
                 raise _malformed(path, line_no, f"expected 4 fields 'qid iter docno rel', got {len(parts)}")
             qid, _, docno, rel = parts
-            try:
-                value = int(rel)
-            except ValueError:
-                raise _malformed(path, line_no, f"relevance {rel!r} is not an integer") from None
-            judged = qrels.setdefault(qid, {})
-            if docno in judged:
-                raise _malformed(path, line_no, f"document {docno} judged twice for query {qid}")
-            judged[docno] = value
+            _add_judgement(qrels, path, line_no, qid, docno, rel)
     return qrels
+
+
+def _add_judgement(qrels: Qrels, path, line_no: int, qid: str, docid: str, rel: str) -> None:
+    try:
+        value = int(rel)
+    except ValueError:
+        raise _malformed(path, line_no, f"relevance {rel!r} is not an integer") from None
+    judged = qrels.setdefault(qid, {})
+    if docid in judged:
+        raise _malformed(path, line_no, f"document {docid} judged twice for query {qid}")
+    judged[docid] = value
 
 
 def load_trec_run(path) -> Run:
@@ -299,14 +303,7 @@ def load_beir_qrels(path) -> Qrels:
             if len(parts) != 3:
                 raise _malformed(path, line_no, f"expected 3 tab-separated fields, got {len(parts)}")
             qid, doc_id, score = (p.strip() for p in parts)
-            try:
-                value = int(score)
-            except ValueError:
-                raise _malformed(path, line_no, f"relevance {score!r} is not an integer") from None
-            judged = qrels.setdefault(qid, {})
-            if doc_id in judged:
-                raise _malformed(path, line_no, f"document {doc_id} judged twice for query {qid}")
-            judged[doc_id] = value
+            _add_judgement(qrels, path, line_no, qid, doc_id, score)
     return qrels
 
 
