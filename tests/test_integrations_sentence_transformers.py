@@ -138,6 +138,50 @@ def test_bfloat16_checkpoint_exports_as_exact_float32(checkpoint, tmp_path):
     np.testing.assert_array_equal(loaded.encode(TEXTS), _unit(source.encode(TEXTS)))
 
 
+def test_causal_lm_checkpoint_exports_the_backbone(tmp_path, tokenizer_json):
+    pytest.importorskip("transformers")
+    import shutil
+
+    from conftest import build_hf_model, save_hf_model
+
+    model = build_hf_model(dict(hidden_size=32, num_hidden_layers=2, state_size=4, vocab_size=50280,
+                                tie_word_embeddings=False), seed=2, causal_lm=True)
+    path = save_hf_model(model, tmp_path / "hf")
+    shutil.copyfile(tokenizer_json, os.path.join(path, "tokenizer.json"))
+    source = mr.MambaEncoder.from_pretrained(path, threads=1)
+    export(source, str(tmp_path / "st"))
+    from safetensors.numpy import load_file
+
+    names = set(load_file(str(tmp_path / "st" / "model.safetensors")))
+    assert "embeddings.weight" in names and not any(n.startswith(("lm_head", "backbone.")) for n in names)
+    loaded = mr.MambaEncoder.from_pretrained(str(tmp_path / "st"), threads=1)
+    np.testing.assert_allclose(loaded.encode(TEXTS), _unit(source.encode(TEXTS)), rtol=0, atol=1e-6)
+
+
+def test_mamba_ssm_checkpoint_exports_a_transformers_config(checkpoint, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    ssm = tmp_path / "ssm"
+    ssm.mkdir()
+    weights = load_file(os.path.join(checkpoint, "model.safetensors"))
+    weights["backbone.embedding.weight"] = weights.pop("backbone.embeddings.weight")
+    save_file(weights, str(ssm / "model.safetensors"))
+    (ssm / "config.json").write_text(json.dumps({"d_model": 32, "n_layer": 2, "vocab_size": 50277,
+                                                 "ssm_cfg": {"d_state": 4}, "pad_vocab_size_multiple": 8}))
+    with open(os.path.join(checkpoint, "tokenizer.json"), "rb") as f:
+        (ssm / "tokenizer.json").write_bytes(f.read())
+    source = mr.MambaEncoder.from_pretrained(str(ssm), threads=1)
+    export(source, str(tmp_path / "st"))
+    config = _json(tmp_path / "st", "config.json")
+    assert config["model_type"] == "mamba" and config["hidden_size"] == 32 and config["state_size"] == 4
+    assert config["vocab_size"] == 50280 and config["expand"] == 2 and config["eos_token_id"] == 0
+    loaded = mr.MambaEncoder.from_pretrained(str(tmp_path / "st"), threads=1)
+    assert loaded.dims.source_format == "transformers"
+    np.testing.assert_allclose(loaded.encode(TEXTS), _unit(source.encode(TEXTS)), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(loaded.encode(TEXTS), mr.MambaEncoder.from_pretrained(checkpoint, threads=1,
+                               normalize=True).encode(TEXTS), rtol=0, atol=1e-6)
+
+
 # -- against sentence-transformers ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
