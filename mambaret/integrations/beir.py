@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-
 from ._common import check_encode_kwargs, load_encoder
 
 
