@@ -26,7 +26,7 @@ def test_sdist_has_every_source(sdist):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for pattern in ("csrc/*.c", "csrc/*.h", "cuda/*.cu", "cuda/*.cuh", "cuda/*.h", "cuda/*.c", "cuda/*.py",
-                    "mambaret/*.py"):
+                    "mambaret/*.py", "mambaret/*/*.py"):
         for path in glob.glob(str(REPO_ROOT / pattern)):
             rel = os.path.relpath(path, REPO_ROOT)
             assert rel in names, f"{rel} is missing from the sdist"
