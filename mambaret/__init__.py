@@ -8,6 +8,9 @@ from ._native import configure_blas, default_threads, show_config
 from .checkpoint import parse_config, read_config
 from .cuda import cuda_available
 from .encoder import MambaEncoder
+from .evaluate import evaluate
+from .index import FlatIndex
+from .similarity import semantic_search, similarity
 from .tokenization import PackedBatch
 
 __version__ = "0.1.0"
@@ -39,13 +42,17 @@ def __dir__():
 
 
 __all__ = [
+    "FlatIndex",
     "MambaEncoder",
     "PackedBatch",
     "configure_blas",
     "cuda_available",
     "default_threads",
+    "evaluate",
     "parse_config",
     "read_config",
+    "semantic_search",
     "show_config",
+    "similarity",
     "__version__",
 ]

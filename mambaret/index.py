@@ -1,0 +1,449 @@
+"""FlatIndex: exact inner-product search over float32 vectors, like ``faiss.IndexFlatIP``.
+
+Search runs in the C core (blocked BLAS GEMM + per-query top-k, threaded, GIL released).
+Results follow FAISS's contract: ``scores`` float32 [nq, k] and ``ids`` [nq, k], best first, equal
+scores in insertion order, padded with ``-inf`` and ``-1`` when k exceeds ``ntotal``.
+
+Ids, one rule per index, fixed by the first ``add``:
+
+- **integer ids** (``ids=None`` or int64 ids): ``search`` returns an int64 array. Without ids a
+  vector's id is its insertion number (0, 1, 2, ... as in faiss, continuing after the largest id so
+  far). Ids stay attached to their vectors after ``remove_ids`` (faiss.IndexFlat renumbers).
+- **string ids** (``ids`` a list of str): ``search`` returns an object array of str, ``None`` in
+  padded slots. Internally each string gets an int64 label (its insertion number); see
+  :meth:`FlatIndex.labels` and :meth:`FlatIndex.to_faiss`.
+
+Ids must be unique (``ValueError`` otherwise); integer ids must be >= 0 (-1 is the padding).
+
+Storage: vectors added live in memory; :meth:`FlatIndex.from_npy` and ``load(..., mmap=True)``
+search a memory-mapped matrix in place, so an index larger than RAM is read block by block.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from typing import Iterable, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _C
+from ._native import default_threads
+
+__all__ = ["FlatIndex"]
+
+_MAGIC = b"MRFLATIX"
+_VERSION = 1
+_KIND_INT, _KIND_STR = 0, 1
+# magic, version, id kind, dim, ntotal, next label, string-table bytes; padded to 64 bytes so
+# the vectors that follow can be memory-mapped with float32 alignment
+_HEADER = struct.Struct("<8sIIQQqQ")
+_HEADER_BYTES = 64
+_CHUNK_ROWS = 1 << 16  # rows per chunk when copying, checking or writing vectors
+_MAX_DIM = 1 << 20
+
+
+def _as_vectors(x, dim: int, what: str) -> np.ndarray:
+    """A C-contiguous float32 [n, dim] copy-or-view of x; one vector may be given as 1-D."""
+    try:
+        arr = np.asarray(x)
+    except Exception as e:  # e.g. ragged lists
+        raise ValueError(f"{what} must be a 2-D array of numbers: {e}") from None
+    if arr.ndim == 1 and arr.size == dim and dim > 0:
+        arr = arr.reshape(1, dim)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be 2-D [n, {dim}], got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise ValueError(f"{what} have dimension {arr.shape[1]}, the index has {dim}")
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
+        raise ValueError(f"{what} must be numeric, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    _check_finite(arr, what)
+    return arr
+
+
+def _check_finite(arr: np.ndarray, what: str) -> None:
+    for start in range(0, arr.shape[0], _CHUNK_ROWS):
+        if not np.isfinite(arr[start:start + _CHUNK_ROWS]).all():
+            raise ValueError(f"{what} contain NaN or infinite values")
+
+
+def _check_k(k) -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    return int(k)
+
+
+class FlatIndex:
+    """Exact maximum-inner-product index over ``dim``-dimensional float32 vectors.
+
+    For cosine similarity, add and search L2-normalised vectors (``normalize_embeddings=True``).
+    ``threads`` (default: OMP_NUM_THREADS, else the CPUs) bounds the search's threads.
+    """
+
+    def __init__(self, dim: int, threads: Optional[int] = None):
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 0 < dim <= _MAX_DIM:
+            raise ValueError(f"dim must be an integer in [1, {_MAX_DIM}], got {dim!r}")
+        self.dim = int(dim)
+        self.threads = default_threads(threads) if threads is not None else None
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """Removes every vector (and forgets the id kind)."""
+        self._mapped: Optional[np.ndarray] = None  # read-only rows that come first
+        self._buffer = np.empty((0, self.dim), dtype=np.float32)  # owned rows, with spare capacity
+        self._size = 0  # rows of _buffer in use
+        self._labels = np.empty(0, dtype=np.int64)
+        self._next_label = 0
+        self._label_set: Optional[set] = None  # built on the first explicit integer ids
+        self._names: Optional[list] = None  # string ids by position, in string mode
+        self._label_of_name: Optional[dict] = None
+
+    @property
+    def ntotal(self) -> int:
+        """Number of vectors in the index."""
+        return self._mapped_rows + self._size
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    @property
+    def _mapped_rows(self) -> int:
+        return 0 if self._mapped is None else self._mapped.shape[0]
+
+    @property
+    def string_ids(self) -> bool:
+        """True when the index was built with string ids."""
+        return self._names is not None
+
+    def labels(self) -> np.ndarray:
+        """The int64 label of every vector, in storage order (the ids faiss gets from
+        :meth:`to_faiss`; in string mode, the internal numbers of the strings)."""
+        return self._labels.copy()
+
+    def __repr__(self) -> str:
+        kind = "str" if self.string_ids else "int"
+        mapped = f", {self._mapped_rows} memory-mapped" if self._mapped is not None else ""
+        return f"FlatIndex(dim={self.dim}, ntotal={self.ntotal}{mapped}, ids={kind})"
+
+    # ------------------------------------------------------------------ adding and removing
+
+    def add(self, vectors, ids: Optional[Sequence] = None) -> None:
+        """Adds vectors [n, dim] (any real dtype; stored as float32), with optional ids."""
+        x = _as_vectors(vectors, self.dim, "vectors")
+        n = x.shape[0]
+        labels, names = self._new_ids(ids, n)
+        if n == 0:
+            return
+        self._reserve(self._size + n)
+        self._buffer[self._size:self._size + n] = x
+        self._size += n
+        self._commit_ids(labels, names)
+
+    def _new_ids(self, ids, n: int):
+        """Validated (labels, names) for n new vectors; changes nothing."""
+        if ids is None:
+            if self.string_ids:
+                raise ValueError("this index has string ids: add() needs ids for every vector")
+            return np.arange(self._next_label, self._next_label + n, dtype=np.int64), None
+        if isinstance(ids, (str, bytes)):
+            raise ValueError("ids must be a sequence with one id per vector, not a single string")
+        ids = list(ids) if not isinstance(ids, np.ndarray) else ids
+        if len(ids) != n:
+            raise ValueError(f"got {len(ids)} ids for {n} vectors")
+        if n == 0:
+            return np.empty(0, dtype=np.int64), ([] if self.string_ids else None)
+        first = ids[0]
+        if isinstance(first, (str, np.str_)):
+            if self.ntotal and not self.string_ids:
+                raise ValueError("this index has integer ids: string ids cannot be added to it")
+            names = [str(i) for i in ids] if all(isinstance(i, (str, np.str_)) for i in ids) else None
+            if names is None:
+                raise ValueError("ids mix strings and other types")
+            if len(set(names)) != n:
+                raise ValueError("duplicate string ids in this add()")
+            known = self._label_of_name or {}
+            taken = next((name for name in names if name in known), None)
+            if taken is not None:
+                raise ValueError(f"duplicate string id {taken!r}: already in the index")
+            return np.arange(self._next_label, self._next_label + n, dtype=np.int64), names
+        if self.string_ids:
+            raise ValueError("this index has string ids: integer ids cannot be added to it")
+        arr = np.asarray(ids)
+        if arr.dtype.kind not in "iu" or arr.ndim != 1:
+            raise ValueError(f"ids must be strings or integers, got {arr.dtype}")
+        if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError("integer ids must fit in int64")
+        labels = arr.astype(np.int64)
+        if labels.min() < 0:
+            raise ValueError("integer ids must be >= 0 (-1 marks padding in results)")
+        if np.unique(labels).size != n:
+            raise ValueError("duplicate integer ids in this add()")
+        existing = self._existing_label_set()
+        taken = next((int(i) for i in labels if int(i) in existing), None)
+        if taken is not None:
+            raise ValueError(f"duplicate id {taken}: already in the index")
+        return labels, None
+
+    def _existing_label_set(self) -> set:
+        if self._label_set is None:
+            self._label_set = set(self._labels.tolist())
+        return self._label_set
+
+    def _commit_ids(self, labels: np.ndarray, names) -> None:
+        self._labels = np.concatenate([self._labels, labels])
+        self._next_label = max(self._next_label, int(labels.max()) + 1)
+        if self._label_set is not None:
+            self._label_set.update(labels.tolist())
+        if names is not None:
+            if self._names is None:
+                self._names, self._label_of_name = [], {}
+            self._names.extend(names)
+            self._label_of_name.update(zip(names, labels.tolist()))
+
+    def _reserve(self, rows: int) -> None:
+        # doubling keeps many small adds linear in the total
+        if rows <= self._buffer.shape[0]:
+            return
+        capacity = max(rows, 2 * self._buffer.shape[0], 1024)
+        grown = np.empty((capacity, self.dim), dtype=np.float32)
+        grown[:self._size] = self._buffer[:self._size]
+        self._buffer = grown
+
+    def remove_ids(self, ids: Iterable) -> int:
+        """Removes the vectors with these ids (unknown ids are ignored); returns how many went.
+
+        The others keep their ids and order. Vectors of a memory-mapped file cannot be removed.
+        """
+        if isinstance(ids, (str, bytes)):
+            ids = [ids]
+        wanted = list(ids)
+        if self.string_ids:
+            bad = next((i for i in wanted if not isinstance(i, (str, np.str_))), None)
+            if bad is not None:
+                raise ValueError(f"this index has string ids, got {bad!r}")
+            labels = [self._label_of_name[str(i)] for i in wanted if str(i) in self._label_of_name]
+        else:
+            bad = next((i for i in wanted if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer))), None)
+            if bad is not None:
+                raise ValueError(f"this index has integer ids, got {bad!r}")
+            labels = wanted
+        drop = np.isin(self._labels, np.asarray(labels, dtype=np.int64))
+        count = int(drop.sum())
+        if count == 0:
+            return 0
+        mapped = self._mapped_rows
+        if drop[:mapped].any():
+            raise ValueError("vectors stored in a memory-mapped file cannot be removed; "
+                             "load the index into memory (mmap=False) first")
+        keep = ~drop[mapped:]
+        kept = self._buffer[:self._size][keep]
+        self._buffer[:kept.shape[0]] = kept
+        self._size = kept.shape[0]
+        removed = self._labels[drop]
+        self._labels = self._labels[~drop]
+        if self._label_set is not None:
+            self._label_set.difference_update(removed.tolist())
+        if self._names is not None:
+            gone = set(np.flatnonzero(drop).tolist())
+            for p in gone:
+                del self._label_of_name[self._names[p]]
+            self._names = [name for p, name in enumerate(self._names) if p not in gone]
+        return count
+
+    # ------------------------------------------------------------------ search
+
+    def _segments(self):
+        segments = [] if self._mapped is None else [self._mapped]
+        if self._size:
+            segments.append(self._buffer[:self._size])
+        return segments
+
+    def search(self, queries, k: int = 10, threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: ``(scores float32 [nq, k], ids [nq, k])``.
+
+        A 1-D query is searched as one row. ``ids`` is int64 (padding -1), or an object array
+        of str (padding None) for an index with string ids.
+        """
+        k = _check_k(k)
+        q = _as_vectors(queries, self.dim, "queries")
+        threads = default_threads(threads if threads is not None else self.threads)
+        scores, positions = _C.flat_search(q, self._segments(), k, threads=threads)
+        return scores, self._ids_at(positions)
+
+    def _ids_at(self, positions: np.ndarray):
+        found = positions >= 0
+        if self._names is None:
+            ids = np.full(positions.shape, -1, dtype=np.int64)
+            ids[found] = self._labels[positions[found]]
+            return ids
+        ids = np.full(positions.shape, None, dtype=object)
+        names = np.asarray(self._names, dtype=object)
+        ids[found] = names[positions[found]]
+        return ids
+
+    # ------------------------------------------------------------------ files
+
+    @classmethod
+    def from_npy(cls, path, mmap: bool = True, ids: Optional[Sequence] = None,
+                 threads: Optional[int] = None) -> "FlatIndex":
+        """An index over the float32 [n, dim] matrix of a ``.npy`` file.
+
+        With ``mmap=True`` the file is searched in place (read-only), so it may exceed RAM;
+        vectors added later live in memory after it.
+        """
+        path = os.fspath(path)
+        try:
+            matrix = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{path}: not a readable .npy matrix ({e})") from None
+        if matrix.ndim != 2 or matrix.dtype != np.float32 or not matrix.flags.c_contiguous:
+            raise ValueError(f"{path}: expected a C-ordered float32 [n, dim] matrix, got "
+                             f"{matrix.dtype} with shape {matrix.shape}"
+                             f"{'' if matrix.flags.c_contiguous else ' (Fortran order)'}")
+        index = cls(matrix.shape[1], threads=threads)
+        if not mmap:
+            index.add(matrix, ids)
+            return index
+        labels, names = index._new_ids(ids, matrix.shape[0])
+        index._mapped = matrix
+        if matrix.shape[0]:
+            index._commit_ids(labels, names)
+        return index
+
+    def save(self, path) -> None:
+        """Writes the index to ``path`` (replaced atomically): vectors, ids, and a CRC32 of all."""
+        path = os.fspath(path)
+        blob, offsets = b"", None
+        if self._names is not None:
+            encoded = [name.encode("utf-8") for name in self._names]
+            offsets = np.zeros(len(encoded) + 1, dtype="<u8")
+            np.cumsum([len(e) for e in encoded], out=offsets[1:])
+            blob = b"".join(encoded)
+        header = _HEADER.pack(_MAGIC, _VERSION, _KIND_STR if self._names is not None else _KIND_INT,
+                              self.dim, self.ntotal, self._next_label, len(blob))
+        header = header.ljust(_HEADER_BYTES, b"\0")
+        tmp = f"{path}.tmp{os.getpid()}"
+        crc = 0
+        try:
+            with open(tmp, "wb") as f:
+                def write(data) -> None:
+                    nonlocal crc
+                    view = memoryview(data).cast("B")
+                    crc = zlib.crc32(view, crc)
+                    f.write(view)
+
+                write(header)
+                for segment in self._segments():
+                    for start in range(0, segment.shape[0], _CHUNK_ROWS):
+                        write(np.ascontiguousarray(segment[start:start + _CHUNK_ROWS], dtype="<f4"))
+                write(np.ascontiguousarray(self._labels, dtype="<i8"))
+                if offsets is not None:
+                    write(offsets)
+                    write(blob)
+                f.write(struct.pack("<I", crc))
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path, mmap: bool = False, threads: Optional[int] = None) -> "FlatIndex":
+        """Reads an index written by :meth:`save`, checking everything read; a truncated, corrupt
+        or foreign file raises ``ValueError``. ``mmap=True`` searches the vectors in place."""
+        path = os.fspath(path)
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            header = f.read(_HEADER_BYTES)
+            if len(header) < _HEADER_BYTES:
+                raise ValueError(f"{path}: truncated FlatIndex file ({size} bytes)")
+            magic, version, kind, dim, ntotal, next_label, blob_bytes = _HEADER.unpack_from(header)
+            if magic != _MAGIC:
+                raise ValueError(f"{path}: not a mambaret FlatIndex file (bad magic)")
+            if version != _VERSION:
+                raise ValueError(f"{path}: FlatIndex file version {version}, this mambaret reads {_VERSION}")
+            if (kind not in (_KIND_INT, _KIND_STR) or not 0 < dim <= _MAX_DIM or next_label < 0
+                    or header[_HEADER.size:].strip(b"\0")):
+                raise ValueError(f"{path}: corrupt FlatIndex header")
+            if kind == _KIND_INT and blob_bytes:
+                raise ValueError(f"{path}: corrupt FlatIndex header (string table in an integer-id index)")
+            vector_bytes = ntotal * dim * 4
+            expected = (_HEADER_BYTES + vector_bytes + ntotal * 8
+                        + ((ntotal + 1) * 8 + blob_bytes if kind == _KIND_STR else 0) + 4)
+            if size != expected:
+                what = "truncated" if size < expected else "has trailing bytes or a corrupt header"
+                raise ValueError(f"{path}: FlatIndex file {what} ({size} bytes, header implies {expected})")
+            # one pass over the whole file for the checksum before trusting any of it
+            crc = zlib.crc32(header)
+            remaining = size - _HEADER_BYTES - 4
+            while remaining:
+                chunk = f.read(min(remaining, 1 << 24))
+                if not chunk:
+                    raise ValueError(f"{path}: truncated FlatIndex file")
+                crc = zlib.crc32(chunk, crc)
+                remaining -= len(chunk)
+            (stored,) = struct.unpack("<I", f.read(4))
+            if stored != crc:
+                raise ValueError(f"{path}: FlatIndex file is corrupt (checksum mismatch)")
+            f.seek(_HEADER_BYTES + vector_bytes)
+            labels = np.frombuffer(f.read(ntotal * 8), dtype="<i8").astype(np.int64)
+            names = None
+            if kind == _KIND_STR:
+                offsets = np.frombuffer(f.read((ntotal + 1) * 8), dtype="<u8")
+                blob = f.read(blob_bytes)
+                if offsets[0] != 0 or offsets[-1] != blob_bytes or (np.diff(offsets.astype(np.int64)) < 0).any():
+                    raise ValueError(f"{path}: corrupt string-id table")
+                try:
+                    names = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(ntotal)]
+                except UnicodeDecodeError:
+                    raise ValueError(f"{path}: corrupt string-id table (not UTF-8)") from None
+                if len(set(names)) != ntotal:
+                    raise ValueError(f"{path}: corrupt string-id table (duplicate ids)")
+            if ntotal and (labels.min() < 0 or np.unique(labels).size != ntotal or labels.max() >= next_label):
+                raise ValueError(f"{path}: corrupt id table")
+            if mmap:
+                vectors = np.memmap(path, dtype="<f4", mode="r", offset=_HEADER_BYTES, shape=(ntotal, dim))
+            else:
+                f.seek(_HEADER_BYTES)
+                vectors = np.empty((ntotal, dim), dtype=np.float32)
+                if ntotal and f.readinto(memoryview(vectors.reshape(-1)).cast("B")) != vector_bytes:
+                    raise ValueError(f"{path}: truncated FlatIndex file")
+        _check_finite(vectors, f"{path}: vectors")
+        index = cls(dim, threads=threads)
+        if mmap:
+            index._mapped = vectors if ntotal else None
+        else:
+            index._buffer, index._size = vectors, ntotal
+        index._labels, index._next_label = labels, int(next_label)
+        if names is not None:
+            index._names, index._label_of_name = names, dict(zip(names, labels.tolist()))
+        return index
+
+    # ------------------------------------------------------------------ interop
+
+    def to_faiss(self):
+        """A faiss index holding the same vectors: ``IndexFlatIP``, wrapped in ``IndexIDMap2``
+        when the ids are not simply 0..ntotal-1 (string ids travel as :meth:`labels`)."""
+        try:
+            import faiss
+        except ImportError:
+            raise ImportError("to_faiss() needs faiss: pip install faiss-cpu") from None
+        flat = faiss.IndexFlatIP(self.dim)
+        plain = np.array_equal(self._labels, np.arange(self.ntotal, dtype=np.int64))
+        index = flat if plain else faiss.IndexIDMap2(flat)
+        position = 0
+        for segment in self._segments():
+            for start in range(0, segment.shape[0], _CHUNK_ROWS):
+                chunk = np.ascontiguousarray(segment[start:start + _CHUNK_ROWS])
+                if plain:
+                    index.add(chunk)
+                else:
+                    index.add_with_ids(chunk, self._labels[position:position + chunk.shape[0]])
+                position += chunk.shape[0]
+        return index
