@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
+import glob
 import importlib.util
 import json
 import math
@@ -154,6 +155,8 @@ def _timed(fn, reps: int, min_seconds: float) -> list[float]:
 def worker_mambaret(spec: dict) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", str(spec["threads"]))
     rss0 = current_rss_mib()
+    if glob.glob(os.path.join(REPO, "mambaret", "_C*.so")):  # an in-place build of this checkout wins
+        sys.path.insert(0, REPO)
     import mambaret as mr
 
     t0 = time.perf_counter()
@@ -166,6 +169,7 @@ def worker_mambaret(spec: dict) -> dict:
     enc.encode(ids[:1] if spec["length"] >= 8192 else ids, batch_size=n)  # warm-up
     times = _timed(lambda: enc.encode(ids, batch_size=n), spec["reps"], spec["min_seconds"])
     result = {"tokens_per_s": spec["length"] * n / min(times), "times_s": times, "load_s": load_s,
+              "mambaret": f"{mr.__version__} ({os.path.dirname(mr.__file__)})",
               "rss_start_mib": rss0, "rss_loaded_mib": rss_loaded, "peak_rss_mib": peak_rss_mib()}
     try:
         result["config"] = mr.show_config(print_out=False)
@@ -319,7 +323,7 @@ class Bench:
             d, layers = SHAPES[m]
             for threads in a.threads:
                 if "sgemm" in a.only:
-                    counts = sorted({min(L * seqs_for(L), a.max_tokens) for L in a.lengths})
+                    counts = sorted({128, 512, 2048} | {min(L * seqs_for(L), a.max_tokens) for L in a.lengths})
                     r = run_worker({"engine": "sgemm", "d": d, "threads": threads, "token_counts": counts})
                     self.log({"engine": "sgemm", "model": m, "threads": threads, **r})
                 for L in a.lengths:

@@ -51,9 +51,11 @@ def hf_last_token(path: str, sequences: list[list[int]]) -> np.ndarray:
     return np.stack(rows)
 
 
-def parity_sequences(seed: int = 1) -> list[list[int]]:
+PARITY_LENGTHS = [1, 5, 17, 64, 300, 2500]  # the last spans two llama.cpp decode calls (n_batch 2048)
+
+
+def parity_sequences(seed: int = 1, lengths=PARITY_LENGTHS) -> list[list[int]]:
     rng = np.random.default_rng(seed)
-    lengths = [1, 5, 17, 64, 300, 2500]  # the last spans two llama.cpp decode calls (n_batch 2048)
     return [rng.integers(2, 50277, size=n).tolist() for n in lengths]
 
 
@@ -62,18 +64,25 @@ def main(argv=None) -> int:
     ap.add_argument("--llama-python", default=DEFAULT_LLAMA_PYTHON)
     ap.add_argument("--out", help="keep the model, GGUF and vectors here (default: a temporary folder)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model-dir", help="check this fp32 checkpoint instead of a fresh 2-layer one")
+    ap.add_argument("--lengths", help="comma-separated sequence lengths (default 1,5,17,64,300,2500)")
     ap.add_argument("--tol", type=float, default=1e-4, help="max abs error allowed on normalised vectors")
     args = ap.parse_args(argv)
 
     work = args.out or tempfile.mkdtemp(prefix="mambaret-parity-")
     os.makedirs(work, exist_ok=True)
-    model_dir = os.path.join(work, "hf-2layer")
-    gguf_path = os.path.join(work, "hf-2layer.gguf")
-    build_parity_model(model_dir)
-    sequences = parity_sequences()
+    if args.model_dir:
+        model_dir = args.model_dir
+    else:
+        model_dir = os.path.join(work, "hf-2layer")
+        build_parity_model(model_dir)
+    gguf_path = os.path.join(work, os.path.basename(os.path.normpath(model_dir)) + ".gguf")
+    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else PARITY_LENGTHS
+    sequences = parity_sequences(lengths=lengths)
     ref = hf_last_token(model_dir, sequences)
 
-    subprocess.run([args.llama_python, os.path.join(HERE, "write_gguf.py"), model_dir, gguf_path], check=True)
+    subprocess.run([args.llama_python, os.path.join(HERE, "write_gguf.py"), model_dir, gguf_path], check=True,
+                   stdout=subprocess.DEVNULL)
     tokens_path = os.path.join(work, "tokens.json")
     with open(tokens_path, "w") as f:
         json.dump(sequences, f)
@@ -98,7 +107,7 @@ def main(argv=None) -> int:
         "per_sequence_raw_max_abs": [float(v) for v in raw_abs.max(axis=1)],
         "llama_cpp_python": llama_info.get("llama_cpp_python"),
         "llama_system_info": llama_info.get("system_info"),
-        "work_dir": work,
+        "model_dir": model_dir,
     }
     summary["ok"] = summary["normalised_max_abs"] <= args.tol
     print(json.dumps(summary, indent=2))
