@@ -194,6 +194,9 @@ def worker_hf(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     t0 = time.perf_counter()
     model = MambaModel.from_pretrained(spec["model_dir"], dtype=torch.float32).eval()
+    probe = spec.get("probe_layers")
+    if probe:  # memory only: the scan's transients are per layer, so a few layers reach the full peak
+        model.layers = model.layers[:probe]
     load_s = time.perf_counter() - t0
     rss_loaded = current_rss_mib()
     tokens = torch.from_numpy(bench_tokens(spec["seqs"], spec["length"], VOCAB_ROWS, TOKEN_SEED).astype(np.int64))
@@ -205,7 +208,8 @@ def worker_hf(spec: dict) -> dict:
     with torch.inference_mode():  # warm-up on a short slice: allocator and thread pool, not the full cost
         model(input_ids=tokens[:1, :16], use_cache=False)
     times = _timed(run, spec["reps"], 0.0)
-    return {"tokens_per_s": spec["length"] * spec["seqs"] / min(times), "times_s": times, "load_s": load_s,
+    speed_key = "probe_tokens_per_s" if probe else "tokens_per_s"
+    return {speed_key: spec["length"] * spec["seqs"] / min(times), "times_s": times, "load_s": load_s,
             "rss_start_mib": rss0, "rss_loaded_mib": rss_loaded, "peak_rss_mib": peak_rss_mib(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
@@ -361,10 +365,16 @@ class Bench:
         if mem > a.hf_mem_gib:
             self.log({**spec, "skipped": f"estimated {mem:.1f} GiB > {a.hf_mem_gib} GiB"})
             return
-        if key in self.hf_speed:
-            predicted = tokens / self.hf_speed[key] * 1.3
+        speed = self.hf_speed.get(key) or self.hf_speed.get((spec["model"], spec["threads"], 1))
+        if speed:  # batch-1 speed is a pessimistic stand-in for a batch not yet measured
+            predicted = tokens / speed * 1.3
             if predicted > a.peer_budget_s:
-                self.log({**spec, "skipped": f"predicted {predicted:.0f} s > {a.peer_budget_s:.0f} s budget"})
+                reason = f"predicted {predicted:.0f} s > {a.peer_budget_s:.0f} s budget"
+                if spec["seqs"] == 1:  # still measure its peak memory, on the first layers only
+                    probe = {**spec, "probe_layers": 2}
+                    self.log({**probe, "skipped": reason, **run_worker(probe, timeout=a.peer_budget_s * 3)})
+                else:
+                    self.log({**spec, "skipped": reason})
                 return
         r = run_worker(spec, timeout=a.peer_budget_s * 3)
         if "tokens_per_s" in r:
@@ -383,6 +393,15 @@ def _uptime() -> str:
 
 def _fmt(x, spec=".0f"):
     return "—" if x is None else format(x, spec)
+
+
+def hf_probe_rss(rows: list[dict], model: str, threads: int, length: int) -> float | None:
+    """Peak RSS of HF's memory-only run (the first layers of a batch-1 forward), when one was made."""
+    for r in rows:
+        if r.get("engine") == "hf" and r.get("probe_layers") and r.get("model") == model and \
+                r.get("threads") == threads and r.get("length") == length and "peak_rss_mib" in r:
+            return r["peak_rss_mib"]
+    return None
 
 
 def write_report(path: str):
@@ -425,6 +444,7 @@ def write_report(path: str):
         for t in threads_seen:
             for L in LENGTHS:
                 m, ll, hf = pick("mambaret", model, t, L), pick("llama.cpp", model, t, L), pick("hf", model, t, L)
+                hf_probe = hf_probe_rss(rows, model, t, L)
                 if not (m or ll or hf):
                     continue
                 eff = m["tokens_per_s"] * fpt / (m["sgemm_gflops"] * 1e9) if m and m.get("sgemm_gflops") else None
@@ -435,7 +455,7 @@ def write_report(path: str):
                     _fmt(ll["tokens_per_s"]) if ll else why_missing("llama.cpp", model, t, L),
                     _fmt(ll and ll["peak_rss_mib"]),
                     f"{hf['tokens_per_s']:.0f} ({hf['seqs']} x L)" if hf else why_missing("hf", model, t, L),
-                    _fmt(hf and hf["peak_rss_mib"]),
+                    _fmt(hf["peak_rss_mib"]) if hf else (f"{hf_probe:.0f} (2-layer probe)" if hf_probe else "—"),
                     f"{m['tokens_per_s'] / ll['tokens_per_s']:.1f}x" if m and ll else "—",
                     f"{m['tokens_per_s'] / hf['tokens_per_s']:.1f}x" if m and hf else "—",
                     _fmt(m and m.get("sgemm_gflops"), ".1f"), _fmt(eff, ".2f")]) + " |")
@@ -444,9 +464,11 @@ def write_report(path: str):
                 ratio = m512["tokens_per_s"] / m32k["tokens_per_s"]
                 out.append(f"\nLinearity ({t} thread(s)): time/token at 32768 = {ratio:.2f} x time/token at 512.\n")
             hf32k = pick("hf", model, t, 32768)
-            if m32k and hf32k:
+            hf32k_rss = hf32k["peak_rss_mib"] if hf32k else hf_probe_rss(rows, model, t, 32768)
+            if m32k and hf32k_rss:
                 out.append(f"Peak RSS at 32768 ({t} thread(s)): mambaret {m32k['peak_rss_mib']:.0f} MiB, "
-                           f"HF {hf32k['peak_rss_mib']:.0f} MiB ({hf32k['peak_rss_mib'] / m32k['peak_rss_mib']:.1f}x).\n")
+                           f"HF {hf32k_rss:.0f} MiB ({hf32k_rss / m32k['peak_rss_mib']:.1f}x)"
+                           f"{'' if hf32k else ', HF from a 2-layer probe'}.\n")
         out.append("")
     skipped = [r for r in rows if "skipped" in r or "error" in r]
     if skipped:
