@@ -281,6 +281,17 @@ def machine_description() -> dict:
     return info
 
 
+def available_gib() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2 ** 20
+    except OSError:
+        pass
+    return float("inf")
+
+
 def hf_memory_estimate_gib(d: int, layers: int, seqs: int, length: int) -> float:
     """transformers' CPU scan materialises exp(ΔA), ΔB and ΔB·u as (batch, E, L, N) fp32 tensors."""
     E, N = 2 * d, 16
@@ -362,8 +373,9 @@ class Bench:
         key = (spec["model"], spec["threads"], spec["seqs"])
         tokens = spec["length"] * spec["seqs"]
         mem = hf_memory_estimate_gib(spec["d"], spec["layers"], spec["seqs"], spec["length"])
-        if mem > a.hf_mem_gib:
-            self.log({**spec, "skipped": f"estimated {mem:.1f} GiB > {a.hf_mem_gib} GiB"})
+        limit = min(a.hf_mem_gib, 0.8 * available_gib())
+        if mem > limit:
+            self.log({**spec, "skipped": f"estimated {mem:.1f} GiB > {limit:.1f} GiB allowed"})
             return
         speed = self.hf_speed.get(key) or self.hf_speed.get((spec["model"], spec["threads"], 1))
         if speed:  # batch-1 speed is a pessimistic stand-in for a batch not yet measured
@@ -437,7 +449,7 @@ def write_report(path: str):
         d, layers = SHAPES[model]
         fpt = flops_per_token(d, layers)
         out += [f"## {model} shape (d {d}, {layers} layers, {fpt / 1e6:.1f} MFLOP/token)", "",
-                "| threads | length | seqs/call | mambaret tok/s | RSS MiB | llama.cpp tok/s | RSS MiB | "
+                "| threads | length | seqs/call (mambaret, llama.cpp) | mambaret tok/s | RSS MiB | llama.cpp tok/s | RSS MiB | "
                 "HF tok/s (batch) | RSS MiB | vs llama | vs HF | sgemm GFLOP/s | efficiency |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         threads_seen = sorted({r["threads"] for r in rows if r.get("model") == model and "threads" in r})
@@ -527,7 +539,8 @@ def main(argv=None) -> int:
     ap.add_argument("--llama-python", default=DEFAULT_LLAMA_PYTHON)
     ap.add_argument("--peer-budget-s", type=float, default=180.0,
                     help="skip an HF configuration predicted to take longer than this")
-    ap.add_argument("--hf-mem-gib", type=float, default=12.0, help="skip HF configurations estimated above this")
+    ap.add_argument("--hf-mem-gib", type=float, default=14.0,
+                    help="skip HF configurations estimated above this (or above 80%% of MemAvailable)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the Markdown from the JSON beside --out")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
