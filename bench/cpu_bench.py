@@ -195,8 +195,9 @@ def worker_hf(spec: dict) -> dict:
     t0 = time.perf_counter()
     model = MambaModel.from_pretrained(spec["model_dir"], dtype=torch.float32).eval()
     probe = spec.get("probe_layers")
+    all_layers = model.layers  # kept referenced: a probe's RSS still holds every layer's weights
     if probe:  # memory only: the scan's transients are per layer, so a few layers reach the full peak
-        model.layers = model.layers[:probe]
+        model.layers = all_layers[:probe]
     load_s = time.perf_counter() - t0
     rss_loaded = current_rss_mib()
     tokens = torch.from_numpy(bench_tokens(spec["seqs"], spec["length"], VOCAB_ROWS, TOKEN_SEED).astype(np.int64))
