@@ -507,6 +507,11 @@ def write_report(path: str):
         for r in mem:
             out.append(f"| {r['length']} | {_fmt(r.get('peak_rss_mib'))} | {_fmt(r.get('rss_loaded_mib'))} | "
                        f"{_fmt(r.get('tokens_per_s')) if 'tokens_per_s' in r else r.get('error', '')} |")
+        sized = [r for r in mem if "peak_rss_mib" in r]
+        if len(sized) >= 2:
+            growth = sized[-1]["peak_rss_mib"] - sized[0]["peak_rss_mib"]
+            out.append(f"\nPeak RSS growth from {sized[0]['length']} to {sized[-1]['length']} tokens: {growth:+.0f} MiB "
+                       f"(the token-id list itself takes ~36 bytes/token as Python ints).")
         out.append("")
     ll = next((r for r in rows if r.get("engine") == "llama.cpp" and "llama_cpp_python" in r), None)
     if ll:
