@@ -454,6 +454,7 @@ def write_report(path: str):
                 "HF tok/s (batch) | RSS MiB | vs llama | vs HF | sgemm GFLOP/s | efficiency |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         threads_seen = sorted({r["threads"] for r in rows if r.get("model") == model and "threads" in r})
+        notes = []
         for t in threads_seen:
             for L in LENGTHS:
                 m, ll, hf = pick("mambaret", model, t, L), pick("llama.cpp", model, t, L), pick("hf", model, t, L)
@@ -475,14 +476,14 @@ def write_report(path: str):
             m512, m32k = pick("mambaret", model, t, 512), pick("mambaret", model, t, 32768)
             if m512 and m32k:
                 ratio = m512["tokens_per_s"] / m32k["tokens_per_s"]
-                out.append(f"\nLinearity ({t} thread(s)): time/token at 32768 = {ratio:.2f} x time/token at 512.\n")
+                notes.append(f"Linearity ({t} thread(s)): time/token at 32768 = {ratio:.2f} x time/token at 512.")
             hf32k = pick("hf", model, t, 32768)
             hf32k_rss = hf32k["peak_rss_mib"] if hf32k else hf_probe_rss(rows, model, t, 32768)
             if m32k and hf32k_rss:
-                out.append(f"Peak RSS at 32768 ({t} thread(s)): mambaret {m32k['peak_rss_mib']:.0f} MiB, "
-                           f"HF {hf32k_rss:.0f} MiB ({hf32k_rss / m32k['peak_rss_mib']:.1f}x)"
-                           f"{'' if hf32k else ', HF from a 2-layer probe'}.\n")
-        out.append("")
+                notes.append(f"Peak RSS at 32768 ({t} thread(s)): mambaret {m32k['peak_rss_mib']:.0f} MiB, "
+                             f"HF {hf32k_rss:.0f} MiB ({hf32k_rss / m32k['peak_rss_mib']:.1f}x)"
+                             f"{'' if hf32k else ', HF from a 2-layer probe'}.")
+        out += [""] + [f"- {n}" for n in notes] + [""]
     skipped = [r for r in rows if "skipped" in r or "error" in r]
     if skipped:
         out += ["## Skipped or failed configurations", ""]
@@ -507,6 +508,11 @@ def write_report(path: str):
         for r in mem:
             out.append(f"| {r['length']} | {_fmt(r.get('peak_rss_mib'))} | {_fmt(r.get('rss_loaded_mib'))} | "
                        f"{_fmt(r.get('tokens_per_s')) if 'tokens_per_s' in r else r.get('error', '')} |")
+        sized = [r for r in mem if "peak_rss_mib" in r]
+        if len(sized) >= 2:
+            growth = sized[-1]["peak_rss_mib"] - sized[0]["peak_rss_mib"]
+            out.append(f"\nPeak RSS growth from {sized[0]['length']} to {sized[-1]['length']} tokens: {growth:+.0f} MiB "
+                       f"(the token-id list itself takes ~36 bytes/token as Python ints).")
         out.append("")
     ll = next((r for r in rows if r.get("engine") == "llama.cpp" and "llama_cpp_python" in r), None)
     if ll:
