@@ -32,6 +32,25 @@ static inline AVX2 __m256 exp_avx2(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
+/* 2^x for x >= -126 (smaller x is clamped there, far below any state's resolution): the
+ * integer part goes into the exponent bits, 2^f on |f| <= 1/2 is its degree-7 Taylor
+ * polynomial (truncation error below 1e-8). */
+static inline AVX2 __m256 exp2_avx2(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
+    __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.525273380405984e-05f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.5403530393381606e-04f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618129107628477e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550410866482158e-02f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402265069591007e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471805599453e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
 /* log(w) for w >= 1 (Cephes' logf polynomial on the mantissa). */
 static inline AVX2 __m256 log_avx2(__m256 w) {
     __m256i bits = _mm256_castps_si256(w);
@@ -81,11 +100,13 @@ static inline AVX2 __m256 silu_avx2(__m256 x) {
 #define VLOAD _mm256_loadu_ps
 #define VSTORE _mm256_storeu_ps
 #define VZERO _mm256_setzero_ps()
+#define VSET1 _mm256_set1_ps
 #define VFMA _mm256_fmadd_ps
 #define VMUL _mm256_mul_ps
 #define VADD _mm256_add_ps
 #define VBROADCAST _mm256_broadcast_ss
 #define vexp exp_avx2
+#define vexp2 exp2_avx2
 #define vsoftplus softplus_avx2
 #define vsilu silu_avx2
 #define TARGET AVX2
