@@ -16,6 +16,7 @@
 #include "mr_index.h"
 #include "mr_model.h"
 #include "mr_ops.h"
+#include "mr_ops_simd.h"
 #include "mr_parallel.h"
 #include "mr_simd.h"
 
@@ -1374,14 +1375,30 @@ static PyArrayObject *optional_f32(PyObject *obj, int ndim, const char *what, in
 
 #define F32(a) ((a) ? (float *)PyArray_DATA(a) : NULL)
 
+enum { VARIANT_AUTO, VARIANT_PORTABLE, VARIANT_REFERENCE };
+
+/* "auto" (what the model runs: the best path for this CPU), "portable" or "reference". */
+static int parse_variant(const char *s, int *variant) {
+    if (strcmp(s, "auto") == 0) *variant = VARIANT_AUTO;
+    else if (strcmp(s, "portable") == 0) *variant = VARIANT_PORTABLE;
+    else if (strcmp(s, "reference") == 0) *variant = VARIANT_REFERENCE;
+    else {
+        PyErr_Format(PyExc_ValueError, "variant must be 'auto', 'portable' or 'reference', got '%s'", s);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *op_rmsnorm(PyObject *m, PyObject *args, PyObject *kwargs) {
     (void)m;
-    static char *kwlist[] = {"x", "weight", "eps", "reference", "threads", NULL};
+    static char *kwlist[] = {"x", "weight", "eps", "variant", "threads", NULL};
     PyObject *xo, *wo, *threads_obj = Py_None;
+    const char *variant_s = "auto";
     double eps;
-    int ref = 0, threads;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOd|pO", kwlist, &xo, &wo, &eps, &ref, &threads_obj)) return NULL;
-    if (parse_threads(threads_obj, &threads) < 0) return NULL;
+    int variant, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOd|sO", kwlist, &xo, &wo, &eps, &variant_s, &threads_obj))
+        return NULL;
+    if (parse_variant(variant_s, &variant) < 0 || parse_threads(threads_obj, &threads) < 0) return NULL;
     PyArrayObject *x = require_array(xo, NPY_FLOAT32, 2, "x");
     if (!x) return NULL;
     int64_t T = PyArray_DIM(x, 0), d = PyArray_DIM(x, 1);
@@ -1390,7 +1407,7 @@ static PyObject *op_rmsnorm(PyObject *m, PyObject *args, PyObject *kwargs) {
     out = new_f32(2, T, d);
     if (!out) goto done;
     Py_BEGIN_ALLOW_THREADS
-    if (ref)
+    if (variant == VARIANT_REFERENCE)
         mr_rmsnorm_f32_ref(F32(x), d, F32(w), T, d, (float)eps, F32(out), d);
     else {
 #pragma omp parallel num_threads(threads)
@@ -1405,12 +1422,13 @@ done:
 
 static PyObject *op_conv_silu(PyObject *m, PyObject *args, PyObject *kwargs) {
     (void)m;
-    static char *kwlist[] = {"x", "weight", "bias", "state", "reference", "threads", NULL};
+    static char *kwlist[] = {"x", "weight", "bias", "state", "variant", "threads", NULL};
     PyObject *xo, *wo, *bo = Py_None, *so = Py_None, *threads_obj = Py_None;
-    int ref = 0, threads;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OOpO", kwlist, &xo, &wo, &bo, &so, &ref, &threads_obj))
+    const char *variant_s = "auto";
+    int variant, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OOsO", kwlist, &xo, &wo, &bo, &so, &variant_s, &threads_obj))
         return NULL;
-    if (parse_threads(threads_obj, &threads) < 0) return NULL;
+    if (parse_variant(variant_s, &variant) < 0 || parse_threads(threads_obj, &threads) < 0) return NULL;
     PyArrayObject *x = require_array(xo, NPY_FLOAT32, 2, "x"), *w = NULL, *b = NULL, *s = NULL, *out = NULL,
                   *s_out = NULL;
     PyObject *result = NULL;
@@ -1431,8 +1449,10 @@ static PyObject *op_conv_silu(PyObject *m, PyObject *args, PyObject *kwargs) {
     s_out = new_f32(2, K - 1, E);
     if (!out || !s_out) goto done;
     Py_BEGIN_ALLOW_THREADS
-    if (ref)
+    if (variant == VARIANT_REFERENCE)
         mr_conv_silu_f32_ref(L, E, K, F32(x), E, F32(w), F32(b), F32(s), F32(s_out), F32(out), E);
+    else if (variant == VARIANT_PORTABLE)
+        mr_conv_silu_f32_portable(L, E, K, F32(x), E, F32(w), F32(b), F32(s), F32(s_out), F32(out), E, 0, E);
     else {
 #pragma omp parallel num_threads(threads)
         mr_conv_silu_f32(L, E, K, F32(x), E, F32(w), F32(b), F32(s), F32(s_out), F32(out), E, mr_thread_index(),
@@ -1452,14 +1472,15 @@ done:
 
 static PyObject *op_selective_scan(PyObject *m, PyObject *args, PyObject *kwargs) {
     (void)m;
-    static char *kwlist[] = {"u", "dt", "A", "B", "C", "dt_bias", "D", "z", "state", "reference", "threads", NULL};
+    static char *kwlist[] = {"u", "dt", "A", "B", "C", "dt_bias", "D", "z", "state", "variant", "threads", NULL};
     PyObject *uo, *dto, *Ao, *Bo, *Co, *dbo = Py_None, *Do = Py_None, *zo = Py_None, *so = Py_None,
                                          *threads_obj = Py_None;
-    int ref = 0, threads;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO|OOOOpO", kwlist, &uo, &dto, &Ao, &Bo, &Co, &dbo, &Do, &zo,
-                                     &so, &ref, &threads_obj))
+    const char *variant_s = "auto";
+    int variant, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO|OOOOsO", kwlist, &uo, &dto, &Ao, &Bo, &Co, &dbo, &Do, &zo,
+                                     &so, &variant_s, &threads_obj))
         return NULL;
-    if (parse_threads(threads_obj, &threads) < 0) return NULL;
+    if (parse_variant(variant_s, &variant) < 0 || parse_threads(threads_obj, &threads) < 0) return NULL;
     PyObject *result = NULL;
     PyArrayObject *u = require_array(uo, NPY_FLOAT32, 2, "u"), *dt = NULL, *A = NULL, *B = NULL, *C = NULL,
                   *db = NULL, *D = NULL, *z = NULL, *s = NULL, *y = NULL, *s_out = NULL;
@@ -1482,9 +1503,12 @@ static PyObject *op_selective_scan(PyObject *m, PyObject *args, PyObject *kwargs
     s_out = new_f32(2, E, N);
     if (!y || !s_out) goto done;
     Py_BEGIN_ALLOW_THREADS
-    if (ref)
+    if (variant == VARIANT_REFERENCE)
         mr_selective_scan_f32_ref(L, E, N, F32(u), E, F32(dt), E, F32(db), F32(A), F32(B), F32(C), N, F32(D), F32(z),
                                   E, F32(s), F32(s_out), F32(y), E);
+    else if (variant == VARIANT_PORTABLE)
+        mr_selective_scan_f32_portable(L, E, N, F32(u), E, F32(dt), E, F32(db), F32(A), F32(B), F32(C), N, F32(D),
+                                       F32(z), E, F32(s), F32(s_out), F32(y), E, 0, E);
     else {
 #pragma omp parallel num_threads(threads)
         mr_selective_scan_f32(L, E, N, F32(u), E, F32(dt), E, F32(db), F32(A), F32(B), F32(C), N, F32(D), F32(z), E,
@@ -1505,6 +1529,38 @@ done:
     Py_XDECREF(y);
     Py_XDECREF(s_out);
     return result;
+}
+
+/* exp / softplus of a SIMD path ("avx2" or "avx512") over a float32 array, for the accuracy tests. */
+static PyObject *op_vector_math(PyObject *m, PyObject *args) {
+    (void)m;
+    const char *fn, *isa;
+    PyObject *xo;
+    if (!PyArg_ParseTuple(args, "ssO:op_vector_math", &fn, &isa, &xo)) return NULL;
+    int wide = strcmp(isa, "avx512") == 0;
+    if (!wide && strcmp(isa, "avx2") != 0) {
+        PyErr_SetString(PyExc_ValueError, "isa must be 'avx2' or 'avx512'");
+        return NULL;
+    }
+    if (mr_cpu_simd_level() < (wide ? MR_SIMD_AVX512 : MR_SIMD_AVX2)) {
+        PyErr_Format(PyExc_RuntimeError, "this CPU (or MAMBARET_SIMD) does not allow %s", isa);
+        return NULL;
+    }
+    int is_exp = strcmp(fn, "exp") == 0;
+    if (!is_exp && strcmp(fn, "softplus") != 0) {
+        PyErr_SetString(PyExc_ValueError, "fn must be 'exp' or 'softplus'");
+        return NULL;
+    }
+    PyArrayObject *x = require_array(xo, NPY_FLOAT32, 1, "x");
+    if (!x) return NULL;
+    PyArrayObject *out = new_f32(1, PyArray_DIM(x, 0), 0);
+    if (out) {
+        npy_intp n = PyArray_DIM(x, 0);
+        if (wide) (is_exp ? mr_exp_f32_avx512 : mr_softplus_f32_avx512)(F32(x), F32(out), n);
+        else (is_exp ? mr_exp_f32_avx2 : mr_softplus_f32_avx2)(F32(x), F32(out), n);
+    }
+    Py_DECREF(x);
+    return (PyObject *)out;
 }
 
 static PyObject *op_gemm(PyObject *module, PyObject *args, PyObject *kwargs) {
@@ -1723,12 +1779,14 @@ static PyMethodDef module_methods[] = {
      "Loads a BLAS for models created afterwards; path=None selects the built-in fallback."},
     {"build_info", (PyCFunction)build_info, METH_NOARGS, "BLAS, SIMD path and thread facts of this build."},
     {"op_rmsnorm", (PyCFunction)(void (*)(void))op_rmsnorm, METH_VARARGS | METH_KEYWORDS,
-     "op_rmsnorm(x, weight, eps, reference=False, threads=1): one kernel, for tests."},
+     "op_rmsnorm(x, weight, eps, variant='auto', threads=1): one kernel, for tests."},
     {"op_conv_silu", (PyCFunction)(void (*)(void))op_conv_silu, METH_VARARGS | METH_KEYWORDS,
-     "op_conv_silu(x, weight, bias=None, state=None, reference=False, threads=1) -> (out, state)"},
+     "op_conv_silu(x, weight, bias=None, state=None, variant='auto', threads=1) -> (out, state)"},
     {"op_selective_scan", (PyCFunction)(void (*)(void))op_selective_scan, METH_VARARGS | METH_KEYWORDS,
-     "op_selective_scan(u, dt, A, B, C, dt_bias=None, D=None, z=None, state=None, reference=False, threads=1)"
+     "op_selective_scan(u, dt, A, B, C, dt_bias=None, D=None, z=None, state=None, variant='auto', threads=1)"
      " -> (y, state)"},
+    {"op_vector_math", (PyCFunction)op_vector_math, METH_VARARGS,
+     "op_vector_math(fn, isa, x): 'exp' or 'softplus' of the 'avx2' or 'avx512' path over a float32 vector."},
     {"op_gemm", (PyCFunction)(void (*)(void))op_gemm, METH_VARARGS | METH_KEYWORDS,
      "op_gemm(a, w, bias=None, out=None, fallback=False, threads=1): a @ w.T (+ bias) (+ out)"},
     {"flat_search", (PyCFunction)(void (*)(void))flat_search, METH_VARARGS | METH_KEYWORDS,

@@ -335,9 +335,21 @@ static mr_status workspace_alloc(const mr_config *c, int64_t T, mr_workspace *w,
     return MR_OK;
 }
 
-/* One layer over one micro-batch of T rows made of nseg sequence parts. */
+/* A thread's rows of out[T, N] = a[T, K] @ w[N, K]^T: GEMMs split by token rows so that one
+ * team of threads runs everything and the BLAS itself stays single-threaded. */
+static mr_status gemm_rows(const mr_blas *blas, int64_t T, int64_t N, int64_t K, const float *a, int64_t lda,
+                           const float *w, const float *bias, float beta, float *out, int64_t ldo, int ith,
+                           int nth, mr_error *err) {
+    int64_t lo, hi;
+    mr_split_range(T, 4, ith, nth, &lo, &hi);
+    if (hi <= lo) return MR_OK;
+    return mr_gemm_f32(blas, hi - lo, N, K, a + lo * lda, lda, w, K, bias, beta, out + lo * ldo, ldo, 1, err);
+}
+
+/* One layer over one micro-batch of T rows made of nseg sequence parts, run by every thread
+ * of the team (thread ith of nth); phases are separated by barriers. */
 static mr_status layer_forward(const mr_model *m, int64_t l, const mr_workspace *w, int64_t T,
-                               const mr_segment *segs, int64_t nseg, int nt, mr_error *err) {
+                               const mr_segment *segs, int64_t nseg, int ith, int nth, mr_error *err) {
     const mr_config *c = &m->cfg;
     const mr_layer *L = &m->layers[l];
     const int64_t d = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
@@ -346,49 +358,44 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_workspace 
     float *ssm_carry = w->ssm_carry + l * E * N;
     mr_status st;
 
-#pragma omp parallel num_threads(nt)
-    mr_rmsnorm_f32(w->x, d, L->weights[MR_T_NORM], T, d, c->norm_eps, w->scratch, d,
-                   mr_thread_index(), mr_thread_count());
-
-    st = mr_gemm_f32(&m->blas, T, 2 * E, d, w->scratch, d, L->weights[MR_T_IN_PROJ_W], d,
-                     L->weights[MR_T_IN_PROJ_B], 0.0f, w->xz, 2 * E, nt, err);
-    if (st) return st;
-
-#pragma omp parallel num_threads(nt)
-    {
-        int ith = mr_thread_index(), nth = mr_thread_count();
-        for (int64_t s = 0; s < nseg; s++) {
-            const mr_segment *g = &segs[s];
-            mr_conv_silu_f32(g->len, E, K, w->xz + g->row * 2 * E, 2 * E, L->weights[MR_T_CONV_W],
-                             L->weights[MR_T_CONV_B], g->first ? NULL : conv_carry,
-                             g->last ? NULL : conv_carry, w->u + g->row * E, E, ith, nth);
-        }
+    /* token-parallel: norm and in_proj of this thread's rows */
+    int64_t lo, hi;
+    mr_split_range(T, 4, ith, nth, &lo, &hi);
+    if (hi > lo)
+        mr_rmsnorm_f32(w->x + lo * d, d, L->weights[MR_T_NORM], hi - lo, d, c->norm_eps, w->scratch + lo * d, d, 0, 1);
+    st = gemm_rows(&m->blas, T, 2 * E, d, w->scratch, d, L->weights[MR_T_IN_PROJ_W], L->weights[MR_T_IN_PROJ_B],
+                   0.0f, w->xz, 2 * E, ith, nth, err);
+#pragma omp barrier
+    /* channel-parallel: conv over each sequence part in order */
+    for (int64_t s = 0; s < nseg; s++) {
+        const mr_segment *g = &segs[s];
+        mr_conv_silu_f32(g->len, E, K, w->xz + g->row * 2 * E, 2 * E, L->weights[MR_T_CONV_W],
+                         L->weights[MR_T_CONV_B], g->first ? NULL : conv_carry, g->last ? NULL : conv_carry,
+                         w->u + g->row * E, E, ith, nth);
     }
-
-    st = mr_gemm_f32(&m->blas, T, ldx, E, w->u, E, L->weights[MR_T_X_PROJ_W], E, NULL, 0.0f,
-                     w->xdbl, ldx, nt, err);
-    if (st) return st;
-    st = mr_gemm_f32(&m->blas, T, E, R, w->xdbl, ldx, L->weights[MR_T_DT_PROJ_W], R, NULL, 0.0f,
-                     w->scratch, E, nt, err);
-    if (st) return st;
-
-#pragma omp parallel num_threads(nt)
-    {
-        int ith = mr_thread_index(), nth = mr_thread_count();
-        for (int64_t s = 0; s < nseg; s++) {
-            const mr_segment *g = &segs[s];
-            const float *bc = w->xdbl + g->row * ldx;
-            mr_selective_scan_f32(g->len, E, N, w->u + g->row * E, E, w->scratch + g->row * E, E,
-                                  L->weights[MR_T_DT_PROJ_B], L->A, bc + R, bc + R + N, ldx,
-                                  L->weights[MR_T_D], w->xz + g->row * 2 * E + E, 2 * E,
-                                  g->first ? NULL : ssm_carry, g->last ? NULL : ssm_carry,
-                                  w->u + g->row * E, E, ith, nth);
-        }
+#pragma omp barrier
+    if (st == MR_OK)
+        st = gemm_rows(&m->blas, T, ldx, E, w->u, E, L->weights[MR_T_X_PROJ_W], NULL, 0.0f, w->xdbl, ldx, ith, nth,
+                       err);
+    if (st == MR_OK) /* each thread's dt rows need only its own x_proj rows: no barrier between */
+        st = gemm_rows(&m->blas, T, E, R, w->xdbl, ldx, L->weights[MR_T_DT_PROJ_W], NULL, 0.0f, w->scratch, E, ith,
+                       nth, err);
+#pragma omp barrier
+    for (int64_t s = 0; s < nseg; s++) {
+        const mr_segment *g = &segs[s];
+        const float *bc = w->xdbl + g->row * ldx;
+        mr_selective_scan_f32(g->len, E, N, w->u + g->row * E, E, w->scratch + g->row * E, E,
+                              L->weights[MR_T_DT_PROJ_B], L->A, bc + R, bc + R + N, ldx, L->weights[MR_T_D],
+                              w->xz + g->row * 2 * E + E, 2 * E, g->first ? NULL : ssm_carry,
+                              g->last ? NULL : ssm_carry, w->u + g->row * E, E, ith, nth);
     }
-
+#pragma omp barrier
     /* beta = 1 adds the mixer output onto the residual stream in place */
-    return mr_gemm_f32(&m->blas, T, d, E, w->u, E, L->weights[MR_T_OUT_PROJ_W], E,
-                       L->weights[MR_T_OUT_PROJ_B], 1.0f, w->x, d, nt, err);
+    if (st == MR_OK)
+        st = gemm_rows(&m->blas, T, d, E, w->u, E, L->weights[MR_T_OUT_PROJ_W], L->weights[MR_T_OUT_PROJ_B], 1.0f,
+                       w->x, d, ith, nth, err);
+#pragma omp barrier
+    return st;
 }
 
 static void pool_step(const mr_model *m, const mr_forward_args *a, const mr_workspace *w,
@@ -435,7 +442,8 @@ mr_status mr_model_forward(const mr_model *m, const mr_forward_args *a, mr_error
     st = workspace_alloc(c, T, &w, err);
     if (st) return st;
     if (a->pooling == MR_POOL_MEAN) memset(a->out, 0, (size_t)(a->n_seqs * c->d_model) * sizeof(float));
-    mr_blas_set_threads(&m->blas, nt);
+    /* our team does all the parallel work, the BLAS runs inside it on one thread each */
+    mr_blas_set_threads(&m->blas, 1);
 
     mr_scheduler sched;
     mr_sched_init(&sched, a->offsets, a->n_seqs, T);
@@ -443,11 +451,27 @@ mr_status mr_model_forward(const mr_model *m, const mr_forward_args *a, mr_error
     while (st == MR_OK && (nseg = mr_sched_next(&sched, w.segs, &step_tokens)) > 0) {
         /* parts are taken in order, so a step's tokens are contiguous in the batch */
         const int64_t first_token = a->offsets[w.segs[0].seq] + w.segs[0].start;
+        mr_status team_status = MR_OK;
 #pragma omp parallel num_threads(nt)
-        mr_embed_gather_f32(m->embedding, c->d_model, a->tokens + first_token, step_tokens, w.x,
-                            mr_thread_index(), mr_thread_count());
-        for (int64_t l = 0; l < c->n_layer && st == MR_OK; l++)
-            st = layer_forward(m, l, &w, step_tokens, w.segs, nseg, nt, err);
+        {
+            const int ith = mr_thread_index(), nth = mr_thread_count();
+            mr_error local = {0};
+            mr_status mine = MR_OK;
+            mr_embed_gather_f32(m->embedding, c->d_model, a->tokens + first_token, step_tokens, w.x, ith, nth);
+#pragma omp barrier
+            for (int64_t l = 0; l < c->n_layer; l++) {
+                mr_status s = layer_forward(m, l, &w, step_tokens, w.segs, nseg, ith, nth, &local);
+                if (s != MR_OK && mine == MR_OK) mine = s;
+            }
+            if (mine != MR_OK) {
+#pragma omp critical(mr_forward_error)
+                if (team_status == MR_OK) {
+                    team_status = mine;
+                    *err = local;
+                }
+            }
+        }
+        st = team_status;
         if (st == MR_OK) pool_step(m, a, &w, step_tokens, w.segs, nseg, first_token, nt);
     }
     free(w.block);

@@ -3,7 +3,10 @@
 #include <math.h>
 #include <string.h>
 
+#include <stdlib.h>
+
 #include "mr_ops.h"
+#include "mr_ops_simd.h"
 
 #define MR_CHANNEL_BLOCK 16
 
@@ -50,12 +53,10 @@ void mr_rmsnorm_f32(const float *x, int64_t ldx, const float *w, int64_t T, int6
     }
 }
 
-void mr_conv_silu_f32(int64_t L, int64_t E, int64_t K, const float *in, int64_t ldi,
-                      const float *w, const float *bias, const float *state_in,
-                      float *state_out, float *out, int64_t ldo, int ith, int nth) {
+void mr_conv_silu_f32_portable(int64_t L, int64_t E, int64_t K, const float *in, int64_t ldi,
+                               const float *w, const float *bias, const float *state_in,
+                               float *state_out, float *out, int64_t ldo, int64_t lo, int64_t hi) {
     enum { BLK = MR_CHANNEL_BLOCK };
-    int64_t lo, hi;
-    mr_split_range(E, BLK, ith, nth, &lo, &hi);
     const int64_t H = K - 1;
     for (int64_t e0 = lo; e0 < hi; e0 += BLK) {
         const int64_t nb = hi - e0 < BLK ? hi - e0 : BLK;
@@ -90,14 +91,12 @@ void mr_conv_silu_f32(int64_t L, int64_t E, int64_t K, const float *in, int64_t 
     }
 }
 
-void mr_selective_scan_f32(int64_t L, int64_t E, int64_t N, const float *u, int64_t ldu,
-                           const float *dt, int64_t lddt, const float *dt_bias, const float *A,
-                           const float *B, const float *C, int64_t ldbc, const float *D,
-                           const float *z, int64_t ldz, const float *state_in,
-                           float *state_out, float *y, int64_t ldy, int ith, int nth) {
+void mr_selective_scan_f32_portable(int64_t L, int64_t E, int64_t N, const float *u, int64_t ldu,
+                                    const float *dt, int64_t lddt, const float *dt_bias, const float *A,
+                                    const float *B, const float *C, int64_t ldbc, const float *D,
+                                    const float *z, int64_t ldz, const float *state_in,
+                                    float *state_out, float *y, int64_t ldy, int64_t lo, int64_t hi) {
     enum { BLK = MR_CHANNEL_BLOCK };
-    int64_t lo, hi;
-    mr_split_range(E, BLK, ith, nth, &lo, &hi);
     for (int64_t e0 = lo; e0 < hi; e0 += BLK) {
         const int64_t nb = hi - e0 < BLK ? hi - e0 : BLK;
         /* state and A transposed to [N][BLK] so the lane loops are contiguous */
@@ -139,6 +138,61 @@ void mr_selective_scan_f32(int64_t L, int64_t E, int64_t N, const float *u, int6
             for (int64_t n = 0; n < N; n++)
                 for (int64_t j = 0; j < nb; j++) state_out[(e0 + j) * N + n] = h[n][j];
     }
+}
+
+mr_simd_level mr_cpu_simd_level(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    const char *limit = getenv("MAMBARET_SIMD");
+    mr_simd_level most = MR_SIMD_AVX512;
+    if (limit && strcmp(limit, "portable") == 0) most = MR_SIMD_PORTABLE;
+    else if (limit && strcmp(limit, "avx2") == 0) most = MR_SIMD_AVX2;
+    if (most >= MR_SIMD_AVX512 && __builtin_cpu_supports("avx512f")) return MR_SIMD_AVX512;
+    if (most >= MR_SIMD_AVX2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return MR_SIMD_AVX2;
+#endif
+    return MR_SIMD_PORTABLE;
+}
+
+void mr_conv_silu_f32(int64_t L, int64_t E, int64_t K, const float *in, int64_t ldi,
+                      const float *w, const float *bias, const float *state_in,
+                      float *state_out, float *out, int64_t ldo, int ith, int nth) {
+    int64_t lo, hi;
+    mr_split_range(E, MR_CHANNEL_BLOCK, ith, nth, &lo, &hi);
+#if defined(__x86_64__) || defined(__i386__)
+    switch (mr_cpu_simd_level()) {
+    case MR_SIMD_AVX512:
+        mr_conv_silu_f32_avx512(L, E, K, in, ldi, w, bias, state_in, state_out, out, ldo, lo, hi);
+        return;
+    case MR_SIMD_AVX2:
+        mr_conv_silu_f32_avx2(L, E, K, in, ldi, w, bias, state_in, state_out, out, ldo, lo, hi);
+        return;
+    default: break;
+    }
+#endif
+    mr_conv_silu_f32_portable(L, E, K, in, ldi, w, bias, state_in, state_out, out, ldo, lo, hi);
+}
+
+void mr_selective_scan_f32(int64_t L, int64_t E, int64_t N, const float *u, int64_t ldu,
+                           const float *dt, int64_t lddt, const float *dt_bias, const float *A,
+                           const float *B, const float *C, int64_t ldbc, const float *D,
+                           const float *z, int64_t ldz, const float *state_in,
+                           float *state_out, float *y, int64_t ldy, int ith, int nth) {
+    int64_t lo, hi;
+    mr_split_range(E, MR_CHANNEL_BLOCK, ith, nth, &lo, &hi);
+#if defined(__x86_64__) || defined(__i386__)
+    switch (mr_cpu_simd_level()) {
+    case MR_SIMD_AVX512:
+        mr_selective_scan_f32_avx512(L, E, N, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
+                                     state_out, y, ldy, lo, hi);
+        return;
+    case MR_SIMD_AVX2:
+        mr_selective_scan_f32_avx2(L, E, N, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
+                                   state_out, y, ldy, lo, hi);
+        return;
+    default: break;
+    }
+#endif
+    mr_selective_scan_f32_portable(L, E, N, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
+                                   state_out, y, ldy, lo, hi);
 }
 
 void mr_add_f32(float *out, const float *x, int64_t n, int ith, int nth) {

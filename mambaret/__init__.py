@@ -15,6 +15,32 @@ from .tokenization import PackedBatch
 
 __version__ = "0.1.0"
 
+# Adapters load on first use, so `import mambaret` never imports LangChain or LlamaIndex; they
+# stay out of __all__ so that a star import does not either.
+_INTEGRATIONS = {
+    "MambaEmbeddings": ("langchain", "MambaEmbeddings"),
+    "MambaLlamaIndexEmbedding": ("llamaindex", "MambaLlamaIndexEmbedding"),
+    "BeirEncoder": ("beir", "BeirEncoder"),
+    "MtebEncoder": ("mteb", "MtebEncoder"),
+    "export_sentence_transformers": ("sentence_transformers", "export"),
+}
+
+
+def __getattr__(name: str):
+    if name in _INTEGRATIONS:
+        import importlib
+
+        module, attribute = _INTEGRATIONS[name]
+        value = getattr(importlib.import_module(f".integrations.{module}", __name__), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_INTEGRATIONS))
+
+
 __all__ = [
     "FlatIndex",
     "MambaEncoder",

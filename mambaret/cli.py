@@ -50,8 +50,6 @@ def _read_corpus(path: str, fmt: str):
 
 
 def cmd_encode(args) -> int:
-    from .corpus import encode_corpus
-
     if args.model is None:
         if not os.path.isfile(DEMO_CORPUS):
             raise UsageError("usage: mambaret encode MODEL_DIR CORPUS [-o embeddings.npy]\n"
@@ -59,13 +57,20 @@ def cmd_encode(args) -> int:
                              "that file is not here)")
         from .random_model import write_random_model
 
-        demo_dir = tempfile.mkdtemp(prefix="mambaret-demo-")
-        tokenizer = os.path.join("..", "shared", "data", "tokenizers", "gpt-neox-20b.json")
-        write_random_model(demo_dir, seed=0, tokenizer_json=tokenizer, hidden_size=256, num_hidden_layers=4)
-        args.model, args.corpus = demo_dir, DEMO_CORPUS
-        print(f"demo: a seeded random Mamba model (d=256, 4 layers) on {DEMO_CORPUS}")
-    elif args.corpus is None:
+        with tempfile.TemporaryDirectory(prefix="mambaret-demo-") as demo_dir:
+            tokenizer = os.path.join("..", "shared", "data", "tokenizers", "gpt-neox-20b.json")
+            write_random_model(demo_dir, seed=0, tokenizer_json=tokenizer, hidden_size=256, num_hidden_layers=4)
+            args.model, args.corpus = demo_dir, DEMO_CORPUS
+            print(f"demo: a seeded random Mamba model (d=256, 4 layers) on {DEMO_CORPUS}")
+            return _encode(args)
+    if args.corpus is None:
         raise UsageError("mambaret encode needs a CORPUS file after the model directory")
+    return _encode(args)
+
+
+def _encode(args) -> int:
+    from .corpus import encode_corpus
+
     encoder = _load_encoder(args.model, args)
     ids, texts = _read_corpus(args.corpus, args.format)
     if args.limit is not None:
@@ -86,6 +91,100 @@ def cmd_encode(args) -> int:
     return EXIT_OK
 
 
+def cmd_index(args) -> int:
+    from .retrieval import build_index
+
+    encoder = _load_encoder(args.model, args)
+    ids, texts = _read_corpus(args.corpus, args.format)
+    if not ids:
+        raise UsageError(f"the corpus {args.corpus!r} holds no documents")
+    index = build_index(encoder, dict(zip(ids, texts)), batch_size=args.batch_size,
+                        show_progress_bar=False if args.quiet else None)
+    index.save(args.output)
+    print(f"indexed {index.ntotal} documents (dim {encoder.embedding_dim}) into {args.output}")
+    return EXIT_OK
+
+
+def _read_queries(path: str) -> dict:
+    from . import datasets
+
+    if not os.path.isfile(path):
+        raise UsageError(f"no queries file {path!r}")
+    if path.endswith(".jsonl"):
+        return datasets.load_beir_queries(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        head = f.read(4096)
+    if "<top>" in head:
+        return datasets.load_trec_topics(path)
+    queries = {}
+    with open(path, encoding="utf-8") as f:  # "qid<TAB>text" per line
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            qid, sep, text = line.rstrip("\n").partition("\t")
+            if not sep:
+                raise UsageError(f"{path}, line {line_no}: expected 'query-id<TAB>text'")
+            queries[qid] = text
+    return queries
+
+
+def cmd_search(args) -> int:
+    from .datasets import write_trec_run
+    from .index import FlatIndex
+    from .retrieval import search_run
+
+    if not os.path.exists(args.index):
+        raise UsageError(f"no index file {args.index!r}")
+    encoder = _load_encoder(args.model, args)
+    index = FlatIndex.load(args.index, mmap=True, threads=encoder.threads)
+    if index.ntotal and not index.string_ids:
+        raise UsageError(f"{args.index!r} has integer ids; `mambaret index` writes document ids")
+    run = search_run(encoder, index, _read_queries(args.queries), k=args.k, batch_size=args.batch_size)
+    if args.output:
+        write_trec_run(run, args.output, tag="mambaret")
+        print(f"wrote a run of {len(run)} queries to {args.output}")
+    else:
+        for qid, docs in run.items():
+            for rank, (docid, score) in enumerate(sorted(docs.items(), key=lambda x: -x[1])[:args.k], 1):
+                print(f"{qid}\t{rank}\t{docid}\t{score:.6f}")
+    return EXIT_OK
+
+
+def cmd_eval(args) -> int:
+    from .datasets import write_trec_run
+    from .evaluate import evaluate
+    from .retrieval import build_index, load_collection, search_run
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    collection = load_collection(args.collection)
+    if not collection.docs or not collection.queries:
+        raise UsageError(f"{args.collection!r} has no documents or no queries")
+    rows = []
+    if args.model is not None:
+        encoder = _load_encoder(args.model, args)
+        index = build_index(encoder, collection.docs, batch_size=args.batch_size,
+                            show_progress_bar=False if args.quiet else None)
+        run = search_run(encoder, index, collection.queries, k=args.k, batch_size=args.batch_size)
+        rows.append((f"mambaret ({os.path.basename(os.path.normpath(args.model))})", evaluate(run, collection.qrels, metrics)))
+        if args.run_output:
+            write_trec_run(run, args.run_output, tag="mambaret")
+    if not args.no_bm25:
+        from .bm25 import bm25_run
+
+        rows.append(("BM25 (bm25s)", evaluate(bm25_run(collection.docs, collection.queries, k=args.k),
+                                              collection.qrels, metrics)))
+    if not rows:
+        raise UsageError("nothing to evaluate: give a MODEL, or leave BM25 on")
+    names = list(rows[0][1])
+    width = max(len(r[0]) for r in rows)
+    print(f"{collection.name}: {len(collection.docs)} documents, {len(collection.queries)} queries, "
+          f"{len(collection.qrels)} judged")
+    print(f"{'system':<{width}}  " + "  ".join(f"{n:>10}" for n in names))
+    for name, values in rows:
+        print(f"{name:<{width}}  " + "  ".join(f"{values[n]:>10.4f}" for n in names))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambaret", description="Dense retrieval with Mamba encoders.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -103,6 +202,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("index", help="encode a corpus into a saved FlatIndex",
+                       description="Encode a corpus (normalised embeddings) and save a FlatIndex keyed by "
+                                   "document id.")
+    p.add_argument("model", help="model directory (HF format)")
+    p.add_argument("corpus", help="corpus file: TREC <DOC>, BEIR corpus.jsonl, or one text per line")
+    p.add_argument("-o", "--output", required=True, help="index file to write")
+    p.add_argument("--format", choices=["auto", "trec", "jsonl", "text"], default="auto")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="search a saved index with queries",
+                       description="Encode queries and search an index written by `mambaret index`; print "
+                                   "'qid rank docid score' lines or write a TREC run.")
+    p.add_argument("model", help="model directory (HF format), the one the index was built with")
+    p.add_argument("index", help="index file from `mambaret index`")
+    p.add_argument("queries", help="TREC topics, BEIR queries.jsonl, or 'qid<TAB>text' lines")
+    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("-o", "--output", help="write a TREC run file instead of printing")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("eval", help="evaluate the model (and BM25) on a test collection",
+                       description="Index a collection's documents, run its queries and print nDCG@10, "
+                                   "MRR@10, Recall@100 and MAP for the model and for BM25 in one table.")
+    p.add_argument("model", nargs="?", help="model directory (HF format); omit to evaluate BM25 alone")
+    p.add_argument("--collection", required=True,
+                   help="TREC folder (doc-text.trec, query-text.trec, qrels) or BEIR folder")
+    p.add_argument("--metrics", default="ndcg@10,mrr@10,recall@100,map")
+    p.add_argument("-k", type=int, default=1000, help="depth of each ranking (default 1000)")
+    p.add_argument("--no-bm25", action="store_true", help="leave out the BM25 baseline")
+    p.add_argument("--run-output", help="also write the model's TREC run here")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

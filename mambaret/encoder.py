@@ -125,6 +125,19 @@ class MambaEncoder:
 
             require_cuda()  # fail before reading the checkpoint
         model_dir = _resolve_model_dir(str(model_name_or_path), revision, cache_dir)
+        # A sentence-transformers folder: its modules say where the checkpoint is, how to pool,
+        # whether to normalise, and which prompts to use; explicit arguments win.
+        from .integrations.sentence_transformers import is_sentence_transformers_folder, read_folder
+
+        if is_sentence_transformers_folder(model_dir):
+            folder = read_folder(model_dir)
+            model_dir = folder.checkpoint_dir
+            pooling = pooling or folder.pooling
+            normalize = folder.normalize if normalize is None else normalize
+            if prompts is None:
+                prompts = folder.prompts
+                default_prompt_name = default_prompt_name or folder.default_prompt_name
+            max_length = folder.max_seq_length if max_length is None else max_length
         model, dims = load_core_model(model_dir)
         if device != "cpu":
             from .cuda_backend import upload

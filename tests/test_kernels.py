@@ -7,6 +7,9 @@ import pytest
 from mambaret import _C
 
 
+VARIANTS = ["auto", "portable"]  # auto: the SIMD path on a CPU that has one
+
+
 def rel_err(a, b):
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(np.asarray(b, np.float64)), 1e-30))
 
@@ -21,7 +24,7 @@ def test_rmsnorm(T, d, threads):
     rng = np.random.default_rng(T * d)
     x, w = rand(rng, T, d), rand(rng, d)
     fast = _C.op_rmsnorm(x, w, 1e-5, threads=threads)
-    ref = _C.op_rmsnorm(x, w, 1e-5, reference=True)
+    ref = _C.op_rmsnorm(x, w, 1e-5, variant="reference")
     expect = w * x / np.sqrt((x.astype(np.float64) ** 2).mean(1, keepdims=True) + 1e-5)
     assert rel_err(fast, ref) < 1e-6 and rel_err(ref, expect) < 1e-6
 
@@ -29,12 +32,13 @@ def test_rmsnorm(T, d, threads):
 @pytest.mark.parametrize("L,E,K", [(1, 3, 4), (2, 17, 4), (40, 64, 4), (9, 33, 2), (5, 8, 1), (3, 20, 6)])
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_conv_silu(L, E, K, with_state, threads):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_conv_silu(L, E, K, with_state, threads, variant):
     rng = np.random.default_rng(L + E + K)
     x, w, b = rand(rng, L, E), rand(rng, E, K), rand(rng, E)
     state = rand(rng, K - 1, E) if with_state else None
-    out, new_state = _C.op_conv_silu(x, w, b, state, threads=threads)
-    ref_out, ref_state = _C.op_conv_silu(x, w, b, state, reference=True)
+    out, new_state = _C.op_conv_silu(x, w, b, state, variant=variant, threads=threads)
+    ref_out, ref_state = _C.op_conv_silu(x, w, b, state, variant="reference")
     assert rel_err(out, ref_out) < 1e-6
     np.testing.assert_array_equal(new_state, ref_state)
     # the definition, from scratch: causal conv over [state; x], then SiLU
@@ -76,7 +80,8 @@ def scan_numpy(u, dt, A, B, C, dt_bias, D, z, state):
 @pytest.mark.parametrize("L,E,N", [(1, 1, 1), (7, 17, 4), (33, 64, 16), (5, 40, 3), (2, 9, 256)])
 @pytest.mark.parametrize("options", ["all", "bare", "state"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_selective_scan(L, E, N, options, threads):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_selective_scan(L, E, N, options, threads, variant):
     rng = np.random.default_rng(L * 100 + E * 10 + N)
     u, dt, z = rand(rng, L, E), rand(rng, L, E), rand(rng, L, E)
     A = -np.exp(rand(rng, E, N, scale=0.5))
@@ -85,8 +90,8 @@ def test_selective_scan(L, E, N, options, threads):
     state = rand(rng, E, N) if options == "state" else None
     if options == "bare":
         dt_bias = D = z = None
-    y, s = _C.op_selective_scan(u, dt, A, B, C, dt_bias, D, z, state, threads=threads)
-    y_ref, s_ref = _C.op_selective_scan(u, dt, A, B, C, dt_bias, D, z, state, reference=True)
+    y, s = _C.op_selective_scan(u, dt, A, B, C, dt_bias, D, z, state, variant=variant, threads=threads)
+    y_ref, s_ref = _C.op_selective_scan(u, dt, A, B, C, dt_bias, D, z, state, variant="reference")
     y64, s64 = scan_numpy(u, dt, A, B, C, dt_bias, D, z, state)
     assert rel_err(y, y_ref) < 1e-6 and rel_err(s, s_ref) < 1e-6
     assert rel_err(y_ref, y64) < 1e-5 and rel_err(s_ref, s64) < 1e-5
@@ -98,8 +103,8 @@ def test_scan_softplus_does_not_overflow():
     dt = np.array([[100.0, 20.5, -100.0, 88.0]] * 3, np.float32)  # exp(100) overflows float32
     A = -np.ones((E, N), np.float32)
     B = C = np.ones((3, N), np.float32)
-    for reference in (False, True):
-        y, s = _C.op_selective_scan(u, dt, A, B, C, reference=reference)
+    for variant in VARIANTS + ["reference"]:
+        y, s = _C.op_selective_scan(u, dt, A, B, C, variant=variant)
         assert np.isfinite(y).all() and np.isfinite(s).all()
         y64, _ = scan_numpy(u, dt, A, B, C, None, None, None, None)
         assert rel_err(y, y64) < 1e-5
@@ -120,6 +125,21 @@ def test_scan_state_carries_across_segments():
         parts.append(y)
     np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(state, whole_state, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_simd_exp_and_softplus_accuracy(isa):
+    try:
+        _C.op_vector_math("exp", isa, np.zeros(1, np.float32))
+    except RuntimeError:
+        pytest.skip(f"this CPU has no {isa}")
+    x = np.concatenate([np.linspace(-87, 88, 200001), np.linspace(-1e-3, 1e-3, 1001)]).astype(np.float32)
+    exact = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(_C.op_vector_math("exp", isa, x) / exact - 1)) < 3e-7
+    y = np.concatenate([np.linspace(-60, 60, 200001), [20.0, 20.001, 19.999, -1e-8]]).astype(np.float32)
+    y64 = y.astype(np.float64)
+    exact = np.where(y64 > 20, y64, np.log1p(np.exp(y64)))
+    assert np.max(np.abs(_C.op_vector_math("softplus", isa, y) / exact - 1)) < 3e-7
 
 
 @pytest.mark.parametrize("M,N,K", [(1, 1, 1), (7, 13, 5), (64, 96, 48), (100, 3, 768), (5, 4, 0)])

@@ -1,0 +1,115 @@
+/* AVX2 + FMA kernels, compiled with function-level target attributes so the rest of the build
+ * stays portable; mr_ops_cpu.c calls them only when the CPU reports both features.
+ *
+ * The scan runs 8 channels per vector: per token it needs exp(delta * A) for every state
+ * element, so exp is a polynomial here (relative error about 1e-7, like the float libm), and
+ * softplus and SiLU use the same exp. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "mr_ops.h"
+#include "mr_ops_simd.h"
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+/* exp(x): x = n ln2 + r with |r| <= ln2/2, e^r by a degree-7 polynomial (Cephes' expf
+ * coefficients), 2^n put into the exponent bits. Inputs are clamped to the float range. */
+static inline AVX2 __m256 exp_avx2(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.37626f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+/* 2^x for x >= -126 (smaller x is clamped there, far below any state's resolution): the
+ * integer part goes into the exponent bits, 2^f on |f| <= 1/2 is its degree-7 Taylor
+ * polynomial (truncation error below 1e-8). */
+static inline AVX2 __m256 exp2_avx2(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
+    __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.525273380405984e-05f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.5403530393381606e-04f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618129107628477e-03f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550410866482158e-02f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402265069591007e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931471805599453e-01f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+/* log(w) for w >= 1 (Cephes' logf polynomial on the mantissa). */
+static inline AVX2 __m256 log_avx2(__m256 w) {
+    __m256i bits = _mm256_castps_si256(w);
+    __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
+    /* mantissa in [0.5, 1) */
+    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
+                                                   _mm256_set1_epi32(0x3f000000)));
+    __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+    e = _mm256_sub_ps(e, _mm256_and_ps(small, _mm256_set1_ps(1.0f)));
+    m = _mm256_sub_ps(_mm256_add_ps(m, _mm256_and_ps(small, m)), _mm256_set1_ps(1.0f));
+    __m256 z = _mm256_mul_ps(m, m);
+    __m256 y = _mm256_set1_ps(7.0376836292e-2f);
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.1514610310e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.1676998740e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.2420140846e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.4249322787e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.6668057665e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(2.0000714765e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-2.4999993993e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(3.3333331174e-1f));
+    y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
+    y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+    y = _mm256_fnmadd_ps(_mm256_set1_ps(0.5f), z, y);
+    return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(m, y));
+}
+
+/* softplus(x) = log1p(exp(x)), x itself above 20 (PyTorch's threshold). log1p(y) is
+ * log(1 + y) * y / ((1 + y) - 1), exact to rounding even when 1 + y rounds to 1. */
+static inline AVX2 __m256 softplus_avx2(__m256 x) {
+    __m256 y = exp_avx2(_mm256_min_ps(x, _mm256_set1_ps(20.0f)));
+    __m256 w = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+    __m256 wm1 = _mm256_sub_ps(w, _mm256_set1_ps(1.0f));
+    __m256 exact = _mm256_cmp_ps(wm1, _mm256_setzero_ps(), _CMP_EQ_OQ);
+    __m256 l = _mm256_div_ps(_mm256_mul_ps(log_avx2(w), y), _mm256_blendv_ps(wm1, _mm256_set1_ps(1.0f), exact));
+    l = _mm256_blendv_ps(l, y, exact);
+    return _mm256_blendv_ps(l, x, _mm256_cmp_ps(x, _mm256_set1_ps(20.0f), _CMP_GT_OQ));
+}
+
+static inline AVX2 __m256 silu_avx2(__m256 x) {
+    __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+#define W 8
+#define VEC __m256
+#define VECI __m256i
+#define VLOAD _mm256_loadu_ps
+#define VSTORE _mm256_storeu_ps
+#define VZERO _mm256_setzero_ps()
+#define VSET1 _mm256_set1_ps
+#define VFMA _mm256_fmadd_ps
+#define VMUL _mm256_mul_ps
+#define VADD _mm256_add_ps
+#define VBROADCAST _mm256_broadcast_ss
+#define vexp exp_avx2
+#define vexp2 exp2_avx2
+#define vsoftplus softplus_avx2
+#define vsilu silu_avx2
+#define TARGET AVX2
+#define SUFFIX(name) name##_avx2
+
+#include "mr_ops_simd_body.h"

@@ -1,0 +1,46 @@
+/* Internal: the per-channel-range kernel variants behind the dispatching ops of mr_ops.h.
+ * Each processes channels [lo, hi) of a segment; the dispatcher splits channels by thread. */
+#ifndef MR_OPS_SIMD_H
+#define MR_OPS_SIMD_H
+
+#include <stdint.h>
+
+/* The vector path the dispatching kernels take: the widest the CPU runs, unless the
+ * environment variable MAMBARET_SIMD names a narrower one ("avx2" or "portable"). */
+typedef enum { MR_SIMD_PORTABLE = 0, MR_SIMD_AVX2 = 1, MR_SIMD_AVX512 = 2 } mr_simd_level;
+mr_simd_level mr_cpu_simd_level(void);
+
+void mr_selective_scan_f32_portable(int64_t L, int64_t E, int64_t N, const float *u, int64_t ldu,
+                                    const float *dt, int64_t lddt, const float *dt_bias, const float *A,
+                                    const float *B, const float *C, int64_t ldbc, const float *D,
+                                    const float *z, int64_t ldz, const float *state_in, float *state_out,
+                                    float *y, int64_t ldy, int64_t lo, int64_t hi);
+void mr_selective_scan_f32_avx2(int64_t L, int64_t E, int64_t N, const float *u, int64_t ldu,
+                                const float *dt, int64_t lddt, const float *dt_bias, const float *A,
+                                const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
+                                int64_t ldz, const float *state_in, float *state_out, float *y, int64_t ldy,
+                                int64_t lo, int64_t hi);
+
+void mr_conv_silu_f32_portable(int64_t L, int64_t E, int64_t K, const float *in, int64_t ldi, const float *w,
+                               const float *bias, const float *state_in, float *state_out, float *out,
+                               int64_t ldo, int64_t lo, int64_t hi);
+void mr_conv_silu_f32_avx2(int64_t L, int64_t E, int64_t K, const float *in, int64_t ldi, const float *w,
+                           const float *bias, const float *state_in, float *state_out, float *out,
+                           int64_t ldo, int64_t lo, int64_t hi);
+
+void mr_selective_scan_f32_avx512(int64_t L, int64_t E, int64_t N, const float *u, int64_t ldu,
+                                  const float *dt, int64_t lddt, const float *dt_bias, const float *A,
+                                  const float *B, const float *C, int64_t ldbc, const float *D, const float *z,
+                                  int64_t ldz, const float *state_in, float *state_out, float *y, int64_t ldy,
+                                  int64_t lo, int64_t hi);
+void mr_conv_silu_f32_avx512(int64_t L, int64_t E, int64_t K, const float *in, int64_t ldi, const float *w,
+                             const float *bias, const float *state_in, float *state_out, float *out,
+                             int64_t ldo, int64_t lo, int64_t hi);
+
+/* Vector math, exposed for the accuracy tests. */
+void mr_exp_f32_avx2(const float *x, float *out, int64_t n);
+void mr_softplus_f32_avx2(const float *x, float *out, int64_t n);
+void mr_exp_f32_avx512(const float *x, float *out, int64_t n);
+void mr_softplus_f32_avx512(const float *x, float *out, int64_t n);
+
+#endif

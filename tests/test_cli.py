@@ -1,0 +1,137 @@
+"""The command line: each command end to end on small inputs, and clean errors with exit codes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, shared_file
+from mambaret.cli import main
+from mambaret.random_model import write_random_model
+
+DOCS = """<DOC>
+<DOCNO>d1</DOCNO>
+state space models for retrieval
+</DOC>
+<DOC>
+<DOCNO>d2</DOCNO>
+cooking pasta with tomatoes
+</DOC>
+<DOC>
+<DOCNO>d3</DOCNO>
+linear time sequence models
+</DOC>
+"""
+TOPICS = """<top>
+<num> 1
+<title> sequence models
+</top>
+<top>
+<num> 2
+<title> pasta recipes
+</top>
+"""
+QRELS = "1 0 d1 1\n1 0 d3 1\n2 0 d2 1\n"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer_json):
+    return write_random_model(str(tmp_path_factory.mktemp("cli-model")), seed=2, hidden_size=16, num_hidden_layers=1,
+                              vocab_size=50280, state_size=4, tokenizer_json=str(tokenizer_json))
+
+
+@pytest.fixture
+def collection(tmp_path):
+    (tmp_path / "doc-text.trec").write_text(DOCS)
+    (tmp_path / "query-text.trec").write_text(TOPICS)
+    (tmp_path / "qrels").write_text(QRELS)
+    return tmp_path
+
+
+def test_encode_writes_npy(model_dir, collection, tmp_path, capsys):
+    out = tmp_path / "emb.npy"
+    ids = tmp_path / "ids.txt"
+    assert main(["encode", model_dir, str(collection / "doc-text.trec"), "-o", str(out), "--ids-output", str(ids),
+                 "--quiet", "--threads", "1"]) == 0
+    emb = np.load(out)
+    assert emb.shape == (3, 16) and np.isfinite(emb).all()
+    assert ids.read_text().split() == ["d1", "d2", "d3"]
+    assert "tokens/s" in capsys.readouterr().out
+
+
+def test_encode_plain_text_matches_api(model_dir, tmp_path):
+    import mambaret as mr
+
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("first text\n\nsecond text\n")
+    out = tmp_path / "e.npy"
+    assert main(["encode", model_dir, str(corpus), "-o", str(out), "--quiet", "--threads", "1"]) == 0
+    expect = mr.MambaEncoder.from_pretrained(model_dir, threads=1).encode(["first text", "second text"])
+    np.testing.assert_allclose(np.load(out), expect, rtol=1e-6, atol=1e-7)
+
+
+def test_index_then_search(model_dir, collection, tmp_path, capsys):
+    index = tmp_path / "docs.index"
+    assert main(["index", model_dir, str(collection / "doc-text.trec"), "-o", str(index), "--quiet"]) == 0
+    run = tmp_path / "run.trec"
+    assert main(["search", model_dir, str(index), str(collection / "query-text.trec"), "-k", "2", "-o", str(run)]) == 0
+    lines = run.read_text().splitlines()
+    assert len(lines) == 4 and {line.split()[0] for line in lines} == {"1", "2"}
+    assert main(["search", model_dir, str(index), str(collection / "query-text.trec"), "-k", "1"]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.count("\t") == 3]
+    assert len(printed) == 2
+
+
+def test_eval_table(model_dir, collection, capsys):
+    pytest.importorskip("bm25s")
+    assert main(["eval", model_dir, "--collection", str(collection), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for column in ("ndcg@10", "mrr@10", "recall@100", "map"):
+        assert column in out
+    assert "mambaret" in out and "BM25" in out
+
+
+def test_eval_vaswani_with_bm25(model_dir, capsys):
+    """The real collection: the random model scores low, BM25 well; the pipeline is what is tested."""
+    pytest.importorskip("bm25s")
+    folder = shared_file("vaswani").parent / "vaswani"
+    assert main(["eval", model_dir, "--collection", str(folder), "--quiet", "--max-length", "64"]) == 0
+    out = capsys.readouterr().out
+    bm25_row = next(line for line in out.splitlines() if line.startswith("BM25"))
+    ndcg = float(bm25_row.split()[2])
+    assert 0.3 < ndcg < 0.7  # BM25 on Vaswani lands near 0.45 nDCG@10
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["encode", "/no/such/model", "/no/such/corpus"], 2, "no model directory"),
+    (["index", "/no/such/model", "x.trec", "-o", "i"], 2, ""),
+    (["eval", "--collection", "/no/such/folder"], 2, "no collection folder"),
+    (["search", "m", "/no/such/index", "q"], 2, "no index file"),
+])
+def test_bad_paths_exit_cleanly(argv, code, message, capsys):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bad_model_directory(collection, tmp_path, capsys):
+    assert main(["encode", str(tmp_path), str(collection / "doc-text.trec")]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_malformed_qrels_names_file_and_line(model_dir, collection, capsys):
+    (collection / "qrels").write_text("1 0 d1 1\nbroken line\n")
+    assert main(["eval", "--collection", str(collection), "--no-bm25", model_dir, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "qrels" in err and "line 2" in err
+
+
+def test_installed_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "mambaret", "eval", "--help"], capture_output=True, text=True,
+                            cwd=str(REPO_ROOT))
+    assert result.returncode == 0 and "--collection" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "mambaret"], capture_output=True, text=True, cwd=str(REPO_ROOT))
+    assert result.returncode == 2
