@@ -27,6 +27,7 @@ def core_extension():
     return Extension(
         "mambaret._C",
         sources=sources,
+        depends=sorted(glob.glob(os.path.join("csrc", "*.h"))),  # rebuild when a header changes
         include_dirs=["csrc", "cuda", numpy.get_include()],  # cuda/mr_cuda.h: the CUDA ABI
         extra_compile_args=["-O3", "-std=c11", "-fopenmp", "-fno-math-errno", "-Wall", "-Wextra",
                             "-Wno-unused-parameter", "-Wno-missing-field-initializers",

@@ -25,76 +25,87 @@ TARGET void SUFFIX(mr_softplus_f32)(const float *x, float *out, int64_t n) {
 #define MR_SCAN_PREFETCH 6 /* tokens ahead */
 #define MR_SCAN_CHUNK 32   /* tokens whose softplus and gate are computed ahead of the recurrence */
 
-/* W channels [e0, e0 + W) of the scan, the whole segment. Always inlined into callers that
- * pass a constant N, so that for the usual N = 16 the state loop unrolls and h stays in
- * registers. exp(delta * A) is computed as 2^(delta * A log2 e) with A pre-scaled. */
+/* NB * W channels [e0, e0 + NB * W) of the scan, the whole segment. Always inlined into callers
+ * that pass constants, so that for the usual N = 16 the state loop unrolls, and NB = 2 runs two
+ * independent recurrences side by side sharing the B and C loads. exp(delta * A) is computed
+ * as 2^(delta * A log2 e) with A pre-scaled. */
 static inline __attribute__((always_inline)) TARGET void SUFFIX(scan_block_body)(
-    int64_t L, const int64_t N, int64_t e0, const float *u, int64_t ldu, const float *dt, int64_t lddt,
-    const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
-    const float *z, int64_t ldz, const float *state_in, float *state_out, float *y, int64_t ldy) {
-    VEC h[MR_MAX_STATE_SIZE], a2[MR_MAX_STATE_SIZE];
+    int64_t L, const int64_t N, const int NB, int64_t e0, const float *u, int64_t ldu, const float *dt,
+    int64_t lddt, const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
+    const float *D, const float *z, int64_t ldz, const float *state_in, float *state_out, float *y, int64_t ldy) {
+    VEC h[2][MR_MAX_STATE_SIZE], a2[2][MR_MAX_STATE_SIZE], bias[2], dskip[2];
     const VEC log2e = VSET1(1.44269504088896341f);
-    for (int64_t n = 0; n < N; n++) {
-        float hn[W], an[W];
-        for (int j = 0; j < W; j++) {
-            hn[j] = state_in ? state_in[(e0 + j) * N + n] : 0.0f;
-            an[j] = A[(e0 + j) * N + n];
+    for (int b = 0; b < NB; b++) {
+        const int64_t c0 = e0 + b * W;
+        for (int64_t n = 0; n < N; n++) {
+            float hn[W], an[W];
+            for (int j = 0; j < W; j++) {
+                hn[j] = state_in ? state_in[(c0 + j) * N + n] : 0.0f;
+                an[j] = A[(c0 + j) * N + n];
+            }
+            h[b][n] = VLOAD(hn);
+            a2[b][n] = VMUL(VLOAD(an), log2e);
         }
-        h[n] = VLOAD(hn);
-        a2[n] = VMUL(VLOAD(an), log2e);
+        bias[b] = dt_bias ? VLOAD(dt_bias + c0) : VZERO;
+        dskip[b] = D ? VLOAD(D + c0) : VZERO;
     }
-    const VEC bias = dt_bias ? VLOAD(dt_bias + e0) : VZERO;
-    const VEC dskip = D ? VLOAD(D + e0) : VZERO;
     /* softplus and the gate have long dependency chains but no recurrence: computing them for a
      * chunk of tokens first keeps them off the recurrence's critical path */
-    VEC deltas[MR_SCAN_CHUNK], gates[MR_SCAN_CHUNK];
+    VEC deltas[2][MR_SCAN_CHUNK], gates[2][MR_SCAN_CHUNK];
     for (int64_t t0 = 0; t0 < L; t0 += MR_SCAN_CHUNK) {
         const int64_t tc = L - t0 < MR_SCAN_CHUNK ? L - t0 : MR_SCAN_CHUNK;
+        for (int64_t i = 0; i < tc; i++)
+            for (int b = 0; b < NB; b++) {
+                const int64_t t = t0 + i, c0 = e0 + b * W;
+                deltas[b][i] = vsoftplus(VADD(VLOAD(dt + t * lddt + c0), bias[b]));
+                gates[b][i] = z ? vsilu(VLOAD(z + t * ldz + c0)) : VSET1(1.0f);
+            }
         for (int64_t i = 0; i < tc; i++) {
             const int64_t t = t0 + i;
-            deltas[i] = vsoftplus(VADD(VLOAD(dt + t * lddt + e0), bias));
-            gates[i] = z ? vsilu(VLOAD(z + t * ldz + e0)) : VSET1(1.0f);
-        }
-        for (int64_t i = 0; i < tc; i++) {
-            const int64_t t = t0 + i;
-            const VEC ut = VLOAD(u + t * ldu + e0);
-            const VEC delta = deltas[i];
-            const VEC du = VMUL(delta, ut);
             const float *brow = B + t * ldbc, *crow = C + t * ldbc;
-            VEC acc0 = VZERO, acc1 = VZERO;
-            int64_t n = 0;
+            VEC ut[2], du[2], acc[2];
+            for (int b = 0; b < NB; b++) {
+                ut[b] = VLOAD(u + t * ldu + e0 + b * W);
+                du[b] = VMUL(deltas[b][i], ut[b]);
+                acc[b] = VZERO;
+            }
 #pragma GCC unroll 16
-            for (; n + 2 <= N; n += 2) { /* two independent chains hide the FMA latency */
-                h[n] = VFMA(vexp2(VMUL(delta, a2[n])), h[n], VMUL(du, VBROADCAST(brow + n)));
-                h[n + 1] = VFMA(vexp2(VMUL(delta, a2[n + 1])), h[n + 1], VMUL(du, VBROADCAST(brow + n + 1)));
-                acc0 = VFMA(h[n], VBROADCAST(crow + n), acc0);
-                acc1 = VFMA(h[n + 1], VBROADCAST(crow + n + 1), acc1);
+            for (int64_t n = 0; n < N; n++) {
+                const VEC bn = VBROADCAST(brow + n), cn = VBROADCAST(crow + n);
+                for (int b = 0; b < NB; b++) {
+                    h[b][n] = VFMA(vexp2(VMUL(deltas[b][i], a2[b][n])), h[b][n], VMUL(du[b], bn));
+                    acc[b] = VFMA(h[b][n], cn, acc[b]);
+                }
             }
-            if (n < N) {
-                h[n] = VFMA(vexp2(VMUL(delta, a2[n])), h[n], VMUL(du, VBROADCAST(brow + n)));
-                acc0 = VFMA(h[n], VBROADCAST(crow + n), acc0);
-            }
-            VSTORE(y + t * ldy + e0, VMUL(VFMA(dskip, ut, VADD(acc0, acc1)), gates[i]));
+            for (int b = 0; b < NB; b++)
+                VSTORE(y + t * ldy + e0 + b * W, VMUL(VFMA(dskip[b], ut[b], acc[b]), gates[b][i]));
         }
     }
     if (state_out)
-        for (int64_t n = 0; n < N; n++) {
-            float hn[W];
-            VSTORE(hn, h[n]);
-            for (int j = 0; j < W; j++) state_out[(e0 + j) * N + n] = hn[j];
-        }
+        for (int b = 0; b < NB; b++)
+            for (int64_t n = 0; n < N; n++) {
+                float hn[W];
+                VSTORE(hn, h[b][n]);
+                for (int j = 0; j < W; j++) state_out[(e0 + b * W + j) * N + n] = hn[j];
+            }
 }
 
-static TARGET void SUFFIX(scan_block)(int64_t L, int64_t N, int64_t e0, const float *u, int64_t ldu,
+static TARGET void SUFFIX(scan_block)(int64_t L, int64_t N, int NB, int64_t e0, const float *u, int64_t ldu,
                                       const float *dt, int64_t lddt, const float *dt_bias, const float *A,
                                       const float *B, const float *C, int64_t ldbc, const float *D,
                                       const float *z, int64_t ldz, const float *state_in, float *state_out,
                                       float *y, int64_t ldy) {
-    if (N == 16) /* every released Mamba-1 checkpoint */
-        SUFFIX(scan_block_body)(L, 16, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
+    if (N == 16 && NB == 2) /* every released Mamba-1 checkpoint */
+        SUFFIX(scan_block_body)(L, 16, 2, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
+                                state_out, y, ldy);
+    else if (N == 16)
+        SUFFIX(scan_block_body)(L, 16, 1, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
+                                state_out, y, ldy);
+    else if (NB == 2)
+        SUFFIX(scan_block_body)(L, N, 2, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
                                 state_out, y, ldy);
     else
-        SUFFIX(scan_block_body)(L, N, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
+        SUFFIX(scan_block_body)(L, N, 1, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
                                 state_out, y, ldy);
 }
 
@@ -104,8 +115,12 @@ TARGET void SUFFIX(mr_selective_scan_f32)(int64_t L, int64_t E, int64_t N, const
                                      const float *z, int64_t ldz, const float *state_in, float *state_out,
                                      float *y, int64_t ldy, int64_t lo, int64_t hi) {
     int64_t e0 = lo;
+    for (; e0 + 2 * W <= hi; e0 += 2 * W)
+        SUFFIX(scan_block)(L, N, 2, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in, state_out, y,
+                           ldy);
     for (; e0 + W <= hi; e0 += W)
-        SUFFIX(scan_block)(L, N, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in, state_out, y, ldy);
+        SUFFIX(scan_block)(L, N, 1, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in, state_out, y,
+                           ldy);
     if (e0 < hi) /* a ragged tail: the portable loop over the channels left */
         mr_selective_scan_f32_portable(L, E, N, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
                                        state_out, y, ldy, e0, hi);
