@@ -111,3 +111,23 @@ def test_mamba_ssm_layout(tmp_path):
     assert enc.dims.source_format == "mamba_ssm"
     ids = list(range(1, 30))
     assert_close_to_reference(enc.encode(ids), hf_states(model, ids)[-1], 1e-5, "mamba_ssm layout")
+
+
+@pytest.mark.parametrize("layout", ["sharded", "pytorch_bin"])
+def test_other_weight_layouts(tmp_path, layout):
+    """Sharded safetensors (model.safetensors.index.json) and pytorch_model.bin load and match."""
+    cfg = dict(hidden_size=32, num_hidden_layers=3, vocab_size=77, state_size=4, conv_kernel=4, expand=2)
+    model = build_hf_model(cfg, seed=31, causal_lm=True)
+    out = tmp_path / layout
+    if layout == "sharded":
+        model.save_pretrained(str(out), max_shard_size="20KB")
+        assert (out / "model.safetensors.index.json").exists() and not (out / "model.safetensors").exists()
+    else:
+        import torch
+
+        out.mkdir()
+        torch.save(model.state_dict(), str(out / "pytorch_model.bin"))
+        model.config.save_pretrained(str(out))
+    enc = mr.MambaEncoder.from_pretrained(str(out), threads=1)
+    ids = list(range(3, 40))
+    assert_close_to_reference(enc.encode(ids), hf_states(model, ids)[-1], 1e-5, layout)
