@@ -262,26 +262,10 @@ static mr_status check_batch(const mr_model *m, const mr_forward_args *a, mr_err
         return mr_fail(err, MR_ERR_VALUE, "max_tokens must be positive, got %lld", (long long)a->max_tokens);
     if (a->threads <= 0)
         return mr_fail(err, MR_ERR_VALUE, "threads must be positive, got %d", a->threads);
-    if (a->n_seqs < 0 || a->n_tokens < 0)
-        return mr_fail(err, MR_ERR_VALUE, "negative batch size");
     if (a->pooling != MR_POOL_LAST && a->pooling != MR_POOL_MEAN && a->pooling != MR_POOL_ALL)
         return mr_fail(err, MR_ERR_VALUE, "unknown pooling %d", (int)a->pooling);
-    if (a->offsets[0] != 0) return mr_fail(err, MR_ERR_VALUE, "offsets must start at 0");
-    for (int64_t i = 0; i < a->n_seqs; i++) {
-        if (a->offsets[i + 1] < a->offsets[i])
-            return mr_fail(err, MR_ERR_VALUE, "offsets must be non-decreasing (at %lld)", (long long)i);
-        if (a->offsets[i + 1] == a->offsets[i] && a->pooling != MR_POOL_ALL)
-            return mr_fail(err, MR_ERR_VALUE, "sequence %lld is empty: it has no last token to pool",
-                           (long long)i);
-    }
-    if (a->offsets[a->n_seqs] != a->n_tokens)
-        return mr_fail(err, MR_ERR_VALUE, "offsets end at %lld but there are %lld tokens",
-                       (long long)a->offsets[a->n_seqs], (long long)a->n_tokens);
-    for (int64_t t = 0; t < a->n_tokens; t++)
-        if (a->tokens[t] < 0 || a->tokens[t] >= c->vocab_size)
-            return mr_fail(err, MR_ERR_VALUE, "token id %d at position %lld is outside the vocabulary [0, %lld)",
-                           (int)a->tokens[t], (long long)t, (long long)c->vocab_size);
-    return MR_OK;
+    return mr_batch_check(a->tokens, a->n_tokens, a->offsets, a->n_seqs, c->vocab_size, a->pooling != MR_POOL_ALL,
+                          err);
 }
 
 /* Working buffers of one forward call, sized for one micro-batch. */

@@ -1,5 +1,26 @@
 #include "mr_sched.h"
 
+mr_status mr_batch_check(const int32_t *tokens, int64_t n_tokens, const int64_t *offsets, int64_t n_seqs,
+                         int64_t vocab_size, int require_nonempty, mr_error *err) {
+    if (n_seqs < 0 || n_tokens < 0) return mr_fail(err, MR_ERR_VALUE, "negative batch size");
+    if (offsets[0] != 0) return mr_fail(err, MR_ERR_VALUE, "offsets must start at 0");
+    for (int64_t i = 0; i < n_seqs; i++) {
+        if (offsets[i + 1] < offsets[i])
+            return mr_fail(err, MR_ERR_VALUE, "offsets must be non-decreasing (at %lld)", (long long)i);
+        if (offsets[i + 1] == offsets[i] && require_nonempty)
+            return mr_fail(err, MR_ERR_VALUE, "sequence %lld is empty: it has no last token to pool", (long long)i);
+    }
+    if (offsets[n_seqs] != n_tokens)
+        return mr_fail(err, MR_ERR_VALUE, "offsets end at %lld but there are %lld tokens", (long long)offsets[n_seqs],
+                       (long long)n_tokens);
+    if (tokens)
+        for (int64_t t = 0; t < n_tokens; t++)
+            if (tokens[t] < 0 || tokens[t] >= vocab_size)
+                return mr_fail(err, MR_ERR_VALUE, "token id %d at position %lld is outside the vocabulary [0, %lld)",
+                               (int)tokens[t], (long long)t, (long long)vocab_size);
+    return MR_OK;
+}
+
 void mr_sched_init(mr_scheduler *s, const int64_t *offsets, int64_t n_seqs, int64_t max_tokens) {
     s->offsets = offsets;
     s->n_seqs = n_seqs;

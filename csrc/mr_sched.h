@@ -8,6 +8,8 @@
 
 #include <stdint.h>
 
+#include "mr_error.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -28,6 +30,12 @@ typedef struct {
     int64_t seq; /* cursor: next sequence and position within it */
     int64_t pos;
 } mr_scheduler;
+
+/* Checks a packed batch: offsets[0] == 0, non-decreasing, offsets[n_seqs] == n_tokens, and
+ * token ids in [0, vocab_size) (tokens may be NULL to skip that check). With
+ * require_nonempty, an empty sequence is an error: it has no last token to pool. */
+mr_status mr_batch_check(const int32_t *tokens, int64_t n_tokens, const int64_t *offsets, int64_t n_seqs,
+                         int64_t vocab_size, int require_nonempty, mr_error *err);
 
 void mr_sched_init(mr_scheduler *s, const int64_t *offsets, int64_t n_seqs, int64_t max_tokens);
 

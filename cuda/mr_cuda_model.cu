@@ -441,27 +441,11 @@ static mr_status check_args(const mr_cuda_model *m, const mr_cuda_forward_args *
     if (!m->finished) return mr_fail(err, MR_ERR_RUNTIME, "the CUDA model's weights are not complete");
     if (a->max_tokens <= 0) return mr_fail(err, MR_ERR_VALUE, "max_tokens must be positive, got %lld", (long long)a->max_tokens);
     if (a->max_tokens > INT32_MAX / 2) return mr_fail(err, MR_ERR_VALUE, "max_tokens %lld is too large", (long long)a->max_tokens);
-    if (a->n_seqs < 0 || a->n_tokens < 0) return mr_fail(err, MR_ERR_VALUE, "negative batch size");
     if (a->pooling != MR_POOL_LAST && a->pooling != MR_POOL_MEAN && a->pooling != MR_POOL_ALL)
         return mr_fail(err, MR_ERR_VALUE, "unknown pooling %d", (int)a->pooling);
-    if (a->offsets[0] != 0) return mr_fail(err, MR_ERR_VALUE, "offsets must start at 0");
-    for (int64_t i = 0; i < a->n_seqs; i++) {
-        if (a->offsets[i + 1] < a->offsets[i])
-            return mr_fail(err, MR_ERR_VALUE, "offsets must be non-decreasing (at %lld)", (long long)i);
-        if (a->offsets[i + 1] == a->offsets[i] && a->pooling != MR_POOL_ALL)
-            return mr_fail(err, MR_ERR_VALUE, "sequence %lld is empty: it has no last token to pool", (long long)i);
-    }
-    if (a->offsets[a->n_seqs] != a->n_tokens)
-        return mr_fail(err, MR_ERR_VALUE, "offsets end at %lld but there are %lld tokens",
-                       (long long)a->offsets[a->n_seqs], (long long)a->n_tokens);
-    if (!a->tokens_on_device) {
-        const int32_t *tok = (const int32_t *)a->tokens;
-        for (int64_t t = 0; t < a->n_tokens; t++)
-            if (tok[t] < 0 || tok[t] >= m->cfg.vocab_size)
-                return mr_fail(err, MR_ERR_VALUE, "token id %d at position %lld is outside the vocabulary [0, %lld)",
-                               (int)tok[t], (long long)t, (long long)m->cfg.vocab_size);
-    }
-    return MR_OK;
+    /* ids already on the GPU are range-checked there, before the forward pass */
+    return mr_batch_check(a->tokens_on_device ? NULL : (const int32_t *)a->tokens, a->n_tokens, a->offsets,
+                          a->n_seqs, m->cfg.vocab_size, a->pooling != MR_POOL_ALL, err);
 }
 
 /* Groups a micro-batch's sequence parts into scan pieces of about `target` rows. Pieces end at
