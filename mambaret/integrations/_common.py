@@ -26,3 +26,12 @@ def check_encode_kwargs(encoder, kwargs: dict | None, what: str) -> dict:
     if unknown:
         raise TypeError(f"{what}: unknown encode() arguments {unknown}")
     return kwargs
+
+
+def check_texts(texts) -> list:
+    """The texts as a list, each checked to be a str (the frameworks pass lists of str)."""
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts must be str, item {i} is {type(text).__name__}")
+    return texts

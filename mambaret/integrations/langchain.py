@@ -14,7 +14,7 @@ import asyncio
 import functools
 from typing import Any
 
-from ._common import check_encode_kwargs, load_encoder
+from ._common import check_encode_kwargs, check_texts, load_encoder
 
 try:
     from langchain_core.embeddings import Embeddings as _EmbeddingsBase
@@ -57,10 +57,7 @@ class MambaEmbeddings(_EmbeddingsBase):
     def embed_documents(self, texts: list[str], **kwargs: Any) -> list[list[float]]:
         if isinstance(texts, str):
             raise TypeError("embed_documents takes a list of texts; use embed_query for a single text")
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts must be str, item {i} is {type(text).__name__}")
+        texts = check_texts(texts)
         if not texts:
             return []
         vectors = self.encoder.encode_document(texts, **self._call_kwargs(self.encode_kwargs, kwargs))

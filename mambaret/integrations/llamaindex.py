@@ -21,7 +21,7 @@ except ImportError as exc:
     raise ImportError("MambaLlamaIndexEmbedding needs llama-index-core: pip install 'mambaret[llamaindex]' "
                       f"(importing it failed: {exc})") from None
 
-from ._common import load_encoder
+from ._common import check_texts, load_encoder
 
 
 class MambaLlamaIndexEmbedding(BaseEmbedding):
@@ -59,10 +59,7 @@ class MambaLlamaIndexEmbedding(BaseEmbedding):
         return self._get_text_embeddings([text])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts must be str, item {i} is {type(text).__name__}")
+        texts = check_texts(texts)
         if not texts:
             return []
         return self._encoder.encode_document(texts, batch_size=self.embed_batch_size,
