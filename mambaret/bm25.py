@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Mapping, Optional, Union
 
+from .datasets import document_text
+
 __all__ = ["BM25", "bm25_run"]
 
 Document = Union[str, Mapping[str, str]]
@@ -37,14 +39,6 @@ def _resolve_stemmer(stemmer) -> Optional[Callable]:
     raise ValueError(f"stemmer must be None, a language name or a callable, got {stemmer!r}")
 
 
-def _document_text(doc: Document) -> str:
-    # BEIR corpora hold {"title", "text"}; the title is searchable text too
-    if isinstance(doc, str):
-        return doc
-    if isinstance(doc, Mapping):
-        return " ".join(part for part in (doc.get("title", ""), doc.get("text", "")) if part)
-    raise ValueError(f"a document must be a str or a dict with 'title'/'text', got {type(doc).__name__}")
-
 
 class BM25:
     """BM25 over a corpus ``{docid: text or {"title", "text"}}``.
@@ -65,7 +59,7 @@ class BM25:
         self._stopwords = stopwords
         self._stemmer = _resolve_stemmer(stemmer)
         self.doc_ids = [str(docid) for docid in corpus]
-        tokens = bm25s.tokenize([_document_text(doc) for doc in corpus.values()],
+        tokens = bm25s.tokenize([document_text(doc) for doc in corpus.values()],
                                 stopwords=stopwords, stemmer=self._stemmer, show_progress=False)
         self._retriever = bm25s.BM25(k1=k1, b=b, method=method)
         self._retriever.index(tokens, show_progress=False)

@@ -44,7 +44,7 @@ def _read_corpus(path: str, fmt: str):
         return list(docs), list(docs.values())
     if fmt == "jsonl":
         corpus = datasets.load_beir_corpus(path)
-        return list(corpus), [(d.get("title", "") + " " + d.get("text", "")).strip() for d in corpus.values()]
+        return list(corpus), [datasets.document_text(d) for d in corpus.values()]
     lines = text_lines(path)
     return [str(i) for i in range(len(lines))], lines
 

@@ -32,6 +32,7 @@ __all__ = [
     "load_beir_queries",
     "load_beir_qrels",
     "load_beir",
+    "document_text",
 ]
 
 
@@ -260,6 +261,16 @@ def _iter_jsonl(path) -> Iterator[Tuple[int, dict]]:
             if not isinstance(item, dict) or "_id" not in item:
                 raise _malformed(path, line_no, "expected a JSON object with an '_id'")
             yield line_no, item
+
+
+def document_text(doc) -> str:
+    """The text of a document: a str as is, a BEIR {"title", "text"} dict as its non-empty
+    title and text joined by a space (the title is searchable text too)."""
+    if isinstance(doc, str):
+        return doc
+    if isinstance(doc, Mapping):
+        return " ".join(part for part in (doc.get("title", ""), doc.get("text", "")) if part)
+    raise ValueError(f"a document must be a str or a dict with 'title'/'text', got {type(doc).__name__}")
 
 
 def load_beir_corpus(path) -> Dict[str, Dict[str, str]]:

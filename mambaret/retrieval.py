@@ -31,7 +31,7 @@ def load_collection(folder: str) -> Collection:
         raise FileNotFoundError(f"no collection folder {folder!r}")
     if os.path.isfile(os.path.join(folder, "corpus.jsonl")):
         corpus, queries, qrels = datasets.load_beir(folder)
-        docs = {d: (v.get("title", "") + " " + v.get("text", "")).strip() for d, v in corpus.items()}
+        docs = {d: datasets.document_text(v) for d, v in corpus.items()}
         return Collection(docs, queries, qrels, os.path.basename(os.path.normpath(folder)))
     paths = {name: os.path.join(folder, name) for name in ("doc-text.trec", "query-text.trec", "qrels")}
     missing = [name for name, path in paths.items() if not os.path.isfile(path)]
