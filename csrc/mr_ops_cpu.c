@@ -146,7 +146,7 @@ mr_simd_level mr_cpu_simd_level(void) {
     mr_simd_level most = MR_SIMD_AVX512;
     if (limit && strcmp(limit, "portable") == 0) most = MR_SIMD_PORTABLE;
     else if (limit && strcmp(limit, "avx2") == 0) most = MR_SIMD_AVX2;
-    if (most >= MR_SIMD_AVX512 && __builtin_cpu_supports("avx512f")) return MR_SIMD_AVX512;
+    if (most >= MR_SIMD_AVX512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) return MR_SIMD_AVX512;
     if (most >= MR_SIMD_AVX2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return MR_SIMD_AVX2;
 #endif
     return MR_SIMD_PORTABLE;

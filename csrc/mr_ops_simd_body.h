@@ -51,34 +51,43 @@ static inline __attribute__((always_inline)) TARGET void SUFFIX(scan_block_body)
     }
     /* softplus and the gate have long dependency chains but no recurrence: computing them for a
      * chunk of tokens first keeps them off the recurrence's critical path */
-    VEC deltas[2][MR_SCAN_CHUNK], gates[2][MR_SCAN_CHUNK];
+    VEC deltas[2][MR_SCAN_CHUNK], gates[2][MR_SCAN_CHUNK], dus[2][MR_SCAN_CHUNK], skips[2][MR_SCAN_CHUNK];
     for (int64_t t0 = 0; t0 < L; t0 += MR_SCAN_CHUNK) {
         const int64_t tc = L - t0 < MR_SCAN_CHUNK ? L - t0 : MR_SCAN_CHUNK;
-        for (int64_t i = 0; i < tc; i++)
+        for (int64_t i = 0; i < tc; i++) {
+            const int64_t t = t0 + i;
+            if (t + MR_SCAN_CHUNK < L) /* the next chunk's rows, one stride apart, beyond the prefetchers' reach */
+                for (int b = 0; b < NB; b++) {
+                    const int64_t c0 = e0 + b * W, tn = t + MR_SCAN_CHUNK;
+                    _mm_prefetch((const char *)(dt + tn * lddt + c0), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(u + tn * ldu + c0), _MM_HINT_T0);
+                    if (z) _mm_prefetch((const char *)(z + tn * ldz + c0), _MM_HINT_T0);
+                }
             for (int b = 0; b < NB; b++) {
-                const int64_t t = t0 + i, c0 = e0 + b * W;
+                const int64_t c0 = e0 + b * W;
+                const VEC ut = VLOAD(u + t * ldu + c0);
                 deltas[b][i] = vsoftplus(VADD(VLOAD(dt + t * lddt + c0), bias[b]));
+                dus[b][i] = VMUL(deltas[b][i], ut);
                 gates[b][i] = z ? vsilu(VLOAD(z + t * ldz + c0)) : VSET1(1.0f);
+                skips[b][i] = VMUL(dskip[b], ut);
             }
+        }
         for (int64_t i = 0; i < tc; i++) {
             const int64_t t = t0 + i;
             const float *brow = B + t * ldbc, *crow = C + t * ldbc;
-            VEC ut[2], du[2], acc[2];
-            for (int b = 0; b < NB; b++) {
-                ut[b] = VLOAD(u + t * ldu + e0 + b * W);
-                du[b] = VMUL(deltas[b][i], ut[b]);
-                acc[b] = VZERO;
-            }
+            VEC acc[2][2]; /* two partial sums per block halve the length of the C-dot chain */
+            for (int b = 0; b < NB; b++) acc[b][0] = acc[b][1] = VZERO;
 #pragma GCC unroll 16
             for (int64_t n = 0; n < N; n++) {
                 const VEC bn = VBROADCAST(brow + n), cn = VBROADCAST(crow + n);
                 for (int b = 0; b < NB; b++) {
-                    h[b][n] = VFMA(vexp2(VMUL(deltas[b][i], a2[b][n])), h[b][n], VMUL(du[b], bn));
-                    acc[b] = VFMA(h[b][n], cn, acc[b]);
+                    h[b][n] = VFMA(vexp2(VMUL(deltas[b][i], a2[b][n])), h[b][n], VMUL(dus[b][i], bn));
+                    acc[b][n & 1] = VFMA(h[b][n], cn, acc[b][n & 1]);
                 }
             }
             for (int b = 0; b < NB; b++)
-                VSTORE(y + t * ldy + e0 + b * W, VMUL(VFMA(dskip[b], ut[b], acc[b]), gates[b][i]));
+                VSTORE(y + t * ldy + e0 + b * W,
+                       VMUL(VADD(VADD(acc[b][0], acc[b][1]), skips[b][i]), gates[b][i]));
         }
     }
     if (state_out)
@@ -115,7 +124,10 @@ TARGET void SUFFIX(mr_selective_scan_f32)(int64_t L, int64_t E, int64_t N, const
                                      const float *z, int64_t ldz, const float *state_in, float *state_out,
                                      float *y, int64_t ldy, int64_t lo, int64_t hi) {
     int64_t e0 = lo;
-    for (; e0 + 2 * W <= hi; e0 += 2 * W)
+#ifndef MR_SCAN_NB
+#define MR_SCAN_NB 2
+#endif
+    for (; MR_SCAN_NB == 2 && e0 + 2 * W <= hi; e0 += 2 * W)
         SUFFIX(scan_block)(L, N, 2, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in, state_out, y,
                            ldy);
     for (; e0 + W <= hi; e0 += W)
@@ -126,36 +138,56 @@ TARGET void SUFFIX(mr_selective_scan_f32)(int64_t L, int64_t E, int64_t N, const
                                        state_out, y, ldy, e0, hi);
 }
 
+#define MR_CONV_TILE 128 /* channels per tile: the tile of K rows stays in L1 */
+
+/* Token-major: each token's row of a channel tile is read once, contiguously, and the K - 1
+ * rows before it are still in L1; walking one channel column through all tokens instead makes
+ * every access a new page and leaves the prefetchers nothing to follow. */
 TARGET void SUFFIX(mr_conv_silu_f32)(int64_t L, int64_t E, int64_t K, const float *in, int64_t ldi, const float *w,
                                 const float *bias, const float *state_in, float *state_out, float *out,
                                 int64_t ldo, int64_t lo, int64_t hi) {
     const int64_t H = K - 1;
-    int64_t e0 = lo;
-    for (; e0 + W <= hi; e0 += W) {
-        VEC wt[MR_MAX_CONV_KERNEL], window[MR_MAX_CONV_KERNEL];
-        for (int64_t k = 0; k < K; k++) {
-            float col[W];
-            for (int j = 0; j < W; j++) col[j] = w[(e0 + j) * K + k];
-            wt[k] = VLOAD(col);
+    const int64_t vec_hi = lo + (hi - lo) / W * W;
+    for (int64_t c0 = lo; c0 < vec_hi; c0 += MR_CONV_TILE) {
+        const int64_t nc = vec_hi - c0 < MR_CONV_TILE ? vec_hi - c0 : MR_CONV_TILE;
+        float wt[MR_MAX_CONV_KERNEL][MR_CONV_TILE], b[MR_CONV_TILE];
+        for (int64_t j = 0; j < nc; j++) {
+            for (int64_t k = 0; k < K; k++) wt[k][j] = w[(c0 + j) * K + k];
+            b[j] = bias ? bias[c0 + j] : 0.0f;
         }
-        for (int64_t k = 0; k < H; k++)
-            window[k] = state_in ? VLOAD(state_in + k * E + e0) : VZERO;
-        const VEC b = bias ? VLOAD(bias + e0) : VZERO;
         for (int64_t t = 0; t < L; t++) {
-            if (t + MR_SCAN_PREFETCH < L) {
-                _mm_prefetch((const char *)(in + (t + MR_SCAN_PREFETCH) * ldi + e0), _MM_HINT_T0);
-                _mm_prefetch((const char *)(out + (t + MR_SCAN_PREFETCH) * ldo + e0), _MM_HINT_T0);
+            /* rows[k]: the input k - H tokens back, from the carried state before the segment */
+            const float *rows[MR_MAX_CONV_KERNEL];
+            for (int64_t k = 0; k < K; k++) {
+                const int64_t tt = t - H + k;
+                rows[k] = tt >= 0 ? in + tt * ldi + c0 : state_in ? state_in + (H + tt) * E + c0 : NULL;
             }
-            const VEC xt = VLOAD(in + t * ldi + e0);
-            VEC acc = VFMA(wt[H], xt, b);
-            for (int64_t k = 0; k < H; k++) acc = VFMA(wt[k], window[k], acc);
-            for (int64_t k = 0; k + 1 < H; k++) window[k] = window[k + 1];
-            if (H > 0) window[H - 1] = xt;
-            VSTORE(out + t * ldo + e0, vsilu(acc));
+            if (t + MR_SCAN_PREFETCH < L)
+                for (int64_t j = 0; j < nc; j += 64 / (int64_t)sizeof(float))
+                    _mm_prefetch((const char *)(in + (t + MR_SCAN_PREFETCH) * ldi + c0 + j), _MM_HINT_T0);
+            float *dst = out + t * ldo + c0;
+            if (t >= H) {
+                for (int64_t j = 0; j < nc; j += W) {
+                    VEC acc = VLOAD(b + j);
+                    for (int64_t k = 0; k < K; k++) acc = VFMA(VLOAD(wt[k] + j), VLOAD(rows[k] + j), acc);
+                    VSTORE(dst + j, vsilu(acc));
+                }
+            } else {
+                for (int64_t j = 0; j < nc; j += W) {
+                    VEC acc = VLOAD(b + j);
+                    for (int64_t k = 0; k < K; k++)
+                        if (rows[k]) acc = VFMA(VLOAD(wt[k] + j), VLOAD(rows[k] + j), acc);
+                    VSTORE(dst + j, vsilu(acc));
+                }
+            }
         }
-        if (state_out)
-            for (int64_t k = 0; k < H; k++) VSTORE(state_out + k * E + e0, window[k]);
     }
-    if (e0 < hi)
-        mr_conv_silu_f32_portable(L, E, K, in, ldi, w, bias, state_in, state_out, out, ldo, e0, hi);
+    if (state_out) /* the last H inputs; k ascending reads state_in[k + L] before it is overwritten */
+        for (int64_t k = 0; k < H; k++) {
+            const int64_t tt = L - H + k;
+            for (int64_t e = lo; e < vec_hi; e++)
+                state_out[k * E + e] = tt >= 0 ? in[tt * ldi + e] : state_in ? state_in[(k + L) * E + e] : 0.0f;
+        }
+    if (vec_hi < hi)
+        mr_conv_silu_f32_portable(L, E, K, in, ldi, w, bias, state_in, state_out, out, ldo, vec_hi, hi);
 }

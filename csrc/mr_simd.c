@@ -4,7 +4,7 @@
 
 const char *mr_simd_path(void) {
     switch (mr_cpu_simd_level()) {
-    case MR_SIMD_AVX512: return "AVX-512F (run-time dispatch)";
+    case MR_SIMD_AVX512: return "AVX-512F+DQ (run-time dispatch)";
     case MR_SIMD_AVX2: return "AVX2 + FMA (run-time dispatch)";
     default: return "portable C (compiler-vectorised)";
     }

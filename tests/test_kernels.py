@@ -1,6 +1,10 @@
 """Every CPU kernel against its plain reference on random data (normalised error)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -165,3 +169,15 @@ def test_kernel_inputs_are_checked():
         _C.op_rmsnorm(x, np.ones(3, np.float32), 1e-5)
     with pytest.raises(ValueError, match="threads"):
         _C.op_rmsnorm(x, np.ones(4, np.float32), 1e-5, threads=0)
+
+
+@pytest.mark.skipif(bool(os.environ.get("MAMBARET_SIMD")), reason="already narrowed to one instruction set")
+def test_avx2_kernels_on_an_avx512_machine():
+    """The dispatcher picks the widest instruction set, so the AVX2 kernels are checked again with
+    MAMBARET_SIMD=avx2 in a subprocess (the AVX-512 ones run above where the CPU has them)."""
+    if _C.build_info().get("simd", "").startswith("portable"):
+        pytest.skip("this CPU has no AVX2")
+    env = dict(os.environ, MAMBARET_SIMD="avx2")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                          "conv_silu or selective_scan or scan_softplus"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
