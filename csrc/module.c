@@ -627,6 +627,13 @@ static PyObject *model_workspace_bytes(ModelObject *self, PyObject *arg) {
     return PyLong_FromLongLong(mr_model_workspace_bytes(self->model, tokens));
 }
 
+static PyObject *model_release_workspace(ModelObject *self, PyObject *unused) {
+    (void)unused;
+    if (!model_ready(self)) return NULL;
+    mr_model_release_workspace(self->model);
+    Py_RETURN_NONE;
+}
+
 static PyObject *model_get_config(ModelObject *self, void *closure) {
     (void)closure;
     if (!model_ready(self)) return NULL;
@@ -653,6 +660,8 @@ static PyMethodDef model_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS, model_forward_doc},
     {"workspace_bytes", (PyCFunction)model_workspace_bytes, METH_O,
      "workspace_bytes(tokens)\nBytes of working memory one forward call uses per micro-batch of this many tokens."},
+    {"release_workspace", (PyCFunction)model_release_workspace, METH_NOARGS,
+     "release_workspace()\nFrees the working memory kept from the last forward call for the next one."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -2,6 +2,7 @@
 #include "mr_model.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,16 @@ struct mr_model {
     mr_layer *layers;
     unsigned char *set; /* [MR_T_COUNT * n_layer]: which tensors were loaded */
     int finished;
+    struct mr_workspace_cache *cache;
 };
+
+/* The last workspace, kept for the next call: a fresh one per call costs its page faults again
+ * (2% of a large call). One call at a time uses it; a concurrent call allocates its own. */
+typedef struct mr_workspace_cache {
+    atomic_flag in_use;
+    void *block;
+    size_t bytes;
+} mr_workspace_cache;
 
 static const char *const tensor_names[MR_T_COUNT] = {
     "embeddings.weight",        "norm_f.weight",          "norm.weight",
@@ -112,7 +122,9 @@ mr_status mr_model_create(const mr_config *cfg, const mr_blas *blas, mr_model **
     m->arena = malloc((size_t)total * sizeof(float));
     m->layers = calloc((size_t)cfg->n_layer, sizeof *m->layers);
     m->set = calloc((size_t)(MR_T_COUNT * cfg->n_layer), 1);
-    if (!m->arena || !m->layers || !m->set) {
+    m->cache = calloc(1, sizeof *m->cache);
+    if (m->cache) atomic_flag_clear(&m->cache->in_use);
+    if (!m->arena || !m->layers || !m->set || !m->cache) {
         mr_model_free(m);
         return mr_fail(err, MR_ERR_MEMORY, "out of memory allocating %.1f MB of weights",
                        (double)total * 4 / 1e6);
@@ -138,7 +150,18 @@ void mr_model_free(mr_model *m) {
     free(m->arena);
     free(m->layers);
     free(m->set);
+    if (m->cache) free(m->cache->block);
+    free(m->cache);
     free(m);
+}
+
+void mr_model_release_workspace(const mr_model *m) {
+    mr_workspace_cache *c = m->cache;
+    if (atomic_flag_test_and_set(&c->in_use)) return; /* a call is using it */
+    free(c->block);
+    c->block = NULL;
+    c->bytes = 0;
+    atomic_flag_clear(&c->in_use);
 }
 
 const mr_config *mr_model_config(const mr_model *m) { return &m->cfg; }
@@ -279,6 +302,7 @@ typedef struct {
     float *ssm_carry;  /* [n_layer, E, N] */
     mr_segment *segs;  /* [T] */
     void *block;
+    int cached;        /* block is the model's cache, to be handed back rather than freed */
 } mr_workspace;
 
 static int64_t workspace_floats(const mr_config *c, int64_t T, int64_t offs[7]) {
@@ -299,14 +323,31 @@ int64_t mr_model_workspace_bytes(const mr_model *m, int64_t tokens) {
            tokens * (int64_t)sizeof(mr_segment);
 }
 
-static mr_status workspace_alloc(const mr_config *c, int64_t T, mr_workspace *w, mr_error *err) {
+static mr_status workspace_alloc(const mr_model *m, int64_t T, mr_workspace *w, mr_error *err) {
     int64_t offs[7];
-    int64_t floats = workspace_floats(c, T, offs);
+    int64_t floats = workspace_floats(&m->cfg, T, offs);
     size_t bytes = (size_t)floats * sizeof(float) + (size_t)T * sizeof(mr_segment);
+    mr_workspace_cache *cache = m->cache;
     float *p = NULL;
-    if (posix_memalign((void **)&p, 64, bytes) != 0 || !p)
-        return mr_fail(err, MR_ERR_MEMORY, "out of memory: the forward pass needs %.1f MB of workspace "
-                       "for %lld tokens per micro-batch (lower max_tokens)", (double)bytes / 1e6, (long long)T);
+    w->cached = !atomic_flag_test_and_set(&cache->in_use);
+    if (w->cached && cache->bytes >= bytes) {
+        p = cache->block;
+    } else {
+        if (w->cached) { /* too small: replace it */
+            free(cache->block);
+            cache->block = NULL;
+            cache->bytes = 0;
+        }
+        if (posix_memalign((void **)&p, 64, bytes) != 0 || !p) {
+            if (w->cached) atomic_flag_clear(&cache->in_use);
+            return mr_fail(err, MR_ERR_MEMORY, "out of memory: the forward pass needs %.1f MB of workspace "
+                           "for %lld tokens per micro-batch (lower max_tokens)", (double)bytes / 1e6, (long long)T);
+        }
+        if (w->cached) {
+            cache->block = p;
+            cache->bytes = bytes;
+        }
+    }
     w->block = p;
     w->x = p + offs[0];
     w->scratch = p + offs[1];
@@ -317,6 +358,11 @@ static mr_status workspace_alloc(const mr_config *c, int64_t T, mr_workspace *w,
     w->ssm_carry = p + offs[6];
     w->segs = (mr_segment *)(p + floats);
     return MR_OK;
+}
+
+static void workspace_release(const mr_model *m, mr_workspace *w) {
+    if (w->cached) atomic_flag_clear(&m->cache->in_use);
+    else free(w->block);
 }
 
 /* A thread's rows of out[T, N] = a[T, K] @ w[N, K]^T: GEMMs split by token rows so that one
@@ -423,7 +469,7 @@ mr_status mr_model_forward(const mr_model *m, const mr_forward_args *a, mr_error
     const int64_t T = a->max_tokens < a->n_tokens ? a->max_tokens : a->n_tokens;
     const int nt = a->threads;
     mr_workspace w;
-    st = workspace_alloc(c, T, &w, err);
+    st = workspace_alloc(m, T, &w, err);
     if (st) return st;
     if (a->pooling == MR_POOL_MEAN) memset(a->out, 0, (size_t)(a->n_seqs * c->d_model) * sizeof(float));
     /* our team does all the parallel work, the BLAS runs inside it on one thread each */
@@ -458,6 +504,6 @@ mr_status mr_model_forward(const mr_model *m, const mr_forward_args *a, mr_error
         st = team_status;
         if (st == MR_OK) pool_step(m, a, &w, step_tokens, w.segs, nseg, first_token, nt);
     }
-    free(w.block);
+    workspace_release(m, &w);
     return st;
 }

@@ -89,8 +89,12 @@ typedef struct {
 } mr_forward_args;
 
 /* Runs the backbone and writes the final-norm states, pooled as asked. Validates tokens and
- * offsets first. Thread-safe: the model is read-only here, every call has its own workspace. */
+ * offsets first. Thread-safe: the weights are read-only here; the workspace of the last call is
+ * kept for the next one, and a call that finds it in use allocates its own. */
 mr_status mr_model_forward(const mr_model *model, const mr_forward_args *args, mr_error *err);
+
+/* Frees the kept workspace (unless a call is using it right now). */
+void mr_model_release_workspace(const mr_model *model);
 
 /* Bytes of workspace mr_model_forward allocates for a micro-batch of `tokens` tokens. */
 int64_t mr_model_workspace_bytes(const mr_model *model, int64_t tokens);

@@ -169,6 +169,14 @@ class MambaEncoder:
         return (f"MambaEncoder(d={d.hidden_size}, layers={d.num_hidden_layers}, pooling={self.pooling!r}, "
                 f"threads={self.threads}, max_tokens={self.max_tokens}, blas={self.model.blas!r})")
 
+    def release_memory(self) -> None:
+        """Frees the working memory kept from the last encode call (it is reused by the next one,
+        which saves the page faults of a fresh allocation; a long-lived idle encoder may not
+        want to hold it)."""
+        release = getattr(self.model, "release_workspace", None)
+        if release is not None:
+            release()
+
     # -- tokenization -------------------------------------------------------------------------
 
     def tokenize(self, inputs: Sequence[str | Sequence[int]], add_eos: bool | None = None) -> list[list[int]]:

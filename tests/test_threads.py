@@ -55,3 +55,19 @@ def test_gil_is_released_during_forward(tiny_model_dir):
     done.set()
     t.join()
     assert during > 3
+
+
+def test_kept_workspace_grows_and_is_released(tiny_model_dir):
+    """The workspace kept between calls never changes a result: small call, larger call (it
+    grows), small again (it is reused), then after release_memory (allocated afresh)."""
+    enc = mr.MambaEncoder.from_pretrained(tiny_model_dir, threads=2, max_tokens=4096)
+    rng = np.random.default_rng(4)
+    small = [rng.integers(0, 300, 9).tolist()]
+    large = [rng.integers(0, 300, int(n)).tolist() for n in (700, 1500, 3)]
+    first_small, first_large = enc.encode(small), enc.encode(large)
+    np.testing.assert_array_equal(enc.encode(small), first_small)
+    enc.release_memory()
+    np.testing.assert_array_equal(enc.encode(large), first_large)
+    enc.release_memory()
+    enc.release_memory()  # twice is harmless
+    np.testing.assert_array_equal(enc.encode(small), first_small)
