@@ -56,13 +56,6 @@ static inline __attribute__((always_inline)) TARGET void SUFFIX(scan_block_body)
         const int64_t tc = L - t0 < MR_SCAN_CHUNK ? L - t0 : MR_SCAN_CHUNK;
         for (int64_t i = 0; i < tc; i++) {
             const int64_t t = t0 + i;
-            if (t + MR_SCAN_CHUNK < L) /* the next chunk's rows, one stride apart, beyond the prefetchers' reach */
-                for (int b = 0; b < NB; b++) {
-                    const int64_t c0 = e0 + b * W, tn = t + MR_SCAN_CHUNK;
-                    _mm_prefetch((const char *)(dt + tn * lddt + c0), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(u + tn * ldu + c0), _MM_HINT_T0);
-                    if (z) _mm_prefetch((const char *)(z + tn * ldz + c0), _MM_HINT_T0);
-                }
             for (int b = 0; b < NB; b++) {
                 const int64_t c0 = e0 + b * W;
                 const VEC ut = VLOAD(u + t * ldu + c0);
@@ -75,6 +68,14 @@ static inline __attribute__((always_inline)) TARGET void SUFFIX(scan_block_body)
         for (int64_t i = 0; i < tc; i++) {
             const int64_t t = t0 + i;
             const float *brow = B + t * ldbc, *crow = C + t * ldbc;
+            if (t + MR_SCAN_CHUNK < L) /* the next chunk's rows, one stride apart, beyond the
+                                          prefetchers' reach; spread over this chunk's steps */
+                for (int b = 0; b < NB; b++) {
+                    const int64_t c0 = e0 + b * W, tn = t + MR_SCAN_CHUNK;
+                    _mm_prefetch((const char *)(dt + tn * lddt + c0), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(u + tn * ldu + c0), _MM_HINT_T0);
+                    if (z) _mm_prefetch((const char *)(z + tn * ldz + c0), _MM_HINT_T0);
+                }
             VEC acc[2][2]; /* two partial sums per block halve the length of the C-dot chain */
             for (int b = 0; b < NB; b++) acc[b][0] = acc[b][1] = VZERO;
 #pragma GCC unroll 16
