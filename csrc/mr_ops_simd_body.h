@@ -25,37 +25,30 @@ TARGET void SUFFIX(mr_softplus_f32)(const float *x, float *out, int64_t n) {
 #define MR_SCAN_PREFETCH 6 /* tokens ahead */
 #define MR_SCAN_CHUNK 32   /* tokens whose softplus and gate are computed ahead of the recurrence */
 
-/* NB * W channels [e0, e0 + NB * W) of the scan, the whole segment. Always inlined into callers
- * that pass constants, so that for the usual N = 16 the state loop unrolls, and NB = 2 runs two
- * independent recurrences side by side sharing the B and C loads. exp(delta * A) is computed
- * as 2^(delta * A log2 e) with A pre-scaled. */
-static inline __attribute__((always_inline)) TARGET void SUFFIX(scan_block_body)(
-    int64_t L, const int64_t N, const int NB, int64_t e0, const float *u, int64_t ldu, const float *dt,
-    int64_t lddt, const float *dt_bias, const float *A, const float *B, const float *C, int64_t ldbc,
-    const float *D, const float *z, int64_t ldz, const float *state_in, float *state_out, float *y, int64_t ldy) {
-    VEC h[2][MR_MAX_STATE_SIZE], a2[2][MR_MAX_STATE_SIZE], bias[2], dskip[2];
-    const VEC log2e = VSET1(1.44269504088896341f);
+#define MR_SCAN_GROUP 256 /* channels whose state is kept in a buffer while a chunk of tokens passes */
+
+/* The recurrence of NB * W channels [e0, e0 + NB * W) over tokens [t0, t1) of a segment of L,
+ * starting from the state hs[b * N + n] (W lanes each) and leaving the new one there; a2s holds
+ * A log2 e in the same layout. Always inlined into callers that pass constants, so that for the
+ * usual N = 16 the state loop unrolls and the state lives in registers, and NB = 2 runs two
+ * independent recurrences side by side sharing the B and C loads. */
+static inline __attribute__((always_inline)) TARGET void SUFFIX(scan_span_body)(
+    int64_t t0, int64_t t1, int64_t L, const int64_t N, const int NB, int64_t e0, const float *u, int64_t ldu,
+    const float *dt, int64_t lddt, const float *dt_bias, const float *B, const float *C, int64_t ldbc,
+    const float *D, const float *z, int64_t ldz, VEC *hs, const VEC *a2s, float *y, int64_t ldy) {
+    VEC h[2][MR_MAX_STATE_SIZE], bias[2], dskip[2];
     for (int b = 0; b < NB; b++) {
-        const int64_t c0 = e0 + b * W;
-        for (int64_t n = 0; n < N; n++) {
-            float hn[W], an[W];
-            for (int j = 0; j < W; j++) {
-                hn[j] = state_in ? state_in[(c0 + j) * N + n] : 0.0f;
-                an[j] = A[(c0 + j) * N + n];
-            }
-            h[b][n] = VLOAD(hn);
-            a2[b][n] = VMUL(VLOAD(an), log2e);
-        }
-        bias[b] = dt_bias ? VLOAD(dt_bias + c0) : VZERO;
-        dskip[b] = D ? VLOAD(D + c0) : VZERO;
+        for (int64_t n = 0; n < N; n++) h[b][n] = hs[b * N + n];
+        bias[b] = dt_bias ? VLOAD(dt_bias + e0 + b * W) : VZERO;
+        dskip[b] = D ? VLOAD(D + e0 + b * W) : VZERO;
     }
     /* softplus and the gate have long dependency chains but no recurrence: computing them for a
      * chunk of tokens first keeps them off the recurrence's critical path */
     VEC deltas[2][MR_SCAN_CHUNK], gates[2][MR_SCAN_CHUNK], dus[2][MR_SCAN_CHUNK], skips[2][MR_SCAN_CHUNK];
-    for (int64_t t0 = 0; t0 < L; t0 += MR_SCAN_CHUNK) {
-        const int64_t tc = L - t0 < MR_SCAN_CHUNK ? L - t0 : MR_SCAN_CHUNK;
+    for (int64_t c0t = t0; c0t < t1; c0t += MR_SCAN_CHUNK) {
+        const int64_t tc = t1 - c0t < MR_SCAN_CHUNK ? t1 - c0t : MR_SCAN_CHUNK;
         for (int64_t i = 0; i < tc; i++) {
-            const int64_t t = t0 + i;
+            const int64_t t = c0t + i;
             for (int b = 0; b < NB; b++) {
                 const int64_t c0 = e0 + b * W;
                 const VEC ut = VLOAD(u + t * ldu + c0);
@@ -66,7 +59,7 @@ static inline __attribute__((always_inline)) TARGET void SUFFIX(scan_block_body)
             }
         }
         for (int64_t i = 0; i < tc; i++) {
-            const int64_t t = t0 + i;
+            const int64_t t = c0t + i;
             const float *brow = B + t * ldbc, *crow = C + t * ldbc;
             if (t + MR_SCAN_CHUNK < L) /* the next chunk's rows, one stride apart, beyond the
                                           prefetchers' reach; spread over this chunk's steps */
@@ -82,7 +75,7 @@ static inline __attribute__((always_inline)) TARGET void SUFFIX(scan_block_body)
             for (int64_t n = 0; n < N; n++) {
                 const VEC bn = VBROADCAST(brow + n), cn = VBROADCAST(crow + n);
                 for (int b = 0; b < NB; b++) {
-                    h[b][n] = VFMA(vexp2(VMUL(deltas[b][i], a2[b][n])), h[b][n], VMUL(dus[b][i], bn));
+                    h[b][n] = VFMA(vexp2(VMUL(deltas[b][i], a2s[b * N + n])), h[b][n], VMUL(dus[b][i], bn));
                     acc[b][n & 1] = VFMA(h[b][n], cn, acc[b][n & 1]);
                 }
             }
@@ -91,52 +84,73 @@ static inline __attribute__((always_inline)) TARGET void SUFFIX(scan_block_body)
                        VMUL(VADD(VADD(acc[b][0], acc[b][1]), skips[b][i]), gates[b][i]));
         }
     }
-    if (state_out)
-        for (int b = 0; b < NB; b++)
-            for (int64_t n = 0; n < N; n++) {
-                float hn[W];
-                VSTORE(hn, h[b][n]);
-                for (int j = 0; j < W; j++) state_out[(e0 + b * W + j) * N + n] = hn[j];
-            }
+    for (int b = 0; b < NB; b++)
+        for (int64_t n = 0; n < N; n++) hs[b * N + n] = h[b][n];
 }
 
-static TARGET void SUFFIX(scan_block)(int64_t L, int64_t N, int NB, int64_t e0, const float *u, int64_t ldu,
-                                      const float *dt, int64_t lddt, const float *dt_bias, const float *A,
-                                      const float *B, const float *C, int64_t ldbc, const float *D,
-                                      const float *z, int64_t ldz, const float *state_in, float *state_out,
-                                      float *y, int64_t ldy) {
+static TARGET void SUFFIX(scan_span)(int64_t t0, int64_t t1, int64_t L, int64_t N, int NB, int64_t e0, const float *u,
+                                     int64_t ldu, const float *dt, int64_t lddt, const float *dt_bias, const float *B,
+                                     const float *C, int64_t ldbc, const float *D, const float *z, int64_t ldz,
+                                     VEC *hs, const VEC *a2s, float *y, int64_t ldy) {
     if (N == 16 && NB == 2) /* every released Mamba-1 checkpoint */
-        SUFFIX(scan_block_body)(L, 16, 2, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
-                                state_out, y, ldy);
+        SUFFIX(scan_span_body)(t0, t1, L, 16, 2, e0, u, ldu, dt, lddt, dt_bias, B, C, ldbc, D, z, ldz, hs, a2s, y, ldy);
     else if (N == 16)
-        SUFFIX(scan_block_body)(L, 16, 1, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
-                                state_out, y, ldy);
+        SUFFIX(scan_span_body)(t0, t1, L, 16, 1, e0, u, ldu, dt, lddt, dt_bias, B, C, ldbc, D, z, ldz, hs, a2s, y, ldy);
     else if (NB == 2)
-        SUFFIX(scan_block_body)(L, N, 2, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
-                                state_out, y, ldy);
+        SUFFIX(scan_span_body)(t0, t1, L, N, 2, e0, u, ldu, dt, lddt, dt_bias, B, C, ldbc, D, z, ldz, hs, a2s, y, ldy);
     else
-        SUFFIX(scan_block_body)(L, N, 1, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
-                                state_out, y, ldy);
+        SUFFIX(scan_span_body)(t0, t1, L, N, 1, e0, u, ldu, dt, lddt, dt_bias, B, C, ldbc, D, z, ldz, hs, a2s, y, ldy);
 }
 
+/* Channels go in groups of MR_SCAN_GROUP and, within a group, a chunk of tokens passes through
+ * every block of channels before the next chunk starts: each token row of the group is then read
+ * as one contiguous run while it is in cache (walking one block of channels through the whole
+ * segment instead reads one line per row, a new page each time). The state of the group waits in
+ * a buffer between chunks. A large state (N > 16) keeps the old order: one block, all tokens. */
 TARGET void SUFFIX(mr_selective_scan_f32)(int64_t L, int64_t E, int64_t N, const float *u, int64_t ldu,
                                      const float *dt, int64_t lddt, const float *dt_bias, const float *A,
                                      const float *B, const float *C, int64_t ldbc, const float *D,
                                      const float *z, int64_t ldz, const float *state_in, float *state_out,
                                      float *y, int64_t ldy, int64_t lo, int64_t hi) {
-    int64_t e0 = lo;
-#ifndef MR_SCAN_NB
-#define MR_SCAN_NB 2
-#endif
-    for (; MR_SCAN_NB == 2 && e0 + 2 * W <= hi; e0 += 2 * W)
-        SUFFIX(scan_block)(L, N, 2, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in, state_out, y,
-                           ldy);
-    for (; e0 + W <= hi; e0 += W)
-        SUFFIX(scan_block)(L, N, 1, e0, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in, state_out, y,
-                           ldy);
-    if (e0 < hi) /* a ragged tail: the portable loop over the channels left */
+    enum { BUF = MR_SCAN_GROUP / W * 16 > 2 * MR_MAX_STATE_SIZE ? MR_SCAN_GROUP / W * 16 : 2 * MR_MAX_STATE_SIZE };
+    VEC hs[BUF], a2s[BUF];
+    const int64_t vec_hi = lo + (hi - lo) / W * W;
+    const int64_t group = N <= 16 ? MR_SCAN_GROUP : 2 * W, span = N <= 16 ? MR_SCAN_CHUNK : L;
+    const VEC log2e = VSET1(1.44269504088896341f);
+    for (int64_t g0 = lo; g0 < vec_hi; g0 += group) {
+        const int64_t gw = vec_hi - g0 < group ? vec_hi - g0 : group, nblk = gw / W;
+        for (int64_t k = 0; k < nblk; k++) /* channel block k's state and A, n-major, W lanes */
+            for (int64_t n = 0; n < N; n++) {
+                float hn[W], an[W];
+                for (int j = 0; j < W; j++) {
+                    const int64_t e = g0 + k * W + j;
+                    hn[j] = state_in ? state_in[e * N + n] : 0.0f;
+                    an[j] = A[e * N + n];
+                }
+                hs[k * N + n] = VLOAD(hn);
+                a2s[k * N + n] = VMUL(VLOAD(an), log2e);
+            }
+        for (int64_t t0 = 0; t0 < L; t0 += span) {
+            const int64_t t1 = L - t0 < span ? L : t0 + span;
+            int64_t k = 0;
+            for (; k + 2 <= nblk; k += 2)
+                SUFFIX(scan_span)(t0, t1, L, N, 2, g0 + k * W, u, ldu, dt, lddt, dt_bias, B, C, ldbc, D, z, ldz,
+                                  hs + k * N, a2s + k * N, y, ldy);
+            if (k < nblk)
+                SUFFIX(scan_span)(t0, t1, L, N, 1, g0 + k * W, u, ldu, dt, lddt, dt_bias, B, C, ldbc, D, z, ldz,
+                                  hs + k * N, a2s + k * N, y, ldy);
+        }
+        if (state_out) /* after every read of state_in for these channels: the two may alias */
+            for (int64_t k = 0; k < nblk; k++)
+                for (int64_t n = 0; n < N; n++) {
+                    float hn[W];
+                    VSTORE(hn, hs[k * N + n]);
+                    for (int j = 0; j < W; j++) state_out[(g0 + k * W + j) * N + n] = hn[j];
+                }
+    }
+    if (vec_hi < hi) /* a ragged tail: the portable loop over the channels left */
         mr_selective_scan_f32_portable(L, E, N, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, state_in,
-                                       state_out, y, ldy, e0, hi);
+                                       state_out, y, ldy, vec_hi, hi);
 }
 
 #define MR_CONV_TILE 128 /* channels per tile: the tile of K rows stays in L1 */
