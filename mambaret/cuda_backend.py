@@ -63,7 +63,7 @@ def _device_batches(ids: list[list[int]], batch_size: int, max_tokens: int):
 def encode_on_device(encoder, ids: list[list[int]], batch_size: int, normalize: bool, single: bool, as_torch: bool):
     """Pooled embeddings [n, d] (or [d] for a single input with torch) left in GPU memory."""
     for i, seq in enumerate(ids):
-        if not seq:
+        if len(seq) == 0:
             raise ValueError(f"input {i} has no tokens: an empty token-id list has nothing to pool")
     model = encoder.model
     stream = current_stream(model.device)

@@ -181,14 +181,18 @@ class MambaEncoder:
 
     def tokenize(self, inputs: Sequence[str | Sequence[int]], add_eos: bool | None = None) -> list[list[int]]:
         """Token ids per input: texts get EOS appended; id lists are used as given unless add_eos."""
-        out: list[list[int]] = []
+        return [ids.tolist() if isinstance(ids, np.ndarray) else ids for ids in self._token_ids(inputs, add_eos)]
+
+    def _token_ids(self, inputs, add_eos: bool | None) -> list[list[int] | np.ndarray]:
+        """tokenize's work, with integer-array inputs kept as int32 arrays."""
+        out: list = []
         texts_at: list[int] = []
         for i, item in enumerate(inputs):
             if isinstance(item, str):
                 texts_at.append(i)
                 out.append([])
             else:
-                ids = _as_id_list(item, i)
+                ids = _as_ids(item, i)
                 if add_eos:
                     out.append(apply_eos(ids, self._eos_id(), self.max_length, self.truncation))
                 else:
@@ -247,7 +251,7 @@ class MambaEncoder:
             inputs = [prefix + x if isinstance(x, str) else x for x in inputs]
 
         before = self.truncation.truncated
-        ids = self.tokenize(inputs, add_eos=add_eos)
+        ids = self._token_ids(inputs, add_eos=add_eos)
         if self.max_length is not None:
             warn_truncation(self.truncation.truncated - before, len(ids), self.max_length)
 
@@ -323,7 +327,7 @@ class MambaEncoder:
 
     def _encode_pooled(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None) -> np.ndarray:
         for i, seq in enumerate(ids):
-            if not seq:
+            if len(seq) == 0:
                 raise ValueError(f"input {i} has no tokens: an empty token-id list has nothing to pool")
         out = np.empty((len(ids), self.dims.hidden_size), dtype=np.float32)
         for chunk, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding"):
@@ -365,13 +369,17 @@ def _as_input_list(x) -> list:
     raise TypeError(f"expected a str, a list of str, or token-id lists; got {type(x).__name__}")
 
 
-def _as_id_list(item, position: int) -> list[int]:
+def _as_ids(item, position: int) -> list[int] | np.ndarray:
+    """Token ids as given: a list of ints, or an integer array kept as one int32 array (a
+    million-token document then costs 4 bytes a token, not a Python int's ~36)."""
     if hasattr(item, "__dlpack__") and not isinstance(item, np.ndarray):
         item = np.from_dlpack(item)
     if isinstance(item, np.ndarray):
         if item.ndim != 1 or not np.issubdtype(item.dtype, np.integer):
             raise TypeError(f"input {position}: token ids must be a 1-D integer array, got {item.dtype} {item.shape}")
-        return item.astype(np.int64).tolist()
+        if item.dtype != np.int32 and item.size and (item.min() < -2**31 or item.max() >= 2**31):
+            raise ValueError(f"input {position} holds a token id outside the int32 range")
+        return np.ascontiguousarray(item, dtype=np.int32)
     if isinstance(item, (list, tuple)):
         for v in item:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):

@@ -105,24 +105,29 @@ class TextTokenizer:
         return [apply_eos(e.ids, self.eos_token_id, max_length, stats) for e in encodings]
 
 
-def apply_eos(ids: Sequence[int], eos: int, max_length: int | None, stats: TruncationStats) -> list[int]:
-    """ids + [eos], cut to max_length as ids[:max_length-1] + [eos]."""
-    ids = list(ids)
-    if max_length is not None and len(ids) + 1 > max_length:
-        stats.record(len(ids) + 1 - max_length)
-        return ids[: max_length - 1] + [eos]
-    stats.record(0)
-    return ids + [eos]
+def apply_eos(ids: Sequence[int] | np.ndarray, eos: int, max_length: int | None,
+              stats: TruncationStats) -> list[int] | np.ndarray:
+    """ids + [eos], cut to max_length as ids[:max_length-1] + [eos]; an int32 array stays one."""
+    keep = len(ids)
+    if max_length is not None and keep + 1 > max_length:
+        stats.record(keep + 1 - max_length)
+        keep = max_length - 1
+    else:
+        stats.record(0)
+    if isinstance(ids, np.ndarray):
+        return np.concatenate([ids[:keep], np.array([eos], dtype=ids.dtype)])
+    return list(ids[:keep]) + [eos]
 
 
-def truncate_ids(ids: Sequence[int], max_length: int | None, stats: TruncationStats) -> list[int]:
+def truncate_ids(ids: Sequence[int] | np.ndarray, max_length: int | None,
+                 stats: TruncationStats) -> list[int] | np.ndarray:
     """Token-id input is used as given, only cut to its first max_length ids."""
-    ids = list(ids)
     if max_length is not None and len(ids) > max_length:
         stats.record(len(ids) - max_length)
-        return ids[:max_length]
-    stats.record(0)
-    return ids
+        ids = ids[:max_length]
+    else:
+        stats.record(0)
+    return ids if isinstance(ids, np.ndarray) else list(ids)
 
 
 def warn_truncation(count: int, total: int, max_length: int) -> None:

@@ -81,6 +81,22 @@ def test_id_lists_used_as_given_unless_add_eos(encoder):
     assert encoder.tokenize([np.array([5, 6], dtype=np.int64)]) == [[5, 6]]
 
 
+def test_id_arrays_stay_int32_arrays_and_match_lists(encoder):
+    """A long pre-tokenized document is not turned into Python ints on its way to the engine."""
+    ids = np.random.default_rng(1).integers(0, 300, 5000)
+    kept = encoder._token_ids([ids.astype(np.int64), ids.astype(np.uint16)], add_eos=True)
+    assert all(isinstance(k, np.ndarray) and k.dtype == np.int32 for k in kept)
+    assert kept[0].tolist() == ids.tolist() + [EOS]
+    by_list = encoder.encode([ids.tolist()])
+    np.testing.assert_array_equal(encoder.encode([ids.astype(np.int64)]), by_list)
+    np.testing.assert_array_equal(encoder.encode(ids.astype(np.int32)[None, :]), by_list)
+    with pytest.raises(ValueError, match="int32 range"):
+        encoder.encode([np.array([1, 2**31], dtype=np.int64)])
+    short = mr.MambaEncoder(encoder.model, encoder.dims, encoder.tokenizer, max_length=10)
+    cut = short._token_ids([ids], add_eos=True)[0]
+    assert isinstance(cut, np.ndarray) and cut.tolist() == ids[:9].tolist() + [EOS]
+
+
 def test_text_and_ids_agree(encoder):
     text = "Hello, world!"
     by_text = encoder.encode(text)
