@@ -51,42 +51,19 @@ static inline AVX2 __m256 exp2_avx2(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
-/* log(w) for w >= 1 (Cephes' logf polynomial on the mantissa). */
-static inline AVX2 __m256 log_avx2(__m256 w) {
-    __m256i bits = _mm256_castps_si256(w);
-    __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
-    /* mantissa in [0.5, 1) */
-    __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
-                                                   _mm256_set1_epi32(0x3f000000)));
-    __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
-    e = _mm256_sub_ps(e, _mm256_and_ps(small, _mm256_set1_ps(1.0f)));
-    m = _mm256_sub_ps(_mm256_add_ps(m, _mm256_and_ps(small, m)), _mm256_set1_ps(1.0f));
-    __m256 z = _mm256_mul_ps(m, m);
-    __m256 y = _mm256_set1_ps(7.0376836292e-2f);
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.1514610310e-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.1676998740e-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.2420140846e-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.4249322787e-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.6668057665e-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(2.0000714765e-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-2.4999993993e-1f));
-    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(3.3333331174e-1f));
-    y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
-    y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
-    y = _mm256_fnmadd_ps(_mm256_set1_ps(0.5f), z, y);
-    return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(m, y));
-}
-
-/* softplus(x) = log1p(exp(x)), x itself above 20 (PyTorch's threshold). log1p(y) is
- * log(1 + y) * y / ((1 + y) - 1), exact to rounding even when 1 + y rounds to 1. */
+/* softplus as in mr_ops_avx512.c: max(x, 0) + log1p(exp(-|x|)), log1p(t) = s P(s^2) with
+ * s = t / (2 + t); a true division here, which 256-bit registers make cheap enough. */
 static inline AVX2 __m256 softplus_avx2(__m256 x) {
-    __m256 y = exp_avx2(_mm256_min_ps(x, _mm256_set1_ps(20.0f)));
-    __m256 w = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
-    __m256 wm1 = _mm256_sub_ps(w, _mm256_set1_ps(1.0f));
-    __m256 exact = _mm256_cmp_ps(wm1, _mm256_setzero_ps(), _CMP_EQ_OQ);
-    __m256 l = _mm256_div_ps(_mm256_mul_ps(log_avx2(w), y), _mm256_blendv_ps(wm1, _mm256_set1_ps(1.0f), exact));
-    l = _mm256_blendv_ps(l, y, exact);
-    return _mm256_blendv_ps(l, x, _mm256_cmp_ps(x, _mm256_set1_ps(20.0f), _CMP_GT_OQ));
+    __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+    __m256 t = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), ax));
+    __m256 s = _mm256_div_ps(t, _mm256_add_ps(t, _mm256_set1_ps(2.0f)));
+    __m256 s2 = _mm256_mul_ps(s, s);
+    __m256 p = _mm256_set1_ps(0.28180235624313354f);
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(0.27961716055870056f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(0.40024682879447937f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(0.6666632294654846f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(2.0f));
+    return _mm256_fmadd_ps(s, p, _mm256_max_ps(x, _mm256_setzero_ps()));
 }
 
 static inline AVX2 __m256 silu_avx2(__m256 x) {
