@@ -51,18 +51,18 @@ static inline AVX2 __m256 exp2_avx2(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
-/* softplus as in mr_ops_avx512.c: max(x, 0) + log1p(exp(-|x|)), log1p(t) = s P(s^2) with
- * s = t / (2 + t); a true division here, which 256-bit registers make cheap enough. */
+/* softplus by the MR_LOG1P_* scheme of mr_ops_simd.h, with a true division for s (cheap
+ * enough on 256-bit registers). */
 static inline AVX2 __m256 softplus_avx2(__m256 x) {
     __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
     __m256 t = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), ax));
     __m256 s = _mm256_div_ps(t, _mm256_add_ps(t, _mm256_set1_ps(2.0f)));
     __m256 s2 = _mm256_mul_ps(s, s);
-    __m256 p = _mm256_set1_ps(0.28180235624313354f);
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(0.27961716055870056f));
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(0.40024682879447937f));
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(0.6666632294654846f));
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(2.0f));
+    __m256 p = _mm256_set1_ps(MR_LOG1P_P4);
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(MR_LOG1P_P3));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(MR_LOG1P_P2));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(MR_LOG1P_P1));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(MR_LOG1P_P0));
     return _mm256_fmadd_ps(s, p, _mm256_max_ps(x, _mm256_setzero_ps()));
 }
 

@@ -51,18 +51,17 @@ static inline AVX512 __m512 exp2_avx512(__m512 x) {
     return _mm512_scalef_ps(p, x);
 }
 
-/* softplus(x) = max(x, 0) + log1p(t) with t = exp(-|x|) in (0, 1], so nothing overflows;
- * log1p(t) = 2 atanh(s) with s = t / (2 + t) in (0, 1/3], as s P(s^2) with P a degree-4 minimax
- * fit. No branch at 20: there the log1p term is below half an ulp of x. */
+/* softplus by the MR_LOG1P_* scheme of mr_ops_simd.h: t = exp(-|x|) in (0, 1], so nothing
+ * overflows. No branch at 20: there the log1p term is below half an ulp of x. */
 static inline AVX512 __m512 softplus_avx512(__m512 x) {
     __m512 t = exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
     __m512 s = _mm512_mul_ps(t, reciprocal_avx512(_mm512_add_ps(t, _mm512_set1_ps(2.0f))));
     __m512 s2 = _mm512_mul_ps(s, s);
-    __m512 p = _mm512_set1_ps(0.28180235624313354f);
-    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(0.27961716055870056f));
-    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(0.40024682879447937f));
-    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(0.6666632294654846f));
-    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(2.0f));
+    __m512 p = _mm512_set1_ps(MR_LOG1P_P4);
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(MR_LOG1P_P3));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(MR_LOG1P_P2));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(MR_LOG1P_P1));
+    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(MR_LOG1P_P0));
     return _mm512_fmadd_ps(s, p, _mm512_max_ps(x, _mm512_setzero_ps()));
 }
 
