@@ -57,6 +57,7 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
             model.set_tensor(kind, layer, tensor.array, bfloat16=tensor.bfloat16)
         except ValueError as exc:
             raise ValueError(f"{exc} (checkpoint tensor '{name}')") from None
+        tensor.copied()
     model.finish()
     return model, dims
 

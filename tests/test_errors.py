@@ -248,3 +248,18 @@ def test_empty_batch(encoder):
     out = encoder.model.forward(np.array([], np.int32), np.array([0], np.int64))
     assert out.shape == (0, 24) and out.dtype == np.float32
     assert encoder.encode([]).shape == (0, 24)
+
+
+def test_released_checkpoint_pages_still_read_back(tiny_model_dir):
+    """Loading hands each tensor's mapped file pages back once copied; a view kept past that
+    still reads the file's values (the pages fault back in)."""
+    from mambaret.checkpoint import iter_weights
+
+    expected = load_file(os.path.join(tiny_model_dir, "model.safetensors"))
+    kept = []
+    for name, tensor in iter_weights(tiny_model_dir):
+        tensor.copied()
+        kept.append((name, tensor.array))
+    assert kept
+    for name, array in kept:
+        np.testing.assert_array_equal(array, expected[name])
