@@ -165,35 +165,27 @@ TARGET void SUFFIX(mr_conv_silu_f32)(int64_t L, int64_t E, int64_t K, const floa
     const int64_t vec_hi = lo + (hi - lo) / W * W;
     for (int64_t c0 = lo; c0 < vec_hi; c0 += MR_CONV_TILE) {
         const int64_t nc = vec_hi - c0 < MR_CONV_TILE ? vec_hi - c0 : MR_CONV_TILE;
-        float wt[MR_MAX_CONV_KERNEL][MR_CONV_TILE], b[MR_CONV_TILE];
+        float wt[MR_MAX_CONV_KERNEL][MR_CONV_TILE], b[MR_CONV_TILE], zeros[MR_CONV_TILE] = {0};
         for (int64_t j = 0; j < nc; j++) {
             for (int64_t k = 0; k < K; k++) wt[k][j] = w[(c0 + j) * K + k];
             b[j] = bias ? bias[c0 + j] : 0.0f;
         }
         for (int64_t t = 0; t < L; t++) {
-            /* rows[k]: the input k - H tokens back, from the carried state before the segment */
+            /* rows[k]: the input k - H tokens back, from the carried state (or zeros) before the
+             * segment */
             const float *rows[MR_MAX_CONV_KERNEL];
             for (int64_t k = 0; k < K; k++) {
                 const int64_t tt = t - H + k;
-                rows[k] = tt >= 0 ? in + tt * ldi + c0 : state_in ? state_in + (H + tt) * E + c0 : NULL;
+                rows[k] = tt >= 0 ? in + tt * ldi + c0 : state_in ? state_in + (H + tt) * E + c0 : zeros;
             }
             if (t + MR_SCAN_PREFETCH < L)
                 for (int64_t j = 0; j < nc; j += 64 / (int64_t)sizeof(float))
                     _mm_prefetch((const char *)(in + (t + MR_SCAN_PREFETCH) * ldi + c0 + j), _MM_HINT_T0);
             float *dst = out + t * ldo + c0;
-            if (t >= H) {
-                for (int64_t j = 0; j < nc; j += W) {
-                    VEC acc = VLOAD(b + j);
-                    for (int64_t k = 0; k < K; k++) acc = VFMA(VLOAD(wt[k] + j), VLOAD(rows[k] + j), acc);
-                    VSTORE(dst + j, vsilu(acc));
-                }
-            } else {
-                for (int64_t j = 0; j < nc; j += W) {
-                    VEC acc = VLOAD(b + j);
-                    for (int64_t k = 0; k < K; k++)
-                        if (rows[k]) acc = VFMA(VLOAD(wt[k] + j), VLOAD(rows[k] + j), acc);
-                    VSTORE(dst + j, vsilu(acc));
-                }
+            for (int64_t j = 0; j < nc; j += W) {
+                VEC acc = VLOAD(b + j);
+                for (int64_t k = 0; k < K; k++) acc = VFMA(VLOAD(wt[k] + j), VLOAD(rows[k] + j), acc);
+                VSTORE(dst + j, vsilu(acc));
             }
         }
     }

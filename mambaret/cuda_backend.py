@@ -11,7 +11,7 @@ import sys
 
 from . import _C
 from .cuda import require_cuda
-from .tokenization import PackedBatch
+from .tokenization import PackedBatch, check_poolable
 
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -62,9 +62,7 @@ def _device_batches(ids: list[list[int]], batch_size: int, max_tokens: int):
 
 def encode_on_device(encoder, ids: list[list[int]], batch_size: int, normalize: bool, single: bool, as_torch: bool):
     """Pooled embeddings [n, d] (or [d] for a single input with torch) left in GPU memory."""
-    for i, seq in enumerate(ids):
-        if len(seq) == 0:
-            raise ValueError(f"input {i} has no tokens: an empty token-id list has nothing to pool")
+    check_poolable(ids)
     model = encoder.model
     stream = current_stream(model.device)
     out = model.empty(len(ids))

@@ -10,7 +10,8 @@ import numpy as np
 from . import _C
 from ._native import default_threads
 from .checkpoint import MambaDims, core_tensor, iter_weights, read_config
-from .tokenization import PackedBatch, TextTokenizer, TruncationStats, apply_eos, truncate_ids, warn_truncation
+from .tokenization import (PackedBatch, TextTokenizer, TruncationStats, apply_eos, check_poolable, truncate_ids,
+                           warn_truncation)
 
 _HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "*.safetensors",
               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
@@ -327,9 +328,7 @@ class MambaEncoder:
             yield chunk, PackedBatch.from_lists([ids[i] for i in chunk])
 
     def _encode_pooled(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None) -> np.ndarray:
-        for i, seq in enumerate(ids):
-            if len(seq) == 0:
-                raise ValueError(f"input {i} has no tokens: an empty token-id list has nothing to pool")
+        check_poolable(ids)
         out = np.empty((len(ids), self.dims.hidden_size), dtype=np.float32)
         for chunk, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding"):
             out[chunk] = self.forward_packed(batch)

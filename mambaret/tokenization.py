@@ -52,6 +52,13 @@ class PackedBatch:
         return cls(tokens, offsets)
 
 
+def check_poolable(ids: Sequence[Sequence[int]]) -> None:
+    """Pooling needs at least one token per input."""
+    for i, seq in enumerate(ids):
+        if len(seq) == 0:
+            raise ValueError(f"input {i} has no tokens: an empty token-id list has nothing to pool")
+
+
 def _eos_from_tokenizer_config(model_dir: str) -> str | None:
     path = os.path.join(model_dir, "tokenizer_config.json")
     if not os.path.isfile(path):
