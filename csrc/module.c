@@ -1540,6 +1540,51 @@ done:
     return result;
 }
 
+/* out = a[:, :K] @ w.T with w [N, K] packed here as the model packs it; a is [T, lda >= K]. */
+static PyObject *op_linear_packed(PyObject *m, PyObject *args, PyObject *kwargs) {
+    (void)m;
+    static char *kwlist[] = {"a", "weight", "variant", "threads", NULL};
+    PyObject *ao, *wo, *threads_obj = Py_None;
+    const char *variant_s = "auto";
+    int variant, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|sO", kwlist, &ao, &wo, &variant_s, &threads_obj))
+        return NULL;
+    if (parse_variant(variant_s, &variant) < 0 || parse_threads(threads_obj, &threads) < 0) return NULL;
+    PyArrayObject *a = require_array(ao, NPY_FLOAT32, 2, "a"), *w = NULL, *out = NULL;
+    float *packed = NULL;
+    if (!a) return NULL;
+    w = require_array(wo, NPY_FLOAT32, 2, "weight");
+    if (!w) goto done;
+    int64_t T = PyArray_DIM(a, 0), lda = PyArray_DIM(a, 1), N = PyArray_DIM(w, 0), K = PyArray_DIM(w, 1);
+    if (K > lda || K < 1 || N < 1) {
+        PyErr_SetString(PyExc_ValueError, "weight must be [N, K] with 1 <= K <= a.shape[1] and N >= 1");
+        goto done;
+    }
+    if (posix_memalign((void **)&packed, 64, (size_t)mr_packed_weight_floats(N, K) * sizeof(float)) != 0) {
+        packed = NULL;
+        PyErr_NoMemory();
+        goto done;
+    }
+    out = new_f32(2, T, N);
+    if (!out) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    mr_pack_weight_f32(F32(w), N, K, packed);
+    if (variant == VARIANT_REFERENCE)
+        mr_linear_packed_f32_ref(T, N, K, F32(a), lda, packed, F32(out), N);
+    else if (variant == VARIANT_PORTABLE)
+        mr_linear_packed_f32_portable(N, K, F32(a), lda, packed, F32(out), N, 0, T);
+    else {
+#pragma omp parallel num_threads(threads)
+        mr_linear_packed_f32(T, N, K, F32(a), lda, packed, F32(out), N, mr_thread_index(), mr_thread_count());
+    }
+    Py_END_ALLOW_THREADS
+done:
+    free(packed);
+    Py_DECREF(a);
+    Py_XDECREF(w);
+    return (PyObject *)out;
+}
+
 /* exp / softplus of a SIMD path ("avx2" or "avx512") over a float32 array, for the accuracy tests. */
 static PyObject *op_vector_math(PyObject *m, PyObject *args) {
     (void)m;
@@ -1791,6 +1836,8 @@ static PyMethodDef module_methods[] = {
      "op_rmsnorm(x, weight, eps, variant='auto', threads=1): one kernel, for tests."},
     {"op_conv_silu", (PyCFunction)(void (*)(void))op_conv_silu, METH_VARARGS | METH_KEYWORDS,
      "op_conv_silu(x, weight, bias=None, state=None, variant='auto', threads=1) -> (out, state)"},
+    {"op_linear_packed", (PyCFunction)(void (*)(void))op_linear_packed, METH_VARARGS | METH_KEYWORDS,
+     "op_linear_packed(a, weight, variant='auto', threads=1): a[:, :K] @ weight.T through the packed kernels"},
     {"op_selective_scan", (PyCFunction)(void (*)(void))op_selective_scan, METH_VARARGS | METH_KEYWORDS,
      "op_selective_scan(u, dt, A, B, C, dt_bias=None, D=None, z=None, state=None, variant='auto', threads=1)"
      " -> (y, state)"},

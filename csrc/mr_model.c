@@ -16,12 +16,15 @@
 typedef struct {
     float *weights[MR_T_COUNT]; /* NULL for tensors this config does not have */
     float *A;                   /* -exp(A_log), [E, N] */
+    float *x_proj_packed;       /* x_proj and dt_proj laid out for mr_linear_packed_f32, or NULL */
+    float *dt_proj_packed;      /* where the BLAS runs them (no vector path on this CPU) */
 } mr_layer;
 
 struct mr_model {
     mr_config cfg;
     mr_blas blas;
     float *arena; /* every weight, f32 */
+    float *packed; /* 64-byte aligned copies for the packed kernels, made by finish() */
     float *embedding, *norm_f;
     mr_layer *layers;
     unsigned char *set; /* [MR_T_COUNT * n_layer]: which tensors were loaded */
@@ -148,6 +151,7 @@ mr_status mr_model_create(const mr_config *cfg, const mr_blas *blas, mr_model **
 void mr_model_free(mr_model *m) {
     if (!m) return;
     free(m->arena);
+    free(m->packed);
     free(m->layers);
     free(m->set);
     if (m->cache) free(m->cache->block);
@@ -263,6 +267,26 @@ mr_status mr_model_finish(mr_model *m, mr_error *err) {
     for (int64_t l = 0; l < c->n_layer; l++) {
         const float *a_log = m->layers[l].weights[MR_T_A_LOG];
         for (int64_t i = 0; i < EN; i++) m->layers[l].A[i] = -expf(a_log[i]);
+    }
+    if (mr_linear_packed_preferred()) {
+        const int64_t E = c->d_inner, R = c->dt_rank, ldx = R + 2 * c->d_state;
+        /* 16-float (64-byte) multiples keep every piece aligned: no weight load splits a line */
+        const int64_t x_floats = (mr_packed_weight_floats(ldx, E) + 15) / 16 * 16,
+                      dt_floats = (mr_packed_weight_floats(E, R) + 15) / 16 * 16;
+        const size_t bytes = (size_t)((x_floats + dt_floats) * c->n_layer) * sizeof(float);
+        free(m->packed);
+        m->packed = NULL;
+        if (posix_memalign((void **)&m->packed, 64, bytes) != 0 || !m->packed) {
+            m->packed = NULL;
+            return mr_fail(err, MR_ERR_MEMORY, "out of memory packing %.1f MB of weights", (double)bytes / 1e6);
+        }
+        for (int64_t l = 0; l < c->n_layer; l++) {
+            mr_layer *L = &m->layers[l];
+            L->x_proj_packed = m->packed + l * (x_floats + dt_floats);
+            L->dt_proj_packed = L->x_proj_packed + x_floats;
+            mr_pack_weight_f32(L->weights[MR_T_X_PROJ_W], ldx, E, L->x_proj_packed);
+            mr_pack_weight_f32(L->weights[MR_T_DT_PROJ_W], E, R, L->dt_proj_packed);
+        }
     }
     m->finished = 1;
     return MR_OK;
@@ -404,12 +428,18 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_workspace 
                          w->u + g->row * E, E, ith, nth);
     }
 #pragma omp barrier
-    if (st == MR_OK)
-        st = gemm_rows(&m->blas, T, ldx, E, w->u, E, L->weights[MR_T_X_PROJ_W], NULL, 0.0f, w->xdbl, ldx, ith, nth,
-                       err);
-    if (st == MR_OK) /* each thread's dt rows need only its own x_proj rows: no barrier between */
-        st = gemm_rows(&m->blas, T, E, R, w->xdbl, ldx, L->weights[MR_T_DT_PROJ_W], NULL, 0.0f, w->scratch, E, ith,
-                       nth, err);
+    /* each thread's dt rows need only its own x_proj rows (both split rows alike): no barrier */
+    if (L->x_proj_packed) {
+        mr_linear_packed_f32(T, ldx, E, w->u, E, L->x_proj_packed, w->xdbl, ldx, ith, nth);
+        mr_linear_packed_f32(T, E, R, w->xdbl, ldx, L->dt_proj_packed, w->scratch, E, ith, nth);
+    } else {
+        if (st == MR_OK)
+            st = gemm_rows(&m->blas, T, ldx, E, w->u, E, L->weights[MR_T_X_PROJ_W], NULL, 0.0f, w->xdbl, ldx, ith,
+                           nth, err);
+        if (st == MR_OK)
+            st = gemm_rows(&m->blas, T, E, R, w->xdbl, ldx, L->weights[MR_T_DT_PROJ_W], NULL, 0.0f, w->scratch, E,
+                           ith, nth, err);
+    }
 #pragma omp barrier
     for (int64_t s = 0; s < nseg; s++) {
         const mr_segment *g = &segs[s];

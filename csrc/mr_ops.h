@@ -53,6 +53,19 @@ void mr_selective_scan_f32(int64_t L, int64_t E, int64_t N, const float *u, int6
                            const float *z, int64_t ldz, const float *state_in,
                            float *state_out, float *y, int64_t ldy, int ith, int nth);
 
+/* Narrow linear layers with their weights packed once at load: out[t, n] = sum_k a[t, k] w[n, k]
+ * for w [N, K] (x_proj's 80 outputs, dt_proj's 48 inputs), where a BLAS spends as long packing
+ * the activations as multiplying them. Packed layout: column groups of MR_PACK_GROUP outputs,
+ * each [K][MR_PACK_GROUP], the last one zero-padded. Threads split the rows (in blocks of 4, as
+ * the BLAS path does). `a` and `out` must not overlap. */
+#define MR_PACK_GROUP 16
+int64_t mr_packed_weight_floats(int64_t N, int64_t K);
+void mr_pack_weight_f32(const float *w, int64_t N, int64_t K, float *packed);
+/* Whether this CPU has a vector path for them (else a BLAS is the faster choice). */
+int mr_linear_packed_preferred(void);
+void mr_linear_packed_f32(int64_t T, int64_t N, int64_t K, const float *a, int64_t lda, const float *packed,
+                          float *out, int64_t ldo, int ith, int nth);
+
 /* out[i] += x[i] over n floats (the residual add). */
 void mr_add_f32(float *out, const float *x, int64_t n, int ith, int nth);
 
@@ -72,6 +85,8 @@ void mr_selective_scan_f32_ref(int64_t L, int64_t E, int64_t N, const float *u, 
                                const float *A, const float *B, const float *C, int64_t ldbc,
                                const float *D, const float *z, int64_t ldz,
                                const float *state_in, float *state_out, float *y, int64_t ldy);
+void mr_linear_packed_f32_ref(int64_t T, int64_t N, int64_t K, const float *a, int64_t lda,
+                              const float *packed, float *out, int64_t ldo);
 
 /* [lo, hi) share of n items for thread ith of nth, in blocks of `align` items. */
 void mr_split_range(int64_t n, int64_t align, int ith, int nth, int64_t *lo, int64_t *hi);

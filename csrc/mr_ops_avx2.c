@@ -86,6 +86,8 @@ static inline AVX2 __m256 silu_avx2(__m256 x) {
 #define vexp2 exp2_avx2
 #define vsoftplus softplus_avx2
 #define vsilu silu_avx2
+#define MR_LINEAR_ROWS 6 /* with MR_LINEAR_GROUPS: 12 accumulators (6 rows x 2 vectors) of the 16 registers */
+#define MR_LINEAR_GROUPS 1
 #define TARGET AVX2
 #define SUFFIX(name) name##_avx2
 

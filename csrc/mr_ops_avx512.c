@@ -87,6 +87,8 @@ static inline AVX512 __m512 broadcast_avx512(const float *p) { return _mm512_set
 #define vexp2 exp2_avx512
 #define vsoftplus softplus_avx512
 #define vsilu silu_avx512
+#define MR_LINEAR_ROWS 5 /* with MR_LINEAR_GROUPS: 25 accumulators of the 32 registers */
+#define MR_LINEAR_GROUPS 5
 #define TARGET AVX512
 #define SUFFIX(name) name##_avx512
 

@@ -195,6 +195,51 @@ void mr_selective_scan_f32(int64_t L, int64_t E, int64_t N, const float *u, int6
                                    state_out, y, ldy, lo, hi);
 }
 
+int64_t mr_packed_weight_floats(int64_t N, int64_t K) {
+    return (N + MR_PACK_GROUP - 1) / MR_PACK_GROUP * K * MR_PACK_GROUP;
+}
+
+void mr_pack_weight_f32(const float *w, int64_t N, int64_t K, float *packed) {
+    memset(packed, 0, (size_t)mr_packed_weight_floats(N, K) * sizeof(float));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++)
+            packed[((n / MR_PACK_GROUP) * K + k) * MR_PACK_GROUP + n % MR_PACK_GROUP] = w[n * K + k];
+}
+
+/* One row at a time over whole column groups: the inner loop runs along a group's 16 outputs,
+ * contiguous in both the packed weights and the accumulator, so compilers vectorise it. */
+void mr_linear_packed_f32_portable(int64_t N, int64_t K, const float *a, int64_t lda, const float *packed,
+                                   float *out, int64_t ldo, int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; t++)
+        for (int64_t g = 0; g * MR_PACK_GROUP < N; g++) {
+            const float *panel = packed + g * K * MR_PACK_GROUP;
+            float acc[MR_PACK_GROUP] = {0};
+            for (int64_t k = 0; k < K; k++) {
+                const float ak = a[t * lda + k];
+                for (int j = 0; j < MR_PACK_GROUP; j++) acc[j] += ak * panel[k * MR_PACK_GROUP + j];
+            }
+            const int64_t n0 = g * MR_PACK_GROUP, cols = N - n0 < MR_PACK_GROUP ? N - n0 : MR_PACK_GROUP;
+            memcpy(out + t * ldo + n0, acc, (size_t)cols * sizeof(float));
+        }
+}
+
+int mr_linear_packed_preferred(void) { return mr_cpu_simd_level() >= MR_SIMD_AVX2; }
+
+void mr_linear_packed_f32(int64_t T, int64_t N, int64_t K, const float *a, int64_t lda, const float *packed,
+                          float *out, int64_t ldo, int ith, int nth) {
+    int64_t lo, hi;
+    mr_split_range(T, 4, ith, nth, &lo, &hi);
+    if (hi <= lo) return;
+#if defined(__x86_64__) || defined(__i386__)
+    switch (mr_cpu_simd_level()) {
+    case MR_SIMD_AVX512: mr_linear_packed_f32_avx512(N, K, a, lda, packed, out, ldo, lo, hi); return;
+    case MR_SIMD_AVX2: mr_linear_packed_f32_avx2(N, K, a, lda, packed, out, ldo, lo, hi); return;
+    default: break;
+    }
+#endif
+    mr_linear_packed_f32_portable(N, K, a, lda, packed, out, ldo, lo, hi);
+}
+
 void mr_add_f32(float *out, const float *x, int64_t n, int ith, int nth) {
     int64_t lo, hi;
     mr_split_range(n, 64, ith, nth, &lo, &hi);

@@ -1,10 +1,15 @@
 """Parity with HF transformers (torch CPU) on perturbed random Mamba models."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import mambaret as mr
+from mambaret import _C
 from conftest import assert_close_to_reference, build_hf_model, hf_states, save_hf_model
 
 # (id, config kwargs, causal_lm, checkpoint dtype, extra build kwargs)
@@ -71,6 +76,21 @@ def test_mixed_lengths_across_micro_batches(tmp_path):
         ref = hf_states(model, ids)
         assert_close_to_reference(tokens, ref, 1e-5, f"length {len(ids)} all states")
         assert_close_to_reference(emb, ref[-1], 1e-5, f"length {len(ids)} pooled")
+
+
+@pytest.mark.skipif(bool(os.environ.get("MAMBARET_SIMD")), reason="already narrowed to one instruction set")
+@pytest.mark.parametrize("simd", ["avx2", "portable"])
+def test_matches_transformers_on_every_vector_path(simd):
+    """The model runs the widest instruction set the CPU has; on a narrower one the kernels differ
+    and, with no vector path at all, x_proj and dt_proj go through the BLAS instead of the packed
+    kernels. The parity tests again in a subprocess with MAMBARET_SIMD narrowed."""
+    if simd == "avx2" and _C.build_info().get("simd", "").startswith("portable"):
+        pytest.skip("this CPU has no AVX2")
+    env = dict(os.environ, MAMBARET_SIMD=simd)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                          "(matches_transformers and not every_vector_path) or mixed_lengths"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "deselected" in run.stdout
 
 
 def test_mamba_130m_shape(tmp_path):
