@@ -1550,6 +1550,10 @@ static PyObject *op_linear_packed(PyObject *m, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|sO", kwlist, &ao, &wo, &variant_s, &threads_obj))
         return NULL;
     if (parse_variant(variant_s, &variant) < 0 || parse_threads(threads_obj, &threads) < 0) return NULL;
+    if (variant == VARIANT_PORTABLE) {
+        PyErr_SetString(PyExc_ValueError, "the packed linear kernels have no portable variant (the BLAS runs it)");
+        return NULL;
+    }
     PyArrayObject *a = require_array(ao, NPY_FLOAT32, 2, "a"), *w = NULL, *out = NULL;
     float *packed = NULL;
     if (!a) return NULL;
@@ -1571,8 +1575,6 @@ static PyObject *op_linear_packed(PyObject *m, PyObject *args, PyObject *kwargs)
     mr_pack_weight_f32(F32(w), N, K, packed);
     if (variant == VARIANT_REFERENCE)
         mr_linear_packed_f32_ref(T, N, K, F32(a), lda, packed, F32(out), N);
-    else if (variant == VARIANT_PORTABLE)
-        mr_linear_packed_f32_portable(N, K, F32(a), lda, packed, F32(out), N, 0, T);
     else {
 #pragma omp parallel num_threads(threads)
         mr_linear_packed_f32(T, N, K, F32(a), lda, packed, F32(out), N, mr_thread_index(), mr_thread_count());

@@ -61,7 +61,8 @@ void mr_selective_scan_f32(int64_t L, int64_t E, int64_t N, const float *u, int6
 #define MR_PACK_GROUP 16
 int64_t mr_packed_weight_floats(int64_t N, int64_t K);
 void mr_pack_weight_f32(const float *w, int64_t N, int64_t K, float *packed);
-/* Whether this CPU has a vector path for them (else a BLAS is the faster choice). */
+/* Whether this CPU has a vector path for them; without one they fall back to the reference loops
+ * and a BLAS is the faster choice. */
 int mr_linear_packed_preferred(void);
 void mr_linear_packed_f32(int64_t T, int64_t N, int64_t K, const float *a, int64_t lda, const float *packed,
                           float *out, int64_t ldo, int ith, int nth);

@@ -206,23 +206,6 @@ void mr_pack_weight_f32(const float *w, int64_t N, int64_t K, float *packed) {
             packed[((n / MR_PACK_GROUP) * K + k) * MR_PACK_GROUP + n % MR_PACK_GROUP] = w[n * K + k];
 }
 
-/* One row at a time over whole column groups: the inner loop runs along a group's 16 outputs,
- * contiguous in both the packed weights and the accumulator, so compilers vectorise it. */
-void mr_linear_packed_f32_portable(int64_t N, int64_t K, const float *a, int64_t lda, const float *packed,
-                                   float *out, int64_t ldo, int64_t lo, int64_t hi) {
-    for (int64_t t = lo; t < hi; t++)
-        for (int64_t g = 0; g * MR_PACK_GROUP < N; g++) {
-            const float *panel = packed + g * K * MR_PACK_GROUP;
-            float acc[MR_PACK_GROUP] = {0};
-            for (int64_t k = 0; k < K; k++) {
-                const float ak = a[t * lda + k];
-                for (int j = 0; j < MR_PACK_GROUP; j++) acc[j] += ak * panel[k * MR_PACK_GROUP + j];
-            }
-            const int64_t n0 = g * MR_PACK_GROUP, cols = N - n0 < MR_PACK_GROUP ? N - n0 : MR_PACK_GROUP;
-            memcpy(out + t * ldo + n0, acc, (size_t)cols * sizeof(float));
-        }
-}
-
 int mr_linear_packed_preferred(void) { return mr_cpu_simd_level() >= MR_SIMD_AVX2; }
 
 void mr_linear_packed_f32(int64_t T, int64_t N, int64_t K, const float *a, int64_t lda, const float *packed,
@@ -237,7 +220,8 @@ void mr_linear_packed_f32(int64_t T, int64_t N, int64_t K, const float *a, int64
     default: break;
     }
 #endif
-    mr_linear_packed_f32_portable(N, K, a, lda, packed, out, ldo, lo, hi);
+    /* not reached from the model, which runs these products through the BLAS without a vector path */
+    mr_linear_packed_f32_ref(hi - lo, N, K, a + lo * lda, lda, packed, out + lo * ldo, ldo);
 }
 
 void mr_add_f32(float *out, const float *x, int64_t n, int ith, int nth) {

@@ -46,9 +46,7 @@ void mr_conv_silu_f32_avx512(int64_t L, int64_t E, int64_t K, const float *in, i
                              const float *bias, const float *state_in, float *state_out, float *out,
                              int64_t ldo, int64_t lo, int64_t hi);
 
-/* Rows [lo, hi) of mr_linear_packed_f32. */
-void mr_linear_packed_f32_portable(int64_t N, int64_t K, const float *a, int64_t lda, const float *packed,
-                                   float *out, int64_t ldo, int64_t lo, int64_t hi);
+/* Rows [lo, hi) of mr_linear_packed_f32 (no portable twin: without a vector path the BLAS is faster). */
 void mr_linear_packed_f32_avx2(int64_t N, int64_t K, const float *a, int64_t lda, const float *packed,
                                float *out, int64_t ldo, int64_t lo, int64_t hi);
 void mr_linear_packed_f32_avx512(int64_t N, int64_t K, const float *a, int64_t lda, const float *packed,

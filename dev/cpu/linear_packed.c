@@ -76,7 +76,6 @@ int main(int argc, char **argv) {
     const struct { const char *name; int64_t N, K, lda; } shapes[] = {
         {"x_proj", 80, 1536, 1536}, {"dt_proj", 1536, 48, 80}, {"ragged", 75, 33, 40}};
     const struct { const char *name; linear_fn fn; mr_simd_level needs; } variants[] = {
-        {"portable", mr_linear_packed_f32_portable, MR_SIMD_PORTABLE},
         {"avx2", mr_linear_packed_f32_avx2, MR_SIMD_AVX2},
         {"avx512", mr_linear_packed_f32_avx512, MR_SIMD_AVX512},
     };
