@@ -153,21 +153,25 @@ TARGET void SUFFIX(mr_selective_scan_f32)(int64_t L, int64_t E, int64_t N, const
                                        state_out, y, ldy, vec_hi, hi);
 }
 
-#define MR_CONV_TILE 128 /* channels per tile: the tile of K rows stays in L1 */
+#define MR_CONV_WEIGHT_FLOATS 4096 /* a tile's K x channels weights (16 KB, in L1 beside its rows) */
+#define MR_CONV_MAX_TILE 1024      /* channels per tile at most */
 
 /* Token-major: each token's row of a channel tile is read once, contiguously, and the K - 1
  * rows before it are still in L1; walking one channel column through all tokens instead makes
- * every access a new page and leaves the prefetchers nothing to follow. */
+ * every access a new page and leaves the prefetchers nothing to follow. Tiles are as wide as the
+ * weight budget allows (768 channels, a thread's whole share, for the usual K = 4 on 2 threads):
+ * a narrow tile re-walks every row of the segment once per tile. */
 TARGET void SUFFIX(mr_conv_silu_f32)(int64_t L, int64_t E, int64_t K, const float *in, int64_t ldi, const float *w,
                                 const float *bias, const float *state_in, float *state_out, float *out,
                                 int64_t ldo, int64_t lo, int64_t hi) {
     const int64_t H = K - 1;
     const int64_t vec_hi = lo + (hi - lo) / W * W;
-    for (int64_t c0 = lo; c0 < vec_hi; c0 += MR_CONV_TILE) {
-        const int64_t nc = vec_hi - c0 < MR_CONV_TILE ? vec_hi - c0 : MR_CONV_TILE;
-        float wt[MR_MAX_CONV_KERNEL][MR_CONV_TILE], b[MR_CONV_TILE], zeros[MR_CONV_TILE] = {0};
+    const int64_t budget = MR_CONV_WEIGHT_FLOATS / K / W * W, tile = budget < MR_CONV_MAX_TILE ? budget : MR_CONV_MAX_TILE;
+    float wt[MR_CONV_WEIGHT_FLOATS], b[MR_CONV_MAX_TILE], zeros[MR_CONV_MAX_TILE] = {0};
+    for (int64_t c0 = lo; c0 < vec_hi; c0 += tile) {
+        const int64_t nc = vec_hi - c0 < tile ? vec_hi - c0 : tile;
         for (int64_t j = 0; j < nc; j++) {
-            for (int64_t k = 0; k < K; k++) wt[k][j] = w[(c0 + j) * K + k];
+            for (int64_t k = 0; k < K; k++) wt[k * tile + j] = w[(c0 + j) * K + k];
             b[j] = bias ? bias[c0 + j] : 0.0f;
         }
         for (int64_t t = 0; t < L; t++) {
@@ -184,7 +188,7 @@ TARGET void SUFFIX(mr_conv_silu_f32)(int64_t L, int64_t E, int64_t K, const floa
             float *dst = out + t * ldo + c0;
             for (int64_t j = 0; j < nc; j += W) {
                 VEC acc = VLOAD(b + j);
-                for (int64_t k = 0; k < K; k++) acc = VFMA(VLOAD(wt[k] + j), VLOAD(rows[k] + j), acc);
+                for (int64_t k = 0; k < K; k++) acc = VFMA(VLOAD(wt + k * tile + j), VLOAD(rows[k] + j), acc);
                 VSTORE(dst + j, vsilu(acc));
             }
         }

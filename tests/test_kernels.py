@@ -33,7 +33,8 @@ def test_rmsnorm(T, d, threads):
     assert rel_err(fast, ref) < 1e-6 and rel_err(ref, expect) < 1e-6
 
 
-@pytest.mark.parametrize("L,E,K", [(1, 3, 4), (2, 17, 4), (40, 64, 4), (9, 33, 2), (5, 8, 1), (3, 20, 6)])
+@pytest.mark.parametrize("L,E,K", [(1, 3, 4), (2, 17, 4), (40, 64, 4), (9, 33, 2), (5, 8, 1), (3, 20, 6),
+                                   (7, 2100, 4), (6, 300, 40), (4, 200, 64)])  # the last three: several tiles
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("variant", VARIANTS)
