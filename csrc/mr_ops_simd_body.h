@@ -239,6 +239,7 @@ static inline __attribute__((always_inline)) TARGET void SUFFIX(linear_tile)(
     }
 }
 
+_Static_assert(MR_LINEAR_ROWS <= 6 && MR_LINEAR_GROUPS <= 5, "the tile dispatch below covers 6 rows, 5 groups");
 #define MR_LINEAR_MIN(x, y) ((x) < (y) ? (x) : (y))
 #define MR_LINEAR_TILE(MR_, NG_)                                                                           \
     SUFFIX(linear_tile)(MR_LINEAR_MIN(MR_, MR_LINEAR_ROWS), MR_LINEAR_MIN(NG_, MR_LINEAR_GROUPS), N, K,   \
