@@ -16,22 +16,12 @@
 
 #include "mr_ops.h"
 #include "mr_ops_simd.h"
+#include "dev_common.h"
 
 typedef void (*linear_fn)(int64_t N, int64_t K, const float *a, int64_t lda, const float *packed, float *out,
                           int64_t ldo, int64_t lo, int64_t hi);
 typedef void (*cblas_sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int, float,
                                float *, int);
-
-static double seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static float uniform(unsigned *state, float lo, float hi) {
-    *state = *state * 1664525u + 1013904223u;
-    return lo + (hi - lo) * (float)(*state >> 8) / (float)(1u << 24);
-}
 
 static double rel_err(const float *x, const float *ref, int64_t rows, int64_t cols, int64_t ld) {
     double num = 0, den = 0;

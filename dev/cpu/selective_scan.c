@@ -11,22 +11,12 @@
 
 #include "mr_ops.h"
 #include "mr_ops_simd.h"
+#include "dev_common.h"
 
 typedef void (*scan_fn)(int64_t L, int64_t E, int64_t N, const float *u, int64_t ldu, const float *dt,
                         int64_t lddt, const float *dt_bias, const float *A, const float *B, const float *C,
                         int64_t ldbc, const float *D, const float *z, int64_t ldz, const float *state_in,
                         float *state_out, float *y, int64_t ldy, int64_t lo, int64_t hi);
-
-static double seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static float uniform(unsigned *state, float lo, float hi) {
-    *state = *state * 1664525u + 1013904223u;
-    return lo + (hi - lo) * (float)(*state >> 8) / (float)(1u << 24);
-}
 
 int main(int argc, char **argv) {
     const int64_t L = argc > 1 ? atol(argv[1]) : 512, E = 1536, N = 16;
