@@ -51,25 +51,7 @@ static inline AVX2 __m256 exp2_avx2(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
-/* softplus by the MR_LOG1P_* scheme of mr_ops_simd.h, with a true division for s (cheap
- * enough on 256-bit registers). */
-static inline AVX2 __m256 softplus_avx2(__m256 x) {
-    __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
-    __m256 t = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), ax));
-    __m256 s = _mm256_div_ps(t, _mm256_add_ps(t, _mm256_set1_ps(2.0f)));
-    __m256 s2 = _mm256_mul_ps(s, s);
-    __m256 p = _mm256_set1_ps(MR_LOG1P_P4);
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(MR_LOG1P_P3));
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(MR_LOG1P_P2));
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(MR_LOG1P_P1));
-    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(MR_LOG1P_P0));
-    return _mm256_fmadd_ps(s, p, _mm256_max_ps(x, _mm256_setzero_ps()));
-}
-
-static inline AVX2 __m256 silu_avx2(__m256 x) {
-    __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), x));
-    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-}
+static inline AVX2 __m256 abs_avx2(__m256 x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
 
 #define W 8
 #define VEC __m256
@@ -81,11 +63,13 @@ static inline AVX2 __m256 silu_avx2(__m256 x) {
 #define VFMA _mm256_fmadd_ps
 #define VMUL _mm256_mul_ps
 #define VADD _mm256_add_ps
+#define VSUB _mm256_sub_ps
+#define VMAX _mm256_max_ps
 #define VBROADCAST _mm256_broadcast_ss
 #define vexp exp_avx2
 #define vexp2 exp2_avx2
-#define vsoftplus softplus_avx2
-#define vsilu silu_avx2
+#define vabs abs_avx2
+#define vdiv _mm256_div_ps /* a true division: cheap enough on 256-bit registers */
 #define MR_LINEAR_ROWS 6 /* with MR_LINEAR_GROUPS: 12 accumulators (6 rows x 2 vectors) of the 16 registers */
 #define MR_LINEAR_GROUPS 1
 #define TARGET AVX2

@@ -51,24 +51,8 @@ static inline AVX512 __m512 exp2_avx512(__m512 x) {
     return _mm512_scalef_ps(p, x);
 }
 
-/* softplus by the MR_LOG1P_* scheme of mr_ops_simd.h: t = exp(-|x|) in (0, 1], so nothing
- * overflows. No branch at 20: there the log1p term is below half an ulp of x. */
-static inline AVX512 __m512 softplus_avx512(__m512 x) {
-    __m512 t = exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
-    __m512 s = _mm512_mul_ps(t, reciprocal_avx512(_mm512_add_ps(t, _mm512_set1_ps(2.0f))));
-    __m512 s2 = _mm512_mul_ps(s, s);
-    __m512 p = _mm512_set1_ps(MR_LOG1P_P4);
-    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(MR_LOG1P_P3));
-    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(MR_LOG1P_P2));
-    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(MR_LOG1P_P1));
-    p = _mm512_fmadd_ps(p, s2, _mm512_set1_ps(MR_LOG1P_P0));
-    return _mm512_fmadd_ps(s, p, _mm512_max_ps(x, _mm512_setzero_ps()));
-}
-
-static inline AVX512 __m512 silu_avx512(__m512 x) {
-    __m512 e = exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x));
-    return _mm512_mul_ps(x, reciprocal_avx512(_mm512_add_ps(_mm512_set1_ps(1.0f), e)));
-}
+/* a / b through the reciprocal above */
+static inline AVX512 __m512 divide_avx512(__m512 a, __m512 b) { return _mm512_mul_ps(a, reciprocal_avx512(b)); }
 
 static inline AVX512 __m512 broadcast_avx512(const float *p) { return _mm512_set1_ps(*p); }
 
@@ -82,11 +66,13 @@ static inline AVX512 __m512 broadcast_avx512(const float *p) { return _mm512_set
 #define VFMA _mm512_fmadd_ps
 #define VMUL _mm512_mul_ps
 #define VADD _mm512_add_ps
+#define VSUB _mm512_sub_ps
+#define VMAX _mm512_max_ps
 #define VBROADCAST broadcast_avx512
 #define vexp exp_avx512
 #define vexp2 exp2_avx512
-#define vsoftplus softplus_avx512
-#define vsilu silu_avx512
+#define vabs _mm512_abs_ps
+#define vdiv divide_avx512
 #define MR_LINEAR_ROWS 5 /* with MR_LINEAR_GROUPS: 25 accumulators of the 32 registers */
 #define MR_LINEAR_GROUPS 5
 #define TARGET AVX512

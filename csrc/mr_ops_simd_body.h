@@ -1,9 +1,31 @@
 /* The SIMD kernels written once over a vector abstraction; included by one file per
  * instruction set (mr_ops_avx2.c, mr_ops_avx512.c), which first defines:
- *   W lanes; VEC, VECI types; VLOAD, VSTORE, VZERO, VSET1, VFMA, VMUL, VADD, VBROADCAST;
- *   vexp, vexp2, vsoftplus, vsilu; TARGET (the function attribute) and SUFFIX(name).
+ *   W lanes; VEC, VECI types; VLOAD, VSTORE, VZERO, VSET1, VFMA, VMUL, VADD, VSUB, VMAX,
+ *   VBROADCAST; vexp, vexp2, vabs, vdiv (a / b, as exact as the instruction set makes cheap);
+ *   MR_LINEAR_ROWS, MR_LINEAR_GROUPS; TARGET (the function attribute) and SUFFIX(name).
  * Channels are the vector lanes; a ragged tail of fewer than W channels goes to the portable
  * kernel. */
+
+/* softplus by the MR_LOG1P_* scheme of mr_ops_simd.h: t = exp(-|x|) in (0, 1], so nothing
+ * overflows. No branch at 20: there the log1p term is below half an ulp of x. */
+static inline __attribute__((always_inline)) TARGET VEC SUFFIX(softplus_vec)(VEC x) {
+    const VEC t = vexp(VSUB(VZERO, vabs(x)));
+    const VEC s = vdiv(t, VADD(t, VSET1(2.0f)));
+    const VEC s2 = VMUL(s, s);
+    VEC p = VSET1(MR_LOG1P_P4);
+    p = VFMA(p, s2, VSET1(MR_LOG1P_P3));
+    p = VFMA(p, s2, VSET1(MR_LOG1P_P2));
+    p = VFMA(p, s2, VSET1(MR_LOG1P_P1));
+    p = VFMA(p, s2, VSET1(MR_LOG1P_P0));
+    return VFMA(s, p, VMAX(x, VZERO));
+}
+
+static inline __attribute__((always_inline)) TARGET VEC SUFFIX(silu_vec)(VEC x) {
+    return vdiv(x, VADD(VSET1(1.0f), vexp(VSUB(VZERO, x))));
+}
+
+#define vsoftplus SUFFIX(softplus_vec)
+#define vsilu SUFFIX(silu_vec)
 
 TARGET void SUFFIX(mr_exp_f32)(const float *x, float *out, int64_t n) {
     int64_t i = 0;
