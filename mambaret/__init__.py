@@ -8,7 +8,7 @@ from ._native import configure_blas, default_threads, show_config
 from .checkpoint import parse_config, read_config
 from .cuda import cuda_available
 from .encoder import MambaEncoder
-from .evaluate import evaluate
+from .evaluate import evaluate, evaluate_by_group
 from .index import FlatIndex
 from .similarity import semantic_search, similarity
 from .tokenization import PackedBatch
@@ -49,6 +49,7 @@ __all__ = [
     "cuda_available",
     "default_threads",
     "evaluate",
+    "evaluate_by_group",
     "parse_config",
     "read_config",
     "semantic_search",

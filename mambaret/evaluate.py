@@ -23,7 +23,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from .datasets import ranked
 
-__all__ = ["evaluate", "parse_metric", "DEFAULT_METRICS"]
+__all__ = ["evaluate", "evaluate_by_group", "parse_metric", "DEFAULT_METRICS"]
 
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "map")
 
@@ -128,3 +128,32 @@ def evaluate(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping
     if per_query:
         return values
     return {name: sum(v[name] for v in values.values()) / len(values) for name in names}
+
+
+def evaluate_by_group(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
+                      groups: Mapping[str, str], metrics: Iterable[str] = ("ndcg@10", "mrr@10")
+                      ) -> Dict[str, Dict[str, float]]:
+    """Means of ``metrics`` over the judged queries of each group, e.g. by document length.
+
+    ``groups`` maps a query id to its group's label (``{"q1": "4k", "q2": "32k"}``); judged
+    queries without a label are left out, labels without a judged query do not appear. Returns
+    ``{label: {metric: mean, "queries": count}}``, labels in order of first appearance in
+    ``groups``, with the same conventions as :func:`evaluate` (a judged query missing from the
+    run scores 0).
+    """
+    if not isinstance(groups, Mapping):
+        raise ValueError(f"groups must be a dict {{qid: label}}, got {type(groups).__name__}")
+    judged = {qid: qrels[qid] for qid in groups if qid in qrels}
+    if not judged:
+        raise ValueError("no query of groups is judged in qrels: there is nothing to evaluate")
+    values = evaluate(run, judged, metrics, per_query=True)
+    names = list(next(iter(values.values())))
+    out: Dict[str, Dict[str, float]] = {}
+    members: Dict[str, List[str]] = {}
+    for qid, label in groups.items():
+        if qid in values:
+            members.setdefault(str(label), []).append(qid)
+    for label, qids in members.items():
+        out[label] = {name: sum(values[q][name] for q in qids) / len(qids) for name in names}
+        out[label]["queries"] = len(qids)
+    return out
