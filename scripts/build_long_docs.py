@@ -33,7 +33,7 @@ Queries (each judged relevant, 1, for its one document only)
     ``summary_paragraph``  the document's first prose paragraph, removed from the document.
     Titles and sentences used as queries occur once in the whole source material
     (case-insensitively), have at least 2 (titles) or 8 (sentences) words and no ``<`` or
-    ``>`` (so TREC topic files stay parseable).
+    ``>`` (so TREC topic files stay parseable); query texts have their whitespace collapsed.
 
 Train/test split
     By document, per bucket: a seeded permutation puts ``test_fraction`` of each bucket's
@@ -47,7 +47,8 @@ Collection format (the folder written)
     corpus.trec              TREC <DOC><DOCNO>...</DOCNO> text </DOC>
     topics.train.trec, topics.test.trec   TREC <top><num>..</num><title>..</title></top>
     qrels.train.txt, qrels.test.txt       TREC qrels: qid 0 docno 1
-    docs.jsonl               {"_id", "bucket", "tokens", "split", "source", "files", "sections"}
+    docs.jsonl               {"_id", "bucket", "tokens", "split", "source", "files", "sections"};
+                             tokens counts the final text, without its held-out pieces
     queries_meta.jsonl       {"_id", "doc", "kind", "needle", "position", "bucket", "split",
                               "tokens" (the document's)}
     stats.json               the build's settings and counts per bucket, kind and split
@@ -68,7 +69,7 @@ import re
 import statistics
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 BUCKETS = (1024, 2048, 4096, 8192, 16384, 32768)
 KINDS = ("section_title", "needle", "summary_title", "summary_paragraph")
@@ -593,7 +594,7 @@ def _write(out_dir, docs, texts, doc_tokens, split, buckets, settings) -> dict:
                 position = _gap_position(doc, text, si, pi, q["text"])
             query_rows.append({"_id": qid, "doc": doc.docno, "kind": q["kind"], "needle": q["needle"],
                                "position": round(position, 4), "bucket": bucket_name(doc.bucket),
-                               "split": split[doc.docno], "tokens": tokens, "text": q["text"]})
+                               "split": split[doc.docno], "tokens": tokens, "text": " ".join(q["text"].split())})
 
     def jsonl(name, rows):
         with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
@@ -649,7 +650,7 @@ _TREC_MARKERS = re.compile(r"^\s*(</?DOC>|<DOCNO>)", re.IGNORECASE | re.MULTILIN
 
 
 def _trec_safe(text: str) -> str:
-    """A line that would read as a TREC marker gets a leading space-free escape."""
+    """A line that would read as a TREC marker (<DOC>, </DOC>, <DOCNO>) gets its '<' as '&lt;'."""
     return _TREC_MARKERS.sub(lambda m: m.group(0).replace("<", "&lt;"), text)
 
 

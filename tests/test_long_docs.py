@@ -57,7 +57,7 @@ def write_tree(root, files=40, seed=5):
                 line = w
             else:
                 line = (line + " " + w).strip()
-        return "\n".join(out + [line])
+        return "\n".join(out + [line]).replace(". ", ".  ")  # two spaces after a full stop, as in the manuals
 
     def title():
         return f"{rng.choice(vocab).capitalize()} {_word(next(serial))} {rng.choice(vocab)}"
