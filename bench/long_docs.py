@@ -412,6 +412,9 @@ def report(args, data: dict) -> str:
                     cells += [r.get("skipped") or (r.get("error", "not run")[:60]), "—"]
             out.append(f"| {L} | " + " | ".join(cells) + " |")
         out += [""] + [f"- {line}" for line in speed_findings(_speed_series(rows))] + [""]
+    else:
+        out += ["## Speed and memory", "", "Not measured yet: `python bench/long_docs.py speed --threads 2` on a "
+                "quiet machine writes the table and the charts here.", ""]
     ef = data.get("effectiveness")
     if ef:
         meta, results = ef["meta"], ef["results"]
@@ -430,8 +433,6 @@ def report(args, data: dict) -> str:
                          for lab in labels]
                 out.append(f"| {engine} | {r['all']['ndcg@10']:.3f} / {r['all']['mrr@10']:.3f} | " + " | ".join(cells) + " |")
             out.append("")
-    if len(out) == 2:
-        out.append("Nothing measured yet.")
     text = "\n".join(out) + "\n"
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, "long_docs.md"), "w") as f:
