@@ -301,23 +301,43 @@ def effectiveness(args, data: dict) -> None:
         for by, labels in groups.items():
             if labels:
                 results[engine][by] = mr.evaluate_by_group(run, qrels, labels, METRICS)
-    data["effectiveness"] = {"meta": {**run_meta(args), "collection": os.path.abspath(args.collection),
-                                      "split": args.split, "models": {n: os.path.abspath(p) for n, p in args.model}},
+    data["effectiveness"] = {"meta": {**run_meta(args), "collection": _shown(args.collection),
+                                      "split": args.split, "models": {n: _shown(p) for n, p in args.model}},
                              "results": results}
     save(args, data)
+
+
+def _shown(path: str) -> str:
+    """A path as the report shows it: the home folder as ~."""
+    path, home = os.path.abspath(path), os.path.expanduser("~")
+    return "~" + path[len(home):] if path.startswith(home + os.sep) else path
+
+
+def _debian_packages(folders) -> list:
+    """'package version' of the Debian packages that own /usr/share/doc/<package>/... folders."""
+    names = sorted({f.split(os.sep)[4] for f in folders if f.startswith("/usr/share/doc/") and f.count(os.sep) >= 4})
+    if not names:
+        return []
+    try:
+        proc = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"] + names,
+                              capture_output=True, text=True)
+    except OSError:
+        return []
+    return proc.stdout.split("\n")[:-1] if proc.returncode == 0 else []
 
 
 def collection(args, data: dict) -> None:
     with open(os.path.join(args.collection, "stats.json")) as f:
         stats = json.load(f)
-    data["collection"] = {"path": os.path.abspath(args.collection), "stats": stats}
+    data["collection"] = {"path": _shown(args.collection), "stats": stats,
+                          "packages": _debian_packages(stats["sources"].values())}
     save(args, data)
 
 
 # -- results ------------------------------------------------------------------------------------
 
 def run_meta(args) -> dict:
-    return {"command": "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__, REPO)] + sys.argv[1:]),
+    return {"command": "python " + " ".join(shlex.quote(_shown(x)) for x in [os.path.relpath(__file__, REPO)] + sys.argv[1:]),
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_description(),
             "uptime_before": _uptime()}
 
@@ -385,8 +405,9 @@ def report(args, data: dict) -> str:
 
     out = ["# Long documents", ""]
     if "collection" in data:
+        packages = ", ".join(data["collection"].get("packages") or data["collection"]["stats"]["sources"].values())
         out += ["## The collection", "", "Built by `python scripts/build_long_docs.py` (see its docstring for the "
-                "format and the query kinds) from Debian's python3.11-doc and linux-doc.", "",
+                f"format and the query kinds) from {packages}.", "",
                 stats_markdown(data["collection"]["stats"]), ""]
     sp = data.get("speed")
     if sp and sp["rows"]:
