@@ -153,44 +153,48 @@ class Section:
     title_tokens: int = 0
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
 def _strip_markup(lines: List[str]) -> List[str]:
-    """Drops comments, targets and markup directives (with their indented blocks); keeps the
-    arguments of descriptive directives (``.. function:: open(file)`` -> ``open(file)``)."""
+    """Drops comments, targets and markup directives (with their indented blocks) at any
+    indentation; keeps the arguments of descriptive directives (``.. function:: open(file)`` ->
+    ``open(file)``) and the content of the others."""
     out: List[str] = []
     i, n = 0, len(lines)
     while i < n:
         line = lines[i]
-        if line.startswith(".."):
-            m = _DIRECTIVE.match(line)
-            body_start = i + 1
-            j = body_start
-            while j < n and (not lines[j].strip() or lines[j][:1] in " \t"):
-                j += 1
-            if m is None or m.group(1) in _DROP_BLOCK:  # comment, target, footnote or markup block
-                if m is None and re.match(r"^\.\.\s+\[[^\]]+\]\s+\S", line):  # footnote text stays
-                    out.append(re.sub(r"^\.\.\s+\[[^\]]+\]\s+", "", line))
-                    out.extend(lines[body_start:j])
-                i = j
-                continue
-            name = m.group(1)
-            if name in _KEEP_ARGS and m.group(2).strip():
-                out.append(m.group(2).strip())
-            # skip the directive's option lines, keep its content
-            k = body_start
-            while k < j and re.match(r"^\s+:[\w-]+:", lines[k]):
-                k += 1
-            body = lines[k:j]
-            out.append("")
-            if name in _CODE:  # stays indented under a bare '::', i.e. a literal block
-                out += ["::", ""] + body
-            else:  # dedented: a note's text reads as the text around it
-                indents = [len(b) - len(b.lstrip()) for b in body if b.strip()]
-                cut = min(indents) if indents else 0
-                out.extend(_strip_markup([b[cut:] if b.strip() else "" for b in body]))
+        text = line.lstrip()
+        if not text.startswith(".."):
+            out.append(line)
+            i += 1
+            continue
+        pad = line[:_indent(line)]
+        m = _DIRECTIVE.match(text)
+        j = i + 1
+        while j < n and (not lines[j].strip() or _indent(lines[j]) > len(pad)):
+            j += 1
+        if m is None or m.group(1) in _DROP_BLOCK:  # comment, target, footnote or markup block
+            if m is None and re.match(r"^\.\.\s+\[[^\]]+\]\s+\S", text):  # footnote text stays
+                out.append(pad + re.sub(r"^\.\.\s+\[[^\]]+\]\s+", "", text))
+                out.extend(lines[i + 1:j])
             i = j
             continue
-        out.append(line)
-        i += 1
+        name = m.group(1)
+        if name in _KEEP_ARGS and m.group(2).strip():
+            out.append(pad + m.group(2).strip())
+        k = i + 1  # the directive's option lines go, its content stays
+        while k < j and re.match(r"^\s+:[\w-]+:", lines[k]):
+            k += 1
+        body = lines[k:j]
+        out.append("")
+        if name in _CODE:  # stays indented under a bare '::', i.e. a literal block
+            out += [pad + "::", ""] + body
+        else:  # dedented to the directive's place: a note's text reads as the text around it
+            cut = min((_indent(b) for b in body if b.strip()), default=0)
+            out.extend(_strip_markup([pad + b[cut:] if b.strip() else "" for b in body]))
+        i = j
     return out
 
 
@@ -238,7 +242,7 @@ def _paragraphs(lines: List[str]) -> Tuple[List[str], List[bool]]:
 
 def parse_rst(text: str, path: str = "") -> List[Section]:
     """Splits one reStructuredText file into sections at its headings (any level)."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = [line.expandtabs(8) for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     headings: List[Tuple[int, int, str]] = []  # (first line, first line after, title)
     i = 0
     while i + 1 < len(lines):
@@ -378,7 +382,7 @@ class _Doc:
                     p = _remove_sentence(p, sentence, "\0" if mark == ((si, pi), sentence) else "")
                 if p.strip():
                     parts.append(p)
-        return "\n\n".join(parts)
+        return "\n\n".join(parts).strip()  # no leading indentation: TREC readers strip it
 
 
 def _remove_sentence(paragraph: str, sentence: str, mark: str = "") -> str:

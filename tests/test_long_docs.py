@@ -109,7 +109,9 @@ def _jsonl(path):
 def test_parse_rst_sections_prose_and_markup():
     text = ("=====\nTitle\n=====\n\n.. index:: hidden words\n\nIntro with :func:`os.open` and ``x``.\n\n"
             "Part one\n--------\n\nSome words here::\n\n    code_line()\n\n    more_code()\n\n"
-            ".. note::\n\n   Noted text here.\n\n.. function:: spam(eggs)\n\n   Does spam.\n")
+            ".. note::\n\n   Noted text here.\n\n.. function:: spam(eggs)\n\n   Does spam.\n\n"
+            "   .. versionadded:: 3.1\n\n      New text.\n\n   .. index:: nested hidden\n\n"
+            "  Quoted text.\n")
     sections = bld.parse_rst(text)
     assert [s.title for s in sections] == ["Title", "Part one"]
     assert sections[0].paragraphs == ["Intro with os.open and x."] and sections[0].prose == [True]
@@ -118,6 +120,7 @@ def test_parse_rst_sections_prose_and_markup():
     assert part.paragraphs[1].strip() == "code_line()" and not part.prose[1]
     assert part.paragraphs[2].strip() == "more_code()" and not part.prose[2]  # still inside the literal block
     assert "Noted text here." in part.paragraphs and "spam(eggs)" in part.paragraphs and "Does spam." in part.paragraphs
+    assert part.paragraphs[-2:] == ["New text.", "Quoted text."] and part.prose[-2:] == [True, True]
     assert not any("hidden" in p or ".." in p for s in sections for p in s.paragraphs)
 
 
