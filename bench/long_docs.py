@@ -337,7 +337,8 @@ def collection(args, data: dict) -> None:
 # -- results ------------------------------------------------------------------------------------
 
 def run_meta(args) -> dict:
-    return {"command": "python " + " ".join(shlex.quote(_shown(x)) for x in [os.path.relpath(__file__, REPO)] + sys.argv[1:]),
+    argv = " ".join(shlex.quote(x) for x in [os.path.relpath(__file__, REPO)] + sys.argv[1:])
+    return {"command": "python " + argv.replace(os.path.expanduser("~") + os.sep, "~" + os.sep),
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_description(),
             "uptime_before": _uptime()}
 
