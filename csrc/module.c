@@ -4,6 +4,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#define PY_ARRAY_UNIQUE_SYMBOL mambaret_ARRAY_API /* shared with the files of csrc/python */
 #include <numpy/arrayobject.h>
 
 #include <stdlib.h>
@@ -1855,6 +1856,8 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+int mr_py_add_search_quantized(PyObject *module); /* csrc/python/search_quantized.c */
+
 static int module_exec(PyObject *module) {
     module_state *st = get_state(module);
     mr_blas_init_fallback(&st->blas);
@@ -1876,6 +1879,7 @@ static int module_exec(PyObject *module) {
     if (PyModule_AddIntConstant(module, "MAX_STATE_SIZE", MR_MAX_STATE_SIZE) < 0 ||
         PyModule_AddIntConstant(module, "MAX_CONV_KERNEL", MR_MAX_CONV_KERNEL) < 0)
         return -1;
+    if (mr_py_add_search_quantized(module) < 0) return -1;
     return 0;
 }
 

@@ -10,6 +10,8 @@ from .cuda import cuda_available
 from .encoder import MambaEncoder
 from .evaluate import evaluate
 from .index import FlatIndex
+from .quantization import quantize_embeddings
+from .quantized_index import BinaryFlatIndex, Int8FlatIndex
 from .similarity import semantic_search, similarity
 from .tokenization import PackedBatch
 
@@ -42,7 +44,9 @@ def __dir__():
 
 
 __all__ = [
+    "BinaryFlatIndex",
     "FlatIndex",
+    "Int8FlatIndex",
     "MambaEncoder",
     "PackedBatch",
     "configure_blas",
@@ -50,6 +54,7 @@ __all__ = [
     "default_threads",
     "evaluate",
     "parse_config",
+    "quantize_embeddings",
     "read_config",
     "semantic_search",
     "show_config",
