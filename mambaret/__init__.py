@@ -5,6 +5,7 @@
     emb = enc.encode(["a passage", "another"], normalize_embeddings=True)
 """
 from ._native import configure_blas, default_threads, show_config
+from .build import build_index
 from .checkpoint import parse_config, read_config
 from .cuda import cuda_available
 from .encoder import MambaEncoder
@@ -49,6 +50,7 @@ __all__ = [
     "Int8FlatIndex",
     "MambaEncoder",
     "PackedBatch",
+    "build_index",
     "configure_blas",
     "cuda_available",
     "default_threads",
