@@ -71,6 +71,8 @@ def cmd_encode(args) -> int:
 def _encode(args) -> int:
     from .corpus import encode_corpus
 
+    if args.ray is not None:
+        return _encode_ray(args)
     encoder = _load_encoder(args.model, args)
     ids, texts = _read_corpus(args.corpus, args.format)
     if args.limit is not None:
@@ -88,6 +90,33 @@ def _encode(args) -> int:
         print(f"{encoder.truncation.truncated} documents were truncated to {args.max_length} tokens")
     if args.output:
         print(f"embeddings: {args.output} (float32 [{report.documents}, {encoder.embedding_dim}])")
+    return EXIT_OK
+
+
+def _encode_ray(args) -> int:
+    """encode --ray: the corpus through an actor pool on Ray, written as Parquet shards with -o."""
+    import time
+
+    try:
+        from . import distributed
+
+        distributed._ray()
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    start = time.perf_counter()
+    ds = distributed.encode([args.corpus], args.model, batch_size=args.batch_size, num_actors=args.num_actors,
+                            cpus_per_actor=args.threads or 1, normalize_embeddings=args.normalize,
+                            address=args.ray or None, format=args.format, max_length=args.max_length,
+                            max_tokens=args.max_tokens)
+    if args.limit is not None:
+        ds = ds.limit(args.limit)
+    if args.output:
+        manifest = distributed.write_shards(ds, args.output)
+        rows, where = manifest["rows"], f"; shards: {args.output} ({len(manifest['shards'])} Parquet files)"
+    else:
+        rows, where = sum(len(b["id"]) for b in ds.iter_batches(batch_format="numpy")), ""
+    seconds = time.perf_counter() - start
+    print(f"encoded {rows} documents on Ray in {seconds:.2f} s: {rows / seconds:,.1f} docs/s{where}")
     return EXIT_OK
 
 
@@ -200,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["auto", "trec", "jsonl", "text"], default="auto")
     p.add_argument("--limit", type=int, default=None, help="encode only the first N documents")
     p.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="encode on Ray (the cluster at ADDRESS, else RAY_ADDRESS, else a local one; put it after "
+                        "the corpus or write --ray=ADDRESS); -o is then a folder of Parquet shards, --threads "
+                        "the CPUs of each actor")
+    p.add_argument("--num-actors", type=int, default=None, help="with --ray: encoder replicas (default: all CPUs)")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_encode)
 

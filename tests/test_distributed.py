@@ -14,6 +14,7 @@ pytest.importorskip("pyarrow")
 
 import mambaret as mr  # noqa: E402
 import mambaret.distributed as mrd  # noqa: E402
+from mambaret import cli  # noqa: E402
 from mambaret.random_model import write_random_model  # noqa: E402
 from mambaret.shards import MANIFEST, load_shards  # noqa: E402
 
@@ -91,11 +92,16 @@ def test_actor_killed_mid_job_is_retried(cluster, model_dir, expected, tmp_path)
     check_folder(tmp_path / "shards", expected)
 
 
-def test_corpus_paths_and_bad_input(cluster, model_dir, tmp_path):
+def test_corpus_paths_command_line_and_bad_input(cluster, model_dir, expected, tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in zip(IDS[:5], TEXTS)))
-    rows = mrd._as_dataset(ray, [str(corpus)], "auto", "text", "id", blocks=2).take_all()
-    assert [r["id"] for r in rows] == IDS[:5] and rows[1]["text"] == TEXTS[1]
+    # the command line: corpus file in, shards out, on the cluster this process is connected to
+    assert cli.main(["encode", model_dir, str(corpus), "--normalize", "--batch-size", "2", "--num-actors", "1",
+                     "-o", str(tmp_path / "cli"), "--ray"]) == 0
+    ids, embeddings = load_shards(tmp_path / "cli")
+    assert ids.tolist() == IDS[:5]
+    np.testing.assert_allclose(embeddings, expected[:5], rtol=0, atol=1e-6)
+    assert cli.main(["encode", str(tmp_path / "no-model"), str(corpus), "--ray"]) == 2
     with pytest.raises(ValueError, match="does not exist"):
         mrd.encode(dataset(), str(tmp_path / "no-model"))
     with pytest.raises(ValueError, match="no column 'body'"):
