@@ -59,7 +59,7 @@ def random_codes(rng, n, width, dtype):
     return rng.integers(0, 256, size=(n, width), dtype=np.uint8).view(dtype)
 
 
-@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("width", WIDTHS + [1000, 2100])  # past 31 chunks of 32 bytes: byte sums flushed
 def test_hamming_kernels_equal_reference(width):
     rng = np.random.default_rng(width)
     rows = random_codes(rng, 700, width, np.uint8)
