@@ -147,6 +147,36 @@ class _CodeFlatIndex(FlatIndex):
     def to_faiss(self):
         raise NotImplementedError(f"{type(self).__name__} has no FAISS equivalent here")
 
+    @classmethod
+    def _dim_of_width(cls, width: int) -> int:
+        return width
+
+    @classmethod
+    def from_npy(cls, path, mmap: bool = True, ids=None, threads: Optional[int] = None, dim: Optional[int] = None,
+                 **kwargs):
+        """An index over the codes [n, width] of a ``.npy`` file (``ubinary`` uint8 codes for
+        :class:`BinaryFlatIndex`, ``int8`` codes for :class:`Int8FlatIndex`, which also needs
+        ``ranges=``), searched in place when ``mmap``. ``dim`` defaults to what the width implies."""
+        path = os.fspath(path)
+        try:
+            matrix = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{path}: not a readable .npy matrix ({e})") from None
+        if matrix.ndim != 2 or matrix.dtype != cls._DTYPE or not matrix.flags.c_contiguous:
+            raise ValueError(f"{path}: expected C-ordered {cls._DTYPE} codes [n, width], got {matrix.dtype} "
+                             f"with shape {matrix.shape}")
+        index = cls(dim if dim is not None else cls._dim_of_width(matrix.shape[1]), threads=threads, **kwargs)
+        if cls._row_width(index.dim) != matrix.shape[1]:
+            raise ValueError(f"{path}: codes of {matrix.shape[1]} bytes do not fit dimension {index.dim}")
+        if not mmap:
+            index.add(matrix, ids)
+            return index
+        labels, names = index._new_ids(ids, matrix.shape[0])
+        index._mapped = matrix
+        if matrix.shape[0]:
+            index._commit_ids(labels, names)
+        return index
+
 
 class BinaryFlatIndex(_CodeFlatIndex):
     """Exact Hamming search over binary embeddings of ``dim`` dimensions (one bit each, x > 0),
@@ -163,6 +193,10 @@ class BinaryFlatIndex(_CodeFlatIndex):
     @classmethod
     def _row_width(cls, dim: int) -> int:
         return (dim + 7) // 8
+
+    @classmethod
+    def _dim_of_width(cls, width: int) -> int:
+        return 8 * width
 
     def _to_codes(self, vectors, what):
         width = self._row_width(self.dim)

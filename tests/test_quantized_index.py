@@ -263,3 +263,21 @@ def test_binary_rescoring_with_int8_vectors():
 def test_binary_to_ubinary():
     x = np.random.default_rng(14).standard_normal((10, 40))
     assert np.array_equal(binary_to_ubinary(mr.quantize_embeddings(x, "binary")), mr.quantize_embeddings(x, "ubinary"))
+
+
+def test_code_indexes_from_npy(tmp_path):
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((300, 32)).astype(np.float32)
+    ranges = calibrate_ranges(x)
+    np.save(tmp_path / "ub.npy", mr.quantize_embeddings(x, "ubinary"))
+    np.save(tmp_path / "i8.npy", mr.quantize_embeddings(x, "int8", ranges=ranges))
+    for mmap in (True, False):
+        binary = mr.BinaryFlatIndex.from_npy(tmp_path / "ub.npy", mmap=mmap)
+        int8 = mr.Int8FlatIndex.from_npy(tmp_path / "i8.npy", mmap=mmap, ranges=ranges)
+        assert binary.dim == 32 and binary.ntotal == 300 and int8.ntotal == 300
+        assert binary.search(x[:4], 1)[1][:, 0].tolist() == [0, 1, 2, 3]
+        fresh = mr.Int8FlatIndex(32, ranges=ranges)
+        fresh.add(x)
+        assert np.array_equal(int8.search(x[:4], 5)[1], fresh.search(x[:4], 5)[1])
+    with pytest.raises(ValueError, match="expected C-ordered uint8"):
+        mr.BinaryFlatIndex.from_npy(tmp_path / "i8.npy")
