@@ -21,7 +21,7 @@ import numpy as np
 
 from ._native import default_threads
 from .index import FlatIndex
-from .shards import iter_embedding_shards
+from .shards import count_rows, iter_embedding_shards
 
 __all__ = ["build_index", "BuiltIndex", "KINDS", "recall_at_k"]
 
@@ -88,32 +88,44 @@ def _faiss():
 
 
 def _collect(source, ids, output):
-    """(ids or None, vectors) of every shard; vectors in one array, memory-mapped under output."""
-    shards = list(iter_embedding_shards(source, ids))  # arrays and memory maps: cheap to hold
-    if not shards:
-        raise ValueError("no embeddings to index")
-    dims = {s[1].shape[1] for s in shards if s[1].shape[0]}
-    if len(dims) > 1:
-        raise ValueError(f"shards of different dimensions: {sorted(dims)}")
-    dim = dims.pop() if dims else shards[0][1].shape[1]
-    n = sum(s[1].shape[0] for s in shards)
-    if n == 0:
-        raise ValueError("no embeddings to index")
-    have_ids = [s[0] is not None for s in shards]
-    if any(have_ids) and not all(have_ids):
-        raise ValueError("some shards have ids and some do not")
-    all_ids = np.concatenate([s[0] for s in shards]) if all(have_ids) else None
-    if output is not None:
+    """(ids or None, vectors) of every shard, in one array; under output, a memory-mapped .npy
+    written shard by shard, so memory holds one shard at a time."""
+    all_ids, have_ids, dims = [], [], set()
+    if output is None:
+        parts = []
+        for shard_ids, emb in iter_embedding_shards(source, ids):
+            parts.append(np.asarray(emb, dtype=np.float32))
+            have_ids.append(shard_ids is not None)
+            all_ids.append(shard_ids)
+            if emb.shape[0]:
+                dims.add(emb.shape[1])
+        if len(dims) > 1:
+            raise ValueError(f"shards of different dimensions: {sorted(dims)}")
+        vectors = np.ascontiguousarray(np.concatenate(parts)) if parts else np.empty((0, 0), np.float32)
+    else:
+        n = count_rows(source)
         path = os.fspath(output)
         tmp = f"{path}.tmp{os.getpid()}.npy"
+        matrix, row = None, 0
         try:
-            matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-            row = 0
-            for _, emb in shards:  # shard by shard: memory holds one shard at a time
+            for shard_ids, emb in iter_embedding_shards(source, ids):
+                have_ids.append(shard_ids is not None)
+                all_ids.append(shard_ids)
+                if not emb.shape[0]:
+                    continue
+                if matrix is None:
+                    matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
+                if emb.shape[1] != matrix.shape[1]:
+                    raise ValueError(f"shards of different dimensions: {matrix.shape[1]} and {emb.shape[1]}")
+                if row + emb.shape[0] > n:
+                    raise ValueError("the shards hold more rows than their metadata says")
                 for start in range(0, emb.shape[0], 1 << 16):
                     chunk = np.asarray(emb[start:start + (1 << 16)], dtype=np.float32)
                     matrix[row:row + chunk.shape[0]] = chunk
                     row += chunk.shape[0]
+            if matrix is None or row != n:
+                raise ValueError("no embeddings to index" if matrix is None else
+                                 f"the shards hold {row} rows, their metadata says {n}")
             matrix.flush()
             del matrix
             os.replace(tmp, path)
@@ -122,11 +134,14 @@ def _collect(source, ids, output):
                 os.remove(tmp)
             raise
         vectors = np.load(path, mmap_mode="r")
-    else:
-        vectors = np.ascontiguousarray(np.concatenate([np.asarray(s[1], dtype=np.float32) for s in shards]))
-    if all_ids is not None and all_ids.dtype.kind in "US":
-        all_ids = all_ids.astype(object)
-    return all_ids, vectors
+    if vectors.shape[0] == 0:
+        raise ValueError("no embeddings to index")
+    if any(have_ids) and not all(have_ids):
+        raise ValueError("some shards have ids and some do not")
+    merged = np.concatenate(all_ids) if all(have_ids) else None
+    if merged is not None and merged.dtype.kind in "US":
+        merged = merged.astype(object)
+    return merged, vectors
 
 
 def _positive(name, value):
@@ -217,10 +232,10 @@ def build_index(embeddings_or_shards, kind: str = "flat", *, ids=None, output=No
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != dim:
             raise ValueError(f"queries must be [nq, {dim}], got shape {q.shape}")
-    _, exact_positions = _C_positions(exact, q, k, threads)
+    _, exact_positions = _exact_positions(exact, q, k, threads)
     t0 = time.perf_counter()
     if kind == "flat":
-        _, found = _C_positions(index, q, k, threads)
+        _, found = _exact_positions(index, q, k, threads)
     else:
         _, found = index.search(q, k)
     search_seconds = time.perf_counter() - t0
@@ -230,7 +245,7 @@ def build_index(embeddings_or_shards, kind: str = "flat", *, ids=None, output=No
                       path=None if output is None else os.fspath(output))
 
 
-def _C_positions(index: FlatIndex, q: np.ndarray, k: int, threads: int):
+def _exact_positions(index: FlatIndex, q: np.ndarray, k: int, threads: int):
     """Exact top-k as row positions (not ids), to compare with FAISS's labels."""
     from . import _C
 

@@ -22,7 +22,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["ShardWriter", "read_manifest", "iter_embedding_shards", "load_shards"]
+__all__ = ["ShardWriter", "read_manifest", "iter_embedding_shards", "count_rows", "load_shards"]
 
 MANIFEST = "_manifest.json"
 _FORMAT = "mambaret-shards"
@@ -208,6 +208,29 @@ def iter_embedding_shards(source, ids=None) -> Iterator[Tuple[Optional[np.ndarra
         raise ValueError(f"{path}: no such file or folder")
     else:
         raise ValueError(f"{path}: expected a .npy file, a .parquet file or a shard folder")
+
+
+def count_rows(source) -> int:
+    """Rows of a source of :func:`iter_embedding_shards`, from metadata only (no vectors read)."""
+    if isinstance(source, np.ndarray):
+        return source.shape[0] if source.ndim == 2 else 0
+    if isinstance(source, (list, tuple)):
+        return sum(count_rows(item) for item in source)
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        return int(sum(s["rows"] for s in read_manifest(path)["shards"]))
+    if path.endswith(".npy"):
+        try:
+            return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+        except (ValueError, OSError, EOFError, IndexError) as e:
+            raise ValueError(f"{path}: not a readable .npy matrix ({e})") from None
+    if path.endswith(".parquet"):
+        pa = _pyarrow()
+        try:
+            return pa.parquet.ParquetFile(path).metadata.num_rows
+        except (OSError, pa.ArrowException) as e:
+            raise ValueError(f"{path}: unreadable shard ({e})") from None
+    return 0
 
 
 def load_shards(source) -> Tuple[np.ndarray, np.ndarray]:
