@@ -1,77 +1,62 @@
 """mambaret.distributed on a two-node Ray cluster on this machine: the embeddings equal the
-single-process ones, in order, with no row lost or repeated, also when an actor dies mid-job.
+single-process ones, in order, with no row lost or repeated, also when an actor dies mid-job;
+bad input gives clear errors and no shard folder that looks complete.
 
-One cluster serves the module (starting Ray is most of the cost); the tests skip without Ray."""
+Ray runs in one child process (this file run as a script) that starts one cluster for every
+scenario and reports what happened; the tests check its outputs here. Ray's threads and global
+state thus never enter the test process (on CPython 3.11 a background thread parsing code can
+break an unrelated ast.parse, python/cpython#106905). The tests skip without Ray."""
 import json
 import os
 import shutil
+import subprocess
+import sys
+import traceback
 
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray")
-pytest.importorskip("pyarrow")
-
-import mambaret as mr  # noqa: E402
-import mambaret.distributed as mrd  # noqa: E402
-from mambaret import cli  # noqa: E402
-from mambaret.random_model import write_random_model  # noqa: E402
-from mambaret.shards import MANIFEST, load_shards  # noqa: E402
-
-TOKENIZER = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "tokenizers", "gpt-neox-20b.json")
-pytestmark = pytest.mark.skipif(not os.path.isfile(TOKENIZER), reason="needs ../shared/data/tokenizers")
-
+TOKENIZER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tokenizers",
+                         "gpt-neox-20b.json")
 TEXTS = [f"document {i}: " + "state space models scan " * (i % 9 + 1) for i in range(48)]
 IDS = [f"doc-{i}" for i in range(48)]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("model") / "tiny")
-    write_random_model(path, seed=3, tokenizer_json=TOKENIZER, hidden_size=32, num_hidden_layers=2)
-    return path
+# ------------------------------------------------------------------ the child: every Ray scenario
 
-
-@pytest.fixture(scope="module")
-def expected(model_dir):
-    return mr.MambaEncoder.from_pretrained(model_dir, threads=1).encode(TEXTS, normalize_embeddings=True)
-
-
-@pytest.fixture(scope="module")
-def cluster():
+def run_scenarios(out: str, model_dir: str) -> None:
+    import ray
     from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():
-        ray.shutdown()
+    import mambaret.distributed as mrd
+    from mambaret import cli
+
+    results = {}
+
+    def scenario(name):
+        def wrap(fn):
+            try:
+                results[name] = {"ok": True, "value": fn()}
+            except BaseException as e:  # reported to the test, which says what failed
+                results[name] = {"ok": False, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()}
+            return fn
+        return wrap
+
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
 
+    def dataset():
+        return ray.data.from_items([{"id": i, "text": t} for i, t in zip(IDS, TEXTS)], override_num_blocks=6)
 
-def dataset():
-    return ray.data.from_items([{"id": i, "text": t} for i, t in zip(IDS, TEXTS)], override_num_blocks=6)
+    @scenario("two_nodes")
+    def _():
+        nodes = len([n for n in ray.nodes() if n["Alive"]])
+        ds = mrd.encode(dataset(), model_dir, batch_size=4, num_actors=2, normalize_embeddings=True, rows_per_call=8)
+        return {"nodes": nodes, "manifest": mrd.write_shards(ds, os.path.join(out, "two_nodes"), rows_per_shard=20)}
 
-
-def check_folder(folder, expected):
-    ids, embeddings = load_shards(folder)
-    assert ids.tolist() == IDS  # in order, none lost, none repeated
-    np.testing.assert_allclose(embeddings, expected, rtol=0, atol=1e-6)
-
-
-def test_two_nodes_equal_single_process(cluster, model_dir, expected, tmp_path):
-    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    ds = mrd.encode(dataset(), model_dir, batch_size=4, num_actors=2, normalize_embeddings=True, rows_per_call=8)
-    manifest = mrd.write_shards(ds, tmp_path / "shards", rows_per_shard=20)
-    assert manifest["rows"] == 48 and [s["rows"] for s in manifest["shards"]] == [20, 20, 8]
-    check_folder(tmp_path / "shards", expected)
-
-
-def test_actor_killed_mid_job_is_retried(cluster, model_dir, expected, tmp_path):
-    marker = str(tmp_path / "crashed")
+    marker = os.path.join(out, "crashed")
 
     class CrashOnce(mrd._EncoderActor):
         """Dies (the whole process) on its second batch, once in the whole job."""
@@ -85,48 +70,143 @@ def test_actor_killed_mid_job_is_retried(cluster, model_dir, expected, tmp_path)
                 os._exit(1)
             return super().__call__(batch)
 
-    ds = mrd.encode(dataset(), model_dir, batch_size=4, num_actors=2, normalize_embeddings=True,
-                    rows_per_call=8, ship_model=True, actor_class=CrashOnce)
-    mrd.write_shards(ds, tmp_path / "shards", rows_per_shard=20)
-    assert os.path.exists(marker)  # an actor did die
-    check_folder(tmp_path / "shards", expected)
+    @scenario("killed_actor")
+    def _():
+        ds = mrd.encode(dataset(), model_dir, batch_size=4, num_actors=2, normalize_embeddings=True,
+                        rows_per_call=8, ship_model=True, actor_class=CrashOnce)
+        mrd.write_shards(ds, os.path.join(out, "killed_actor"), rows_per_shard=20)
+        return {"crashed": os.path.exists(marker)}
+
+    corpus = os.path.join(out, "corpus.jsonl")
+    with open(corpus, "w") as f:
+        f.write("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in zip(IDS[:5], TEXTS)))
+
+    @scenario("command_line")
+    def _():
+        return cli.main(["encode", model_dir, corpus, "--normalize", "--batch-size", "2", "--num-actors", "1",
+                         "-o", os.path.join(out, "cli"), "--ray"])
+
+    def expect_error(fn):
+        try:
+            fn()
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+        return None
+
+    @scenario("bad_input")
+    def _():
+        errors = {
+            "no_model": expect_error(lambda: mrd.encode(dataset(), os.path.join(out, "no-model"))),
+            "no_column": expect_error(lambda: mrd.encode(dataset(), model_dir, text_column="body")),
+            "no_corpus": expect_error(lambda: mrd.encode(os.path.join(out, "missing.jsonl"), model_dir)),
+            "cli_no_model": cli.main(["encode", os.path.join(out, "no-model"), corpus, "--ray"]),
+        }
+        # a model folder the nodes cannot read (gone once the job runs)
+        moved = os.path.join(out, "model-copy")
+        shutil.copytree(model_dir, moved)
+        ds = mrd.encode(corpus, moved, batch_size=2, num_actors=1)
+        shutil.rmtree(moved)
+        errors["node_cannot_read"] = expect_error(lambda: mrd.write_shards(ds, os.path.join(out, "failed")))
+        errors["failed_folder"] = sorted(os.listdir(os.path.join(out, "failed")))
+        return errors
+
+    ray.shutdown()
+    cluster.shutdown()
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f)
 
 
-def test_corpus_paths_command_line_and_bad_input(cluster, model_dir, expected, tmp_path):
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in zip(IDS[:5], TEXTS)))
-    # the command line: corpus file in, shards out, on the cluster this process is connected to
-    assert cli.main(["encode", model_dir, str(corpus), "--normalize", "--batch-size", "2", "--num-actors", "1",
-                     "-o", str(tmp_path / "cli"), "--ray"]) == 0
-    ids, embeddings = load_shards(tmp_path / "cli")
-    assert ids.tolist() == IDS[:5]
-    np.testing.assert_allclose(embeddings, expected[:5], rtol=0, atol=1e-6)
-    assert cli.main(["encode", str(tmp_path / "no-model"), str(corpus), "--ray"]) == 2
-    with pytest.raises(ValueError, match="does not exist"):
-        mrd.encode(dataset(), str(tmp_path / "no-model"))
-    with pytest.raises(ValueError, match="no column 'body'"):
-        mrd.encode(dataset(), model_dir, text_column="body")
-    with pytest.raises(ValueError, match="no corpus file"):
-        mrd.encode(str(tmp_path / "missing.jsonl"), model_dir)
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / MANIFEST).write_text("{}")
-    with pytest.raises(ValueError, match="already holds shards"):
-        mrd.write_shards(dataset(), tmp_path / "out")
-    # a model folder the nodes cannot read (gone once the job runs): a clear error, and no
-    # shard folder that looks complete
-    moved = tmp_path / "model-copy"
-    shutil.copytree(model_dir, moved)
-    ds = mrd.encode(str(corpus), str(moved), batch_size=2, num_actors=1)
-    shutil.rmtree(moved)
-    with pytest.raises(Exception, match="not readable on node"):
-        mrd.write_shards(ds, tmp_path / "failed")
-    assert os.listdir(tmp_path / "failed") == []
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    run_scenarios(sys.argv[1], sys.argv[2])
+    sys.exit(0)
+
+
+# ------------------------------------------------------------------ the tests
+
+pytest.importorskip("ray")
+pytest.importorskip("pyarrow")
+pytestmark = pytest.mark.skipif(not os.path.isfile(TOKENIZER), reason="needs ../shared/data/tokenizers")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from mambaret.random_model import write_random_model
+
+    path = str(tmp_path_factory.mktemp("model") / "tiny")
+    write_random_model(path, seed=3, tokenizer_json=TOKENIZER, hidden_size=32, num_hidden_layers=2)
+    return path
+
+
+@pytest.fixture(scope="module")
+def expected(model_dir):
+    import mambaret as mr
+
+    return mr.MambaEncoder.from_pretrained(model_dir, threads=1).encode(TEXTS, normalize_embeddings=True)
+
+
+@pytest.fixture(scope="module")
+def ray_run(model_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ray"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), out, model_dir], env=env,
+                           capture_output=True, text=True, timeout=900)
+    path = os.path.join(out, "results.json")
+    assert child.returncode == 0 and os.path.exists(path), child.stderr[-4000:]
+    with open(path) as f:
+        return out, json.load(f)
+
+
+def result(ray_run, name):
+    value = ray_run[1][name]
+    assert value["ok"], value.get("trace")
+    return value["value"]
+
+
+def check_folder(folder, expected, ids=IDS):
+    from mambaret.shards import load_shards
+
+    got_ids, embeddings = load_shards(folder)
+    assert got_ids.tolist() == ids  # in order, none lost, none repeated
+    np.testing.assert_allclose(embeddings, expected, rtol=0, atol=1e-6)
+
+
+def test_two_nodes_equal_single_process(ray_run, expected):
+    value = result(ray_run, "two_nodes")
+    assert value["nodes"] == 2
+    assert value["manifest"]["rows"] == 48 and [s["rows"] for s in value["manifest"]["shards"]] == [20, 20, 8]
+    check_folder(os.path.join(ray_run[0], "two_nodes"), expected)
+
+
+def test_actor_killed_mid_job_is_retried(ray_run, expected):
+    assert result(ray_run, "killed_actor") == {"crashed": True}  # an actor did die
+    check_folder(os.path.join(ray_run[0], "killed_actor"), expected)
+
+
+def test_command_line_encodes_corpus_files(ray_run, expected):
+    assert result(ray_run, "command_line") == 0
+    check_folder(os.path.join(ray_run[0], "cli"), expected[:5], IDS[:5])
+
+
+def test_bad_input(ray_run):
+    errors = result(ray_run, "bad_input")
+    assert errors["no_model"].startswith("ValueError") and "does not exist" in errors["no_model"]
+    assert "no column 'body'" in errors["no_column"]
+    assert "no corpus file" in errors["no_corpus"]
+    assert errors["cli_no_model"] == 2
+    assert errors["node_cannot_read"] and "not readable on node" in errors["node_cannot_read"]
+    assert errors["failed_folder"] == []  # nothing left that looks like shards
 
 
 def test_unreachable_address_fails_fast(monkeypatch):
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     import socket
 
+    import ray
+
+    import mambaret.distributed as mrd
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
