@@ -115,7 +115,7 @@ class _EncoderActor:
             len(texts), self.encoder.embedding_dim)}
 
 
-def _read_corpus_files(paths: Sequence[str], fmt: str, text_column: str, id_column: str):
+def _read_corpus_files(paths: Sequence[str], fmt: str):
     """(ids, texts) of our corpus formats: TREC <DOC>, BEIR corpus.jsonl, one text per line."""
     from . import datasets
     from .corpus import text_lines
@@ -154,7 +154,7 @@ def _as_dataset(ray, dataset, fmt, text_column, id_column, blocks):
         raise ValueError("dataset must be a ray.data.Dataset or corpus file paths")
     import pyarrow as pa
 
-    ids, texts = _read_corpus_files([os.fspath(p) for p in dataset], fmt, text_column, id_column)
+    ids, texts = _read_corpus_files([os.fspath(p) for p in dataset], fmt)
     if not ids:
         raise ValueError("the corpus holds no documents")
     table = pa.table({id_column: ids, text_column: texts})
