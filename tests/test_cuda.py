@@ -15,8 +15,9 @@ import pytest
 import mambaret as mr
 from mambaret.cuda import _load_cuda_module
 
-pytestmark = pytest.mark.skipif(not mr.cuda_available(),
-                                reason=f"CUDA is not usable here: {_load_cuda_module()[1] or 'no GPU'}")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not mr.cuda_available(),
+                                 reason=f"CUDA is not usable here: {_load_cuda_module()[1] or 'no GPU'}")]
 
 # (id, MambaConfig kwargs): odd sizes on purpose (channels not a multiple of 32, K 2..4, N 4..16)
 CONFIGS = [
