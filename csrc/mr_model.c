@@ -484,6 +484,10 @@ mr_status mr_model_forward(const mr_model *m, const mr_forward_args *a, mr_error
         st = team_status;
         if (st == MR_OK) pool_step(m, a, &w, step_tokens, w.segs, nseg, first_token, nt);
     }
+    if (st == MR_OK && a->normalize && a->pooling != MR_POOL_ALL) {
+#pragma omp parallel num_threads(nt)
+        mr_l2_normalize_f32(a->out, a->n_seqs, c->d_model, mr_thread_index(), mr_thread_count());
+    }
     workspace_release(m, &w);
     return st;
 }

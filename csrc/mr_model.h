@@ -51,6 +51,7 @@ typedef struct {
     mr_pooling pooling;
     int64_t max_tokens;     /* tokens per micro-batch (> 0) */
     int threads;            /* our threads and the BLAS's (> 0) */
+    int normalize;          /* L2-normalise pooled rows (last, mean; not 'all') */
     float *out;             /* [n_seqs, d] (last, mean) or [n_tokens, d] (all) */
 } mr_forward_args;
 
