@@ -1,8 +1,9 @@
 /* The C ABI of the optional CUDA module (mambaret._cuda).
  *
- * Pure C, no Python.h: the binding (csrc/module.c) reaches these functions through the table
- * `mr_cuda_api`, which mambaret._cuda exports in a capsule named MR_CUDA_CAPSULE_NAME. Every
- * call returns an mr_status and fills an mr_error; nothing here prints, exits or aborts.
+ * Pure C, no Python.h. This is the core's interface to a CUDA engine: cuda/ implements it and
+ * exports the table `mr_cuda_api` in a capsule named MR_CUDA_CAPSULE_NAME; the binding
+ * (csrc/python/cuda.c) imports it on first use. Every call returns an mr_status and fills an
+ * mr_error; nothing here prints, exits or aborts.
  *
  * Streams and events are passed as `void *` holding cudaStream_t / cudaEvent_t, so this header
  * needs no CUDA header. Stream values follow DLPack's numbering: NULL (0) is the default
