@@ -182,6 +182,8 @@ def test_bad_input_is_an_exception(torch_gpu, tmp_path):
         enc.model.forward(np.array([1, 2, 3], dtype=np.int32), np.array([0, 4], dtype=np.int64))
     with pytest.raises(ValueError, match="dtype"):
         mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="int8")
+    with pytest.raises(TypeError, match="threads"):  # the GPU takes no threads: refused, not ignored
+        enc.model.forward(np.array([1, 2, 3], dtype=np.int32), offsets, threads=2)
     assert enc.encode([[1, 2, 3]]).shape == (1, 32)  # still healthy
 
 

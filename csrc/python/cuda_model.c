@@ -198,14 +198,14 @@ static int cuda_model_ready(CudaModelObject *self) {
 
 PyDoc_STRVAR(cuda_model_forward_doc,
 "forward(tokens, offsets, *, pooling='last', max_tokens=65536, normalize=False, convert_to='numpy',\n"
-"        stream=None, out=None, out_row=0, threads=None)\n"
+"        stream=None, out=None, out_row=0)\n"
 "--\n\n"
 "Runs the backbone on the GPU over a packed batch. tokens: int32 NumPy array, or a CUDA tensor\n"
 "(int32/int64, any DLPack producer) on this model's device; offsets: int64 NumPy array [B+1].\n"
 "convert_to='numpy' copies the float32 result to the host (the one wait); 'dlpack'/'tensor'\n"
 "returns a CudaTensor that stays on the GPU, or writes into `out` (a CudaTensor) from row\n"
 "out_row. stream: the CUDA stream to queue on (a cudaStream_t as int; None: the default\n"
-"stream). normalize: L2-normalise pooled rows. threads is accepted and ignored.");
+"stream). normalize: L2-normalise pooled rows.");
 
 static PyObject *cuda_model_forward(CudaModelObject *self, PyObject *args, PyObject *kwargs) {
     mr_py_forward_request req;
