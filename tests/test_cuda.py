@@ -235,3 +235,118 @@ def test_compute_sanitizer_memcheck_is_clean(tmp_path):
     result = subprocess.run([_sanitizer(), "--tool", "memcheck", "--error-exitcode", "99", "--leak-check", "no",
                              sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0 and "done" in result.stdout, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+def _small_gpu_encoder(tmp_path, seed=3, hidden_size=64, **kwargs):
+    from mambaret.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / f"m{seed}"), seed=seed, hidden_size=hidden_size, num_hidden_layers=2,
+                              vocab_size=100)
+    return mr.MambaEncoder.from_pretrained(path, dtype="float32", **kwargs)
+
+
+def test_single_input_through_dlpack_is_one_dimensional(torch_gpu, tmp_path):
+    torch = torch_gpu
+    enc = _small_gpu_encoder(tmp_path, device="cuda")
+    host = enc.encode([[1, 2, 3, 4]])
+    one = enc.encode([1, 2, 3, 4], convert_to="dlpack")
+    assert one.shape == (64,) and one.__dlpack_device__() == (2, 0)  # [d], as on the CPU
+    np.testing.assert_array_equal(torch.from_dlpack(one).cpu().numpy(), host[0])
+    np.testing.assert_array_equal(one.numpy(), host[0])
+    assert enc.encode([1, 2, 3, 4], convert_to_tensor=True).shape == (64,)
+
+
+def test_second_device_records_on_its_own_stream(torch_gpu, tmp_path):
+    torch = torch_gpu
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    enc = _small_gpu_encoder(tmp_path, device="cuda:1")
+    seqs = _sequences(100, (10, 300, 40), seed=4)
+    host = enc.encode(seqs)
+    with torch.cuda.device(0):  # the current device is not the model's
+        out = enc.model.forward(*_packed(seqs), convert_to="dlpack")  # default stream: cuda:1's, not cuda:0's
+        t = torch.from_dlpack(out)
+        assert t.device == torch.device("cuda", 1)
+        np.testing.assert_array_equal(t.cpu().numpy(), host)
+        capsule = out.__dlpack__(stream=1)  # the consumer's legacy stream, on the tensor's device
+        assert capsule is not None
+        np.testing.assert_array_equal(enc.encode(seqs, convert_to="dlpack").numpy(), host)
+
+
+def test_per_thread_streams_from_two_threads_share_one_model(torch_gpu, tmp_path):
+    import threading
+
+    enc = _small_gpu_encoder(tmp_path, hidden_size=256, device="cuda")
+    seqs = _sequences(100, (3000, 2500, 700, 4000), seed=8)
+    tokens, offsets = _packed(seqs)
+    expect = enc.model.forward(tokens, offsets)
+    results, errors = {}, []
+
+    def work(k):
+        try:  # stream 2: each host thread's own per-thread default stream, under one stream value
+            outs = [enc.model.forward(tokens, offsets, convert_to="dlpack", stream=2) for _ in range(4)]
+            results[k] = [o.numpy() for o in outs]
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    for k in range(2):
+        for got in results[k]:
+            np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
+
+
+def test_failed_weight_upload_does_not_poison_the_next_forward(torch_gpu, tmp_path):
+    torch = torch_gpu
+    from mambaret.cuda_backend import upload
+    from mambaret.random_model import write_random_model
+
+    enc = _small_gpu_encoder(tmp_path, device="cuda")
+    seqs = _sequences(100, (10, 50), seed=2)
+    expect = enc.encode(seqs)
+    big = write_random_model(str(tmp_path / "big"), seed=1, hidden_size=1024, num_hidden_layers=4, vocab_size=50000)
+    cpu_big = mr.MambaEncoder.from_pretrained(big, threads=1)
+    free, _ = torch.cuda.mem_get_info()
+    hog = torch.empty(max(free - (64 << 20), 0), dtype=torch.uint8, device="cuda")  # the weights cannot fit
+    try:
+        with pytest.raises(MemoryError):
+            upload(cpu_big.model, "cuda", "float32")
+    finally:
+        del hog
+        torch.cuda.empty_cache()
+    np.testing.assert_array_equal(enc.encode(seqs), expect)  # the failed cudaMalloc is not blamed on a kernel
+
+
+def test_freeing_a_result_lets_other_threads_run(torch_gpu, tmp_path):
+    import threading
+    import time
+
+    torch = torch_gpu
+    enc = _small_gpu_encoder(tmp_path, device="cuda")
+    tokens, offsets = _packed(_sequences(100, (20,), seed=1))
+    stream = torch.cuda.Stream()
+    torch.cuda._sleep(1 << 31)  # about a second of device time on the default stream, queued before ours
+    with torch.cuda.stream(stream):
+        out = enc.model.forward(tokens, offsets, convert_to="dlpack", stream=stream.cuda_stream)
+    ticks, stop = [], threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(1)
+            time.sleep(0.001)
+
+    th = threading.Thread(target=ticker)
+    th.start()
+    while not ticks:
+        time.sleep(0.001)
+    before = len(ticks)
+    del out  # cudaFree waits for the sleeping device: without the GIL, the ticker keeps going
+    during = len(ticks) - before
+    stop.set()
+    th.join()
+    torch.cuda.synchronize()
+    assert during >= 10, f"the ticker ran {during} times while the result was freed"

@@ -72,19 +72,59 @@ PyObject *mr_py_cuda_tensor_new(mr_py_state *st, const mr_cuda_api *api, int dev
     mr_py_tensor_set_shape(&t->base, 2, (int64_t[2]){rows, cols});
     t->ready = ready;
     t->keepalive = NULL;
+    t->view_of = NULL;
     return (PyObject *)t;
+}
+
+static int interpreter_finalizing(void) {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
 }
 
 static void cuda_tensor_dealloc(mr_py_cuda_tensor *t) {
     const mr_cuda_api *api = g_cuda_api; /* set: a CudaTensor only exists once it was imported */
-    if (api) {
-        api->free_device(t->base.device.device_id, t->base.data); /* waits for the device, then inputs may go */
+    if (api && !t->view_of) {
+        /* cudaFree waits for the whole device: other Python threads run meanwhile (unless the
+         * interpreter is shutting down, when giving up the GIL is not safe) */
+        PyThreadState *saved = interpreter_finalizing() ? NULL : PyEval_SaveThread();
+        api->free_device(t->base.device.device_id, t->base.data);
         api->event_destroy(t->ready);
+        if (saved) PyEval_RestoreThread(saved);
     }
-    Py_XDECREF(t->keepalive);
+    Py_XDECREF(t->keepalive); /* after the free: the queued work reading these has finished */
+    Py_XDECREF(t->view_of);
     PyTypeObject *tp = Py_TYPE(t);
     PyObject_Free(t);
     Py_DECREF(tp);
+}
+
+/* Row i as a 1-D CudaTensor sharing this one's memory and readiness (a single input's
+ * embedding, shaped [d] as on the CPU). */
+static PyObject *cuda_tensor_row(mr_py_cuda_tensor *t, PyObject *arg) {
+    long long i = PyLong_AsLongLong(arg);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    if (t->base.ndim != 2) {
+        PyErr_SetString(PyExc_ValueError, "row() needs a 2-D tensor");
+        return NULL;
+    }
+    if (i < 0 || i >= t->base.shape[0]) {
+        PyErr_Format(PyExc_IndexError, "row %lld is out of range for %lld rows", i, (long long)t->base.shape[0]);
+        return NULL;
+    }
+    mr_py_cuda_tensor *owner = t; /* views are 1-D, so t owns its memory */
+    mr_py_cuda_tensor *row = PyObject_New(mr_py_cuda_tensor, Py_TYPE(t));
+    if (!row) return NULL;
+    row->base.data = t->base.data + i * t->base.strides[0];
+    row->base.device = t->base.device;
+    mr_py_tensor_set_shape(&row->base, 1, &t->base.shape[1]);
+    row->ready = t->ready;
+    row->keepalive = NULL;
+    row->view_of = (PyObject *)owner;
+    Py_INCREF(owner);
+    return (PyObject *)row;
 }
 
 /* The consumer's stream waits for ours. None means the legacy default stream; -1 asks for no
@@ -107,7 +147,7 @@ int mr_py_cuda_tensor_handshake(mr_py_tensor *base, PyObject *stream) {
         consumer = (void *)(uintptr_t)v;
     }
     mr_error err = {0};
-    if (g_cuda_api->stream_wait_event(consumer, t->ready, &err)) {
+    if (g_cuda_api->stream_wait_event(t->base.device.device_id, consumer, t->ready, &err)) {
         mr_py_raise(&err);
         return -1;
     }
@@ -135,6 +175,8 @@ static PyObject *cuda_tensor_numpy(mr_py_cuda_tensor *t, PyObject *unused) {
 static PyMethodDef cuda_tensor_methods[] = {
     MR_PY_TENSOR_DLPACK_METHODS,
     {"numpy", (PyCFunction)cuda_tensor_numpy, METH_NOARGS, "A host copy as a NumPy array (waits for the result)."},
+    {"row", (PyCFunction)cuda_tensor_row, METH_O,
+     "row(i)\nRow i of a 2-D tensor as a 1-D CudaTensor sharing its memory (no copy)."},
     {NULL, NULL, 0, NULL},
 };
 

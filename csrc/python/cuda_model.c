@@ -274,7 +274,7 @@ static PyObject *cuda_model_forward(CudaModelObject *self, PyObject *args, PyObj
     Py_END_ALLOW_THREADS
     if (s == MR_OK && req.as_tensor) {
         mr_py_cuda_tensor *o = (mr_py_cuda_tensor *)target;
-        s = self->api->event_record(o->ready, stream, &err);
+        s = self->api->event_record(self->device, o->ready, stream, &err); /* on the model's device */
         if (s == MR_OK && dev.owner) { /* the device ids must outlive the queued work reading them */
             if ((!o->keepalive && !(o->keepalive = PyList_New(0))) || PyList_Append(o->keepalive, dev.owner) < 0) {
                 Py_DECREF(target);

@@ -17,6 +17,7 @@ typedef struct {
     mr_py_tensor base;
     void *ready;
     PyObject *keepalive; /* list of objects the queued work may still read (DLPack inputs) */
+    PyObject *view_of;   /* a row view: the tensor owning data and ready, else NULL */
 } mr_py_cuda_tensor;
 
 /* A new [rows, cols] CudaTensor (uninitialised) on `device`. */

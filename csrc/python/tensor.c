@@ -47,6 +47,9 @@ static void dlpack_versioned_deleter(DLManagedTensorVersioned *self) {
 }
 
 static void dlpack_capsule_destructor(PyObject *capsule) {
+    /* it may run while an exception is being raised (a frame unwinding): keep that exception */
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
     /* a consumed capsule was renamed "used_dltensor[_versioned]": its consumer owns it now */
     if (PyCapsule_IsValid(capsule, "dltensor")) {
         DLManagedTensor *m = PyCapsule_GetPointer(capsule, "dltensor");
@@ -55,7 +58,7 @@ static void dlpack_capsule_destructor(PyObject *capsule) {
         DLManagedTensorVersioned *m = PyCapsule_GetPointer(capsule, "dltensor_versioned");
         if (m && m->deleter) m->deleter(m);
     }
-    PyErr_Clear();
+    PyErr_Restore(type, value, traceback); /* also drops anything the checks above raised */
 }
 
 /* The capsule for `t` (or for `copy`, a buffer of the consumer's own that the export frees). */
