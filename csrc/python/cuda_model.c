@@ -3,8 +3,6 @@
 #include "py_common.h"
 #include "py_cuda.h"
 
-#include <string.h>
-
 /* Owns a consumed DLPack input until the work reading it is finished. */
 static void dlpack_input_release(PyObject *capsule) {
     void *p = PyCapsule_GetPointer(capsule, "mambaret.dlpack_input");
@@ -109,13 +107,11 @@ typedef struct {
 } CudaModelObject;
 
 static int parse_compute_dtype(const char *s, mr_dtype *dtype) {
-    if (strcmp(s, "float32") == 0) *dtype = MR_DTYPE_F32;
-    else if (strcmp(s, "float16") == 0) *dtype = MR_DTYPE_F16;
-    else if (strcmp(s, "bfloat16") == 0) *dtype = MR_DTYPE_BF16;
-    else {
-        PyErr_Format(PyExc_ValueError, "dtype must be 'bfloat16', 'float16' or 'float32', got '%s'", s);
-        return -1;
-    }
+    static const char *const names[] = {"bfloat16", "float16", "float32"};
+    static const int values[] = {MR_DTYPE_BF16, MR_DTYPE_F16, MR_DTYPE_F32};
+    int v;
+    if (mr_py_parse_choice(s, "dtype", names, values, 3, &v) < 0) return -1;
+    *dtype = (mr_dtype)v;
     return 0;
 }
 
@@ -297,23 +293,15 @@ done:
 
 static PyObject *cuda_model_empty(CudaModelObject *self, PyObject *arg) {
     if (!cuda_model_ready(self)) return NULL;
-    long long rows = PyLong_AsLongLong(arg);
-    if (rows == -1 && PyErr_Occurred()) return NULL;
-    if (rows < 0) {
-        PyErr_SetString(PyExc_ValueError, "rows must be >= 0");
-        return NULL;
-    }
+    long long rows;
+    if (mr_py_parse_count(arg, "rows", &rows) < 0) return NULL;
     return mr_py_cuda_tensor_new(self->state, self->api, self->device, rows, self->cfg.d_model);
 }
 
 static PyObject *cuda_model_workspace_bytes(CudaModelObject *self, PyObject *arg) {
     if (!cuda_model_ready(self)) return NULL;
-    long long tokens = PyLong_AsLongLong(arg);
-    if (tokens == -1 && PyErr_Occurred()) return NULL;
-    if (tokens < 0) {
-        PyErr_SetString(PyExc_ValueError, "tokens must be >= 0");
-        return NULL;
-    }
+    long long tokens;
+    if (mr_py_parse_count(arg, "tokens", &tokens) < 0) return NULL;
     return PyLong_FromLongLong(self->api->model_workspace_bytes(self->model, tokens));
 }
 

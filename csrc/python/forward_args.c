@@ -2,8 +2,6 @@
  * model takes which keyword, so adding a keyword is one edit here. */
 #include "py_common.h"
 
-#include <string.h>
-
 enum {
     ARG_POOLING, ARG_MAX_TOKENS, ARG_THREADS, ARG_NORMALIZE, ARG_CONVERT_TO, ARG_STREAM, ARG_OUT, ARG_OUT_ROW,
     ARG_COUNT
@@ -25,28 +23,20 @@ static const int taken_by[ARG_COUNT] = {
 };
 
 static int parse_pooling(PyObject *obj, mr_pooling *p) {
+    static const char *const names[] = {"last", "mean", "all"};
+    static const int values[] = {MR_POOL_LAST, MR_POOL_MEAN, MR_POOL_ALL};
     const char *s = PyUnicode_AsUTF8(obj);
-    if (!s) return -1;
-    if (strcmp(s, "last") == 0) *p = MR_POOL_LAST;
-    else if (strcmp(s, "mean") == 0) *p = MR_POOL_MEAN;
-    else if (strcmp(s, "all") == 0) *p = MR_POOL_ALL;
-    else {
-        PyErr_Format(PyExc_ValueError, "pooling must be 'last', 'mean' or 'all', got '%s'", s);
-        return -1;
-    }
+    int v;
+    if (!s || mr_py_parse_choice(s, "pooling", names, values, 3, &v) < 0) return -1;
+    *p = (mr_pooling)v;
     return 0;
 }
 
 static int parse_convert_to(PyObject *obj, int *as_tensor) {
+    static const char *const names[] = {"numpy", "dlpack", "tensor"};
+    static const int values[] = {0, 1, 1};
     const char *s = PyUnicode_AsUTF8(obj);
-    if (!s) return -1;
-    if (strcmp(s, "numpy") == 0) *as_tensor = 0;
-    else if (strcmp(s, "tensor") == 0 || strcmp(s, "dlpack") == 0) *as_tensor = 1;
-    else {
-        PyErr_Format(PyExc_ValueError, "convert_to must be 'numpy', 'dlpack' or 'tensor', got '%s'", s);
-        return -1;
-    }
-    return 0;
+    return s ? mr_py_parse_choice(s, "convert_to", names, values, 3, as_tensor) : -1;
 }
 
 static int parse_long_long(PyObject *obj, long long *out) {

@@ -229,12 +229,8 @@ done:
 
 static PyObject *model_workspace_bytes(ModelObject *self, PyObject *arg) {
     if (!model_ready(self)) return NULL;
-    long long tokens = PyLong_AsLongLong(arg);
-    if (tokens == -1 && PyErr_Occurred()) return NULL;
-    if (tokens < 0) {
-        PyErr_SetString(PyExc_ValueError, "tokens must be >= 0");
-        return NULL;
-    }
+    long long tokens;
+    if (mr_py_parse_count(arg, "tokens", &tokens) < 0) return NULL;
     return PyLong_FromLongLong(mr_model_workspace_bytes(self->model, tokens));
 }
 

@@ -4,6 +4,9 @@
 #define MR_PY_IMPORTS_NUMPY
 #include "py_common.h"
 
+#include <stdio.h>
+#include <string.h>
+
 #include "mr_ops.h"
 #include "mr_parallel.h"
 #include "mr_simd.h"
@@ -73,6 +76,32 @@ int mr_py_parse_threads(PyObject *obj, int *threads) {
     }
     *threads = (int)v;
     return 0;
+}
+
+int mr_py_parse_count(PyObject *obj, const char *what, long long *out) {
+    *out = PyLong_AsLongLong(obj);
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    if (*out < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0", what);
+        return -1;
+    }
+    return 0;
+}
+
+int mr_py_parse_choice(const char *s, const char *what, const char *const *names, const int *values, int count,
+                       int *out) {
+    for (int i = 0; i < count; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = values[i];
+            return 0;
+        }
+    char list[256] = "";
+    size_t used = 0;
+    for (int i = 0; i < count && used < sizeof list; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s'%s'", i == 0 ? "" : i == count - 1 ? " or " : ", ",
+                                 names[i]);
+    PyErr_Format(PyExc_ValueError, "%s must be %s, got '%s'", what, list, s);
+    return -1;
 }
 
 int mr_py_parse_device_pair(PyObject *obj, long *type, long *id) {

@@ -33,14 +33,9 @@ enum { VARIANT_AUTO, VARIANT_PORTABLE, VARIANT_REFERENCE };
 
 /* "auto" (what the model runs: the best path for this CPU), "portable" or "reference". */
 static int parse_variant(const char *s, int *variant) {
-    if (strcmp(s, "auto") == 0) *variant = VARIANT_AUTO;
-    else if (strcmp(s, "portable") == 0) *variant = VARIANT_PORTABLE;
-    else if (strcmp(s, "reference") == 0) *variant = VARIANT_REFERENCE;
-    else {
-        PyErr_Format(PyExc_ValueError, "variant must be 'auto', 'portable' or 'reference', got '%s'", s);
-        return -1;
-    }
-    return 0;
+    static const char *const names[] = {"auto", "portable", "reference"};
+    static const int values[] = {VARIANT_AUTO, VARIANT_PORTABLE, VARIANT_REFERENCE};
+    return mr_py_parse_choice(s, "variant", names, values, 3, variant);
 }
 
 static PyObject *op_rmsnorm(PyObject *m, PyObject *args, PyObject *kwargs) {

@@ -50,6 +50,12 @@ PyObject *mr_py_raise(const mr_error *err);
 PyArrayObject *mr_py_require_array(PyObject *obj, int type, int ndim, const char *what);
 /* None -> 1; else an int in [1, 4096]. */
 int mr_py_parse_threads(PyObject *obj, int *threads);
+/* A non-negative int (rows, tokens); `what` names it in the ValueError. */
+int mr_py_parse_count(PyObject *obj, const char *what, long long *out);
+/* One of `count` names (several may share a value): *out = values[i] for names[i] == s; else a
+ * ValueError "<what> must be 'a', 'b' or 'c', got 's'". */
+int mr_py_parse_choice(const char *s, const char *what, const char *const *names, const int *values, int count,
+                       int *out);
 /* A DLPack (device_type, device_id) tuple. */
 int mr_py_parse_device_pair(PyObject *obj, long *type, long *id);
 
