@@ -328,10 +328,11 @@ def test_freeing_a_result_lets_other_threads_run(torch_gpu, tmp_path):
     torch = torch_gpu
     enc = _small_gpu_encoder(tmp_path, device="cuda")
     tokens, offsets = _packed(_sequences(100, (20,), seed=1))
-    stream = torch.cuda.Stream()
-    torch.cuda._sleep(1 << 31)  # about a second of device time on the default stream, queued before ours
-    with torch.cuda.stream(stream):
-        out = enc.model.forward(tokens, offsets, convert_to="dlpack", stream=stream.cuda_stream)
+    enc.model.forward(tokens, offsets)  # the workspace exists: nothing below allocates (which could wait)
+    out = enc.model.empty(1)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(1 << 31)  # about a second of device time on the legacy default stream
+    enc.model.forward(tokens, offsets, convert_to="dlpack", out=out, stream=1)  # queued behind it
     ticks, stop = [], threading.Event()
 
     def ticker():
