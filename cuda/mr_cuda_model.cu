@@ -77,9 +77,8 @@ struct mr_cuda_model {
     cudaEvent_t upload_done;
     int upload_pending;
 
-    /* the previous call's end, for a call on another stream to wait on */
+    /* the previous call's end, for the next call to wait on */
     cudaEvent_t last_done;
-    cudaStream_t last_stream;
     int has_last;
 
     /* host scheduler buffers */
@@ -482,8 +481,9 @@ static mr_status forward_locked(mr_cuda_model *m, const mr_cuda_forward_args *a,
     cudaStream_t s = (cudaStream_t)a->stream;
     mr_status st = check_args(m, a, err);
     if (st) return st;
-    if (m->has_last && m->last_stream != s &&
-        (st = mr_cuda_check(cudaStreamWaitEvent(s, m->last_done, 0), err, "cudaStreamWaitEvent")))
+    /* always, even for the same stream value: 2 (cudaStreamPerThread) is another stream in each
+     * host thread, and waiting on an event already passed on this stream costs nothing */
+    if (m->has_last && (st = mr_cuda_check(cudaStreamWaitEvent(s, m->last_done, 0), err, "cudaStreamWaitEvent")))
         return st;
 
     const int64_t out_rows = a->pooling == MR_POOL_ALL ? a->n_tokens : a->n_seqs;
@@ -588,12 +588,11 @@ mr_status mr_cuda_model_forward(mr_cuda_model *m, const mr_cuda_forward_args *a,
     MrDeviceGuard guard(m->device);
     mr_status st = mr_cuda_check(guard.status(), err, "cudaSetDevice");
     if (st) return st;
+    cudaGetLastError(); /* an earlier, unrelated failure must not be blamed on this call's kernels */
     st = forward_locked(m, a, err);
-    /* even after a failure part of the call may be queued: the next call on another stream
-     * must not touch the workspace before it is done */
-    if (cudaEventRecord(m->last_done, (cudaStream_t)a->stream) == cudaSuccess) {
-        m->last_stream = (cudaStream_t)a->stream;
-        m->has_last = 1;
-    }
+    /* even after a failure part of the call may be queued: the next call must not touch the
+     * workspace before it is done */
+    if (cudaEventRecord(m->last_done, (cudaStream_t)a->stream) == cudaSuccess) m->has_last = 1;
+    else cudaGetLastError(); /* not this call's error to report, nor the next one's */
     return st;
 }

@@ -61,7 +61,7 @@ def _device_batches(ids: list[list[int]], batch_size: int, max_tokens: int):
 
 
 def encode_on_device(encoder, ids: list[list[int]], batch_size: int, normalize: bool, single: bool, as_torch: bool):
-    """Pooled embeddings [n, d] (or [d] for a single input with torch) left in GPU memory."""
+    """Pooled embeddings [n, d] (or [d] for a single input) left in GPU memory."""
     check_poolable(ids)
     model = encoder.model
     stream = current_stream(model.device)
@@ -70,7 +70,7 @@ def encode_on_device(encoder, ids: list[list[int]], batch_size: int, normalize: 
         model.forward(batch.tokens, batch.offsets, pooling=encoder.pooling, max_tokens=encoder.max_tokens,
                       normalize=normalize, convert_to="dlpack", stream=stream, out=out, out_row=start)
     if not as_torch:
-        return out
+        return out.row(0) if single else out  # [d] for a single input, as on the CPU
     import torch
 
     result = torch.from_dlpack(out)  # zero-copy; torch's current stream waits for ours

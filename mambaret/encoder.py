@@ -221,8 +221,9 @@ class MambaEncoder:
 
     def forward_packed(self, batch: PackedBatch, pooling: str | None = None, convert_to: str = "numpy"):
         """Runs the C core on one packed batch: [B, d] pooled, or [T, d] with pooling='all'."""
+        host_only = {"threads": self.threads} if self.device == "cpu" else {}  # the GPU takes no threads
         return self.model.forward(batch.tokens, batch.offsets, pooling=pooling or self.pooling,
-                                  max_tokens=self.max_tokens, threads=self.threads, convert_to=convert_to)
+                                  max_tokens=self.max_tokens, convert_to=convert_to, **host_only)
 
     def encode(self, sentences: str | Sequence[str] | Sequence[Sequence[int]] | Any, prompt_name: str | None = None,
                prompt: str | None = None, batch_size: int = 32, show_progress_bar: bool | None = None,

@@ -192,6 +192,8 @@ def test_bad_input_is_an_exception(torch_gpu, tmp_path):
         enc.model.forward(np.array([1, 2, 3], dtype=np.int32), np.array([0, 4], dtype=np.int64))
     with pytest.raises(ValueError, match="dtype"):
         mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="int8")
+    with pytest.raises(TypeError, match="threads"):  # the GPU takes no threads: refused, not ignored
+        enc.model.forward(np.array([1, 2, 3], dtype=np.int32), offsets, threads=2)
     assert enc.encode([[1, 2, 3]]).shape == (1, 32)  # still healthy
 
 
@@ -281,51 +283,6 @@ def test_stream_handshake_with_delayed_producer_and_consumer(torch_gpu, tmp_path
         _assert_same_embeddings(doubled.cpu().numpy(), 2 * ref)
 
 
-def test_second_device_while_the_first_is_current(torch_gpu, tmp_path):
-    torch = torch_gpu
-    if torch.cuda.device_count() < 2:
-        pytest.skip("one GPU: the cross-device case needs two")
-    path = _write(tmp_path, "m", seed=4, hidden_size=64, num_hidden_layers=2, vocab_size=100)
-    seqs = _sequences(100, (9, 400, 33), seed=2)
-    first = mr.MambaEncoder.from_pretrained(path, device="cuda:0", dtype="float32")
-    second = mr.MambaEncoder.from_pretrained(path, device="cuda:1", dtype="float32")
-    torch.cuda.set_device(0)
-    ref = first.encode(seqs)
-    _assert_same_embeddings(second.encode(seqs), ref)
-    out = second.encode(seqs, convert_to="dlpack")  # default stream of device 1, recorded there
-    assert out.__dlpack_device__() == (2, 1)
-    t = torch.from_dlpack(out)
-    assert t.device.index == 1
-    _assert_same_embeddings(t.cpu().numpy(), ref)
-
-
-def test_per_thread_default_streams_from_two_threads(torch_gpu, tmp_path):
-    """cudaStreamPerThread (handle 2) is a different stream in each thread: one model used from
-    two threads at once must not let them share its workspace while the other's work runs."""
-    import threading
-
-    path = _write(tmp_path, "m", seed=6, hidden_size=96, num_hidden_layers=2, vocab_size=200)
-    enc = mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="float32")
-    work = [_sequences(200, (700, 5, 1300, 64), seed=s) for s in range(2)]
-    packed = [_packed(w) for w in work]
-    ref = [enc.model.forward(t, o) for t, o in packed]
-    errors = []
-
-    def loop(i):
-        try:
-            for _ in range(20):
-                _assert_same_embeddings(enc.model.forward(*packed[i], stream=2), ref[i])
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-
-
 def test_mean_pooling_across_micro_batches_matches_the_cpu_engine(tmp_path):
     path = _write(tmp_path, "m", seed=7, hidden_size=48, num_hidden_layers=2, vocab_size=120, state_size=8)
     cpu = mr.MambaEncoder.from_pretrained(path, threads=2)
@@ -364,3 +321,119 @@ def test_wide_models_large_states_and_k1_match_transformers(torch_gpu, tmp_path,
     for ids in _sequences(cfg["vocab_size"], (1, 77, 600), seed=4):
         ref = _hf_states_gpu(torch_gpu, model, ids)
         assert_close_to_reference(enc.encode([ids], output_value="token_embeddings")[0], ref, 1e-5, name)
+
+
+def _small_gpu_encoder(tmp_path, seed=3, hidden_size=64, **kwargs):
+    from mambaret.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / f"m{seed}"), seed=seed, hidden_size=hidden_size, num_hidden_layers=2,
+                              vocab_size=100)
+    return mr.MambaEncoder.from_pretrained(path, dtype="float32", **kwargs)
+
+
+def test_single_input_through_dlpack_is_one_dimensional(torch_gpu, tmp_path):
+    torch = torch_gpu
+    enc = _small_gpu_encoder(tmp_path, device="cuda")
+    host = enc.encode([[1, 2, 3, 4]])
+    one = enc.encode([1, 2, 3, 4], convert_to="dlpack")
+    assert one.shape == (64,) and one.__dlpack_device__() == (2, 0)  # [d], as on the CPU
+    np.testing.assert_array_equal(torch.from_dlpack(one).cpu().numpy(), host[0])
+    np.testing.assert_array_equal(one.numpy(), host[0])
+    assert enc.encode([1, 2, 3, 4], convert_to_tensor=True).shape == (64,)
+
+
+def test_second_device_records_on_its_own_stream(torch_gpu, tmp_path):
+    torch = torch_gpu
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    enc = _small_gpu_encoder(tmp_path, device="cuda:1")
+    seqs = _sequences(100, (10, 300, 40), seed=4)
+    host = enc.encode(seqs)
+    with torch.cuda.device(0):  # the current device is not the model's
+        out = enc.model.forward(*_packed(seqs), convert_to="dlpack")  # default stream: cuda:1's, not cuda:0's
+        t = torch.from_dlpack(out)
+        assert t.device == torch.device("cuda", 1)
+        _assert_same_embeddings(t.cpu().numpy(), host)
+        capsule = out.__dlpack__(stream=1)  # the consumer's legacy stream, on the tensor's device
+        assert capsule is not None
+        _assert_same_embeddings(enc.encode(seqs, convert_to="dlpack").numpy(), host)
+
+
+def test_per_thread_streams_from_two_threads_share_one_model(torch_gpu, tmp_path):
+    import threading
+
+    enc = _small_gpu_encoder(tmp_path, hidden_size=256, device="cuda")
+    seqs = _sequences(100, (3000, 2500, 700, 4000), seed=8)
+    tokens, offsets = _packed(seqs)
+    expect = enc.model.forward(tokens, offsets)
+    results, errors = {}, []
+
+    def work(k):
+        try:  # stream 2: each host thread's own per-thread default stream, under one stream value
+            outs = [enc.model.forward(tokens, offsets, convert_to="dlpack", stream=2) for _ in range(4)]
+            results[k] = [o.numpy() for o in outs]
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    for k in range(2):
+        for got in results[k]:
+            np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
+
+
+def test_failed_weight_upload_does_not_poison_the_next_forward(torch_gpu, tmp_path):
+    torch = torch_gpu
+    from mambaret.cuda_backend import upload
+    from mambaret.random_model import write_random_model
+
+    enc = _small_gpu_encoder(tmp_path, device="cuda")
+    seqs = _sequences(100, (10, 50), seed=2)
+    expect = enc.encode(seqs)
+    big = write_random_model(str(tmp_path / "big"), seed=1, hidden_size=1024, num_hidden_layers=4, vocab_size=50000)
+    cpu_big = mr.MambaEncoder.from_pretrained(big, threads=1)
+    free, _ = torch.cuda.mem_get_info()
+    hog = torch.empty(max(free - (64 << 20), 0), dtype=torch.uint8, device="cuda")  # the weights cannot fit
+    try:
+        with pytest.raises(MemoryError):
+            upload(cpu_big.model, "cuda", "float32")
+    finally:
+        del hog
+        torch.cuda.empty_cache()
+    np.testing.assert_array_equal(enc.encode(seqs), expect)  # the failed cudaMalloc is not blamed on a kernel
+
+
+def test_freeing_a_result_lets_other_threads_run(torch_gpu, tmp_path):
+    import threading
+    import time
+
+    torch = torch_gpu
+    enc = _small_gpu_encoder(tmp_path, device="cuda")
+    tokens, offsets = _packed(_sequences(100, (20,), seed=1))
+    enc.model.forward(tokens, offsets)  # the workspace exists: nothing below allocates (which could wait)
+    out = enc.model.empty(1)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(1 << 31)  # about a second of device time on the legacy default stream
+    enc.model.forward(tokens, offsets, convert_to="dlpack", out=out, stream=1)  # queued behind it
+    ticks, stop = [], threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(1)
+            time.sleep(0.001)
+
+    th = threading.Thread(target=ticker)
+    th.start()
+    while not ticks:
+        time.sleep(0.001)
+    before = len(ticks)
+    del out  # cudaFree waits for the sleeping device: without the GIL, the ticker keeps going
+    during = len(ticks) - before
+    stop.set()
+    th.join()
+    torch.cuda.synchronize()
+    assert during >= 10, f"the ticker ran {during} times while the result was freed"

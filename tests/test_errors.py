@@ -218,6 +218,25 @@ def test_bad_threads(tiny_model_dir):
         mr.MambaEncoder.from_pretrained(tiny_model_dir, threads=0)
 
 
+@pytest.mark.parametrize("keyword", ["normalize", "stream", "out", "out_row"])
+def test_forward_keyword_of_the_gpu_model_only_is_a_type_error(encoder, keyword):
+    # one parser serves Model and CudaModel: a keyword the host model does not take is refused, not ignored
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{keyword}'"):
+        encoder.model.forward(np.array([1], np.int32), np.array([0, 1], np.int64), **{keyword: 1})
+
+
+def test_forward_argument_types(encoder):
+    tokens, offsets = np.array([1], np.int32), np.array([0, 1], np.int64)
+    with pytest.raises(TypeError, match="pooling"):
+        encoder.model.forward(tokens, offsets, pooling=1)
+    with pytest.raises(TypeError):
+        encoder.model.forward(tokens, offsets, max_tokens="8")
+    with pytest.raises(ValueError, match="convert_to"):
+        encoder.model.forward(tokens, offsets, convert_to="list")
+    with pytest.raises(TypeError):
+        encoder.model.forward(tokens)  # offsets are required
+
+
 def test_unknown_pooling(encoder):
     with pytest.raises(ValueError, match="pooling"):
         encoder.model.forward(np.array([1], np.int32), np.array([0, 1], np.int64), pooling="max")
