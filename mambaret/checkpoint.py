@@ -19,26 +19,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-# checkpoint names (after the optional "backbone." prefix) -> the C core's tensor kinds
-_GLOBAL_TENSORS = {
-    "embeddings.weight": "embedding",
-    "embedding.weight": "embedding",  # mamba_ssm's name
-    "norm_f.weight": "norm_f",
-}
-_LAYER_TENSORS = {
-    "norm.weight": "norm",
-    "mixer.in_proj.weight": "in_proj.weight",
-    "mixer.in_proj.bias": "in_proj.bias",
-    "mixer.conv1d.weight": "conv1d.weight",
-    "mixer.conv1d.bias": "conv1d.bias",
-    "mixer.x_proj.weight": "x_proj.weight",
-    "mixer.dt_proj.weight": "dt_proj.weight",
-    "mixer.dt_proj.bias": "dt_proj.bias",
-    "mixer.A_log": "A_log",
-    "mixer.D": "D",
-    "mixer.out_proj.weight": "out_proj.weight",
-    "mixer.out_proj.bias": "out_proj.bias",
-}
+from . import _C
+
+# mamba_ssm's names for tensors whose transformers name is in the C core's table
+_ALIASES = {"embedding.weight": "embeddings.weight"}
 _LAYER_NAME = re.compile(r"^layers\.(\d+)\.(.+)$")
 
 
@@ -298,14 +282,39 @@ def iter_weights(model_dir: str) -> Iterator[tuple[str, LoadedTensor]]:
         yield from reader(path)
 
 
+@functools.lru_cache(maxsize=None)
+def tensor_kinds() -> dict[str, dict]:
+    """The C core's table of tensor kinds (csrc/mr_tensors.c) by transformers name: per_layer,
+    condition, dims (config field names) and is_matrix. The one list of a checkpoint's tensors."""
+    return {row["name"]: row for row in _C.tensor_table()}
+
+
+def hf_name(kind: str, layer: int) -> str:
+    """The name a bare transformers `MambaModel.save_pretrained` gives a tensor kind."""
+    return f"layers.{layer}.{kind}" if tensor_kinds()[kind]["per_layer"] else kind
+
+
+def tensor_shape(kind: str, config: dict) -> tuple[int, ...]:
+    """A tensor's shape for a config given as {hidden_size, intermediate_size, state_size, ...}."""
+    def factor(word: str) -> int:
+        return int(word) if word.isdigit() else int(config[word])
+
+    def size(dim: str) -> int:  # sums of products: "time_step_rank+2*state_size"
+        return sum(math.prod(factor(w) for w in term.split("*")) for term in dim.split("+"))
+    return tuple(size(dim) for dim in tensor_kinds()[kind]["dims"])
+
+
 def core_tensor(name: str) -> tuple[str, int] | None:
-    """Maps a checkpoint name onto (kind, layer); None for names to ignore (lm_head.*)."""
+    """Maps a checkpoint name onto (kind, layer) of the tensor table; None for names to ignore
+    (lm_head.*)."""
     if name.startswith("lm_head."):
         return None
     bare = name[len("backbone."):] if name.startswith("backbone.") else name
-    if bare in _GLOBAL_TENSORS:
-        return _GLOBAL_TENSORS[bare], 0
+    bare = _ALIASES.get(bare, bare)
+    kinds = tensor_kinds()
+    if bare in kinds and not kinds[bare]["per_layer"]:
+        return bare, 0
     match = _LAYER_NAME.match(bare)
-    if match and match.group(2) in _LAYER_TENSORS:
-        return _LAYER_TENSORS[match.group(2)], int(match.group(1))
+    if match and match.group(2) in kinds and kinds[match.group(2)]["per_layer"]:
+        return match.group(2), int(match.group(1))
     raise ValueError(f"unexpected tensor '{name}' in the checkpoint (not part of a Mamba-1 backbone)")

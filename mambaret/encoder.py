@@ -10,8 +10,8 @@ import numpy as np
 from . import _C
 from ._native import default_threads
 from .checkpoint import MambaDims, core_tensor, iter_weights, read_config
-from .tokenization import (PackedBatch, TextTokenizer, TruncationStats, apply_eos, check_poolable, truncate_ids,
-                           warn_truncation)
+from .tokenization import (PackedBatch, TextTokenizer, TruncationStats, apply_eos, check_poolable,
+                           token_budget_batches, truncate_ids, warn_truncation)
 
 _HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "*.safetensors",
               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
@@ -45,11 +45,11 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
         if target in tensors:
             raise ValueError(f"tensor '{name}' appears twice in the checkpoint (also as '{tensors[target][0]}')")
         tensors[target] = (name, tensor)
-    if ("embedding", 0) not in tensors:
+    if ("embeddings.weight", 0) not in tensors:
         raise ValueError("missing tensor 'backbone.embeddings.weight' (or 'backbone.embedding.weight')")
-    embedding = tensors[("embedding", 0)][1].array
+    embedding = tensors[("embeddings.weight", 0)][1].array
     if embedding.ndim != 2:
-        raise ValueError(f"tensor '{tensors[('embedding', 0)][0]}' must be 2-D, got shape {embedding.shape}")
+        raise ValueError(f"tensor '{tensors[('embeddings.weight', 0)][0]}' must be 2-D, got shape {embedding.shape}")
     model = _C.Model(dims.core_config(vocab_rows=int(embedding.shape[0])))
     for (kind, layer), (name, tensor) in tensors.items():
         if layer >= dims.num_hidden_layers:
@@ -129,7 +129,7 @@ class MambaEncoder:
         model_dir = _resolve_model_dir(str(model_name_or_path), revision, cache_dir)
         # A sentence-transformers folder: its modules say where the checkpoint is, how to pool,
         # whether to normalise, and which prompts to use; explicit arguments win.
-        from .integrations.sentence_transformers import is_sentence_transformers_folder, read_folder
+        from .st_folder import is_sentence_transformers_folder, read_folder
 
         if is_sentence_transformers_folder(model_dir):
             folder = read_folder(model_dir)
@@ -219,11 +219,13 @@ class MambaEncoder:
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def forward_packed(self, batch: PackedBatch, pooling: str | None = None, convert_to: str = "numpy"):
-        """Runs the C core on one packed batch: [B, d] pooled, or [T, d] with pooling='all'."""
+    def forward_packed(self, batch: PackedBatch, pooling: str | None = None, convert_to: str = "numpy",
+                       normalize: bool = False):
+        """Runs the C core on one packed batch: [B, d] pooled (L2-normalised when asked), or
+        [T, d] with pooling='all'."""
         host_only = {"threads": self.threads} if self.device == "cpu" else {}  # the GPU takes no threads
         return self.model.forward(batch.tokens, batch.offsets, pooling=pooling or self.pooling,
-                                  max_tokens=self.max_tokens, convert_to=convert_to, **host_only)
+                                  max_tokens=self.max_tokens, normalize=normalize, convert_to=convert_to, **host_only)
 
     def encode(self, sentences: str | Sequence[str] | Sequence[Sequence[int]] | Any, prompt_name: str | None = None,
                prompt: str | None = None, batch_size: int = 32, show_progress_bar: bool | None = None,
@@ -271,10 +273,7 @@ class MambaEncoder:
 
             return encode_on_device(self, ids, batch_size, normalize_embeddings or self.normalize, single,
                                     as_torch=convert_to != "dlpack")
-        embeddings = self._encode_pooled(ids, batch_size, show_progress_bar)
-        if normalize_embeddings or self.normalize:
-            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-            np.divide(embeddings, np.maximum(norms, 1e-12), out=embeddings)
+        embeddings = self._encode_pooled(ids, batch_size, show_progress_bar, normalize_embeddings or self.normalize)
         if single:
             embeddings = embeddings[0]
         if convert_to == "dlpack":
@@ -315,32 +314,38 @@ class MambaEncoder:
         return self.prompts[name]
 
     def _batches(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None, what: str):
-        """Yields (indices, PackedBatch) with inputs sorted longest first."""
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        starts = range(0, len(order), batch_size)
+        """Yields (start, end, PackedBatch) in input order, batched by token budget as the GPU
+        path is (tokenization.token_budget_batches), with a progress bar counting inputs."""
         if show_progress_bar is None:
-            show_progress_bar = _is_interactive() and len(order) > 4 * batch_size
+            show_progress_bar = _is_interactive() and len(ids) > 4 * batch_size
+        progress = None
         if show_progress_bar:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=what, unit="batch")
-        for start in starts:
-            chunk = order[start:start + batch_size]
-            yield chunk, PackedBatch.from_lists([ids[i] for i in chunk])
+            progress = tqdm(total=len(ids), desc=what, unit="input")
+        try:
+            for start, end, batch in token_budget_batches(ids, batch_size, self.max_tokens):
+                yield start, end, batch
+                if progress is not None:
+                    progress.update(end - start)
+        finally:
+            if progress is not None:
+                progress.close()
 
-    def _encode_pooled(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None) -> np.ndarray:
+    def _encode_pooled(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None,
+                       normalize: bool = False) -> np.ndarray:
         check_poolable(ids)
         out = np.empty((len(ids), self.dims.hidden_size), dtype=np.float32)
-        for chunk, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding"):
-            out[chunk] = self.forward_packed(batch)
+        for start, end, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding"):
+            out[start:end] = self.forward_packed(batch, normalize=normalize)
         return out
 
     def _encode_tokens(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None) -> list[np.ndarray]:
         out: list[np.ndarray] = [None] * len(ids)  # type: ignore[list-item]
-        for chunk, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding tokens"):
+        for start, end, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding tokens"):
             states = self.forward_packed(batch, pooling="all")
-            for j, i in enumerate(chunk):
-                out[i] = states[batch.offsets[j]:batch.offsets[j + 1]]
+            for j in range(end - start):
+                out[start + j] = states[batch.offsets[j]:batch.offsets[j + 1]]
         return out
 
     def __call__(self, sentences, **kwargs):

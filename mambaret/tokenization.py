@@ -52,6 +52,20 @@ class PackedBatch:
         return cls(tokens, offsets)
 
 
+def token_budget_batches(ids: Sequence[Sequence[int]], batch_size: int, max_tokens: int):
+    """(start, end, PackedBatch) over ids[start:end] in input order: at least batch_size inputs
+    per call, and more until a call holds max_tokens tokens, so every call fills at least one
+    micro-batch of the engine. The one batching rule of the CPU and GPU paths."""
+    start = 0
+    while start < len(ids):
+        end, tokens = start, 0
+        while end < len(ids) and (end - start < batch_size or tokens < max_tokens):
+            tokens += len(ids[end])
+            end += 1
+        yield start, end, PackedBatch.from_lists(ids[start:end])
+        start = end
+
+
 def check_poolable(ids: Sequence[Sequence[int]]) -> None:
     """Pooling needs at least one token per input."""
     for i, seq in enumerate(ids):

@@ -95,16 +95,12 @@ static int model_ready(ModelObject *self) {
     return 1;
 }
 
-static const char *const kind_names[MR_T_COUNT] = {
-    "embedding", "norm_f", "norm", "in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias",
-    "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D", "out_proj.weight", "out_proj.bias",
-};
-
+/* A tensor kind by its name in the table (csrc/mr_tensors.c), e.g. "mixer.in_proj.weight". */
 static int parse_kind(PyObject *obj, mr_tensor_kind *kind) {
     const char *s = PyUnicode_AsUTF8(obj);
     if (!s) return -1;
     for (int k = 0; k < MR_T_COUNT; k++)
-        if (strcmp(s, kind_names[k]) == 0) {
+        if (strcmp(s, mr_tensor_table[k].name) == 0) {
             *kind = (mr_tensor_kind)k;
             return 0;
         }
@@ -172,12 +168,13 @@ static PyObject *model_finish(ModelObject *self, PyObject *unused) {
 }
 
 PyDoc_STRVAR(model_forward_doc,
-"forward(tokens, offsets, *, pooling='last', max_tokens=8192, threads=1, convert_to='numpy')\n"
+"forward(tokens, offsets, *, pooling='last', max_tokens=8192, threads=1, normalize=False, convert_to='numpy')\n"
 "--\n\n"
 "Runs the backbone over a packed batch: tokens int32[T] and offsets int64[B+1] (sequence i is\n"
 "tokens[offsets[i]:offsets[i+1]]). Returns float32 [B, d] final-norm states at each sequence's\n"
-"last token ('last') or their mean ('mean'), or [T, d] for every token ('all'), as a NumPy array\n"
-"or, with convert_to='tensor', a Tensor that exports through DLPack without a copy.");
+"last token ('last') or their mean ('mean'), L2-normalised when normalize is true, or [T, d] for\n"
+"every token ('all'), as a NumPy array or, with convert_to='tensor', a Tensor that exports through\n"
+"DLPack without a copy.");
 
 static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwargs) {
     mr_py_forward_request req;
@@ -194,6 +191,7 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwar
         .pooling = req.pooling,
         .max_tokens = req.max_tokens,
         .threads = req.threads,
+        .normalize = req.normalize,
     };
     int64_t shape[2] = {req.pooling == MR_POOL_ALL ? a.n_tokens : a.n_seqs, c->d_model};
     size_t bytes = (size_t)(shape[0] * shape[1]) * sizeof(float);
@@ -296,6 +294,40 @@ static PyType_Spec model_spec = {
     .slots = model_slots,
 };
 
+/* The table of tensor kinds (csrc/mr_tensors.c) for the Python readers and writers of checkpoints. */
+static PyObject *tensor_table(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    static const char *const conditions[] = {[MR_ALWAYS] = "always", [MR_IF_BIAS] = "use_bias",
+                                             [MR_IF_CONV_BIAS] = "use_conv_bias"};
+    PyObject *rows = PyTuple_New(MR_T_COUNT);
+    for (int k = 0; rows && k < MR_T_COUNT; k++) {
+        const mr_tensor_info *t = &mr_tensor_table[k];
+        PyObject *dims = PyTuple_New(t->ndim);
+        for (int i = 0; dims && i < t->ndim; i++) {
+            PyObject *name = PyUnicode_FromString(mr_dim_name(t->dims[i]));
+            if (!name) Py_CLEAR(dims);
+            else PyTuple_SET_ITEM(dims, i, name);
+        }
+        PyObject *row = dims ? Py_BuildValue("{s:i,s:s,s:O,s:s,s:N,s:O}", "kind", k, "name", t->name, "per_layer",
+                                             t->per_layer ? Py_True : Py_False, "condition", conditions[t->condition],
+                                             "dims", dims, "is_matrix", t->is_matrix ? Py_True : Py_False)
+                             : NULL;
+        if (!row) Py_CLEAR(rows);
+        else PyTuple_SET_ITEM(rows, k, row);
+    }
+    return rows;
+}
+
+static PyMethodDef model_functions[] = {
+    {"tensor_table", tensor_table, METH_NOARGS,
+     "tensor_table() -> tuple of dicts\nThe tensors of a Mamba-1 checkpoint, one per kind: name (transformers'\n"
+     "MambaModel name; per-layer ones follow 'layers.{i}.'), per_layer, condition ('always', 'use_bias',\n"
+     "'use_conv_bias'), dims (config field names, e.g. '2*intermediate_size'), is_matrix."},
+    {NULL, NULL, 0, NULL},
+};
+
 int mr_py_add_model(PyObject *module) {
+    if (PyModule_AddFunctions(module, model_functions) < 0) return -1;
     return mr_py_add_type(module, &model_spec, "Model", &mr_py_state_of(module)->model_type);
 }

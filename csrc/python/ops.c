@@ -69,6 +69,31 @@ done:
     return (PyObject *)out;
 }
 
+static PyObject *op_l2_normalize(PyObject *m, PyObject *args, PyObject *kwargs) {
+    (void)m;
+    static char *kwlist[] = {"x", "variant", "threads", NULL};
+    PyObject *xo, *threads_obj = Py_None;
+    const char *variant_s = "auto";
+    int variant, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|sO", kwlist, &xo, &variant_s, &threads_obj)) return NULL;
+    if (parse_variant(variant_s, &variant) < 0 || mr_py_parse_threads(threads_obj, &threads) < 0) return NULL;
+    PyArrayObject *x = mr_py_require_array(xo, NPY_FLOAT32, 2, "x");
+    if (!x) return NULL;
+    const int64_t n = PyArray_DIM(x, 0), d = PyArray_DIM(x, 1);
+    PyArrayObject *out = (PyArrayObject *)PyArray_NewCopy(x, NPY_CORDER);
+    Py_DECREF(x);
+    if (!out) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (variant == VARIANT_REFERENCE)
+        mr_l2_normalize_f32_ref(F32(out), n, d);
+    else {
+#pragma omp parallel num_threads(threads)
+        mr_l2_normalize_f32(F32(out), n, d, mr_thread_index(), mr_thread_count());
+    }
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
 static PyObject *op_conv_silu(PyObject *m, PyObject *args, PyObject *kwargs) {
     (void)m;
     static char *kwlist[] = {"x", "weight", "bias", "state", "variant", "threads", NULL};
@@ -315,6 +340,8 @@ done:
 static PyMethodDef ops_functions[] = {
     {"op_rmsnorm", (PyCFunction)(void (*)(void))op_rmsnorm, METH_VARARGS | METH_KEYWORDS,
      "op_rmsnorm(x, weight, eps, variant='auto', threads=1): one kernel, for tests."},
+    {"op_l2_normalize", (PyCFunction)(void (*)(void))op_l2_normalize, METH_VARARGS | METH_KEYWORDS,
+     "op_l2_normalize(x, variant='auto', threads=1): a copy of x with rows divided by max(norm, 1e-12)."},
     {"op_conv_silu", (PyCFunction)(void (*)(void))op_conv_silu, METH_VARARGS | METH_KEYWORDS,
      "op_conv_silu(x, weight, bias=None, state=None, variant='auto', threads=1) -> (out, state)"},
     {"op_linear_packed", (PyCFunction)(void (*)(void))op_linear_packed, METH_VARARGS | METH_KEYWORDS,

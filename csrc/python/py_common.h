@@ -109,7 +109,7 @@ typedef struct {
     long long max_tokens;
     int as_tensor;           /* convert_to 'tensor' / 'dlpack' (else 'numpy') */
     int threads;             /* CPU */
-    int normalize;           /* CUDA */
+    int normalize;           /* L2-normalise pooled rows */
     PyObject *stream;        /* CUDA, borrowed; Py_None when not given */
     PyObject *out;           /* CUDA, borrowed; Py_None when not given */
     long long out_row;       /* CUDA */
