@@ -263,3 +263,22 @@ def test_released_checkpoint_pages_still_read_back(tiny_model_dir):
     assert kept
     for name, array in kept:
         np.testing.assert_array_equal(array, expected[name])
+
+
+@pytest.mark.parametrize("choice", ["/no/such/libblas.so", "not-a-blas", "libc.so.6"])
+def test_bad_blas_variable_warns_and_falls_back(choice):
+    """A MAMBARET_BLAS that cannot be used does not break `import mambaret` (nor the CLI)."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, MAMBARET_BLAS=choice, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code = "import mambaret; print(mambaret.show_config(print_out=False)['blas'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"MAMBARET_BLAS={choice!r} cannot be used" in done.stderr
+    assert done.stdout.strip() == mr.show_config(print_out=False)["blas"]
+    with pytest.raises(RuntimeError):  # asked for by name in code, it is still an error
+        mr.configure_blas(choice)
+    assert mr.show_config(print_out=False)["blas"] == done.stdout.strip()
