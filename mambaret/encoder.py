@@ -182,11 +182,16 @@ class MambaEncoder:
     # -- tokenization -------------------------------------------------------------------------
 
     def tokenize(self, inputs: Sequence[str | Sequence[int]], add_eos: bool | None = None) -> list[list[int]]:
-        """Token ids per input: texts get EOS appended; id lists are used as given unless add_eos."""
-        return [ids.tolist() if isinstance(ids, np.ndarray) else ids for ids in self._token_ids(inputs, add_eos)]
+        """Token ids per input: texts get EOS appended; id lists are used as given unless add_eos.
+        Only encoding counts into self.truncation: tokenizing is looking, not encoding."""
+        ids = self._token_ids(inputs, add_eos, TruncationStats())
+        return [x.tolist() if isinstance(x, np.ndarray) else x for x in ids]
 
-    def _token_ids(self, inputs, add_eos: bool | None) -> list[list[int] | np.ndarray]:
-        """tokenize's work, with integer-array inputs kept as int32 arrays."""
+    def _token_ids(self, inputs, add_eos: bool | None, stats: TruncationStats | None = None
+                   ) -> list[list[int] | np.ndarray]:
+        """tokenize's work, with integer-array inputs kept as int32 arrays; truncation is
+        counted into stats (default self.truncation)."""
+        stats = self.truncation if stats is None else stats
         out: list = []
         texts_at: list[int] = []
         for i, item in enumerate(inputs):
@@ -196,16 +201,16 @@ class MambaEncoder:
             else:
                 ids = _as_ids(item, i)
                 if add_eos:
-                    out.append(apply_eos(ids, self._eos_id(), self.max_length, self.truncation))
+                    out.append(apply_eos(ids, self._eos_id(), self.max_length, stats))
                 else:
-                    out.append(truncate_ids(ids, self.max_length, self.truncation))
+                    out.append(truncate_ids(ids, self.max_length, stats))
         if texts_at:
             if add_eos is False:
                 raise ValueError("add_eos=False applies to token-id inputs only; texts always get EOS")
             if self.tokenizer is None:
                 raise ValueError("this model directory has no tokenizer.json: pass token-id lists, or "
                                  "tokenizer_path= to from_pretrained")
-            encoded = self.tokenizer.encode([inputs[i] for i in texts_at], self.max_length, self.truncation)
+            encoded = self.tokenizer.encode([inputs[i] for i in texts_at], self.max_length, stats)
             for i, ids in zip(texts_at, encoded):
                 out[i] = ids
         return out
