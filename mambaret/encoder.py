@@ -54,6 +54,7 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
     for (kind, layer), (name, tensor) in tensors.items():
         if layer >= dims.num_hidden_layers:
             raise ValueError(f"unexpected tensor '{name}': the config has {dims.num_hidden_layers} layers")
+        tensor.check_finite(name)  # here, so each tensor's pages are read once, then copied and released
         try:
             model.set_tensor(kind, layer, tensor.array, bfloat16=tensor.bfloat16)
         except ValueError as exc:

@@ -282,3 +282,38 @@ def test_bad_blas_variable_warns_and_falls_back(choice):
     with pytest.raises(RuntimeError):  # asked for by name in code, it is still an error
         mr.configure_blas(choice)
     assert mr.show_config(print_out=False)["blas"] == done.stdout.strip()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weight_names_the_tensor(tiny_model_dir, tmp_path, dtype, bad):
+    import torch
+    from safetensors.torch import load_file as load_torch, save_file as save_torch
+
+    path = copy_model(tiny_model_dir, tmp_path / "m")
+    file = os.path.join(path, "model.safetensors")
+    tensors = {k: v.to(getattr(torch, dtype)) for k, v in load_torch(file).items()}
+    tensors["backbone.layers.0.mixer.x_proj.weight"][3, 1] = bad
+    save_torch(tensors, file, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"tensor 'backbone.layers.0.mixer.x_proj.weight' holds 1 NaN or infinite value:"):
+        mr.MambaEncoder.from_pretrained(path)
+
+
+def test_random_bytes_in_the_data_section_are_caught(tiny_model_dir, tmp_path):
+    """Bytes overwritten in the middle of the weights: the corrupt tensor is named, not encoded to NaN."""
+    path = copy_model(tiny_model_dir, tmp_path / "m")
+    file = os.path.join(path, "model.safetensors")
+    tensors = load_file(file)
+    with open(file, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_len))
+    name = "backbone.layers.0.mixer.in_proj.weight"
+    begin, end = header[name]["data_offsets"]
+    noise = np.random.default_rng(3).integers(0, 256, size=min(4096, end - begin), dtype=np.uint8).tobytes()
+    assert not np.isfinite(np.frombuffer(noise[:len(noise) // 4 * 4], np.float32)).all()  # the noise holds a NaN/inf
+    with open(file, "r+b") as f:
+        f.seek(8 + header_len + begin)
+        f.write(noise)
+    assert tensors[name].size * 4 == end - begin
+    with pytest.raises(ValueError, match=f"tensor '{name}' holds .* NaN or infinite"):
+        mr.MambaEncoder.from_pretrained(path)
