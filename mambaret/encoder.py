@@ -264,10 +264,11 @@ class MambaEncoder:
             warn_truncation(self.truncation.truncated - before, len(ids), self.max_length)
 
         if output_value != "sentence_embedding":
-            tokens = self._encode_tokens(ids, batch_size, show_progress_bar)
+            convert = _converter(convert_to, convert_to_tensor)  # per input, as for pooled embeddings
+            tokens = [convert(t) for t in self._encode_tokens(ids, batch_size, show_progress_bar)]
             if output_value is None:
                 pooled = self._encode_pooled(ids, batch_size, False)
-                result = [{"sentence_embedding": p, "token_embeddings": t} for p, t in zip(pooled, tokens)]
+                result = [{"sentence_embedding": convert(p), "token_embeddings": t} for p, t in zip(pooled, tokens)]
                 return result[0] if single else result
             return tokens[0] if single else tokens
 
@@ -350,6 +351,17 @@ class MambaEncoder:
 
     def __call__(self, sentences, **kwargs):
         return self.encode(sentences, **kwargs)
+
+
+def _converter(convert_to: str | None, convert_to_tensor: bool):
+    """The conversion encode() applies to each result array."""
+    if convert_to == "dlpack":
+        return _C_tensor_from
+    if convert_to == "torch" or convert_to_tensor:
+        import torch
+
+        return lambda array: torch.from_numpy(np.ascontiguousarray(array))
+    return lambda array: array
 
 
 def _C_tensor_from(array: np.ndarray):
