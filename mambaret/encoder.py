@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _C
 from ._native import default_threads
-from .checkpoint import MambaDims, core_tensor, iter_weights, read_config
+from .checkpoint import MambaDims, check_vocab_rows, core_tensor, iter_weights, read_config
 from .tokenization import (PackedBatch, TextTokenizer, TruncationStats, apply_eos, check_poolable, truncate_ids,
                            warn_truncation)
 
@@ -50,6 +50,7 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
     embedding = tensors[("embedding", 0)][1].array
     if embedding.ndim != 2:
         raise ValueError(f"tensor '{tensors[('embedding', 0)][0]}' must be 2-D, got shape {embedding.shape}")
+    check_vocab_rows(dims, int(embedding.shape[0]), model_dir)
     model = _C.Model(dims.core_config(vocab_rows=int(embedding.shape[0])))
     for (kind, layer), (name, tensor) in tensors.items():
         if layer >= dims.num_hidden_layers:

@@ -317,3 +317,28 @@ def test_random_bytes_in_the_data_section_are_caught(tiny_model_dir, tmp_path):
     assert tensors[name].size * 4 == end - begin
     with pytest.raises(ValueError, match=f"tensor '{name}' holds .* NaN or infinite"):
         mr.MambaEncoder.from_pretrained(path)
+
+
+@pytest.mark.parametrize("vocab_size", [200, 400])
+def test_vocab_size_disagreeing_with_the_embedding_warns(tiny_model_dir, tmp_path, vocab_size):
+    path = copy_model(tiny_model_dir, tmp_path / "m")
+    edit_config(path, vocab_size=vocab_size)
+    with pytest.warns(UserWarning, match=f"vocab_size {vocab_size} but the embedding has 300 rows"):
+        enc = mr.MambaEncoder.from_pretrained(path, threads=1)
+    assert enc.encode([299]).shape == (24,)  # the tensor's rows are what counts
+
+
+@pytest.mark.parametrize("config", [{"vocab_size": 50277}, {"vocab_size": 50280},
+                                    {"vocab_size": 50271, "pad_vocab_size_multiple": 20}])
+def test_vocab_padded_as_mamba_ssm_does_loads_quietly(tmp_path, config):
+    """The hub's Mamba checkpoints say vocab_size 50277 and hold 50280 rows (padded to a multiple of 8)."""
+    import warnings
+
+    from mambaret.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / "m"), seed=1, hidden_size=8, num_hidden_layers=1, vocab_size=50280,
+                              state_size=4)
+    edit_config(path, **config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mr.MambaEncoder.from_pretrained(path, threads=1)
