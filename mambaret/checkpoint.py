@@ -230,7 +230,8 @@ class LoadedTensor:
         if self.bfloat16:  # all exponent bits set: an infinity or a NaN
             finite = int(np.max(a & 0x7FFF)) < 0x7F80
         else:  # a float64 sum of float16/32 values cannot overflow: it is finite iff all are
-            finite = bool(np.isfinite(np.sum(a, dtype=np.float64)))
+            with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is the answer, not a problem
+                finite = bool(np.isfinite(np.sum(a, dtype=np.float64)))
         if not finite:
             bad = int(np.count_nonzero((a & 0x7FFF) >= 0x7F80)) if self.bfloat16 else int(a.size - np.count_nonzero(np.isfinite(a)))
             raise ValueError(f"tensor '{name}' holds {bad} NaN or infinite value{'s' if bad != 1 else ''}: "
