@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import warnings
 
-# libgomp's threads spin up to 300,000 times (about a millisecond) at every barrier and between
+# libgomp's threads spin up to 300,000 times (milliseconds) at every barrier and between
 # parallel regions before they sleep. On a busy machine a spinning thread holds its core while
 # the thread it waits for is descheduled, and the default thread count ends up slower than one
 # thread; a thread that sleeps sooner is woken promptly. A spin of this many turns (a fraction of
@@ -15,19 +15,33 @@ OPENMP_SPIN_COUNT = "10000"
 _OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
+def _libgomp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as maps:
+            return "/libgomp.so" in maps.read()
+    except OSError:  # not Linux: nothing to tell
+        return False
+
+
 def _load_core():
-    user_set = any(name in os.environ for name in _OPENMP_WAIT_VARIABLES)
-    if not user_set:
+    """(the extension, how its OpenMP threads wait, for show_config)."""
+    user_set = [f"{name}={os.environ[name]}" for name in _OPENMP_WAIT_VARIABLES if name in os.environ]
+    if user_set:
+        wait = ", ".join(user_set) + " (from the environment)"
+    elif _libgomp_loaded():
+        wait = "libgomp was loaded before mambaret: its own settings apply"
+    else:
+        wait = f"GOMP_SPINCOUNT={OPENMP_SPIN_COUNT} (mambaret's default)"
         os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
     try:
         from . import _C as core
     finally:
         if not user_set:
             os.environ.pop("GOMP_SPINCOUNT", None)
-    return core
+    return core, wait
 
 
-_C = _load_core()
+_C, _openmp_wait = _load_core()
 _blas_description = "builtin (plain C)"
 
 
@@ -95,6 +109,8 @@ def show_config(print_out: bool = True) -> dict:
     from .cuda import cuda_available
 
     info = dict(_C.build_info())
+    if info.get("openmp"):
+        info["openmp_wait"] = _openmp_wait
     info["default_threads"] = default_threads()
     info["cuda_available"] = cuda_available()
     if print_out:
