@@ -1,6 +1,7 @@
 """Texts -> packed token batches: HF `tokenizers`, EOS appended, truncation counted."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -128,7 +129,12 @@ class TextTokenizer:
         # padding and truncation are ours to do; a tokenizer.json may carry either
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        self.cuts_cleanly = _cuts_cleanly(tokenizer)
+
+    @functools.cached_property
+    def cuts_cleanly(self) -> bool:
+        """Whether long texts may be tokenized only up to a clean cut (asked once, on first use
+        with max_length: the tokenizer's description is a few megabytes of JSON)."""
+        return _cuts_cleanly(self.tokenizer)
 
     @classmethod
     def from_file(cls, path: str, eos_token_id: int | None = None, model_dir: str | None = None) -> "TextTokenizer":
