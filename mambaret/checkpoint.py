@@ -233,7 +233,10 @@ class LoadedTensor:
             with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is the answer, not a problem
                 finite = bool(np.isfinite(np.sum(a, dtype=np.float64)))
         if not finite:
-            bad = int(np.count_nonzero((a & 0x7FFF) >= 0x7F80)) if self.bfloat16 else int(a.size - np.count_nonzero(np.isfinite(a)))
+            if self.bfloat16:
+                bad = int(np.count_nonzero((a & 0x7FFF) >= 0x7F80))
+            else:
+                bad = int(a.size - np.count_nonzero(np.isfinite(a)))
             raise ValueError(f"tensor '{name}' holds {bad} NaN or infinite value{'s' if bad != 1 else ''}: "
                              f"the checkpoint is corrupt")
 
