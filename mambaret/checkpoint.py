@@ -42,6 +42,7 @@ class MambaDims:
     use_conv_bias: bool
     eos_token_id: int | None
     source_format: str  # "transformers" or "mamba_ssm"
+    pad_vocab_size_multiple: int = 8  # mamba_ssm pads the embedding rows to a multiple of this
 
     def core_config(self, vocab_rows: int) -> dict:
         return {
@@ -110,6 +111,7 @@ def parse_config(cfg: dict, where: str = "config.json") -> MambaDims:
         use_conv_bias=bool(cfg.get("use_conv_bias", True)),
         eos_token_id=cfg.get("eos_token_id") if isinstance(cfg.get("eos_token_id"), int) else None,
         source_format="transformers",
+        pad_vocab_size_multiple=_pad_multiple(cfg),
     )
 
 
@@ -132,7 +134,7 @@ def _parse_mamba_ssm(cfg: dict, where: str) -> MambaDims:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"{where}: 'norm_epsilon' must be a non-negative number, got {eps!r}")
     vocab = _int_field(cfg, "vocab_size", 50277, where=where)
-    multiple = cfg.get("pad_vocab_size_multiple", 8) or 1
+    multiple = _pad_multiple(cfg)
     if vocab % multiple:
         vocab += multiple - vocab % multiple  # mamba_ssm pads the embedding rows
     return MambaDims(
@@ -148,7 +150,29 @@ def _parse_mamba_ssm(cfg: dict, where: str) -> MambaDims:
         use_conv_bias=bool(ssm.get("conv_bias", True)),
         eos_token_id=None,
         source_format="mamba_ssm",
+        pad_vocab_size_multiple=multiple,
     )
+
+
+def _pad_multiple(cfg: dict) -> int:
+    value = cfg.get("pad_vocab_size_multiple", 8)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def check_vocab_rows(dims: MambaDims, rows: int, where: str) -> None:
+    """Warns when the embedding's row count (which is used) disagrees with the config's
+    vocab_size, except for mamba_ssm's padding of the rows to a multiple of
+    pad_vocab_size_multiple (vocab_size 50277 with 50280 rows is how the hub's Mamba
+    checkpoints come)."""
+    multiple = dims.pad_vocab_size_multiple
+    padded = -(-dims.vocab_size // multiple) * multiple
+    if rows in (dims.vocab_size, padded):
+        return
+    import warnings
+
+    tail = f"; token ids from {rows} up are rejected" if rows < dims.vocab_size else ""
+    warnings.warn(f"{where}: config.json has vocab_size {dims.vocab_size} but the embedding has {rows} rows; "
+                  f"the {rows} rows are used{tail}", UserWarning, stacklevel=3)
 
 
 def read_config(model_dir: str) -> MambaDims:
@@ -180,6 +204,25 @@ class LoadedTensor:
         """Says the caller is done with the array: a memory-mapped one gives its pages back."""
         if self.release is not None:
             self.release()
+
+    def check_finite(self, name: str) -> None:
+        """ValueError naming the tensor when it holds a NaN or an infinity (a corrupt file);
+        one vectorised pass, no copy of the tensor."""
+        a = self.array
+        if a.size == 0:
+            return
+        if self.bfloat16:  # all exponent bits set: an infinity or a NaN
+            finite = int(np.max(a & 0x7FFF)) < 0x7F80
+        else:  # a float64 sum of float16/32 values cannot overflow: it is finite iff all are
+            with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is the answer, not a problem
+                finite = bool(np.isfinite(np.sum(a, dtype=np.float64)))
+        if not finite:
+            if self.bfloat16:
+                bad = int(np.count_nonzero((a & 0x7FFF) >= 0x7F80))
+            else:
+                bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            raise ValueError(f"tensor '{name}' holds {bad} NaN or infinite value{'s' if bad != 1 else ''}: "
+                             f"the checkpoint is corrupt")
 
 
 def _drop_mapped_pages(mapped: mmap.mmap, begin: int, end: int) -> None:

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEMO_CORPUS = os.path.join("..", "shared", "data", "vaswani", "doc-text.trec")
@@ -75,9 +76,11 @@ def _encode(args) -> int:
     ids, texts = _read_corpus(args.corpus, args.format)
     if args.limit is not None:
         ids, texts = ids[:args.limit], texts[:args.limit]
-    _, report = encode_corpus(encoder, texts, len(texts), args.output, batch_size=args.batch_size,
-                              show_progress_bar=False if args.quiet else None,
-                              normalize_embeddings=args.normalize)
+    with warnings.catch_warnings():  # truncation is reported below, in the command's words
+        warnings.filterwarnings("ignore", message=r".* inputs were longer than max_length", category=UserWarning)
+        _, report = encode_corpus(encoder, texts, len(texts), args.output, batch_size=args.batch_size,
+                                  show_progress_bar=False if args.quiet else None,
+                                  normalize_embeddings=args.normalize)
     if args.output and args.ids_output:
         with open(args.ids_output, "w", encoding="utf-8") as f:
             f.write("\n".join(ids) + ("\n" if ids else ""))
@@ -117,14 +120,13 @@ def _read_queries(path: str) -> dict:
     if "<top>" in head:
         return datasets.load_trec_topics(path)
     queries = {}
-    with open(path, encoding="utf-8") as f:  # "qid<TAB>text" per line
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            qid, sep, text = line.rstrip("\n").partition("\t")
-            if not sep:
-                raise UsageError(f"{path}, line {line_no}: expected 'query-id<TAB>text'")
-            queries[qid] = text
+    for line_no, line in datasets.utf8_lines(path):  # "qid<TAB>text" per line
+        if not line.strip():
+            continue
+        qid, sep, text = line.rstrip("\n").partition("\t")
+        if not sep:
+            raise UsageError(f"{path}, line {line_no}: expected 'query-id<TAB>text'")
+        queries[qid] = text
     return queries
 
 

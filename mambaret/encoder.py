@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _C
 from ._native import default_threads
-from .checkpoint import MambaDims, core_tensor, iter_weights, read_config
+from .checkpoint import MambaDims, check_vocab_rows, core_tensor, iter_weights, read_config
 from .tokenization import (PackedBatch, TextTokenizer, TruncationStats, apply_eos, check_poolable,
                            token_budget_batches, truncate_ids, warn_truncation)
 
@@ -50,10 +50,12 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
     embedding = tensors[("embeddings.weight", 0)][1].array
     if embedding.ndim != 2:
         raise ValueError(f"tensor '{tensors[('embeddings.weight', 0)][0]}' must be 2-D, got shape {embedding.shape}")
+    check_vocab_rows(dims, int(embedding.shape[0]), model_dir)
     model = _C.Model(dims.core_config(vocab_rows=int(embedding.shape[0])))
     for (kind, layer), (name, tensor) in tensors.items():
         if layer >= dims.num_hidden_layers:
             raise ValueError(f"unexpected tensor '{name}': the config has {dims.num_hidden_layers} layers")
+        tensor.check_finite(name)  # here, so each tensor's pages are read once, then copied and released
         try:
             model.set_tensor(kind, layer, tensor.array, bfloat16=tensor.bfloat16)
         except ValueError as exc:
@@ -182,11 +184,16 @@ class MambaEncoder:
     # -- tokenization -------------------------------------------------------------------------
 
     def tokenize(self, inputs: Sequence[str | Sequence[int]], add_eos: bool | None = None) -> list[list[int]]:
-        """Token ids per input: texts get EOS appended; id lists are used as given unless add_eos."""
-        return [ids.tolist() if isinstance(ids, np.ndarray) else ids for ids in self._token_ids(inputs, add_eos)]
+        """Token ids per input: texts get EOS appended; id lists are used as given unless add_eos.
+        Only encoding counts into self.truncation: tokenizing is looking, not encoding."""
+        ids = self._token_ids(inputs, add_eos, TruncationStats())
+        return [x.tolist() if isinstance(x, np.ndarray) else x for x in ids]
 
-    def _token_ids(self, inputs, add_eos: bool | None) -> list[list[int] | np.ndarray]:
-        """tokenize's work, with integer-array inputs kept as int32 arrays."""
+    def _token_ids(self, inputs, add_eos: bool | None, stats: TruncationStats | None = None
+                   ) -> list[list[int] | np.ndarray]:
+        """tokenize's work, with integer-array inputs kept as int32 arrays; truncation is
+        counted into stats (default self.truncation)."""
+        stats = self.truncation if stats is None else stats
         out: list = []
         texts_at: list[int] = []
         for i, item in enumerate(inputs):
@@ -196,16 +203,16 @@ class MambaEncoder:
             else:
                 ids = _as_ids(item, i)
                 if add_eos:
-                    out.append(apply_eos(ids, self._eos_id(), self.max_length, self.truncation))
+                    out.append(apply_eos(ids, self._eos_id(), self.max_length, stats))
                 else:
-                    out.append(truncate_ids(ids, self.max_length, self.truncation))
+                    out.append(truncate_ids(ids, self.max_length, stats))
         if texts_at:
             if add_eos is False:
                 raise ValueError("add_eos=False applies to token-id inputs only; texts always get EOS")
             if self.tokenizer is None:
                 raise ValueError("this model directory has no tokenizer.json: pass token-id lists, or "
                                  "tokenizer_path= to from_pretrained")
-            encoded = self.tokenizer.encode([inputs[i] for i in texts_at], self.max_length, self.truncation)
+            encoded = self.tokenizer.encode([inputs[i] for i in texts_at], self.max_length, stats)
             for i, ids in zip(texts_at, encoded):
                 out[i] = ids
         return out
@@ -261,10 +268,11 @@ class MambaEncoder:
             warn_truncation(self.truncation.truncated - before, len(ids), self.max_length)
 
         if output_value != "sentence_embedding":
-            tokens = self._encode_tokens(ids, batch_size, show_progress_bar)
+            convert = _converter(convert_to, convert_to_tensor)  # per input, as for pooled embeddings
+            tokens = [convert(t) for t in self._encode_tokens(ids, batch_size, show_progress_bar)]
             if output_value is None:
                 pooled = self._encode_pooled(ids, batch_size, False)
-                result = [{"sentence_embedding": p, "token_embeddings": t} for p, t in zip(pooled, tokens)]
+                result = [{"sentence_embedding": convert(p), "token_embeddings": t} for p, t in zip(pooled, tokens)]
                 return result[0] if single else result
             return tokens[0] if single else tokens
 
@@ -350,6 +358,17 @@ class MambaEncoder:
 
     def __call__(self, sentences, **kwargs):
         return self.encode(sentences, **kwargs)
+
+
+def _converter(convert_to: str | None, convert_to_tensor: bool):
+    """The conversion encode() applies to each result array."""
+    if convert_to == "dlpack":
+        return _C_tensor_from
+    if convert_to == "torch" or convert_to_tensor:
+        import torch
+
+        return lambda array: torch.from_numpy(np.ascontiguousarray(array))
+    return lambda array: array
 
 
 def _C_tensor_from(array: np.ndarray):

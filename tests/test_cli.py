@@ -135,3 +135,45 @@ def test_installed_entry_point_help():
     assert result.returncode == 0 and "--collection" in result.stdout
     result = subprocess.run([sys.executable, "-m", "mambaret"], capture_output=True, text=True, cwd=str(REPO_ROOT))
     assert result.returncode == 2
+
+
+def test_encode_shows_progress_on_a_terminal_unless_quiet(model_dir, collection, monkeypatch, capsys):
+    """A small corpus gets a progress bar on a terminal too; only --quiet hides it."""
+    import mambaret.encoder
+
+    monkeypatch.setattr(mambaret.encoder, "_is_interactive", lambda: True)
+    corpus = str(collection / "doc-text.trec")
+    assert main(["encode", model_dir, corpus, "--threads", "1"]) == 0
+    assert "Encoding corpus" in capsys.readouterr().err
+    assert main(["encode", model_dir, corpus, "--threads", "1", "--quiet"]) == 0
+    assert "Encoding corpus" not in capsys.readouterr().err
+
+
+def test_encode_and_index_apply_the_same_document_prompt(model_dir, collection, tmp_path, capsys):
+    """`encode` and `index` embed documents alike for a model with prompts."""
+    import mambaret as mr
+    from mambaret.index import FlatIndex
+
+    enc = mr.MambaEncoder.from_pretrained(model_dir, threads=1, prompts={"query": "query: ", "document": "passage: "})
+    folder = mr.export_sentence_transformers(enc, str(tmp_path / "st"))
+    corpus = str(collection / "doc-text.trec")
+    assert main(["encode", folder, corpus, "-o", str(tmp_path / "e.npy"), "--normalize", "--quiet",
+                 "--threads", "1"]) == 0
+    assert main(["index", folder, corpus, "-o", str(tmp_path / "d.index"), "--quiet", "--threads", "1"]) == 0
+    encoded = np.load(tmp_path / "e.npy")
+    index = FlatIndex.load(str(tmp_path / "d.index"))
+    scores, ids = index.search(encoded, k=1)
+    assert list(ids[:, 0]) == ["d1", "d2", "d3"]
+    np.testing.assert_allclose(scores[:, 0], 1.0, rtol=1e-5)
+    texts = ["state space models for retrieval", "cooking pasta with tomatoes", "linear time sequence models"]
+    np.testing.assert_allclose(encoded, enc.encode_document(texts, normalize_embeddings=True), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(encoded, enc.encode(texts, normalize_embeddings=True), atol=1e-4)  # the prompt mattered
+
+
+@pytest.mark.parametrize("name", ["corpus.txt", "corpus.jsonl"])
+def test_binary_corpus_names_the_file_and_line(model_dir, tmp_path, capsys, name):
+    path = tmp_path / name
+    path.write_bytes(b'{"_id": "a", "text": "fine"}\n' + bytes(range(128, 256)) * 4)
+    assert main(["encode", model_dir, str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}, line 2: not UTF-8 text" in err and "Traceback" not in err
