@@ -112,7 +112,7 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         with torch.no_grad():
             cached = [torch.cat([embed(chunk) for chunk in self._chunks(col)]) for col in columns]
         # 2. the loss and its gradient with respect to every embedding
-        leaves = [c.detach().float().requires_grad_() for c in cached]
+        leaves = [c.detach().requires_grad_() for c in cached]
         loss = multiple_negatives_ranking_loss(leaves[0], leaves[1], leaves[2] if len(leaves) > 2 else None,
                                                self.scale)
         loss.backward()
