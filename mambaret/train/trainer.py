@@ -405,7 +405,8 @@ class Trainer:
                     tokens += self.biencoder.tokens_seen - before
                     s.global_step += 1
                     s.next_batch += 1
-                    if s.next_batch == self.steps_per_epoch:
+                    end_of_epoch = s.next_batch == self.steps_per_epoch
+                    if end_of_epoch:  # the position a checkpoint records: the next epoch's start
                         s.epoch, s.next_batch = s.epoch + 1, 0
                     record = {"step": s.global_step, "loss": loss, "lr": lr}
                     if self.dev is not None and a.eval_steps and s.global_step % a.eval_steps == 0:
@@ -418,6 +419,8 @@ class Trainer:
                         bar.update(1)
                     if a.save_steps and s.global_step % a.save_steps == 0 and s.global_step < self.total_steps:
                         self.save_checkpoint()
+                    if end_of_epoch:
+                        break
         finally:
             if bar is not None:
                 bar.close()
