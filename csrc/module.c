@@ -1855,6 +1855,8 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+int mr_py_add_train(PyObject *module); /* csrc/python/train.c */
+
 static int module_exec(PyObject *module) {
     module_state *st = get_state(module);
     mr_blas_init_fallback(&st->blas);
@@ -1876,6 +1878,7 @@ static int module_exec(PyObject *module) {
     if (PyModule_AddIntConstant(module, "MAX_STATE_SIZE", MR_MAX_STATE_SIZE) < 0 ||
         PyModule_AddIntConstant(module, "MAX_CONV_KERNEL", MR_MAX_CONV_KERNEL) < 0)
         return -1;
+    if (mr_py_add_train(module) < 0) return -1;
     return 0;
 }
 
