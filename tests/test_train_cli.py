@@ -134,3 +134,16 @@ def test_bad_arguments(model_dir, pairs, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["train", model_dir, "--train", pairs, "--output", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_import_and_cli_parser_never_import_torch():
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    code = ("import sys, mambaret, mambaret.cli; mambaret.cli.build_parser().parse_args(['train', 'm', '--train', 'x', "
+            "'--output', 'o']); assert 'torch' not in sys.modules, 'torch was imported'")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(REPO_ROOT))
+    assert proc.returncode == 0, proc.stderr
