@@ -13,6 +13,16 @@ from mambaret.nn import functional as Fn  # noqa: E402
 from mambaret.nn._kernels import SCAN_CHUNK, ConvSiluFunction, SelectiveScanFunction  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The references run thousands of tiny torch ops, for which waking a second thread costs more
+    than the op (and much more on a busy machine); the C kernels' threads are tested explicitly."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def rel_err(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
