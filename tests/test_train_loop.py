@@ -210,6 +210,12 @@ def test_distillation_losses_train(tiny_dir, tmp_path):
     t.train()
     losses = [h["loss"] for h in t.state.history]
     assert losses[-1] < losses[0]
+    negatives = [TrainExample(e.query, e.positive, ["c1 c2 r3", "c4 r5"]) for e in examples]
+    t = _trainer(tiny_dir, negatives, str(tmp_path / "kl-teacher"), teacher, loss="kl", temperature=0.1, epochs=6,
+                 batch_size=8, lr=5e-3)  # scores from the teacher's embeddings
+    t.train()
+    losses = [h["loss"] for h in t.state.history]
+    assert losses[-1] < losses[0]
     with pytest.raises(ValueError, match="teacher"):
         _trainer(tiny_dir, examples, str(tmp_path / "x"), loss="mse")
     with pytest.raises(ValueError, match="negatives on every line"):
