@@ -59,7 +59,7 @@ def test_resume_gives_the_same_parameters(tiny_dir, tmp_path, loss):
     assert steps == [2, 4]  # none at the last step: the final model is the run's result
     state = saving.read_trainer_state(str(tmp_path / "full" / "checkpoint-4"))
     assert (state["epoch"], state["next_batch"], state["global_step"]) == (1, 1, 4)
-    assert len(state["mined"]) == len(examples)
+    assert len(state["mined"]) == len(examples) and all(isinstance(i, int) for row in state["mined"] for i in row)
 
     # a fresh process's view: new model from the original weights, resumed mid-epoch
     resumed = _trainer(tiny_dir, examples, str(tmp_path / "full"), save_steps=2, mine_negatives=1, loss=loss,

@@ -7,7 +7,8 @@
                       load_jsonl_pairs("pairs.jsonl"), "out", tokenizer_files=files)
     trainer.train(); trainer.save_model()        # out/ loads in MambaEncoder.from_pretrained
 """
-from .data import TrainExample, load_beir_pairs, load_jsonl_pairs, load_training_data, mine_hard_negatives
+from .data import (TrainExample, load_beir_pairs, load_jsonl_pairs, load_training_data, mine_hard_negative_ids,
+                   mine_hard_negatives, mining_pool)
 from .losses import (CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss, kl_distillation_loss,
                      mse_distillation_loss, multiple_negatives_ranking_loss)
 from .optim import linear_schedule, make_optimizer, no_weight_decay, parameter_groups, warmup_steps
@@ -19,6 +20,6 @@ __all__ = [
     "BiEncoder", "CachedMultipleNegativesRankingLoss", "MultipleNegativesRankingLoss", "TrainExample", "TrainState",
     "Trainer", "TrainingArguments", "dev_ndcg", "kl_distillation_loss", "linear_schedule", "list_checkpoints",
     "load_beir_pairs", "load_jsonl_pairs", "load_model", "load_tokenizer", "load_training_data", "make_optimizer",
-    "mine_hard_negatives", "mse_distillation_loss", "multiple_negatives_ranking_loss", "no_weight_decay",
+    "mine_hard_negative_ids", "mine_hard_negatives", "mining_pool", "mse_distillation_loss", "multiple_negatives_ranking_loss", "no_weight_decay",
     "parameter_groups", "resolve_model_dir", "warmup_steps",
 ]

@@ -105,23 +105,30 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)  # the last batch may be smaller, as sentence-transformers keeps it
 
 
-def mine_hard_negatives(embed_texts, examples: list[TrainExample], pool: list[str] | None, count: int,
-                        skip: int = 0, batch_size: int = 64) -> list[list[str]]:
-    """For each example, the `count` pool texts the current model ranks highest for its query,
-    after the first `skip`, that are not a positive of that query (by text).
+def mining_pool(examples: list[TrainExample], corpus: list[str] | None = None) -> list[str]:
+    """The texts hard negatives are mined from: the corpus when given, else every positive and
+    negative of the training data (first occurrence order, so the pool is the same every run)."""
+    if corpus is not None:
+        return list(corpus)
+    seen: dict[str, None] = {}
+    for ex in examples:
+        seen.setdefault(ex.positive)
+        for neg in ex.negatives:
+            seen.setdefault(neg)
+    return list(seen)
 
-    embed_texts(list[str]) -> float32 [n, d] normalised NumPy embeddings. The pool is the
-    given corpus, else every positive and negative of the training data.
+
+def mine_hard_negative_ids(embed_texts, examples: list[TrainExample], pool: list[str], count: int, skip: int = 0,
+                           batch_size: int = 64) -> list[list[int]]:
+    """For each example, the pool positions of the `count` texts the current model ranks highest
+    for its query, after the first `skip`, leaving out every positive of that query (by text).
+
+    embed_texts(list[str]) -> float32 [n, d] normalised NumPy embeddings.
     """
     from ..index import FlatIndex
 
-    if pool is None:
-        seen: dict[str, None] = {}
-        for ex in examples:
-            seen.setdefault(ex.positive)
-            for neg in ex.negatives:
-                seen.setdefault(neg)
-        pool = list(seen)
+    if not pool:
+        raise ValueError("the pool to mine hard negatives from is empty")
     positives_of: dict[str, set[str]] = {}
     for ex in examples:
         positives_of.setdefault(ex.query, set()).add(ex.positive)
@@ -134,6 +141,14 @@ def mine_hard_negatives(embed_texts, examples: list[TrainExample], pool: list[st
     _, ids = index.search(qvec, k=depth)
     mined = {}
     for q, row in zip(queries, ids):
-        texts = [pool[int(i)] for i in row if int(i) >= 0 and pool[int(i)] not in positives_of[q]]
-        mined[q] = texts[skip:skip + count]
+        kept = [int(i) for i in row if int(i) >= 0 and pool[int(i)] not in positives_of[q]]
+        mined[q] = kept[skip:skip + count]
     return [list(mined[ex.query]) for ex in examples]
+
+
+def mine_hard_negatives(embed_texts, examples: list[TrainExample], pool: list[str] | None, count: int,
+                        skip: int = 0, batch_size: int = 64) -> list[list[str]]:
+    """mine_hard_negative_ids as texts; the pool defaults to the training texts (mining_pool)."""
+    pool = mining_pool(examples, pool)
+    ids = mine_hard_negative_ids(embed_texts, examples, pool, count, skip, batch_size)
+    return [[pool[i] for i in row] for row in ids]

@@ -1,7 +1,6 @@
 """The bi-encoder trainer: texts -> last-token embeddings -> loss -> AdamW, with checkpoints."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 
 from ..tokenization import TextTokenizer, TruncationStats
 from . import saving
-from .data import TrainExample, batches_per_epoch, epoch_order, mine_hard_negatives
+from .data import TrainExample, batches_per_epoch, epoch_order, mine_hard_negative_ids, mining_pool
 from .losses import (CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss, kl_distillation_loss,
                      mse_distillation_loss)
 from .optim import linear_schedule, make_optimizer, warmup_steps
@@ -208,7 +207,7 @@ class TrainState:
     global_step: int = 0
     epoch: int = 0
     next_batch: int = 0
-    mined: list[list[str]] | None = None
+    mined: list[list[int]] | None = None  # this epoch's mined negatives: positions in the trainer's pool
     history: list[dict] = field(default_factory=list)
 
 
@@ -230,7 +229,7 @@ class Trainer:
         self.args = args
         self.examples = examples
         self.output_dir = output_dir
-        self.corpus = corpus
+        self.pool = mining_pool(examples, corpus) if args.mine_negatives else None
         self.dev = dev
         self.teacher = teacher
         self.tokenizer_files = list(tokenizer_files or [])
@@ -268,7 +267,7 @@ class Trainer:
 
     def _negatives(self, index: int) -> list[str]:
         ex = self.examples[index]
-        negatives = self.state.mined[index] if self.state.mined is not None else ex.negatives
+        negatives = [self.pool[i] for i in self.state.mined[index]] if self.state.mined is not None else ex.negatives
         if self.args.negatives_per_query is not None:
             negatives = negatives[:self.args.negatives_per_query]
         return list(negatives)
@@ -324,6 +323,7 @@ class Trainer:
         s = self.state
         return {"global_step": s.global_step, "epoch": s.epoch, "next_batch": s.next_batch, "mined": s.mined,
                 "history": s.history, "total_steps": self.total_steps, "num_examples": len(self.examples),
+                "pool_size": len(self.pool) if self.pool is not None else None,
                 "args": asdict(self.args)}
 
     def save_checkpoint(self) -> str:
@@ -341,6 +341,9 @@ class Trainer:
         if state.get("num_examples") != len(self.examples):
             raise ValueError(f"{checkpoint_dir} was written for {state.get('num_examples')} training examples, "
                              f"this data has {len(self.examples)}")
+        if state.get("mined") is not None and (self.pool is None or len(self.pool) != state.get("pool_size")):
+            raise ValueError(f"{checkpoint_dir} holds negatives mined from a pool of {state.get('pool_size')} texts; "
+                             f"these arguments and data give another pool")
         if state.get("total_steps") != self.total_steps:
             raise ValueError(f"{checkpoint_dir} was written for a run of {state.get('total_steps')} steps, "
                              f"these arguments make {self.total_steps}")
@@ -394,8 +397,8 @@ class Trainer:
         try:
             while s.global_step < self.total_steps and s.epoch < a.epochs:
                 if s.next_batch == 0 and a.mine_negatives:
-                    s.mined = mine_hard_negatives(self.biencoder.encode, self.examples, self.corpus,
-                                                  a.mine_negatives, a.mine_skip)
+                    s.mined = mine_hard_negative_ids(self.biencoder.encode, self.examples, self.pool,
+                                                     a.mine_negatives, a.mine_skip)
                 order = epoch_order(len(self.examples), a.seed, s.epoch)
                 while s.next_batch < self.steps_per_epoch and s.global_step < self.total_steps:
                     batch = order[s.next_batch * a.batch_size:(s.next_batch + 1) * a.batch_size].tolist()
