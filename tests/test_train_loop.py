@@ -220,3 +220,25 @@ def test_distillation_losses_train(tiny_dir, tmp_path):
         _trainer(tiny_dir, examples, str(tmp_path / "x"), loss="mse")
     with pytest.raises(ValueError, match="negatives on every line"):
         _trainer(tiny_dir, examples, str(tmp_path / "x"), loss="kl")
+
+
+def test_prune_keeps_the_newest_checkpoints(tmp_path):
+    for step in (3, 10, 7):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / saving.TRAINER_STATE).write_text("{}")
+    saving.prune_checkpoints(str(tmp_path), 2)
+    assert [s for s, _ in list_checkpoints(str(tmp_path))] == [7, 10]
+
+
+def test_beir_pairs_take_relevant_judgements_only(tmp_path):
+    from mambaret.train import load_training_data
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "title": "T", "text": "one"}\n'
+                                           '{"_id": "d2", "text": "two"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "first"}\n{"_id": "q2", "text": "second"}\n')
+    (tmp_path / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\nq2\td2\t2\n")
+    examples, corpus = load_training_data(str(tmp_path))
+    assert [(e.query, e.positive) for e in examples] == [("first", "T one"), ("second", "two")]
+    assert corpus == ["T one", "two"]
