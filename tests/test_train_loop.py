@@ -242,3 +242,18 @@ def test_beir_pairs_take_relevant_judgements_only(tmp_path):
     examples, corpus = load_training_data(str(tmp_path))
     assert [(e.query, e.positive) for e in examples] == [("first", "T one"), ("second", "two")]
     assert corpus == ["T one", "two"]
+
+
+def test_failed_checkpoint_leaves_the_previous_one(tiny_dir, tmp_path, monkeypatch):
+    t = _trainer(tiny_dir, _examples(8), str(tmp_path / "o"), save_steps=1, epochs=1)
+    t.train()  # checkpoint-1 (the last step writes none)
+    before = sorted(os.listdir(tmp_path / "o"))
+
+    def disk_full(path, obj):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(saving, "atomic_torch_save", disk_full)
+    t.state.global_step = 5
+    with pytest.raises(OSError):
+        t.save_checkpoint()
+    assert sorted(os.listdir(tmp_path / "o")) == before == ["checkpoint-1"]

@@ -90,8 +90,9 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     3. embed each mini-batch again with autograd and back-propagate its slice of that gradient.
 
     The loss equals the uncached one and the parameter gradients are the same sums (up to the
-    order of float additions); `backward()` has already been run when this returns, so the
-    caller must not run it again (`cached` tells it).
+    order of float additions), because the second embedding pass reproduces the first: a Mamba
+    backbone has no dropout or other randomness in its forward. backward() has already run when
+    this returns, so the caller must not run it again (`cached` tells it).
     """
 
     cached = True

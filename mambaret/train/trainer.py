@@ -392,6 +392,7 @@ class Trainer:
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         bar = self._progress()
+        log = bar.write if bar is not None else self.log  # messages above the bar, not through it
         tokens, started = 0, time.perf_counter()
         s = self.state
         try:
@@ -414,7 +415,7 @@ class Trainer:
                     record = {"step": s.global_step, "loss": loss, "lr": lr}
                     if self.dev is not None and a.eval_steps and s.global_step % a.eval_steps == 0:
                         record["ndcg@10"] = self.evaluate()
-                        self.log(f"step {s.global_step}: dev nDCG@10 {record['ndcg@10']:.4f}")
+                        log(f"step {s.global_step}: dev nDCG@10 {record['ndcg@10']:.4f}")
                     s.history.append(record)
                     if bar is not None:
                         rate = tokens / max(time.perf_counter() - started, 1e-9)
