@@ -35,6 +35,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import cpu_bench  # noqa: E402
 from cpu_bench import (VOCAB_ROWS, WEIGHT_SEED, OpenBlasSgemm, _random_model_module, _uptime,  # noqa: E402
                        flops_per_token, machine_description)
 from llama_embed import bench_tokens, peak_rss_mib  # noqa: E402  (bench/peers, on the path through cpu_bench)
@@ -45,6 +46,8 @@ SHAPES = {"130m": (768, 24), "tiny": (64, 2)}
 
 
 def ensure_model(cache: str, shape: str) -> str:
+    if shape == "130m":  # the same checkpoint as cpu_bench.py's (same seed and shape)
+        return cpu_bench.ensure_model(cache, shape)
     d, layers = SHAPES[shape]
     path = os.path.join(cache, f"train-{shape}-seed{WEIGHT_SEED}")
     if not os.path.exists(os.path.join(path, "model.safetensors")):
@@ -183,6 +186,7 @@ def run_worker(spec: dict, budget_s: float) -> dict:
             if time.perf_counter() - t0 > budget_s:
                 proc.kill()
                 proc.wait()
+                os.unlink(out_path)
                 return {"error": f"over the {budget_s:.0f} s budget", "peak_rss_seen_mib": peak,
                         "wall_s": time.perf_counter() - t0}
             time.sleep(0.2)
