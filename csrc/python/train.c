@@ -343,8 +343,10 @@ static PyObject *train_selective_scan_backward(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "grad_dt_bias is needed with dt_bias");
         goto done;
     }
-    const int64_t per_thread = mr_scan_backward_work_floats(chunk, N) + 2 * T * N;
-    const size_t floats = reference ? (size_t)((off.longest + 1) * N) : (size_t)(threads * per_thread);
+    /* scratch: every thread's gB partial [T, N, lanes], then every thread's gC partial, then its work */
+    const int64_t work_floats = mr_scan_backward_work_floats(chunk, N), part = T * N * MR_BACKWARD_BLOCK;
+    const size_t floats = reference ? (size_t)((off.longest + 1) * N)
+                                    : (size_t)threads * (size_t)(2 * part + work_floats);
     scratch = (float *)malloc((floats ? floats : 1) * sizeof(float));
     if (!scratch) {
         PyErr_NoMemory();
@@ -360,30 +362,20 @@ static PyObject *train_selective_scan_backward(PyObject *self, PyObject *args) {
                                            g[SG_GA].data, g[SG_GD].data, g[SG_GZ].data, g[SG_GB].data,
                                            g[SG_GC].data, scratch);
     } else {
+        float *gB_parts = scratch, *gC_parts = scratch + threads * part, *works = scratch + 2 * threads * part;
 #pragma omp parallel num_threads(threads)
         {
             const int ith = mr_thread_index(), nth = mr_thread_count();
-            /* thread p's scratch: [gB partial T*N][gC partial T*N][kernel work] */
-            float *mine = scratch + ith * per_thread;
             mr_selective_scan_backward_f32(off.count, off.data, chunk, E, N, v[SC_U].data, v[SC_U].ld, v[SC_DT].data,
                                            v[SC_DT].ld, v[SC_DT_BIAS].data, v[SC_A].data, v[SC_B].data,
                                            v[SC_C].data, in.ldbc, v[SC_D].data, v[SC_Z].data, v[SC_Z].ld,
                                            g[SG_BOUNDARIES].data, g[SG_GY].data, g[SG_GY].ld, g[SG_GU].data,
                                            g[SG_GDT].data, g[SG_GDT_BIAS].data, g[SG_GA].data, g[SG_GD].data,
-                                           g[SG_GZ].data, mine, mine + T * N, mine + 2 * T * N, ith, nth);
+                                           g[SG_GZ].data, gB_parts + ith * part, gC_parts + ith * part,
+                                           works + ith * work_floats, ith, nth);
 #pragma omp barrier
-            /* the partials sit per_thread floats apart: sum them row block by row block */
-            int64_t lo, hi;
-            mr_split_range(T * N, 64, ith, nth, &lo, &hi);
-            for (int64_t i = lo; i < hi; i++) {
-                float b = 0.0f, c = 0.0f;
-                for (int p = 0; p < nth; p++) {
-                    b += scratch[p * per_thread + i];
-                    c += scratch[p * per_thread + T * N + i];
-                }
-                g[SG_GB].data[i] = b;
-                g[SG_GC].data[i] = c;
-            }
+            mr_sum_partials_f32(gB_parts, nth, T * N, MR_BACKWARD_BLOCK, g[SG_GB].data, ith, nth);
+            mr_sum_partials_f32(gC_parts, nth, T * N, MR_BACKWARD_BLOCK, g[SG_GC].data, ith, nth);
         }
     }
     Py_END_ALLOW_THREADS

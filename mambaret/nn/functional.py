@@ -37,7 +37,7 @@ def check_offsets(offsets: torch.Tensor, total: int) -> torch.Tensor:
         raise ValueError("offsets must be a 1-D tensor [S + 1] with at least one sequence")
     if offsets.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"offsets must hold integers, got {offsets.dtype}")
-    offsets = offsets.to(device="cpu", dtype=torch.int64)
+    offsets = offsets.to(device="cpu", dtype=torch.int64).contiguous()
     if int(offsets[0]) != 0 or int(offsets[-1]) != total:
         raise ValueError(f"offsets must run from 0 to the token count {total}, got {int(offsets[0])}..{int(offsets[-1])}")
     if bool((offsets[1:] < offsets[:-1]).any()):
