@@ -27,6 +27,10 @@ _INTEGRATIONS = {
 
 
 def __getattr__(name: str):
+    if name == "nn":  # torch modules for training: imported (with torch) only when asked for
+        import importlib
+
+        return importlib.import_module(".nn", __name__)
     if name in _INTEGRATIONS:
         import importlib
 

@@ -40,6 +40,7 @@ int mr_py_add_model(PyObject *module);
 int mr_py_add_cuda(PyObject *module);
 int mr_py_add_ops(PyObject *module);
 int mr_py_add_search(PyObject *module);
+int mr_py_add_train(PyObject *module);
 
 /* ---- errors and arguments ------------------------------------------------------------------ */
 
