@@ -248,3 +248,8 @@ def test_import_mambaret_does_not_import_torch():
             "nn = mambaret.nn; assert 'torch' in sys.modules and nn.MambaModel")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=str(REPO_ROOT))
+    # without torch, mambaret works and mambaret.nn says what to install
+    code = ("import sys; sys.modules['torch'] = None; import mambaret\n"
+            "try:\n    import mambaret.nn\nexcept ImportError as exc:\n    assert 'mambaret[train]' in str(exc), exc\n"
+            "else:\n    raise AssertionError('mambaret.nn imported without torch')")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=str(REPO_ROOT))

@@ -59,10 +59,23 @@ def conv_backward(case, threads, reference):
     return gx, gw, gb
 
 
+# the widest vector path this CPU runs, and the portable one (MAMBARET_SIMD is read on every call)
+SIMD = ["auto", "portable"]
+
+
+@pytest.fixture(params=SIMD)
+def simd(request, monkeypatch):
+    if request.param == "auto":
+        monkeypatch.delenv("MAMBARET_SIMD", raising=False)
+    else:
+        monkeypatch.setenv("MAMBARET_SIMD", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("lengths", LENGTHS)
 @pytest.mark.parametrize("E,K,with_bias", [(3, 4, True), (37, 2, False), (40, 1, True), (17, 6, True)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_conv_backward_matches_reference(lengths, E, K, with_bias, threads):
+def test_conv_backward_matches_reference(lengths, E, K, with_bias, threads, simd):
     case = conv_case(len(lengths) * E + K, lengths, E, K, with_bias, ld_extra=5)
     fast, ref = conv_backward(case, threads, False), conv_backward(case, 1, True)
     for ours, theirs in zip(fast, ref):
@@ -107,7 +120,7 @@ def scan_backward(case, threads, reference, chunk=SCAN_CHUNK):
 @pytest.mark.parametrize("E,N,options", [(5, 4, ("bias", "D", "z")), (37, 16, ()), (16, 1, ("z",)),
                                          (24, 8, ("bias", "D"))])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_scan_backward_matches_reference(lengths, E, N, options, threads):
+def test_scan_backward_matches_reference(lengths, E, N, options, threads, simd):
     case = scan_case(E * N + len(lengths), lengths, E, N, options)
     _, fast = scan_backward(case, threads, False)
     _, ref = scan_backward(case, 1, True)

@@ -6,6 +6,7 @@ Threads: torch.get_num_threads(), the team torch's own GEMMs use.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 # tokens per chunk of the scan's backward: the forward keeps one [E, N] state per chunk, the
 # backward recomputes the chunk's states from it
@@ -55,6 +56,7 @@ class ConvSiluFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         x, weight, bias = ctx.saved_tensors
         grad_out = _rows(grad_out)
@@ -93,6 +95,7 @@ class SelectiveScanFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_y):
         u, dt, dt_bias, A, B, C, D, z, boundaries = ctx.saved_tensors
         grad_y = _rows(grad_y)
