@@ -9,6 +9,7 @@ from .checkpoint import parse_config, read_config
 from .cuda import cuda_available
 from .encoder import MambaEncoder
 from .evaluate import evaluate
+from .fusion import fuse
 from .index import FlatIndex
 from .similarity import semantic_search, similarity
 from .tokenization import PackedBatch
@@ -49,6 +50,7 @@ __all__ = [
     "cuda_available",
     "default_threads",
     "evaluate",
+    "fuse",
     "parse_config",
     "read_config",
     "semantic_search",
