@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 # stay out of __all__ so that a star import does not either.
 _INTEGRATIONS = {
     "MambaEmbeddings": ("langchain", "MambaEmbeddings"),
+    "MambaHybridRetriever": ("langchain", "MambaHybridRetriever"),
     "MambaLlamaIndexEmbedding": ("llamaindex", "MambaLlamaIndexEmbedding"),
     "BeirEncoder": ("beir", "BeirEncoder"),
     "MtebEncoder": ("mteb", "MtebEncoder"),
