@@ -130,3 +130,25 @@ def test_committed_sample():
             assert row["scores"][0] > row["scores"][1] and row["negatives"][0] != row["positive"]
     train = {dedup_key(r["positive"]) for r in rows if r["split"] == "train"}
     assert not train & {dedup_key(r["positive"]) for r in rows if r["split"] == "dev"}
+
+
+def test_collect_reuses_pairs_with_a_smaller_cap_and_skips_sources(tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    rows = [{"query": f"q{i}", "positive": f"passage number {i} " * 4, "source": src, "origin": "x"}
+            for i, src in enumerate(["debian"] * 30 + ["linux-doc"] * 10)]
+    (full / "pairs.train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:35]))
+    (full / "pairs.dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[35:]))
+    out = tmp_path / "small"
+    out.mkdir()
+    build_data.main(["--stages", "collect", "--reuse-pairs", str(full), "--max-per-source", "12",
+                     "--skip-sources", "linux-doc", "--dev-permille", "200", "--out", str(out)])
+    kept = [json.loads(line) for split in ("train", "dev")
+            for line in (out / f"pairs.{split}.jsonl").read_text().splitlines()]
+    assert len(kept) == 12 and {r["source"] for r in kept} == {"debian"}
+    # the cap keeps the first pairs in the hash order, the same ones whatever the input order
+    ranked = sorted(rows[:30], key=lambda r: build_data.stable_hash(dedup_key(r["positive"])))[:12]
+    assert sorted(r["query"] for r in kept) == sorted(r["query"] for r in ranked)
+    with pytest.raises(SystemExit, match="unknown sources"):
+        build_data.main(["--stages", "collect", "--reuse-pairs", str(full), "--skip-sources", "nope",
+                         "--out", str(out)])

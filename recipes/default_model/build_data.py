@@ -91,20 +91,28 @@ def stage_install(args) -> None:
 
 # ---------------------------------------------------------------- collect
 
-def read_all_sources():
-    """(source, query, positive, origin) of every reader, in a fixed order."""
-    for q, p, origin in debian.read_pairs():
-        yield "debian", q, p, origin
-    for q, p, origin in manpages.read_pairs(MAN_PACKAGES):
-        yield "man", q, p, origin
-    for q, p, origin in rst_sections.read_pairs(PYTHON_DOC, "python"):
-        yield ("python-api" if origin.startswith("python-api") else "python-doc"), q, p, origin
-    # translations/ holds the same pages in other languages
-    for q, p, origin in rst_sections.read_pairs(LINUX_DOC, "linux", exclude=("translations",)):
-        yield "linux-doc", q, p, origin
+def read_all_sources(skip=frozenset()):
+    """(source, query, positive, origin) of every reader, in a fixed order; ``skip`` names sources
+    left unread (for instance documentation that an evaluation collection is built from)."""
+    if "debian" not in skip:
+        for q, p, origin in debian.read_pairs():
+            yield "debian", q, p, origin
+    if "man" not in skip:
+        for q, p, origin in manpages.read_pairs(MAN_PACKAGES):
+            yield "man", q, p, origin
+    if not {"python-doc", "python-api"} <= skip:
+        for q, p, origin in rst_sections.read_pairs(PYTHON_DOC, "python"):
+            source = "python-api" if origin.startswith("python-api") else "python-doc"
+            if source not in skip:
+                yield source, q, p, origin
+    if "linux-doc" not in skip:
+        # translations/ holds the same pages in other languages
+        for q, p, origin in rst_sections.read_pairs(LINUX_DOC, "linux", exclude=("translations",)):
+            yield "linux-doc", q, p, origin
     for name in DICTIONARIES:
-        for q, p, origin in dictd.read_pairs(name):
-            yield DICT_SOURCE[name], q, p, origin
+        if DICT_SOURCE[name] not in skip:
+            for q, p, origin in dictd.read_pairs(name):
+                yield DICT_SOURCE[name], q, p, origin
 
 
 def _mostly_words(text: str) -> bool:
@@ -136,7 +144,13 @@ def stage_collect(args) -> dict:
         for split in ("train", "dev"):
             for row in read_jsonl(os.path.join(args.reuse_pairs, f"pairs.{split}.jsonl")):
                 by_source[row["source"]].append({k: row[k] for k in ("query", "positive", "source", "origin")})
-    for source, query, positive, origin in ([] if args.reuse_pairs else read_all_sources()):
+    skip = {s.strip() for s in args.skip_sources.split(",") if s.strip()}
+    unknown = skip - set(LICENCES)
+    if unknown:
+        raise SystemExit(f"--skip-sources: unknown sources {sorted(unknown)}; sources: {', '.join(LICENCES)}")
+    for source in skip:
+        by_source.pop(source, None)
+    for source, query, positive, origin in ([] if args.reuse_pairs else read_all_sources(skip)):
         read[source] += 1
         pair = clean_pair(source, query, positive, args.max_words)
         if pair is None:
@@ -316,20 +330,22 @@ def stage_sample(args) -> None:
             by_source[row["source"]].append({"query": row["query"], "positive": row["positive"],
                                              "negatives": [negative], "scores": [row["scores"][0], score],
                                              "source": row["source"]})
-    per_source = max(1, args.sample_size // max(1, len(by_source)))
-    sample = []
-    for source in sorted(by_source):
-        chosen = sorted(by_source[source], key=lambda r: stable_hash(r["query"] + r["positive"]))[:per_source]
-        sample.extend(chosen)
+    for source in by_source:
+        by_source[source].sort(key=lambda r: stable_hash(r["query"] + r["positive"]))
     # a handful of held-out pairs too, so a smoke test can evaluate on a dev split
     dev = read_jsonl(os.path.join(args.out, "dev.jsonl"))
     dev = sorted((r for r in dev if len(r["positive"]) <= 360), key=lambda r: stable_hash(r["id"]))
-    sample.extend({"query": r["query"], "positive": r["positive"], "source": r["source"], "split": "dev"}
-                  for r in dev[:max(20, args.sample_size // 10)])
+    dev = [{"query": r["query"], "positive": r["positive"], "source": r["source"], "split": "dev"}
+           for r in dev[:max(20, args.sample_size // 10)]]
+    # sources take turns until the sample has its size (some have few short pairs)
+    sample, turn = [], 0
+    while len(sample) < args.sample_size and any(turn < len(rows) for rows in by_source.values()):
+        sample.extend({**rows[turn], "split": "train"} for _, rows in sorted(by_source.items()) if turn < len(rows))
+        turn += 1
+    sample = sample[:args.sample_size] + dev
     os.makedirs(os.path.dirname(args.sample_out), exist_ok=True)
     with open(args.sample_out, "w", encoding="utf-8") as f:
         for row in sample:
-            row.setdefault("split", "train")
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     log(f"sample: {len(sample)} pairs, {os.path.getsize(args.sample_out)} bytes -> {args.sample_out}")
 
@@ -346,6 +362,9 @@ def main(argv=None) -> int:
                         help="at most this many pairs per source (a deterministic subset)")
     parser.add_argument("--reuse-pairs", metavar="DIR",
                         help="collect from the pairs.*.jsonl of an earlier, larger collect in DIR")
+    parser.add_argument("--skip-sources", default="",
+                        help="comma-separated sources to leave out (e.g. python-doc,python-api,linux-doc "
+                             "when a test collection is built from those documents)")
     parser.add_argument("--dev-permille", type=int, default=20, help="held-out share of pairs, per mille")
     parser.add_argument("--negatives", type=int, default=4, help="hard negatives mined per pair")
     parser.add_argument("--threads", type=int, default=2, help="teacher threads")
