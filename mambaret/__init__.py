@@ -9,6 +9,7 @@ from .checkpoint import parse_config, read_config
 from .cuda import cuda_available
 from .encoder import MambaEncoder
 from .evaluate import evaluate
+from .fusion import fuse
 from .index import FlatIndex
 from .similarity import semantic_search, similarity
 from .tokenization import PackedBatch
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 # stay out of __all__ so that a star import does not either.
 _INTEGRATIONS = {
     "MambaEmbeddings": ("langchain", "MambaEmbeddings"),
+    "MambaHybridRetriever": ("langchain", "MambaHybridRetriever"),
     "MambaLlamaIndexEmbedding": ("llamaindex", "MambaLlamaIndexEmbedding"),
     "BeirEncoder": ("beir", "BeirEncoder"),
     "MtebEncoder": ("mteb", "MtebEncoder"),
@@ -53,6 +55,7 @@ __all__ = [
     "cuda_available",
     "default_threads",
     "evaluate",
+    "fuse",
     "parse_config",
     "read_config",
     "semantic_search",

@@ -143,7 +143,16 @@ def cmd_search(args) -> int:
     index = FlatIndex.load(args.index, mmap=True, threads=encoder.threads)
     if index.ntotal and not index.string_ids:
         raise UsageError(f"{args.index!r} has integer ids; `mambaret index` writes document ids")
-    run = search_run(encoder, index, _read_queries(args.queries), k=args.k, batch_size=args.batch_size)
+    queries = _read_queries(args.queries)
+    # fusion looks deeper than k in each ranking: a document low in one can rise with the other
+    depth = max(args.k, 100) if args.hybrid else args.k
+    run = search_run(encoder, index, queries, k=depth, batch_size=args.batch_size)
+    if args.hybrid:
+        from .bm25 import bm25_run
+        from .fusion import fuse
+
+        ids, texts = _read_corpus(args.hybrid, "auto")
+        run = fuse([run, bm25_run(dict(zip(ids, texts)), queries, k=depth)], method=args.fusion, top_k=args.k)
     if args.output:
         write_trec_run(run, args.output, tag="mambaret")
         print(f"wrote a run of {len(run)} queries to {args.output}")
@@ -163,20 +172,26 @@ def cmd_eval(args) -> int:
     collection = load_collection(args.collection)
     if not collection.docs or not collection.queries:
         raise UsageError(f"{args.collection!r} has no documents or no queries")
-    rows = []
+    rows, runs = [], []
     if args.model is not None:
         encoder = _load_encoder(args.model, args)
         index = build_index(encoder, collection.docs, batch_size=args.batch_size,
                             show_progress_bar=False if args.quiet else None)
         run = search_run(encoder, index, collection.queries, k=args.k, batch_size=args.batch_size)
         rows.append((f"mambaret ({os.path.basename(os.path.normpath(args.model))})", evaluate(run, collection.qrels, metrics)))
+        runs.append(run)
         if args.run_output:
             write_trec_run(run, args.run_output, tag="mambaret")
     if not args.no_bm25:
         from .bm25 import bm25_run
 
-        rows.append(("BM25 (bm25s)", evaluate(bm25_run(collection.docs, collection.queries, k=args.k),
-                                              collection.qrels, metrics)))
+        runs.append(bm25_run(collection.docs, collection.queries, k=args.k))
+        rows.append(("BM25 (bm25s)", evaluate(runs[-1], collection.qrels, metrics)))
+    if len(runs) == 2 and args.fusion != "none":
+        from .fusion import fuse
+
+        fused = fuse(runs, method=args.fusion, top_k=args.k)
+        rows.append((f"fusion ({args.fusion}: model + BM25)", evaluate(fused, collection.qrels, metrics)))
     if not rows:
         raise UsageError("nothing to evaluate: give a MODEL, or leave BM25 on")
     names = list(rows[0][1])
@@ -316,18 +331,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("queries", help="TREC topics, BEIR queries.jsonl, or 'qid<TAB>text' lines")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("-o", "--output", help="write a TREC run file instead of printing")
+    p.add_argument("--hybrid", metavar="CORPUS",
+                   help="fuse with BM25 over this corpus file (the one the index was built from)")
+    p.add_argument("--fusion", choices=["rrf", "zscore"], default="rrf", help="with --hybrid: how (default rrf)")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="evaluate the model (and BM25) on a test collection",
                        description="Index a collection's documents, run its queries and print nDCG@10, "
-                                   "MRR@10, Recall@100 and MAP for the model and for BM25 in one table.")
+                                   "MRR@10, Recall@100 and MAP for the model, BM25 and their fusion in one "
+                                   "table.")
     p.add_argument("model", nargs="?", help="model directory (HF format); omit to evaluate BM25 alone")
     p.add_argument("--collection", required=True,
                    help="TREC folder (doc-text.trec, query-text.trec, qrels) or BEIR folder")
     p.add_argument("--metrics", default="ndcg@10,mrr@10,recall@100,map")
     p.add_argument("-k", type=int, default=1000, help="depth of each ranking (default 1000)")
     p.add_argument("--no-bm25", action="store_true", help="leave out the BM25 baseline")
+    p.add_argument("--fusion", choices=["rrf", "zscore", "none"], default="rrf",
+                   help="also score the fusion of the model's and BM25's runs (default rrf)")
     p.add_argument("--run-output", help="also write the model's TREC run here")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_eval)

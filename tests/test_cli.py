@@ -94,6 +94,49 @@ def test_eval_table(model_dir, collection, capsys):
     assert "mambaret" in out and "BM25" in out
 
 
+def test_eval_table_has_the_fusion_row(model_dir, collection, capsys):
+    pytest.importorskip("bm25s")
+    from mambaret.bm25 import bm25_run
+    from mambaret.datasets import load_trec_run
+    import mambaret as mr
+
+    run_path = collection / "model.run"
+    assert main(["eval", model_dir, "--collection", str(collection), "--quiet", "--fusion", "zscore",
+                 "--run-output", str(run_path)]) == 0
+    rows = {line.split("  ")[0].strip(): line.split()[-4:] for line in capsys.readouterr().out.splitlines()[2:]}
+    fusion = next(name for name in rows if name.startswith("fusion (zscore"))
+    # the row is the fusion of the two runs the other rows score
+    from mambaret.retrieval import load_collection
+    coll = load_collection(str(collection))
+    fused = mr.fuse([load_trec_run(str(run_path)), bm25_run(coll.docs, coll.queries, k=1000)], method="zscore")
+    expected = mr.evaluate(fused, coll.qrels)
+    assert [float(v) for v in rows[fusion]] == pytest.approx([expected[m] for m in expected], abs=1e-4)
+    assert main(["eval", model_dir, "--collection", str(collection), "--quiet", "--fusion", "none"]) == 0
+    assert "fusion (" not in capsys.readouterr().out
+
+
+def test_search_hybrid_fuses_dense_and_bm25(model_dir, collection, tmp_path):
+    pytest.importorskip("bm25s")
+    import mambaret as mr
+    from mambaret.bm25 import bm25_run
+    from mambaret.datasets import load_trec_run, load_trec_topics
+
+    docs = collection / "doc-text.trec"
+    index = tmp_path / "docs.index"
+    assert main(["index", model_dir, str(docs), "-o", str(index), "--quiet"]) == 0
+    dense, hybrid = tmp_path / "dense.trec", tmp_path / "hybrid.trec"
+    topics = str(collection / "query-text.trec")
+    assert main(["search", model_dir, str(index), topics, "-k", "3", "-o", str(dense)]) == 0
+    assert main(["search", model_dir, str(index), topics, "-k", "2", "-o", str(hybrid), "--hybrid", str(docs)]) == 0
+    queries = load_trec_topics(topics)
+    sparse = bm25_run(mr.datasets.load_trec_docs(str(docs)), queries, k=100)
+    expected = mr.fuse([load_trec_run(str(dense)), sparse], method="rrf", top_k=2)
+    got = load_trec_run(str(hybrid))
+    assert set(got) == {"1", "2"}
+    for qid in got:
+        assert got[qid] == pytest.approx(expected[qid])
+
+
 def test_eval_vaswani_with_bm25(model_dir, capsys):
     """The real collection: the random model scores low, BM25 well; the pipeline is what is tested."""
     pytest.importorskip("bm25s")
