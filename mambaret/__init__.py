@@ -10,6 +10,7 @@ from .checkpoint import parse_config, read_config
 from .cuda import cuda_available
 from .encoder import MambaEncoder
 from .evaluate import evaluate
+from .fusion import fuse
 from .index import FlatIndex
 from .quantization import quantize_embeddings
 from .quantized_index import BinaryFlatIndex, Int8FlatIndex
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 # stay out of __all__ so that a star import does not either.
 _INTEGRATIONS = {
     "MambaEmbeddings": ("langchain", "MambaEmbeddings"),
+    "MambaHybridRetriever": ("langchain", "MambaHybridRetriever"),
     "MambaLlamaIndexEmbedding": ("llamaindex", "MambaLlamaIndexEmbedding"),
     "BeirEncoder": ("beir", "BeirEncoder"),
     "MtebEncoder": ("mteb", "MtebEncoder"),
@@ -30,6 +32,10 @@ _INTEGRATIONS = {
 
 
 def __getattr__(name: str):
+    if name == "nn":  # torch modules for training: imported (with torch) only when asked for
+        import importlib
+
+        return importlib.import_module(".nn", __name__)
     if name in _INTEGRATIONS:
         import importlib
 
@@ -55,6 +61,7 @@ __all__ = [
     "cuda_available",
     "default_threads",
     "evaluate",
+    "fuse",
     "parse_config",
     "quantize_embeddings",
     "read_config",

@@ -1,57 +1,10 @@
 /* mambaret._C: search over compressed vectors (binary and int8 codes) and rescoring. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
-#define NO_IMPORT_ARRAY
-#define PY_ARRAY_UNIQUE_SYMBOL mambaret_ARRAY_API
-#include <numpy/arrayobject.h>
+#include "py_common.h"
 
 #include <string.h>
 
 #include "mr_error.h"
 #include "mr_index_quantized.h"
-
-int mr_py_add_search_quantized(PyObject *module);
-
-static PyObject *raise_status(const mr_error *err) {
-    PyObject *type;
-    switch (err->status) {
-    case MR_ERR_VALUE: type = PyExc_ValueError; break;
-    case MR_ERR_MEMORY: type = PyExc_MemoryError; break;
-    case MR_ERR_INDEX: type = PyExc_IndexError; break;
-    case MR_ERR_IO: type = PyExc_OSError; break;
-    default: type = PyExc_RuntimeError; break;
-    }
-    PyErr_SetString(type, err->message[0] ? err->message : "unknown error in the mambaret core");
-    return NULL;
-}
-
-/* A C-contiguous, aligned, native-order array of exactly `type` with `ndim` dims; the Python
- * layer converts, this layer checks. New reference or NULL with an exception set. */
-static PyArrayObject *checked_array(PyObject *obj, int type, int ndim, const char *what) {
-    if (!PyArray_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a numpy.ndarray, got %s", what, Py_TYPE(obj)->tp_name);
-        return NULL;
-    }
-    PyArrayObject *arr = (PyArrayObject *)obj;
-    if (PyArray_TYPE(arr) != type) {
-        PyArray_Descr *want = PyArray_DescrFromType(type);
-        PyErr_Format(PyExc_TypeError, "%s must have dtype %S, got %S", what, (PyObject *)want,
-                     (PyObject *)PyArray_DESCR(arr));
-        Py_XDECREF(want);
-        return NULL;
-    }
-    if (PyArray_NDIM(arr) != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s must have %d dimension(s), got %d", what, ndim, PyArray_NDIM(arr));
-        return NULL;
-    }
-    if (!PyArray_IS_C_CONTIGUOUS(arr) || !PyArray_ISALIGNED(arr) || !PyArray_ISNOTSWAPPED(arr)) {
-        PyErr_Format(PyExc_ValueError, "%s must be C-contiguous, aligned and in native byte order", what);
-        return NULL;
-    }
-    Py_INCREF(arr);
-    return arr;
-}
 
 static int check_threads(int threads) {
     if (threads <= 0 || threads > 4096) {
@@ -90,7 +43,7 @@ static PyObject *code_search(PyObject *args, PyObject *kwargs, int int8, const c
         return NULL;
     }
     const int dtype = int8 ? NPY_INT8 : NPY_UINT8;
-    PyArrayObject *q = checked_array(qo, dtype, 2, "queries");
+    PyArrayObject *q = mr_py_require_array(qo, dtype, 2, "queries");
     if (!q) return NULL;
     PyObject *items = PySequence_Fast(so, "segments must be a list of [rows, width] code arrays");
     if (!items) {
@@ -108,7 +61,7 @@ static PyObject *code_search(PyObject *args, PyObject *kwargs, int int8, const c
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         /* the list holds its arrays alive for the whole call */
-        PyArrayObject *seg = checked_array(PySequence_Fast_GET_ITEM(items, i), dtype, 2, "a segment");
+        PyArrayObject *seg = mr_py_require_array(PySequence_Fast_GET_ITEM(items, i), dtype, 2, "a segment");
         if (!seg) goto done;
         Py_DECREF(seg);
         if (PyArray_DIM(seg, 1) != width) {
@@ -134,7 +87,7 @@ static PyObject *code_search(PyObject *args, PyObject *kwargs, int int8, const c
     if (int8) s = reference ? mr_int8_search_ref(&a, &err) : mr_int8_search(&a, &err);
     else s = reference ? mr_hamming_search_ref(&a, &err) : mr_hamming_search(&a, &err);
     Py_END_ALLOW_THREADS
-    if (s) raise_status(&err);
+    if (s) mr_py_raise(&err);
     else result = PyTuple_Pack(2, (PyObject *)scores, (PyObject *)ids);
 done:
     PyMem_Free(segments);
@@ -174,10 +127,10 @@ static PyObject *rescore(PyObject *module, PyObject *args, PyObject *kwargs) {
         return NULL;
     }
     const int int8 = PyArray_TYPE((PyArrayObject *)vo) == NPY_INT8;
-    PyArrayObject *w = checked_array(wo, NPY_FLOAT32, 2, "weights");
-    PyArrayObject *b = (w && bo != Py_None) ? checked_array(bo, NPY_FLOAT32, 1, "bias") : NULL;
-    PyArrayObject *c = (w && (bo == Py_None || b)) ? checked_array(co, NPY_INT64, 2, "candidates") : NULL;
-    PyArrayObject *v = c ? checked_array(vo, int8 ? NPY_INT8 : NPY_FLOAT32, 2, "vectors") : NULL;
+    PyArrayObject *w = mr_py_require_array(wo, NPY_FLOAT32, 2, "weights");
+    PyArrayObject *b = (w && bo != Py_None) ? mr_py_require_array(bo, NPY_FLOAT32, 1, "bias") : NULL;
+    PyArrayObject *c = (w && (bo == Py_None || b)) ? mr_py_require_array(co, NPY_INT64, 2, "candidates") : NULL;
+    PyArrayObject *v = c ? mr_py_require_array(vo, int8 ? NPY_INT8 : NPY_FLOAT32, 2, "vectors") : NULL;
     PyArrayObject *scores = NULL, *ids = NULL;
     PyObject *result = NULL;
     if (!v) goto done;
@@ -201,7 +154,7 @@ static PyObject *rescore(PyObject *module, PyObject *args, PyObject *kwargs) {
     Py_BEGIN_ALLOW_THREADS
     s = reference ? mr_rescore_ref(&a, &err) : mr_rescore(&a, &err);
     Py_END_ALLOW_THREADS
-    if (s) raise_status(&err);
+    if (s) mr_py_raise(&err);
     else result = PyTuple_Pack(2, (PyObject *)scores, (PyObject *)ids);
 done:
     Py_XDECREF(w);
