@@ -1,7 +1,7 @@
 /* Status codes and error messages of the C core.
  *
  * The core never prints, exits or aborts: a failing call fills an mr_error and returns its
- * status; the binding (module.c) turns it into a Python exception. */
+ * status; the binding (csrc/python/) turns it into a Python exception. */
 #ifndef MR_ERROR_H
 #define MR_ERROR_H
 

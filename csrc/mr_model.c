@@ -11,8 +11,6 @@
 #include "mr_parallel.h"
 #include "mr_sched.h"
 
-#define MR_N_GLOBAL 2 /* kinds before MR_T_NORM are model-wide, the rest per layer */
-
 typedef struct {
     float *weights[MR_T_COUNT]; /* NULL for tensors this config does not have */
     float *A;                   /* -exp(A_log), [E, N] */
@@ -39,54 +37,6 @@ typedef struct mr_workspace_cache {
     void *block;
     size_t bytes;
 } mr_workspace_cache;
-
-static const char *const tensor_names[MR_T_COUNT] = {
-    "embeddings.weight",        "norm_f.weight",          "norm.weight",
-    "mixer.in_proj.weight",     "mixer.in_proj.bias",     "mixer.conv1d.weight",
-    "mixer.conv1d.bias",        "mixer.x_proj.weight",    "mixer.dt_proj.weight",
-    "mixer.dt_proj.bias",       "mixer.A_log",            "mixer.D",
-    "mixer.out_proj.weight",    "mixer.out_proj.bias",
-};
-
-void mr_model_tensor_name(mr_tensor_kind kind, int64_t layer, char *buf, int size) {
-    if ((int)kind < 0 || kind >= MR_T_COUNT)
-        snprintf(buf, (size_t)size, "<unknown tensor %d>", (int)kind);
-    else if (kind < MR_N_GLOBAL)
-        snprintf(buf, (size_t)size, "%s", tensor_names[kind]);
-    else
-        snprintf(buf, (size_t)size, "layers.%lld.%s", (long long)layer, tensor_names[kind]);
-}
-
-static int tensor_present(const mr_config *c, mr_tensor_kind kind) {
-    if (kind == MR_T_IN_PROJ_B || kind == MR_T_OUT_PROJ_B) return c->use_bias;
-    if (kind == MR_T_CONV_B) return c->use_conv_bias;
-    return 1;
-}
-
-static int tensor_dims(const mr_config *c, mr_tensor_kind kind, int64_t shape[3]) {
-    const int64_t d = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
-    switch (kind) {
-    case MR_T_EMBEDDING: shape[0] = c->vocab_size; shape[1] = d; return 2;
-    case MR_T_NORM_F: case MR_T_NORM: case MR_T_OUT_PROJ_B: shape[0] = d; return 1;
-    case MR_T_IN_PROJ_W: shape[0] = 2 * E; shape[1] = d; return 2;
-    case MR_T_IN_PROJ_B: shape[0] = 2 * E; return 1;
-    case MR_T_CONV_W: shape[0] = E; shape[1] = 1; shape[2] = K; return 3;
-    case MR_T_CONV_B: case MR_T_DT_PROJ_B: case MR_T_D: shape[0] = E; return 1;
-    case MR_T_X_PROJ_W: shape[0] = R + 2 * N; shape[1] = E; return 2;
-    case MR_T_DT_PROJ_W: shape[0] = E; shape[1] = R; return 2;
-    case MR_T_A_LOG: shape[0] = E; shape[1] = N; return 2;
-    case MR_T_OUT_PROJ_W: shape[0] = d; shape[1] = E; return 2;
-    default: return 0;
-    }
-}
-
-static int64_t tensor_numel(const mr_config *c, mr_tensor_kind kind) {
-    int64_t shape[3];
-    int nd = tensor_dims(c, kind, shape);
-    int64_t n = 1;
-    for (int i = 0; i < nd; i++) n *= shape[i];
-    return n;
-}
 
 static mr_status check_config(const mr_config *c, mr_error *err) {
     struct { const char *name; int64_t value, lo, hi; } fields[] = {
@@ -117,10 +67,10 @@ mr_status mr_model_create(const mr_config *cfg, const mr_blas *blas, mr_model **
     if (!m) return mr_fail(err, MR_ERR_MEMORY, "out of memory creating the model");
     m->cfg = *cfg;
     m->blas = *blas;
-    int64_t total = tensor_numel(cfg, MR_T_EMBEDDING) + tensor_numel(cfg, MR_T_NORM_F);
-    int64_t per_layer = tensor_numel(cfg, MR_T_A_LOG); /* room for A */
-    for (int k = MR_N_GLOBAL; k < MR_T_COUNT; k++)
-        if (tensor_present(cfg, (mr_tensor_kind)k)) per_layer += tensor_numel(cfg, (mr_tensor_kind)k);
+    int64_t total = mr_tensor_numel(cfg, MR_T_EMBEDDING) + mr_tensor_numel(cfg, MR_T_NORM_F);
+    int64_t per_layer = mr_tensor_numel(cfg, MR_T_A_LOG); /* room for A */
+    for (int k = MR_N_GLOBAL_TENSORS; k < MR_T_COUNT; k++)
+        if (mr_tensor_present(cfg, (mr_tensor_kind)k)) per_layer += mr_tensor_numel(cfg, (mr_tensor_kind)k);
     total += per_layer * cfg->n_layer;
     m->arena = malloc((size_t)total * sizeof(float));
     m->layers = calloc((size_t)cfg->n_layer, sizeof *m->layers);
@@ -133,16 +83,16 @@ mr_status mr_model_create(const mr_config *cfg, const mr_blas *blas, mr_model **
                        (double)total * 4 / 1e6);
     }
     float *p = m->arena;
-    m->embedding = p; p += tensor_numel(cfg, MR_T_EMBEDDING);
-    m->norm_f = p; p += tensor_numel(cfg, MR_T_NORM_F);
+    m->embedding = p; p += mr_tensor_numel(cfg, MR_T_EMBEDDING);
+    m->norm_f = p; p += mr_tensor_numel(cfg, MR_T_NORM_F);
     for (int64_t l = 0; l < cfg->n_layer; l++) {
-        for (int k = MR_N_GLOBAL; k < MR_T_COUNT; k++)
-            if (tensor_present(cfg, (mr_tensor_kind)k)) {
+        for (int k = MR_N_GLOBAL_TENSORS; k < MR_T_COUNT; k++)
+            if (mr_tensor_present(cfg, (mr_tensor_kind)k)) {
                 m->layers[l].weights[k] = p;
-                p += tensor_numel(cfg, (mr_tensor_kind)k);
+                p += mr_tensor_numel(cfg, (mr_tensor_kind)k);
             }
         m->layers[l].A = p;
-        p += tensor_numel(cfg, MR_T_A_LOG);
+        p += mr_tensor_numel(cfg, MR_T_A_LOG);
     }
     *out = m;
     return MR_OK;
@@ -174,12 +124,12 @@ mr_status mr_model_tensor_shape(const mr_model *m, mr_tensor_kind kind, int64_t 
                                 int *ndim, mr_error *err) {
     if ((int)kind < 0 || kind >= MR_T_COUNT)
         return mr_fail(err, MR_ERR_VALUE, "unknown tensor kind %d", (int)kind);
-    if (!tensor_present(&m->cfg, kind)) {
+    if (!mr_tensor_present(&m->cfg, kind)) {
         char name[128];
-        mr_model_tensor_name(kind, 0, name, sizeof name);
+        mr_tensor_name(kind, 0, name, sizeof name);
         return mr_fail(err, MR_ERR_VALUE, "this config has no tensor '%s'", name);
     }
-    *ndim = tensor_dims(&m->cfg, kind, shape);
+    *ndim = mr_tensor_shape(&m->cfg, kind, shape);
     return MR_OK;
 }
 
@@ -206,17 +156,17 @@ mr_status mr_model_set_tensor(mr_model *m, mr_tensor_kind kind, int64_t layer, m
     char name[128];
     if ((int)kind < 0 || kind >= MR_T_COUNT)
         return mr_fail(err, MR_ERR_VALUE, "unknown tensor kind %d", (int)kind);
-    if (kind >= MR_N_GLOBAL && (layer < 0 || layer >= m->cfg.n_layer))
+    if (kind >= MR_N_GLOBAL_TENSORS && (layer < 0 || layer >= m->cfg.n_layer))
         return mr_fail(err, MR_ERR_VALUE, "layer %lld is outside the model's %lld layers",
                        (long long)layer, (long long)m->cfg.n_layer);
-    if (kind < MR_N_GLOBAL) layer = 0;
+    if (kind < MR_N_GLOBAL_TENSORS) layer = 0;
     if (m->finished)
         return mr_fail(err, MR_ERR_RUNTIME, "the model's weights are frozen once it is finished");
-    mr_model_tensor_name(kind, layer, name, sizeof name);
-    if (!tensor_present(&m->cfg, kind))
+    mr_tensor_name(kind, layer, name, sizeof name);
+    if (!mr_tensor_present(&m->cfg, kind))
         return mr_fail(err, MR_ERR_VALUE, "unexpected tensor '%s' (not in this config)", name);
     int64_t want[3];
-    int want_nd = tensor_dims(&m->cfg, kind, want);
+    int want_nd = mr_tensor_shape(&m->cfg, kind, want);
     int same = ndim == want_nd;
     for (int i = 0; same && i < ndim; i++) same = shape[i] == want[i];
     if (!same) {
@@ -233,7 +183,7 @@ mr_status mr_model_set_tensor(mr_model *m, mr_tensor_kind kind, int64_t layer, m
     float *dst = kind == MR_T_EMBEDDING ? m->embedding
                  : kind == MR_T_NORM_F  ? m->norm_f
                                         : m->layers[layer].weights[kind];
-    int64_t n = tensor_numel(&m->cfg, kind);
+    int64_t n = mr_tensor_numel(&m->cfg, kind);
     switch (dtype) {
     case MR_DTYPE_F32: memcpy(dst, data, (size_t)n * sizeof(float)); break;
     case MR_DTYPE_F16:
@@ -254,12 +204,12 @@ mr_status mr_model_set_tensor(mr_model *m, mr_tensor_kind kind, int64_t layer, m
 mr_status mr_model_finish(mr_model *m, mr_error *err) {
     const mr_config *c = &m->cfg;
     for (int k = 0; k < MR_T_COUNT; k++) {
-        if (!tensor_present(c, (mr_tensor_kind)k)) continue;
-        int64_t layers = k < MR_N_GLOBAL ? 1 : c->n_layer;
+        if (!mr_tensor_present(c, (mr_tensor_kind)k)) continue;
+        int64_t layers = mr_tensor_instances(c, (mr_tensor_kind)k);
         for (int64_t l = 0; l < layers; l++)
             if (!m->set[k * c->n_layer + l]) {
                 char name[128];
-                mr_model_tensor_name((mr_tensor_kind)k, l, name, sizeof name);
+                mr_tensor_name((mr_tensor_kind)k, l, name, sizeof name);
                 return mr_fail(err, MR_ERR_VALUE, "missing tensor '%s'", name);
             }
     }
@@ -295,7 +245,7 @@ mr_status mr_model_finish(mr_model *m, mr_error *err) {
 int mr_model_is_finished(const mr_model *m) { return m->finished; }
 
 const float *mr_model_tensor_data(const mr_model *m, mr_tensor_kind kind, int64_t layer) {
-    if ((int)kind < 0 || kind >= MR_T_COUNT || !tensor_present(&m->cfg, kind)) return NULL;
+    if ((int)kind < 0 || kind >= MR_T_COUNT || !mr_tensor_present(&m->cfg, kind)) return NULL;
     if (kind == MR_T_EMBEDDING) return m->embedding;
     if (kind == MR_T_NORM_F) return m->norm_f;
     if (layer < 0 || layer >= m->cfg.n_layer) return NULL;
@@ -533,6 +483,10 @@ mr_status mr_model_forward(const mr_model *m, const mr_forward_args *a, mr_error
         }
         st = team_status;
         if (st == MR_OK) pool_step(m, a, &w, step_tokens, w.segs, nseg, first_token, nt);
+    }
+    if (st == MR_OK && a->normalize && a->pooling != MR_POOL_ALL) {
+#pragma omp parallel num_threads(nt)
+        mr_l2_normalize_f32(a->out, a->n_seqs, c->d_model, mr_thread_index(), mr_thread_count());
     }
     workspace_release(m, &w);
     return st;

@@ -6,43 +6,11 @@
 
 #include "mr_blas.h"
 #include "mr_error.h"
+#include "mr_tensors.h" /* mr_config, mr_tensor_kind */
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef struct {
-    int64_t d_model;    /* hidden_size */
-    int64_t n_layer;    /* num_hidden_layers */
-    int64_t vocab_size; /* rows of the embedding tensor */
-    int64_t d_inner;    /* intermediate_size = expand * d_model */
-    int64_t d_state;    /* state_size N */
-    int64_t d_conv;     /* conv_kernel K */
-    int64_t dt_rank;    /* time_step_rank R */
-    float norm_eps;     /* layer_norm_epsilon */
-    int use_bias;       /* in_proj / out_proj biases */
-    int use_conv_bias;
-} mr_config;
-
-/* The tensors of a checkpoint. Per-layer kinds are set once per layer; the Python loader maps
- * checkpoint names onto (kind, layer). */
-typedef enum {
-    MR_T_EMBEDDING = 0, /* [vocab, d] */
-    MR_T_NORM_F,        /* [d] */
-    MR_T_NORM,          /* [d]        per layer from here on */
-    MR_T_IN_PROJ_W,     /* [2E, d] */
-    MR_T_IN_PROJ_B,     /* [2E]       use_bias */
-    MR_T_CONV_W,        /* [E, 1, K] */
-    MR_T_CONV_B,        /* [E]        use_conv_bias */
-    MR_T_X_PROJ_W,      /* [R + 2N, E] */
-    MR_T_DT_PROJ_W,     /* [E, R] */
-    MR_T_DT_PROJ_B,     /* [E] */
-    MR_T_A_LOG,         /* [E, N] */
-    MR_T_D,             /* [E] */
-    MR_T_OUT_PROJ_W,    /* [d, E] */
-    MR_T_OUT_PROJ_B,    /* [d]        use_bias */
-    MR_T_COUNT
-} mr_tensor_kind;
 
 typedef enum { MR_DTYPE_F32 = 0, MR_DTYPE_F16 = 1, MR_DTYPE_BF16 = 2 } mr_dtype;
 
@@ -60,8 +28,6 @@ const mr_config *mr_model_config(const mr_model *model);
  * kind does not exist in this config (e.g. a bias with use_bias false). */
 mr_status mr_model_tensor_shape(const mr_model *model, mr_tensor_kind kind, int64_t shape[3],
                                 int *ndim, mr_error *err);
-/* Human-readable HF name of a tensor, for messages ("layers.3.mixer.in_proj.weight"). */
-void mr_model_tensor_name(mr_tensor_kind kind, int64_t layer, char *buf, int size);
 
 /* Copies one tensor in, widening f16/bf16 to f32. Shape must match exactly. */
 mr_status mr_model_set_tensor(mr_model *model, mr_tensor_kind kind, int64_t layer, mr_dtype dtype,
@@ -85,6 +51,7 @@ typedef struct {
     mr_pooling pooling;
     int64_t max_tokens;     /* tokens per micro-batch (> 0) */
     int threads;            /* our threads and the BLAS's (> 0) */
+    int normalize;          /* L2-normalise pooled rows (last, mean; not 'all') */
     float *out;             /* [n_seqs, d] (last, mean) or [n_tokens, d] (all) */
 } mr_forward_args;
 

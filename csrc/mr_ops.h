@@ -67,6 +67,10 @@ int mr_linear_packed_preferred(void);
 void mr_linear_packed_f32(int64_t T, int64_t N, int64_t K, const float *a, int64_t lda, const float *packed,
                           float *out, int64_t ldo, int ith, int nth);
 
+/* x[r, :] /= max(||x[r, :]||, 1e-12) for n rows of d (torch.nn.functional.normalize's rule, so
+ * a zero row stays zero); threads split the rows. */
+void mr_l2_normalize_f32(float *x, int64_t n, int64_t d, int ith, int nth);
+
 /* out[i] += x[i] over n floats (the residual add). */
 void mr_add_f32(float *out, const float *x, int64_t n, int ith, int nth);
 
@@ -88,6 +92,7 @@ void mr_selective_scan_f32_ref(int64_t L, int64_t E, int64_t N, const float *u, 
                                const float *state_in, float *state_out, float *y, int64_t ldy);
 void mr_linear_packed_f32_ref(int64_t T, int64_t N, int64_t K, const float *a, int64_t lda,
                               const float *packed, float *out, int64_t ldo);
+void mr_l2_normalize_f32_ref(float *x, int64_t n, int64_t d);
 
 /* [lo, hi) share of n items for thread ith of nth, in blocks of `align` items. */
 void mr_split_range(int64_t n, int64_t align, int ith, int nth, int64_t *lo, int64_t *hi);

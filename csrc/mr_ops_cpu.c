@@ -224,6 +224,22 @@ void mr_linear_packed_f32(int64_t T, int64_t N, int64_t K, const float *a, int64
     mr_linear_packed_f32_ref(hi - lo, N, K, a + lo * lda, lda, packed, out + lo * ldo, ldo);
 }
 
+void mr_l2_normalize_f32(float *x, int64_t n, int64_t d, int ith, int nth) {
+    int64_t lo, hi;
+    mr_split_range(n, 1, ith, nth, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++) {
+        float *row = x + r * d;
+        float part[8] = {0}; /* eight running sums: vectorised, and closer to the exact norm */
+        int64_t i = 0;
+        for (; i + 8 <= d; i += 8)
+            for (int j = 0; j < 8; j++) part[j] += row[i + j] * row[i + j];
+        for (; i < d; i++) part[0] += row[i] * row[i];
+        const float norm = sqrtf(((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7])));
+        const float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+        for (i = 0; i < d; i++) row[i] *= inv;
+    }
+}
+
 void mr_add_f32(float *out, const float *x, int64_t n, int ith, int nth) {
     int64_t lo, hi;
     mr_split_range(n, 64, ith, nth, &lo, &hi);

@@ -83,3 +83,13 @@ void mr_linear_packed_f32_ref(int64_t T, int64_t N, int64_t K, const float *a, i
             out[t * ldo + n] = acc;
         }
 }
+
+void mr_l2_normalize_f32_ref(float *x, int64_t n, int64_t d) {
+    for (int64_t r = 0; r < n; r++) {
+        double sq = 0.0;
+        for (int64_t i = 0; i < d; i++) sq += (double)x[r * d + i] * x[r * d + i];
+        const double norm = sqrt(sq);
+        const float inv = (float)(1.0 / (norm > 1e-12 ? norm : 1e-12));
+        for (int64_t i = 0; i < d; i++) x[r * d + i] *= inv;
+    }
+}

@@ -64,9 +64,12 @@ static inline size_t mr_dtype_size(mr_dtype dtype) { return dtype == MR_DTYPE_F3
 
 static inline unsigned mr_blocks(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 
-/* Turns a CUDA error into an mr_error (RuntimeError, or MemoryError for allocations). */
+/* Turns a CUDA error into an mr_error (RuntimeError, or MemoryError for allocations). The
+ * error is also cleared from the runtime's last-error slot, so that a later launch check does
+ * not report it again against an unrelated kernel (sticky errors stay: nothing clears those). */
 static inline mr_status mr_cuda_check(cudaError_t e, mr_error *err, const char *what) {
     if (e == cudaSuccess) return MR_OK;
+    cudaGetLastError();
     mr_status st = e == cudaErrorMemoryAllocation ? MR_ERR_MEMORY : MR_ERR_RUNTIME;
     return mr_fail(err, st, "CUDA error in %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }

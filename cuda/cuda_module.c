@@ -1,6 +1,6 @@
-/* mambaret._cuda: exports the CUDA C ABI table (mr_cuda.h) in a capsule for mambaret._C, plus
- * device_count() so that mambaret.cuda_available() can ask without loading a model. Argument
- * parsing, exceptions and DLPack all live in csrc/module.c. */
+/* mambaret._cuda: exports the CUDA C ABI table (csrc/mr_cuda.h) in a capsule for mambaret._C,
+ * plus device_count() so that mambaret.cuda_available() can ask without loading a model.
+ * Argument parsing, exceptions and DLPack all live in csrc/python/ (cuda.c, cuda_model.c). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 

@@ -73,11 +73,18 @@ static void api_event_destroy(void *event) {
     if (event) cudaEventDestroy((cudaEvent_t)event);
 }
 
-static mr_status api_event_record(void *event, void *stream, mr_error *err) {
+/* The default streams (0, 1, 2) are the current device's: the event's device must be current. */
+static mr_status api_event_record(int device, void *event, void *stream, mr_error *err) {
+    MrDeviceGuard guard(device);
+    mr_status st = mr_cuda_check(guard.status(), err, "cudaSetDevice");
+    if (st) return st;
     return mr_cuda_check(cudaEventRecord((cudaEvent_t)event, (cudaStream_t)stream), err, "cudaEventRecord");
 }
 
-static mr_status api_stream_wait_event(void *stream, void *event, mr_error *err) {
+static mr_status api_stream_wait_event(int device, void *stream, void *event, mr_error *err) {
+    MrDeviceGuard guard(device);
+    mr_status st = mr_cuda_check(guard.status(), err, "cudaSetDevice");
+    if (st) return st;
     return mr_cuda_check(cudaStreamWaitEvent((cudaStream_t)stream, (cudaEvent_t)event, 0), err, "cudaStreamWaitEvent");
 }
 
@@ -86,10 +93,7 @@ static mr_status api_pointer_device(const void *ptr, int *on_device, int *device
     *on_device = 0;
     *device = -1;
     cudaError_t e = cudaPointerGetAttributes(&attr, ptr);
-    if (e != cudaSuccess) {
-        cudaGetLastError();
-        return mr_cuda_check(e, err, "cudaPointerGetAttributes");
-    }
+    if (e != cudaSuccess) return mr_cuda_check(e, err, "cudaPointerGetAttributes");
     if (attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged) {
         *on_device = 1;
         *device = attr.device;

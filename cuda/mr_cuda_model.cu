@@ -30,7 +30,6 @@
 #include "rmsnorm.cuh"
 #include "selective_scan.cuh"
 
-#define MR_N_GLOBAL 2                                /* tensor kinds before MR_T_NORM are model-wide */
 #define MR_CUBLAS_WORKSPACE ((size_t)32 << 20)       /* what cuBLAS asks for on Hopper */
 #define MR_ALIGN 256
 #define MR_LOG2_E 1.4426950408889634
@@ -78,9 +77,8 @@ struct mr_cuda_model {
     cudaEvent_t upload_done;
     int upload_pending;
 
-    /* the previous call's end, for a call on another stream to wait on */
+    /* the previous call's end, for the next call to wait on */
     cudaEvent_t last_done;
-    cudaStream_t last_stream;
     int has_last;
 
     /* host scheduler buffers */
@@ -94,37 +92,9 @@ static size_t align_up(size_t n) { return (n + MR_ALIGN - 1) / MR_ALIGN * MR_ALI
 /* ------------------------------------------------------------------------------------------ */
 /* weights                                                                                     */
 
-static int tensor_present(const mr_config *c, int kind) {
-    if (kind == MR_T_IN_PROJ_B || kind == MR_T_OUT_PROJ_B) return c->use_bias;
-    if (kind == MR_T_CONV_B) return c->use_conv_bias;
-    return 1;
-}
-
-static int64_t tensor_numel(const mr_config *c, int kind) {
-    const int64_t d = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
-    switch (kind) {
-    case MR_T_EMBEDDING: return c->vocab_size * d;
-    case MR_T_NORM_F: case MR_T_NORM: case MR_T_OUT_PROJ_B: return d;
-    case MR_T_IN_PROJ_W: return 2 * E * d;
-    case MR_T_IN_PROJ_B: return 2 * E;
-    case MR_T_CONV_W: return E * K;
-    case MR_T_CONV_B: case MR_T_DT_PROJ_B: case MR_T_D: return E;
-    case MR_T_X_PROJ_W: return (R + 2 * N) * E;
-    case MR_T_DT_PROJ_W: return E * R;
-    case MR_T_A_LOG: return E * N;
-    case MR_T_OUT_PROJ_W: return d * E;
-    default: return 0;
-    }
-}
-
-/* Matrices feeding cuBLAS are stored in the compute dtype; vectors, conv and A stay float32. */
-static int tensor_is_act(int kind) {
-    return kind == MR_T_EMBEDDING || kind == MR_T_IN_PROJ_W || kind == MR_T_X_PROJ_W || kind == MR_T_DT_PROJ_W ||
-           kind == MR_T_OUT_PROJ_W;
-}
-
 static size_t tensor_bytes(const mr_cuda_model *m, int kind) {
-    return align_up((size_t)tensor_numel(&m->cfg, kind) * (tensor_is_act(kind) ? mr_dtype_size(m->dtype) : 4));
+    return align_up((size_t)mr_tensor_numel(&m->cfg, (mr_tensor_kind)kind) *
+                    (mr_tensor_table[kind].is_matrix ? mr_dtype_size(m->dtype) : 4));
 }
 
 static void **tensor_slot(mr_cuda_model *m, int kind, int64_t layer) {
@@ -187,7 +157,7 @@ mr_status mr_cuda_model_create(const mr_config *cfg, mr_dtype dtype, int device,
 
     size_t total = 0;
     for (int k = 0; k < MR_T_COUNT; k++)
-        if (tensor_present(cfg, k)) total += tensor_bytes(m, k) * (size_t)(k < MR_N_GLOBAL ? 1 : cfg->n_layer);
+        if (mr_tensor_present(cfg, (mr_tensor_kind)k)) total += tensor_bytes(m, k) * (size_t)mr_tensor_instances(cfg, (mr_tensor_kind)k);
     m->arena_bytes = total;
     st = mr_cuda_check(cudaMalloc((void **)&m->arena, total), err, "cudaMalloc (weights)");
     if (!st) st = mr_cuda_check(cudaMalloc(&m->blas_ws, MR_CUBLAS_WORKSPACE), err, "cudaMalloc (cuBLAS workspace)");
@@ -210,8 +180,8 @@ mr_status mr_cuda_model_create(const mr_config *cfg, mr_dtype dtype, int device,
     }
     char *p = m->arena;
     for (int k = 0; k < MR_T_COUNT; k++) {
-        if (!tensor_present(cfg, k)) continue;
-        for (int64_t l = 0; l < (k < MR_N_GLOBAL ? 1 : cfg->n_layer); l++) {
+        if (!mr_tensor_present(cfg, (mr_tensor_kind)k)) continue;
+        for (int64_t l = 0; l < mr_tensor_instances(cfg, (mr_tensor_kind)k); l++) {
             *tensor_slot(m, k, l) = p;
             p += tensor_bytes(m, k);
         }
@@ -251,21 +221,21 @@ mr_status mr_cuda_model_set_tensor(mr_cuda_model *m, mr_tensor_kind kind, int64_
                                    int64_t numel, mr_error *err) {
     const mr_config *c = &m->cfg;
     if ((int)kind < 0 || kind >= MR_T_COUNT) return mr_fail(err, MR_ERR_VALUE, "unknown tensor kind %d", (int)kind);
-    if (kind < MR_N_GLOBAL) layer = 0;
+    if (!mr_tensor_table[kind].per_layer) layer = 0;
     else if (layer < 0 || layer >= c->n_layer)
         return mr_fail(err, MR_ERR_VALUE, "layer %lld is outside the model's %lld layers", (long long)layer,
                        (long long)c->n_layer);
     if (m->finished) return mr_fail(err, MR_ERR_RUNTIME, "the CUDA model's weights are frozen once it is finished");
-    if (!tensor_present(c, kind))
+    if (!mr_tensor_present(c, kind))
         return mr_fail(err, MR_ERR_VALUE, "tensor kind %d is not part of this config", (int)kind);
-    const int64_t want = tensor_numel(c, kind);
+    const int64_t want = mr_tensor_numel(c, kind);
     if (numel != want)
         return mr_fail(err, MR_ERR_VALUE, "tensor kind %d, layer %lld: %lld values, expected %lld", (int)kind,
                        (long long)layer, (long long)numel, (long long)want);
     MrDeviceGuard guard(m->device);
     mr_status st = mr_cuda_check(guard.status(), err, "cudaSetDevice");
     if (st) return st;
-    const size_t elem = tensor_is_act(kind) ? mr_dtype_size(m->dtype) : 4;
+    const size_t elem = mr_tensor_table[kind].is_matrix ? mr_dtype_size(m->dtype) : 4;
     void *staged = malloc((size_t)want * elem + 1);
     if (!staged) return mr_fail(err, MR_ERR_MEMORY, "out of host memory staging a tensor for the GPU");
     if (kind == MR_T_A_LOG) { /* the scan's decay is exp2(delta * A2), A2 = -exp(A_log) * log2(e) */
@@ -287,8 +257,8 @@ mr_status mr_cuda_model_set_tensor(mr_cuda_model *m, mr_tensor_kind kind, int64_
 mr_status mr_cuda_model_finish(mr_cuda_model *m, mr_error *err) {
     const mr_config *c = &m->cfg;
     for (int k = 0; k < MR_T_COUNT; k++) {
-        if (!tensor_present(c, k)) continue;
-        for (int64_t l = 0; l < (k < MR_N_GLOBAL ? 1 : c->n_layer); l++)
+        if (!mr_tensor_present(c, (mr_tensor_kind)k)) continue;
+        for (int64_t l = 0; l < mr_tensor_instances(c, (mr_tensor_kind)k); l++)
             if (!m->set[k * c->n_layer + l])
                 return mr_fail(err, MR_ERR_VALUE, "the CUDA model is missing tensor kind %d of layer %lld", k,
                                (long long)l);
@@ -511,8 +481,9 @@ static mr_status forward_locked(mr_cuda_model *m, const mr_cuda_forward_args *a,
     cudaStream_t s = (cudaStream_t)a->stream;
     mr_status st = check_args(m, a, err);
     if (st) return st;
-    if (m->has_last && m->last_stream != s &&
-        (st = mr_cuda_check(cudaStreamWaitEvent(s, m->last_done, 0), err, "cudaStreamWaitEvent")))
+    /* always, even for the same stream value: 2 (cudaStreamPerThread) is another stream in each
+     * host thread, and waiting on an event already passed on this stream costs nothing */
+    if (m->has_last && (st = mr_cuda_check(cudaStreamWaitEvent(s, m->last_done, 0), err, "cudaStreamWaitEvent")))
         return st;
 
     const int64_t out_rows = a->pooling == MR_POOL_ALL ? a->n_tokens : a->n_seqs;
@@ -617,12 +588,11 @@ mr_status mr_cuda_model_forward(mr_cuda_model *m, const mr_cuda_forward_args *a,
     MrDeviceGuard guard(m->device);
     mr_status st = mr_cuda_check(guard.status(), err, "cudaSetDevice");
     if (st) return st;
+    cudaGetLastError(); /* an earlier, unrelated failure must not be blamed on this call's kernels */
     st = forward_locked(m, a, err);
-    /* even after a failure part of the call may be queued: the next call on another stream
-     * must not touch the workspace before it is done */
-    if (cudaEventRecord(m->last_done, (cudaStream_t)a->stream) == cudaSuccess) {
-        m->last_stream = (cudaStream_t)a->stream;
-        m->has_last = 1;
-    }
+    /* even after a failure part of the call may be queued: the next call must not touch the
+     * workspace before it is done */
+    if (cudaEventRecord(m->last_done, (cudaStream_t)a->stream) == cudaSuccess) m->has_last = 1;
+    else cudaGetLastError(); /* not this call's error to report, nor the next one's */
     return st;
 }

@@ -1,4 +1,4 @@
-/* The CUDA model behind the C ABI table (mr_cuda.h); see mr_cuda_model.cu. */
+/* The CUDA model behind the C ABI table (csrc/mr_cuda.h); see mr_cuda_model.cu. */
 #ifndef MR_CUDA_MODEL_CUH
 #define MR_CUDA_MODEL_CUH
 

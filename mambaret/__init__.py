@@ -5,11 +5,15 @@
     emb = enc.encode(["a passage", "another"], normalize_embeddings=True)
 """
 from ._native import configure_blas, default_threads, show_config
+from .build import build_index
 from .checkpoint import parse_config, read_config
 from .cuda import cuda_available
 from .encoder import MambaEncoder
 from .evaluate import evaluate, evaluate_by_group
+from .fusion import fuse
 from .index import FlatIndex
+from .quantization import quantize_embeddings
+from .quantized_index import BinaryFlatIndex, Int8FlatIndex
 from .similarity import semantic_search, similarity
 from .tokenization import PackedBatch
 
@@ -19,6 +23,7 @@ __version__ = "0.1.0"
 # stay out of __all__ so that a star import does not either.
 _INTEGRATIONS = {
     "MambaEmbeddings": ("langchain", "MambaEmbeddings"),
+    "MambaHybridRetriever": ("langchain", "MambaHybridRetriever"),
     "MambaLlamaIndexEmbedding": ("llamaindex", "MambaLlamaIndexEmbedding"),
     "BeirEncoder": ("beir", "BeirEncoder"),
     "MtebEncoder": ("mteb", "MtebEncoder"),
@@ -27,6 +32,10 @@ _INTEGRATIONS = {
 
 
 def __getattr__(name: str):
+    if name == "nn":  # torch modules for training: imported (with torch) only when asked for
+        import importlib
+
+        return importlib.import_module(".nn", __name__)
     if name in _INTEGRATIONS:
         import importlib
 
@@ -42,15 +51,20 @@ def __dir__():
 
 
 __all__ = [
+    "BinaryFlatIndex",
     "FlatIndex",
+    "Int8FlatIndex",
     "MambaEncoder",
     "PackedBatch",
+    "build_index",
     "configure_blas",
     "cuda_available",
     "default_threads",
     "evaluate",
     "evaluate_by_group",
+    "fuse",
     "parse_config",
+    "quantize_embeddings",
     "read_config",
     "semantic_search",
     "show_config",

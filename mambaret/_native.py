@@ -4,8 +4,44 @@ from __future__ import annotations
 import os
 import warnings
 
-from . import _C
+# libgomp's threads spin up to 300,000 times (milliseconds) at every barrier and between
+# parallel regions before they sleep. On a busy machine a spinning thread holds its core while
+# the thread it waits for is descheduled, and the default thread count ends up slower than one
+# thread; a thread that sleeps sooner is woken promptly. A spin of this many turns (a fraction of
+# a millisecond) still covers the short waits of a quiet machine. libgomp reads the setting once,
+# when it is loaded with the extension, so it is put in the environment for that moment only;
+# a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left as it is.
+OPENMP_SPIN_COUNT = "10000"
+_OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
+
+def _libgomp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as maps:
+            return "/libgomp.so" in maps.read()
+    except OSError:  # not Linux: nothing to tell
+        return False
+
+
+def _load_core():
+    """(the extension, how its OpenMP threads wait, for show_config)."""
+    user_set = [f"{name}={os.environ[name]}" for name in _OPENMP_WAIT_VARIABLES if name in os.environ]
+    if user_set:
+        wait = ", ".join(user_set) + " (from the environment)"
+    elif _libgomp_loaded():
+        wait = "libgomp was loaded before mambaret: its own settings apply"
+    else:
+        wait = f"GOMP_SPINCOUNT={OPENMP_SPIN_COUNT} (mambaret's default)"
+        os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
+    try:
+        from . import _C as core
+    finally:
+        if not user_set:
+            os.environ.pop("GOMP_SPINCOUNT", None)
+    return core, wait
+
+
+_C, _openmp_wait = _load_core()
 _blas_description = "builtin (plain C)"
 
 
@@ -73,6 +109,8 @@ def show_config(print_out: bool = True) -> dict:
     from .cuda import cuda_available
 
     info = dict(_C.build_info())
+    if info.get("openmp"):
+        info["openmp_wait"] = _openmp_wait
     info["default_threads"] = default_threads()
     info["cuda_available"] = cuda_available()
     if print_out:
@@ -82,4 +120,17 @@ def show_config(print_out: bool = True) -> dict:
     return info
 
 
-configure_blas()
+def _configure_blas_from_environment() -> None:
+    """configure_blas() at import: a MAMBARET_BLAS that cannot be used is a warning, not a
+    failed import, and the default BLAS is used instead."""
+    try:
+        configure_blas()
+    except (RuntimeError, OSError, ValueError) as exc:
+        if not os.environ.get("MAMBARET_BLAS", "").strip():
+            raise
+        warnings.warn(f"MAMBARET_BLAS={os.environ['MAMBARET_BLAS']!r} cannot be used ({exc}); "
+                      f"using the default BLAS instead", RuntimeWarning, stacklevel=2)
+        configure_blas("openblas")
+
+
+_configure_blas_from_environment()

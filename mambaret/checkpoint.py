@@ -19,26 +19,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-# checkpoint names (after the optional "backbone." prefix) -> the C core's tensor kinds
-_GLOBAL_TENSORS = {
-    "embeddings.weight": "embedding",
-    "embedding.weight": "embedding",  # mamba_ssm's name
-    "norm_f.weight": "norm_f",
-}
-_LAYER_TENSORS = {
-    "norm.weight": "norm",
-    "mixer.in_proj.weight": "in_proj.weight",
-    "mixer.in_proj.bias": "in_proj.bias",
-    "mixer.conv1d.weight": "conv1d.weight",
-    "mixer.conv1d.bias": "conv1d.bias",
-    "mixer.x_proj.weight": "x_proj.weight",
-    "mixer.dt_proj.weight": "dt_proj.weight",
-    "mixer.dt_proj.bias": "dt_proj.bias",
-    "mixer.A_log": "A_log",
-    "mixer.D": "D",
-    "mixer.out_proj.weight": "out_proj.weight",
-    "mixer.out_proj.bias": "out_proj.bias",
-}
+from . import _C
+
+# mamba_ssm's names for tensors whose transformers name is in the C core's table
+_ALIASES = {"embedding.weight": "embeddings.weight"}
 _LAYER_NAME = re.compile(r"^layers\.(\d+)\.(.+)$")
 
 
@@ -58,6 +42,7 @@ class MambaDims:
     use_conv_bias: bool
     eos_token_id: int | None
     source_format: str  # "transformers" or "mamba_ssm"
+    pad_vocab_size_multiple: int = 8  # mamba_ssm pads the embedding rows to a multiple of this
 
     def core_config(self, vocab_rows: int) -> dict:
         return {
@@ -126,6 +111,7 @@ def parse_config(cfg: dict, where: str = "config.json") -> MambaDims:
         use_conv_bias=bool(cfg.get("use_conv_bias", True)),
         eos_token_id=cfg.get("eos_token_id") if isinstance(cfg.get("eos_token_id"), int) else None,
         source_format="transformers",
+        pad_vocab_size_multiple=_pad_multiple(cfg),
     )
 
 
@@ -148,7 +134,7 @@ def _parse_mamba_ssm(cfg: dict, where: str) -> MambaDims:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"{where}: 'norm_epsilon' must be a non-negative number, got {eps!r}")
     vocab = _int_field(cfg, "vocab_size", 50277, where=where)
-    multiple = cfg.get("pad_vocab_size_multiple", 8) or 1
+    multiple = _pad_multiple(cfg)
     if vocab % multiple:
         vocab += multiple - vocab % multiple  # mamba_ssm pads the embedding rows
     return MambaDims(
@@ -164,7 +150,29 @@ def _parse_mamba_ssm(cfg: dict, where: str) -> MambaDims:
         use_conv_bias=bool(ssm.get("conv_bias", True)),
         eos_token_id=None,
         source_format="mamba_ssm",
+        pad_vocab_size_multiple=multiple,
     )
+
+
+def _pad_multiple(cfg: dict) -> int:
+    value = cfg.get("pad_vocab_size_multiple", 8)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def check_vocab_rows(dims: MambaDims, rows: int, where: str) -> None:
+    """Warns when the embedding's row count (which is used) disagrees with the config's
+    vocab_size, except for mamba_ssm's padding of the rows to a multiple of
+    pad_vocab_size_multiple (vocab_size 50277 with 50280 rows is how the hub's Mamba
+    checkpoints come)."""
+    multiple = dims.pad_vocab_size_multiple
+    padded = -(-dims.vocab_size // multiple) * multiple
+    if rows in (dims.vocab_size, padded):
+        return
+    import warnings
+
+    tail = f"; token ids from {rows} up are rejected" if rows < dims.vocab_size else ""
+    warnings.warn(f"{where}: config.json has vocab_size {dims.vocab_size} but the embedding has {rows} rows; "
+                  f"the {rows} rows are used{tail}", UserWarning, stacklevel=3)
 
 
 def read_config(model_dir: str) -> MambaDims:
@@ -196,6 +204,25 @@ class LoadedTensor:
         """Says the caller is done with the array: a memory-mapped one gives its pages back."""
         if self.release is not None:
             self.release()
+
+    def check_finite(self, name: str) -> None:
+        """ValueError naming the tensor when it holds a NaN or an infinity (a corrupt file);
+        one vectorised pass, no copy of the tensor."""
+        a = self.array
+        if a.size == 0:
+            return
+        if self.bfloat16:  # all exponent bits set: an infinity or a NaN
+            finite = int(np.max(a & 0x7FFF)) < 0x7F80
+        else:  # a float64 sum of float16/32 values cannot overflow: it is finite iff all are
+            with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is the answer, not a problem
+                finite = bool(np.isfinite(np.sum(a, dtype=np.float64)))
+        if not finite:
+            if self.bfloat16:
+                bad = int(np.count_nonzero((a & 0x7FFF) >= 0x7F80))
+            else:
+                bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            raise ValueError(f"tensor '{name}' holds {bad} NaN or infinite value{'s' if bad != 1 else ''}: "
+                             f"the checkpoint is corrupt")
 
 
 def _drop_mapped_pages(mapped: mmap.mmap, begin: int, end: int) -> None:
@@ -298,14 +325,39 @@ def iter_weights(model_dir: str) -> Iterator[tuple[str, LoadedTensor]]:
         yield from reader(path)
 
 
+@functools.lru_cache(maxsize=None)
+def tensor_kinds() -> dict[str, dict]:
+    """The C core's table of tensor kinds (csrc/mr_tensors.c) by transformers name: per_layer,
+    condition, dims (config field names) and is_matrix. The one list of a checkpoint's tensors."""
+    return {row["name"]: row for row in _C.tensor_table()}
+
+
+def hf_name(kind: str, layer: int) -> str:
+    """The name a bare transformers `MambaModel.save_pretrained` gives a tensor kind."""
+    return f"layers.{layer}.{kind}" if tensor_kinds()[kind]["per_layer"] else kind
+
+
+def tensor_shape(kind: str, config: dict) -> tuple[int, ...]:
+    """A tensor's shape for a config given as {hidden_size, intermediate_size, state_size, ...}."""
+    def factor(word: str) -> int:
+        return int(word) if word.isdigit() else int(config[word])
+
+    def size(dim: str) -> int:  # sums of products: "time_step_rank+2*state_size"
+        return sum(math.prod(factor(w) for w in term.split("*")) for term in dim.split("+"))
+    return tuple(size(dim) for dim in tensor_kinds()[kind]["dims"])
+
+
 def core_tensor(name: str) -> tuple[str, int] | None:
-    """Maps a checkpoint name onto (kind, layer); None for names to ignore (lm_head.*)."""
+    """Maps a checkpoint name onto (kind, layer) of the tensor table; None for names to ignore
+    (lm_head.*)."""
     if name.startswith("lm_head."):
         return None
     bare = name[len("backbone."):] if name.startswith("backbone.") else name
-    if bare in _GLOBAL_TENSORS:
-        return _GLOBAL_TENSORS[bare], 0
+    bare = _ALIASES.get(bare, bare)
+    kinds = tensor_kinds()
+    if bare in kinds and not kinds[bare]["per_layer"]:
+        return bare, 0
     match = _LAYER_NAME.match(bare)
-    if match and match.group(2) in _LAYER_TENSORS:
-        return _LAYER_TENSORS[match.group(2)], int(match.group(1))
+    if match and match.group(2) in kinds and kinds[match.group(2)]["per_layer"]:
+        return match.group(2), int(match.group(1))
     raise ValueError(f"unexpected tensor '{name}' in the checkpoint (not part of a Mamba-1 backbone)")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
+import warnings
+from dataclasses import asdict
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEMO_CORPUS = os.path.join("..", "shared", "data", "vaswani", "doc-text.trec")
@@ -71,13 +74,17 @@ def cmd_encode(args) -> int:
 def _encode(args) -> int:
     from .corpus import encode_corpus
 
+    if args.ray is not None:
+        return _encode_ray(args)
     encoder = _load_encoder(args.model, args)
     ids, texts = _read_corpus(args.corpus, args.format)
     if args.limit is not None:
         ids, texts = ids[:args.limit], texts[:args.limit]
-    _, report = encode_corpus(encoder, texts, len(texts), args.output, batch_size=args.batch_size,
-                              show_progress_bar=False if args.quiet else None,
-                              normalize_embeddings=args.normalize)
+    with warnings.catch_warnings():  # truncation is reported below, in the command's words
+        warnings.filterwarnings("ignore", message=r".* inputs were longer than max_length", category=UserWarning)
+        _, report = encode_corpus(encoder, texts, len(texts), args.output, batch_size=args.batch_size,
+                                  show_progress_bar=False if args.quiet else None,
+                                  normalize_embeddings=args.normalize)
     if args.output and args.ids_output:
         with open(args.ids_output, "w", encoding="utf-8") as f:
             f.write("\n".join(ids) + ("\n" if ids else ""))
@@ -88,6 +95,33 @@ def _encode(args) -> int:
         print(f"{encoder.truncation.truncated} documents were truncated to {args.max_length} tokens")
     if args.output:
         print(f"embeddings: {args.output} (float32 [{report.documents}, {encoder.embedding_dim}])")
+    return EXIT_OK
+
+
+def _encode_ray(args) -> int:
+    """encode --ray: the corpus through an actor pool on Ray, written as Parquet shards with -o."""
+    import time
+
+    try:
+        from . import distributed
+
+        distributed._ray()
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    start = time.perf_counter()
+    ds = distributed.encode([args.corpus], args.model, batch_size=args.batch_size, num_actors=args.num_actors,
+                            cpus_per_actor=args.threads or 1, normalize_embeddings=args.normalize,
+                            address=args.ray or None, format=args.format, max_length=args.max_length,
+                            max_tokens=args.max_tokens)
+    if args.limit is not None:
+        ds = ds.limit(args.limit)
+    if args.output:
+        manifest = distributed.write_shards(ds, args.output)
+        rows, where = manifest["rows"], f"; shards: {args.output} ({len(manifest['shards'])} Parquet files)"
+    else:
+        rows, where = sum(len(b["id"]) for b in ds.iter_batches(batch_format="numpy")), ""
+    seconds = time.perf_counter() - start
+    print(f"encoded {rows} documents on Ray in {seconds:.2f} s: {rows / seconds:,.1f} docs/s{where}")
     return EXIT_OK
 
 
@@ -117,14 +151,13 @@ def _read_queries(path: str) -> dict:
     if "<top>" in head:
         return datasets.load_trec_topics(path)
     queries = {}
-    with open(path, encoding="utf-8") as f:  # "qid<TAB>text" per line
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            qid, sep, text = line.rstrip("\n").partition("\t")
-            if not sep:
-                raise UsageError(f"{path}, line {line_no}: expected 'query-id<TAB>text'")
-            queries[qid] = text
+    for line_no, line in datasets.utf8_lines(path):  # "qid<TAB>text" per line
+        if not line.strip():
+            continue
+        qid, sep, text = line.rstrip("\n").partition("\t")
+        if not sep:
+            raise UsageError(f"{path}, line {line_no}: expected 'query-id<TAB>text'")
+        queries[qid] = text
     return queries
 
 
@@ -139,7 +172,16 @@ def cmd_search(args) -> int:
     index = FlatIndex.load(args.index, mmap=True, threads=encoder.threads)
     if index.ntotal and not index.string_ids:
         raise UsageError(f"{args.index!r} has integer ids; `mambaret index` writes document ids")
-    run = search_run(encoder, index, _read_queries(args.queries), k=args.k, batch_size=args.batch_size)
+    queries = _read_queries(args.queries)
+    # fusion looks deeper than k in each ranking: a document low in one can rise with the other
+    depth = max(args.k, 100) if args.hybrid else args.k
+    run = search_run(encoder, index, queries, k=depth, batch_size=args.batch_size)
+    if args.hybrid:
+        from .bm25 import bm25_run
+        from .fusion import fuse
+
+        ids, texts = _read_corpus(args.hybrid, "auto")
+        run = fuse([run, bm25_run(dict(zip(ids, texts)), queries, k=depth)], method=args.fusion, top_k=args.k)
     if args.output:
         write_trec_run(run, args.output, tag="mambaret")
         print(f"wrote a run of {len(run)} queries to {args.output}")
@@ -159,20 +201,26 @@ def cmd_eval(args) -> int:
     collection = load_collection(args.collection)
     if not collection.docs or not collection.queries:
         raise UsageError(f"{args.collection!r} has no documents or no queries")
-    rows = []
+    rows, runs = [], []
     if args.model is not None:
         encoder = _load_encoder(args.model, args)
         index = build_index(encoder, collection.docs, batch_size=args.batch_size,
                             show_progress_bar=False if args.quiet else None)
         run = search_run(encoder, index, collection.queries, k=args.k, batch_size=args.batch_size)
         rows.append((f"mambaret ({os.path.basename(os.path.normpath(args.model))})", evaluate(run, collection.qrels, metrics)))
+        runs.append(run)
         if args.run_output:
             write_trec_run(run, args.run_output, tag="mambaret")
     if not args.no_bm25:
         from .bm25 import bm25_run
 
-        rows.append(("BM25 (bm25s)", evaluate(bm25_run(collection.docs, collection.queries, k=args.k),
-                                              collection.qrels, metrics)))
+        runs.append(bm25_run(collection.docs, collection.queries, k=args.k))
+        rows.append(("BM25 (bm25s)", evaluate(runs[-1], collection.qrels, metrics)))
+    if len(runs) == 2 and args.fusion != "none":
+        from .fusion import fuse
+
+        fused = fuse(runs, method=args.fusion, top_k=args.k)
+        rows.append((f"fusion ({args.fusion}: model + BM25)", evaluate(fused, collection.qrels, metrics)))
     if not rows:
         raise UsageError("nothing to evaluate: give a MODEL, or leave BM25 on")
     names = list(rows[0][1])
@@ -182,6 +230,97 @@ def cmd_eval(args) -> int:
     print(f"{'system':<{width}}  " + "  ".join(f"{n:>10}" for n in names))
     for name, values in rows:
         print(f"{name:<{width}}  " + "  ".join(f"{values[n]:>10.4f}" for n in names))
+    return EXIT_OK
+
+
+def _folder_is_empty(path: str) -> bool:
+    return not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path))
+
+
+def cmd_train(args) -> int:
+    """Fine-tunes MODEL on pairs; validates everything before DIR is created, so a bad input
+    leaves nothing behind."""
+    try:
+        import torch
+    except ImportError:
+        raise UsageError('training needs torch and tqdm: pip install "mambaret[train]"') from None
+    from .train import Trainer, TrainingArguments, list_checkpoints, load_model, load_tokenizer, resolve_model_dir
+    from .train.data import load_training_data
+
+    output = args.output
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UsageError(f"--output {output!r} is a file, not a folder")
+    resume_from = None
+    if args.resume is not None:
+        if args.resume == "latest":
+            found = list_checkpoints(output)
+            if not found:
+                raise UsageError(f"--resume: {output!r} holds no complete checkpoint")
+            resume_from = found[-1][1]
+        else:
+            resume_from = args.resume
+            if not os.path.isdir(resume_from):
+                raise UsageError(f"--resume: no checkpoint folder {resume_from!r}")
+    elif not _folder_is_empty(output):
+        raise UsageError(f"--output {output!r} is not empty; choose a new folder, or pass --resume to continue "
+                         f"from its latest checkpoint")
+    if not os.path.exists(args.train):
+        raise UsageError(f"no training file {args.train!r}")
+    model_dir = resolve_model_dir(args.model)
+    examples, corpus = load_training_data(args.train, split=args.split)
+    dev = None
+    if args.dev is not None:
+        from .retrieval import load_collection
+
+        dev = load_collection(args.dev)
+        if not dev.docs or not dev.queries:
+            raise UsageError(f"the dev collection {args.dev!r} has no documents or no queries")
+    teacher = None
+    if args.teacher is not None:
+        import mambaret as mr
+
+        teacher = mr.MambaEncoder.from_pretrained(args.teacher, max_length=args.max_length, threads=args.threads)
+    training_args = TrainingArguments(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
+        loss=args.loss, scale=args.scale, mini_batch_size=args.mini_batch_size, temperature=args.temperature,
+        negatives_per_query=args.negatives, mine_negatives=args.mine_negatives, mine_skip=args.mine_skip,
+        seed=args.seed, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
+        eval_steps=args.eval_steps, max_steps=args.max_steps, device=args.device, threads=args.threads,
+        show_progress_bar=not args.quiet)
+    training_args.check()
+    if training_args.device != "cpu":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {training_args.device}: torch sees no CUDA device")
+    tokenizer, tokenizer_files = load_tokenizer(model_dir)
+    model = load_model(model_dir)
+    trainer = Trainer(model, tokenizer, training_args, examples, output, corpus=corpus, dev=dev, teacher=teacher,
+                      tokenizer_files=tokenizer_files, log=print)
+    created = not os.path.exists(output)
+    os.makedirs(output, exist_ok=True)
+    try:
+        state = trainer.train(resume_from=resume_from)
+        trainer.save_model(output)
+    except BaseException:
+        if created and not list_checkpoints(output):
+            shutil.rmtree(output, ignore_errors=True)  # a run that failed before saving anything leaves no folder
+        raise
+    from .train.saving import atomic_json
+
+    atomic_json(os.path.join(output, "training_args.json"), {**asdict(training_args), "model": args.model,
+                                                               "train": args.train})
+    rate = trainer.tokens / max(trainer.seconds, 1e-9)
+    last = state.history[-1] if state.history else {}
+    summary = f"trained {state.global_step} steps ({len(examples)} pairs, {training_args.epochs} epochs)"
+    if "loss" in last:
+        summary += f", final loss {last['loss']:.4f}"
+    summary += f", {rate:,.0f} tokens/s"
+    if last.get("ndcg@10") is not None:
+        summary += f", dev nDCG@10 {last['ndcg@10']:.4f}"
+    print(summary)
+    if trainer.biencoder.truncation.truncated:
+        print(f"{trainer.biencoder.truncation.truncated} texts were truncated to {args.max_length} tokens")
+    print(f"model: {output} (loads with MambaEncoder.from_pretrained)")
     return EXIT_OK
 
 
@@ -200,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["auto", "trec", "jsonl", "text"], default="auto")
     p.add_argument("--limit", type=int, default=None, help="encode only the first N documents")
     p.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="encode on Ray (the cluster at ADDRESS, else RAY_ADDRESS, else a local one; put it after "
+                        "the corpus or write --ray=ADDRESS); -o is then a folder of Parquet shards, --threads "
+                        "the CPUs of each actor")
+    p.add_argument("--num-actors", type=int, default=None, help="with --ray: encoder replicas (default: all CPUs)")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_encode)
 
@@ -221,21 +365,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("queries", help="TREC topics, BEIR queries.jsonl, or 'qid<TAB>text' lines")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("-o", "--output", help="write a TREC run file instead of printing")
+    p.add_argument("--hybrid", metavar="CORPUS",
+                   help="fuse with BM25 over this corpus file (the one the index was built from)")
+    p.add_argument("--fusion", choices=["rrf", "zscore"], default="rrf", help="with --hybrid: how (default rrf)")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("eval", help="evaluate the model (and BM25) on a test collection",
                        description="Index a collection's documents, run its queries and print nDCG@10, "
-                                   "MRR@10, Recall@100 and MAP for the model and for BM25 in one table.")
+                                   "MRR@10, Recall@100 and MAP for the model, BM25 and their fusion in one "
+                                   "table.")
     p.add_argument("model", nargs="?", help="model directory (HF format); omit to evaluate BM25 alone")
     p.add_argument("--collection", required=True,
                    help="TREC folder (doc-text.trec, query-text.trec, qrels) or BEIR folder")
     p.add_argument("--metrics", default="ndcg@10,mrr@10,recall@100,map")
     p.add_argument("-k", type=int, default=1000, help="depth of each ranking (default 1000)")
     p.add_argument("--no-bm25", action="store_true", help="leave out the BM25 baseline")
+    p.add_argument("--fusion", choices=["rrf", "zscore", "none"], default="rrf",
+                   help="also score the fusion of the model's and BM25's runs (default rrf)")
     p.add_argument("--run-output", help="also write the model's TREC run here")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="fine-tune a model as a bi-encoder on (query, positive) pairs",
+                       description="Fine-tune MODEL on JSONL lines {\"query\", \"positive\", \"negatives\"} or a BEIR "
+                                   "folder (qrels/<split>.tsv) with InfoNCE (or distillation) and write the trained "
+                                   "model, with its tokenizer, at the root of --output.")
+    p.add_argument("model", help="model directory (HF format, or a sentence-transformers folder)")
+    p.add_argument("--train", required=True, help="training pairs: a JSONL file or a BEIR folder")
+    p.add_argument("--output", "-o", required=True, help="output folder (new or empty; checkpoints go in subfolders)")
+    p.add_argument("--dev", help="dev collection (TREC or BEIR folder): nDCG@10 at the end and every --eval-steps")
+    p.add_argument("--split", default="train", help="qrels split of a BEIR --train folder (default train)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32, help="queries per step (default 32)")
+    p.add_argument("--lr", type=float, default=1e-5, help="peak learning rate (default 1e-5)")
+    p.add_argument("--warmup-ratio", type=float, default=0.1, help="linear warm-up share of the steps (default 0.1)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--max-length", type=int, default=512, help="tokens per text, EOS included (default 512)")
+    p.add_argument("--loss", choices=["mnrl", "cached-mnrl", "mse", "kl"], default="mnrl",
+                   help="mnrl: InfoNCE over in-batch and hard negatives (default); cached-mnrl: the same in "
+                        "mini-batches; mse / kl: distillation from --teacher (kl also from 'scores' in the data)")
+    p.add_argument("--scale", type=float, default=20.0, help="InfoNCE: cosine x scale (default 20)")
+    p.add_argument("--mini-batch-size", type=int, default=32, help="cached-mnrl: texts per pass (default 32)")
+    p.add_argument("--temperature", type=float, default=1.0, help="kl: softmax temperature (default 1)")
+    p.add_argument("--teacher", help="teacher model directory for mse / kl distillation")
+    p.add_argument("--negatives", type=int, default=None, help="use at most this many negatives per line")
+    p.add_argument("--mine-negatives", type=int, default=0,
+                   help="before each epoch, mine this many hard negatives per query with the current model")
+    p.add_argument("--mine-skip", type=int, default=0, help="skip the top N mined candidates (default 0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-steps", type=int, default=0, help="write a checkpoint every N steps (default: none)")
+    p.add_argument("--save-total-limit", type=int, default=None, help="keep only the newest N checkpoints")
+    p.add_argument("--eval-steps", type=int, default=0, help="with --dev: evaluate every N steps")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps")
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="continue from a checkpoint folder (default: the latest in --output)")
+    p.add_argument("--device", default="cpu", help="cpu (float32) or cuda[:N] (bf16 autocast, float32 weights)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from .tokenization import warn_truncation
 
 
 @dataclass
@@ -41,12 +44,17 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 def encode_corpus(encoder, texts: Iterable[str], count: int, out_path: str | None = None, *,
                   chunk_size: int = 4096, batch_size: int = 32, show_progress_bar: bool | None = None,
                   normalize_embeddings: bool = False, **encode_kwargs) -> tuple[np.ndarray, EncodeReport]:
-    """Encodes `count` texts chunk by chunk.
+    """Encodes `count` documents chunk by chunk, as encoder.encode_document does (the model's
+    document prompt, when it has one, applies; prompt_name= or prompt= choose another).
 
     With out_path, embeddings stream into a memory-mapped .npy (float32 [count, d]) so only one
     chunk of activations is ever held; the returned array is that memory map. Without it they
-    are collected in memory.
+    are collected in memory. The progress bar shows on a terminal (show_progress_bar=None) or
+    when asked for; documents cut to max_length are counted in encoder.truncation and warned
+    about once.
     """
+    from .encoder import _is_interactive
+
     if count < 0:
         raise ValueError("count must be >= 0")
     dim = encoder.get_sentence_embedding_dimension()
@@ -58,19 +66,24 @@ def encode_corpus(encoder, texts: Iterable[str], count: int, out_path: str | Non
     else:
         out = np.empty((count, dim), dtype=np.float32)
     progress = None
-    if show_progress_bar or (show_progress_bar is None and count > 4 * chunk_size):
+    if show_progress_bar or (show_progress_bar is None and _is_interactive()):
         from tqdm.auto import tqdm
 
         progress = tqdm(total=count, desc="Encoding corpus", unit="doc")
-    tokens = done = 0
+        # about 50 updates, in whole batches
+        chunk_size = min(chunk_size, batch_size * max(1, -(-count // (50 * batch_size))))
+    stats = encoder.truncation
+    tokens_before, truncated_before = stats.tokens_kept, stats.truncated
+    done = 0
     start = time.perf_counter()
     for chunk in _chunks(texts, chunk_size):
         if done + len(chunk) > count:
             raise ValueError(f"the corpus holds more than the {count} texts announced")
-        ids = encoder.tokenize(chunk)
-        tokens += sum(len(x) for x in ids)
-        out[done:done + len(chunk)] = encoder.encode(ids, batch_size=batch_size, show_progress_bar=False,
-                                                     normalize_embeddings=normalize_embeddings, **encode_kwargs)
+        with warnings.catch_warnings():  # one warning for the whole corpus, below
+            warnings.filterwarnings("ignore", message=r".* inputs were longer than max_length", category=UserWarning)
+            out[done:done + len(chunk)] = encoder.encode_document(chunk, batch_size=batch_size, show_progress_bar=False,
+                                                                  normalize_embeddings=normalize_embeddings,
+                                                                  **encode_kwargs)
         done += len(chunk)
         if progress is not None:
             progress.update(len(chunk))
@@ -81,10 +94,13 @@ def encode_corpus(encoder, texts: Iterable[str], count: int, out_path: str | Non
         raise ValueError(f"the corpus held {done} texts, {count} were announced")
     if isinstance(out, np.memmap):
         out.flush()
-    return out, EncodeReport(documents=done, tokens=tokens, seconds=seconds, path=out_path)
+    if encoder.max_length is not None:
+        warn_truncation(stats.truncated - truncated_before, done, encoder.max_length)
+    return out, EncodeReport(documents=done, tokens=stats.tokens_kept - tokens_before, seconds=seconds, path=out_path)
 
 
 def text_lines(path: str) -> Sequence[str]:
     """A plain-text corpus: one document per non-empty line."""
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
+    from .datasets import utf8_lines
+
+    return [line.rstrip("\n") for _, line in utf8_lines(path) if line.strip()]

@@ -11,7 +11,7 @@ import sys
 
 from . import _C
 from .cuda import require_cuda
-from .tokenization import PackedBatch, check_poolable
+from .tokenization import check_poolable, token_budget_batches
 
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -47,30 +47,17 @@ def current_stream(device_index: int):
     return torch.cuda.current_stream(device_index).cuda_stream
 
 
-def _device_batches(ids: list[list[int]], batch_size: int, max_tokens: int):
-    """(first index, PackedBatch) in input order: at least batch_size inputs per call, and more
-    until a call holds max_tokens tokens, so every call fills at least one micro-batch."""
-    start = 0
-    while start < len(ids):
-        end, tokens = start, 0
-        while end < len(ids) and (end - start < batch_size or tokens < max_tokens):
-            tokens += len(ids[end])
-            end += 1
-        yield start, PackedBatch.from_lists(ids[start:end])
-        start = end
-
-
 def encode_on_device(encoder, ids: list[list[int]], batch_size: int, normalize: bool, single: bool, as_torch: bool):
-    """Pooled embeddings [n, d] (or [d] for a single input with torch) left in GPU memory."""
+    """Pooled embeddings [n, d] (or [d] for a single input) left in GPU memory."""
     check_poolable(ids)
     model = encoder.model
     stream = current_stream(model.device)
     out = model.empty(len(ids))
-    for start, batch in _device_batches(ids, batch_size, encoder.max_tokens):
+    for start, _, batch in token_budget_batches(ids, batch_size, encoder.max_tokens):
         model.forward(batch.tokens, batch.offsets, pooling=encoder.pooling, max_tokens=encoder.max_tokens,
                       normalize=normalize, convert_to="dlpack", stream=stream, out=out, out_row=start)
     if not as_torch:
-        return out
+        return out.row(0) if single else out  # [d] for a single input, as on the CPU
     import torch
 
     result = torch.from_dlpack(out)  # zero-copy; torch's current stream waits for ours

@@ -11,6 +11,7 @@ Runs and qrels are nested dicts, ``{qid: {docno: score}}`` and ``{qid: {docno: r
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -38,6 +39,33 @@ __all__ = [
 
 def _malformed(path, line_no: int, why: str) -> ValueError:
     return ValueError(f"{os.fspath(path)}, line {line_no}: {why}")
+
+
+def not_utf8_error(path) -> ValueError:
+    """A ValueError naming the file and the line of its first byte that is not UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line_no = 1
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                # the decoder's held-back bytes (an unfinished character) hold no newline
+                line_no += exc.object.count(b"\n", 0, exc.start)
+                return _malformed(path, line_no, f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                                                 "is it a binary file?")
+            line_no += block.count(b"\n")
+    return ValueError(f"{os.fspath(path)}: not UTF-8 text (it ends inside a character); is it a binary file?")
+
+
+def utf8_lines(path) -> Iterator[Tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file; a file that is not UTF-8 is a ValueError
+    naming the file and the line."""
+    with open(path, "r", encoding="utf-8") as f:
+        try:
+            yield from enumerate(f, 1)
+        except UnicodeDecodeError:
+            raise not_utf8_error(path) from None
 
 
 def _open_text(path):
@@ -250,17 +278,16 @@ def _check_token(what: str, value) -> None:
 # ---------------------------------------------------------------- BEIR
 
 def _iter_jsonl(path) -> Iterator[Tuple[int, dict]]:
-    with open(path, "r", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise _malformed(path, line_no, f"invalid JSON ({e.msg})") from None
-            if not isinstance(item, dict) or "_id" not in item:
-                raise _malformed(path, line_no, "expected a JSON object with an '_id'")
-            yield line_no, item
+    for line_no, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _malformed(path, line_no, f"invalid JSON ({e.msg})") from None
+        if not isinstance(item, dict) or "_id" not in item:
+            raise _malformed(path, line_no, "expected a JSON object with an '_id'")
+        yield line_no, item
 
 
 def document_text(doc) -> str:
@@ -304,17 +331,16 @@ def load_beir_queries(path) -> Dict[str, str]:
 def load_beir_qrels(path) -> Qrels:
     """``qrels/<split>.tsv`` (``query-id<TAB>corpus-id<TAB>score``, one header line)."""
     qrels: Qrels = {}
-    with open(path, "r", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\r\n").split("\t")
-            if line_no == 1 and parts and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) != 3:
-                raise _malformed(path, line_no, f"expected 3 tab-separated fields, got {len(parts)}")
-            qid, doc_id, score = (p.strip() for p in parts)
-            _add_judgement(qrels, path, line_no, qid, doc_id, score)
+    for line_no, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\r\n").split("\t")
+        if line_no == 1 and parts and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(parts) != 3:
+            raise _malformed(path, line_no, f"expected 3 tab-separated fields, got {len(parts)}")
+        qid, doc_id, score = (p.strip() for p in parts)
+        _add_judgement(qrels, path, line_no, qid, doc_id, score)
     return qrels
 
 

@@ -9,9 +9,9 @@ import numpy as np
 
 from . import _C
 from ._native import default_threads
-from .checkpoint import MambaDims, core_tensor, iter_weights, read_config
-from .tokenization import (PackedBatch, TextTokenizer, TruncationStats, apply_eos, check_poolable, truncate_ids,
-                           warn_truncation)
+from .checkpoint import MambaDims, check_vocab_rows, core_tensor, iter_weights, read_config
+from .tokenization import (PackedBatch, TextTokenizer, TruncationStats, apply_eos, check_poolable,
+                           token_budget_batches, truncate_ids, warn_truncation)
 
 _HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "*.safetensors",
               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
@@ -45,15 +45,17 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
         if target in tensors:
             raise ValueError(f"tensor '{name}' appears twice in the checkpoint (also as '{tensors[target][0]}')")
         tensors[target] = (name, tensor)
-    if ("embedding", 0) not in tensors:
+    if ("embeddings.weight", 0) not in tensors:
         raise ValueError("missing tensor 'backbone.embeddings.weight' (or 'backbone.embedding.weight')")
-    embedding = tensors[("embedding", 0)][1].array
+    embedding = tensors[("embeddings.weight", 0)][1].array
     if embedding.ndim != 2:
-        raise ValueError(f"tensor '{tensors[('embedding', 0)][0]}' must be 2-D, got shape {embedding.shape}")
+        raise ValueError(f"tensor '{tensors[('embeddings.weight', 0)][0]}' must be 2-D, got shape {embedding.shape}")
+    check_vocab_rows(dims, int(embedding.shape[0]), model_dir)
     model = _C.Model(dims.core_config(vocab_rows=int(embedding.shape[0])))
     for (kind, layer), (name, tensor) in tensors.items():
         if layer >= dims.num_hidden_layers:
             raise ValueError(f"unexpected tensor '{name}': the config has {dims.num_hidden_layers} layers")
+        tensor.check_finite(name)  # here, so each tensor's pages are read once, then copied and released
         try:
             model.set_tensor(kind, layer, tensor.array, bfloat16=tensor.bfloat16)
         except ValueError as exc:
@@ -129,7 +131,7 @@ class MambaEncoder:
         model_dir = _resolve_model_dir(str(model_name_or_path), revision, cache_dir)
         # A sentence-transformers folder: its modules say where the checkpoint is, how to pool,
         # whether to normalise, and which prompts to use; explicit arguments win.
-        from .integrations.sentence_transformers import is_sentence_transformers_folder, read_folder
+        from .st_folder import is_sentence_transformers_folder, read_folder
 
         if is_sentence_transformers_folder(model_dir):
             folder = read_folder(model_dir)
@@ -182,11 +184,16 @@ class MambaEncoder:
     # -- tokenization -------------------------------------------------------------------------
 
     def tokenize(self, inputs: Sequence[str | Sequence[int]], add_eos: bool | None = None) -> list[list[int]]:
-        """Token ids per input: texts get EOS appended; id lists are used as given unless add_eos."""
-        return [ids.tolist() if isinstance(ids, np.ndarray) else ids for ids in self._token_ids(inputs, add_eos)]
+        """Token ids per input: texts get EOS appended; id lists are used as given unless add_eos.
+        Only encoding counts into self.truncation: tokenizing is looking, not encoding."""
+        ids = self._token_ids(inputs, add_eos, TruncationStats())
+        return [x.tolist() if isinstance(x, np.ndarray) else x for x in ids]
 
-    def _token_ids(self, inputs, add_eos: bool | None) -> list[list[int] | np.ndarray]:
-        """tokenize's work, with integer-array inputs kept as int32 arrays."""
+    def _token_ids(self, inputs, add_eos: bool | None, stats: TruncationStats | None = None
+                   ) -> list[list[int] | np.ndarray]:
+        """tokenize's work, with integer-array inputs kept as int32 arrays; truncation is
+        counted into stats (default self.truncation)."""
+        stats = self.truncation if stats is None else stats
         out: list = []
         texts_at: list[int] = []
         for i, item in enumerate(inputs):
@@ -196,16 +203,16 @@ class MambaEncoder:
             else:
                 ids = _as_ids(item, i)
                 if add_eos:
-                    out.append(apply_eos(ids, self._eos_id(), self.max_length, self.truncation))
+                    out.append(apply_eos(ids, self._eos_id(), self.max_length, stats))
                 else:
-                    out.append(truncate_ids(ids, self.max_length, self.truncation))
+                    out.append(truncate_ids(ids, self.max_length, stats))
         if texts_at:
             if add_eos is False:
                 raise ValueError("add_eos=False applies to token-id inputs only; texts always get EOS")
             if self.tokenizer is None:
                 raise ValueError("this model directory has no tokenizer.json: pass token-id lists, or "
                                  "tokenizer_path= to from_pretrained")
-            encoded = self.tokenizer.encode([inputs[i] for i in texts_at], self.max_length, self.truncation)
+            encoded = self.tokenizer.encode([inputs[i] for i in texts_at], self.max_length, stats)
             for i, ids in zip(texts_at, encoded):
                 out[i] = ids
         return out
@@ -219,10 +226,13 @@ class MambaEncoder:
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def forward_packed(self, batch: PackedBatch, pooling: str | None = None, convert_to: str = "numpy"):
-        """Runs the C core on one packed batch: [B, d] pooled, or [T, d] with pooling='all'."""
+    def forward_packed(self, batch: PackedBatch, pooling: str | None = None, convert_to: str = "numpy",
+                       normalize: bool = False):
+        """Runs the C core on one packed batch: [B, d] pooled (L2-normalised when asked), or
+        [T, d] with pooling='all'."""
+        host_only = {"threads": self.threads} if self.device == "cpu" else {}  # the GPU takes no threads
         return self.model.forward(batch.tokens, batch.offsets, pooling=pooling or self.pooling,
-                                  max_tokens=self.max_tokens, threads=self.threads, convert_to=convert_to)
+                                  max_tokens=self.max_tokens, normalize=normalize, convert_to=convert_to, **host_only)
 
     def encode(self, sentences: str | Sequence[str] | Sequence[Sequence[int]] | Any, prompt_name: str | None = None,
                prompt: str | None = None, batch_size: int = 32, show_progress_bar: bool | None = None,
@@ -258,10 +268,11 @@ class MambaEncoder:
             warn_truncation(self.truncation.truncated - before, len(ids), self.max_length)
 
         if output_value != "sentence_embedding":
-            tokens = self._encode_tokens(ids, batch_size, show_progress_bar)
+            convert = _converter(convert_to, convert_to_tensor)  # per input, as for pooled embeddings
+            tokens = [convert(t) for t in self._encode_tokens(ids, batch_size, show_progress_bar)]
             if output_value is None:
                 pooled = self._encode_pooled(ids, batch_size, False)
-                result = [{"sentence_embedding": p, "token_embeddings": t} for p, t in zip(pooled, tokens)]
+                result = [{"sentence_embedding": convert(p), "token_embeddings": t} for p, t in zip(pooled, tokens)]
                 return result[0] if single else result
             return tokens[0] if single else tokens
 
@@ -270,10 +281,7 @@ class MambaEncoder:
 
             return encode_on_device(self, ids, batch_size, normalize_embeddings or self.normalize, single,
                                     as_torch=convert_to != "dlpack")
-        embeddings = self._encode_pooled(ids, batch_size, show_progress_bar)
-        if normalize_embeddings or self.normalize:
-            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-            np.divide(embeddings, np.maximum(norms, 1e-12), out=embeddings)
+        embeddings = self._encode_pooled(ids, batch_size, show_progress_bar, normalize_embeddings or self.normalize)
         if single:
             embeddings = embeddings[0]
         if convert_to == "dlpack":
@@ -314,36 +322,53 @@ class MambaEncoder:
         return self.prompts[name]
 
     def _batches(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None, what: str):
-        """Yields (indices, PackedBatch) with inputs sorted longest first."""
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        starts = range(0, len(order), batch_size)
+        """Yields (start, end, PackedBatch) in input order, batched by token budget as the GPU
+        path is (tokenization.token_budget_batches), with a progress bar counting inputs."""
         if show_progress_bar is None:
-            show_progress_bar = _is_interactive() and len(order) > 4 * batch_size
+            show_progress_bar = _is_interactive() and len(ids) > 4 * batch_size
+        progress = None
         if show_progress_bar:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=what, unit="batch")
-        for start in starts:
-            chunk = order[start:start + batch_size]
-            yield chunk, PackedBatch.from_lists([ids[i] for i in chunk])
+            progress = tqdm(total=len(ids), desc=what, unit="input")
+        try:
+            for start, end, batch in token_budget_batches(ids, batch_size, self.max_tokens):
+                yield start, end, batch
+                if progress is not None:
+                    progress.update(end - start)
+        finally:
+            if progress is not None:
+                progress.close()
 
-    def _encode_pooled(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None) -> np.ndarray:
+    def _encode_pooled(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None,
+                       normalize: bool = False) -> np.ndarray:
         check_poolable(ids)
         out = np.empty((len(ids), self.dims.hidden_size), dtype=np.float32)
-        for chunk, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding"):
-            out[chunk] = self.forward_packed(batch)
+        for start, end, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding"):
+            out[start:end] = self.forward_packed(batch, normalize=normalize)
         return out
 
     def _encode_tokens(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None) -> list[np.ndarray]:
         out: list[np.ndarray] = [None] * len(ids)  # type: ignore[list-item]
-        for chunk, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding tokens"):
+        for start, end, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding tokens"):
             states = self.forward_packed(batch, pooling="all")
-            for j, i in enumerate(chunk):
-                out[i] = states[batch.offsets[j]:batch.offsets[j + 1]]
+            for j in range(end - start):
+                out[start + j] = states[batch.offsets[j]:batch.offsets[j + 1]]
         return out
 
     def __call__(self, sentences, **kwargs):
         return self.encode(sentences, **kwargs)
+
+
+def _converter(convert_to: str | None, convert_to_tensor: bool):
+    """The conversion encode() applies to each result array."""
+    if convert_to == "dlpack":
+        return _C_tensor_from
+    if convert_to == "torch" or convert_to_tensor:
+        import torch
+
+        return lambda array: torch.from_numpy(np.ascontiguousarray(array))
+    return lambda array: array
 
 
 def _C_tensor_from(array: np.ndarray):

@@ -1,6 +1,7 @@
 """Ranking metrics with trec_eval's conventions.
 
-- A run is ``{qid: {docid: score}}``; qrels are ``{qid: {docid: rel}}``.
+- A run is ``{qid: {docid: score}}``; qrels are ``{qid: {docid: rel}}``. Query and document ids
+  are compared as strings, so integer ids match their string forms.
 - Each query's documents are ranked by score descending, ties by docid descending (trec_eval
   sorts that way; the order of the dict does not matter).
 - A document is relevant when its judgement is >= 1; nDCG's gain is the judgement itself
@@ -117,10 +118,16 @@ def evaluate(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping
 
     if not qrels:
         raise ValueError("qrels are empty: there is nothing to evaluate against")
+    # query ids are compared as strings, as document ids are: 7 and "7" are one query
+    run_by_qid: Dict[str, Mapping[str, float]] = {}
+    for qid, docs in run.items():
+        if str(qid) in run_by_qid:
+            raise ValueError(f"run holds query {qid!r} twice (as {str(qid)!r} and {qid!r})")
+        run_by_qid[str(qid)] = docs
     values: Dict[str, Dict[str, float]] = {}
     for qid, judged in qrels.items():
         judged = {str(d): int(r) for d, r in judged.items()}
-        docs = run.get(qid, {})
+        docs = run_by_qid.get(str(qid), {})
         rels = [judged.get(str(docid), 0) for docid, _ in ranked({str(d): float(s) for d, s in docs.items()})]
         num_rel = sum(rel >= 1 for rel in judged.values())
         values[qid] = {name: _query_value(kind, cutoff, rels, judged, num_rel)

@@ -84,6 +84,30 @@ class FlatIndex:
     ``threads`` (default: OMP_NUM_THREADS, else the CPUs) bounds the search's threads.
     """
 
+    # what the vectors are stored as; subclasses over compressed codes change these hooks
+    _MAGIC = _MAGIC
+    _DTYPE = np.dtype("<f4")
+
+    @classmethod
+    def _row_width(cls, dim: int) -> int:
+        """Stored elements per vector."""
+        return dim
+
+    def _encode(self, vectors, what: str) -> np.ndarray:
+        """Vectors as stored rows [n, width] of _DTYPE."""
+        return _as_vectors(vectors, self.dim, what)
+
+    @classmethod
+    def _extra_state_bytes(cls, dim: int) -> int:
+        """Bytes of subclass state saved after the ids (0 for float vectors)."""
+        return 0
+
+    def _extra_state(self) -> bytes:
+        return b""
+
+    def _restore_extra_state(self, blob: bytes) -> None:
+        pass
+
     def __init__(self, dim: int, threads: Optional[int] = None):
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 0 < dim <= _MAX_DIM:
             raise ValueError(f"dim must be an integer in [1, {_MAX_DIM}], got {dim!r}")
@@ -96,7 +120,7 @@ class FlatIndex:
     def reset(self) -> None:
         """Removes every vector (and forgets the id kind)."""
         self._mapped: Optional[np.ndarray] = None  # read-only rows that come first
-        self._buffer = np.empty((0, self.dim), dtype=np.float32)  # owned rows, with spare capacity
+        self._buffer = np.empty((0, self._row_width(self.dim)), dtype=self._DTYPE)  # owned rows, spare capacity
         self._size = 0  # rows of _buffer in use
         self._labels = np.empty(0, dtype=np.int64)
         self._next_label = 0
@@ -135,7 +159,7 @@ class FlatIndex:
 
     def add(self, vectors, ids: Optional[Sequence] = None) -> None:
         """Adds vectors [n, dim] (any real dtype; stored as float32), with optional ids."""
-        x = _as_vectors(vectors, self.dim, "vectors")
+        x = self._encode(vectors, "vectors")
         n = x.shape[0]
         labels, names = self._new_ids(ids, n)
         if n == 0:
@@ -211,7 +235,7 @@ class FlatIndex:
         if rows <= self._buffer.shape[0]:
             return
         capacity = max(rows, 2 * self._buffer.shape[0], 1024)
-        grown = np.empty((capacity, self.dim), dtype=np.float32)
+        grown = np.empty((capacity, self._buffer.shape[1]), dtype=self._DTYPE)
         grown[:self._size] = self._buffer[:self._size]
         self._buffer = grown
 
@@ -325,7 +349,7 @@ class FlatIndex:
             offsets = np.zeros(len(encoded) + 1, dtype="<u8")
             np.cumsum([len(e) for e in encoded], out=offsets[1:])
             blob = b"".join(encoded)
-        header = _HEADER.pack(_MAGIC, _VERSION, _KIND_STR if self._names is not None else _KIND_INT,
+        header = _HEADER.pack(self._MAGIC, _VERSION, _KIND_STR if self._names is not None else _KIND_INT,
                               self.dim, self.ntotal, self._next_label, len(blob))
         header = header.ljust(_HEADER_BYTES, b"\0")
         tmp = f"{path}.tmp{os.getpid()}"
@@ -341,11 +365,12 @@ class FlatIndex:
                 write(header)
                 for segment in self._segments():
                     for start in range(0, segment.shape[0], _CHUNK_ROWS):
-                        write(np.ascontiguousarray(segment[start:start + _CHUNK_ROWS], dtype="<f4"))
+                        write(np.ascontiguousarray(segment[start:start + _CHUNK_ROWS], dtype=self._DTYPE))
                 write(np.ascontiguousarray(self._labels, dtype="<i8"))
                 if offsets is not None:
                     write(offsets)
                     write(blob)
+                write(self._extra_state())
                 f.write(struct.pack("<I", crc))
             os.replace(tmp, path)
         except BaseException:
@@ -364,7 +389,7 @@ class FlatIndex:
             if len(header) < _HEADER_BYTES:
                 raise ValueError(f"{path}: truncated FlatIndex file ({size} bytes)")
             magic, version, kind, dim, ntotal, next_label, blob_bytes = _HEADER.unpack_from(header)
-            if magic != _MAGIC:
+            if magic != cls._MAGIC:
                 raise ValueError(f"{path}: not a mambaret FlatIndex file (bad magic)")
             if version != _VERSION:
                 raise ValueError(f"{path}: FlatIndex file version {version}, this mambaret reads {_VERSION}")
@@ -373,9 +398,10 @@ class FlatIndex:
                 raise ValueError(f"{path}: corrupt FlatIndex header")
             if kind == _KIND_INT and blob_bytes:
                 raise ValueError(f"{path}: corrupt FlatIndex header (string table in an integer-id index)")
-            vector_bytes = ntotal * dim * 4
+            width, extra_bytes = cls._row_width(dim), cls._extra_state_bytes(dim)
+            vector_bytes = ntotal * width * cls._DTYPE.itemsize
             expected = (_HEADER_BYTES + vector_bytes + ntotal * 8
-                        + ((ntotal + 1) * 8 + blob_bytes if kind == _KIND_STR else 0) + 4)
+                        + ((ntotal + 1) * 8 + blob_bytes if kind == _KIND_STR else 0) + extra_bytes + 4)
             if size != expected:
                 what = "truncated" if size < expected else "has trailing bytes or a corrupt header"
                 raise ValueError(f"{path}: FlatIndex file {what} ({size} bytes, header implies {expected})")
@@ -405,17 +431,20 @@ class FlatIndex:
                     raise ValueError(f"{path}: corrupt string-id table (not UTF-8)") from None
                 if len(set(names)) != ntotal:
                     raise ValueError(f"{path}: corrupt string-id table (duplicate ids)")
+            extra = f.read(extra_bytes)
             if ntotal and (labels.min() < 0 or np.unique(labels).size != ntotal or labels.max() >= next_label):
                 raise ValueError(f"{path}: corrupt id table")
             if mmap:
-                vectors = np.memmap(path, dtype="<f4", mode="r", offset=_HEADER_BYTES, shape=(ntotal, dim))
+                vectors = np.memmap(path, dtype=cls._DTYPE, mode="r", offset=_HEADER_BYTES, shape=(ntotal, width))
             else:
                 f.seek(_HEADER_BYTES)
-                vectors = np.empty((ntotal, dim), dtype=np.float32)
+                vectors = np.empty((ntotal, width), dtype=cls._DTYPE)
                 if ntotal and f.readinto(memoryview(vectors.reshape(-1)).cast("B")) != vector_bytes:
                     raise ValueError(f"{path}: truncated FlatIndex file")
-        _check_finite(vectors, f"{path}: vectors")
+        if vectors.dtype.kind == "f":
+            _check_finite(vectors, f"{path}: vectors")
         index = cls(dim, threads=threads)
+        index._restore_extra_state(extra)
         if mmap:
             index._mapped = vectors if ntotal else None
         else:

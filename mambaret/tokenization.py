@@ -1,8 +1,10 @@
 """Texts -> packed token batches: HF `tokenizers`, EOS appended, truncation counted."""
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -14,17 +16,20 @@ EOS_TOKEN_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>")
 
 @dataclass
 class TruncationStats:
-    """How many inputs were cut to max_length, over the encoder's lifetime."""
+    """Inputs encoded, how many were cut to max_length, and the tokens passed to the engine.
+
+    A long text is tokenized only as far as max_length needs, so how many tokens its cut-off
+    tail held is not known and not counted."""
 
     truncated: int = 0
     seen: int = 0
-    tokens_dropped: int = 0
+    tokens_kept: int = 0
 
-    def record(self, dropped: int) -> None:
+    def record(self, kept: int, truncated: bool) -> None:
         self.seen += 1
-        if dropped > 0:
+        self.tokens_kept += kept
+        if truncated:
             self.truncated += 1
-            self.tokens_dropped += dropped
 
 
 @dataclass
@@ -52,6 +57,20 @@ class PackedBatch:
         return cls(tokens, offsets)
 
 
+def token_budget_batches(ids: Sequence[Sequence[int]], batch_size: int, max_tokens: int):
+    """(start, end, PackedBatch) over ids[start:end] in input order: at least batch_size inputs
+    per call, and more until a call holds max_tokens tokens, so every call fills at least one
+    micro-batch of the engine. The one batching rule of the CPU and GPU paths."""
+    start = 0
+    while start < len(ids):
+        end, tokens = start, 0
+        while end < len(ids) and (end - start < batch_size or tokens < max_tokens):
+            tokens += len(ids[end])
+            end += 1
+        yield start, end, PackedBatch.from_lists(ids[start:end])
+        start = end
+
+
 def check_poolable(ids: Sequence[Sequence[int]]) -> None:
     """Pooling needs at least one token per input."""
     for i, seq in enumerate(ids):
@@ -73,9 +92,50 @@ def _eos_from_tokenizer_config(model_dir: str) -> str | None:
     return eos if isinstance(eos, str) else None
 
 
+# A text cut just before an ASCII whitespace character that follows a non-whitespace one
+# tokenizes, up to the cut, exactly as the whole text does (see _cuts_cleanly).
+_CLEAN_CUT = re.compile(r"\S(?=[ \t\n\r])")
+# With max_length, texts longer than this many characters per allowed token are first tokenized
+# only up to a clean cut past that many characters (GPT-NeoX averages about 4 per token).
+PREFIX_CHARS_PER_TOKEN = 8
+
+
+def _cuts_cleanly(tokenizer) -> bool:
+    """Whether a text cut cleanly (see _CLEAN_CUT) gives the whole text's first tokens.
+
+    True for byte-level BPE with the GPT-2 split pattern (GPT-NeoX, GPT-2, the Mamba
+    checkpoints): no piece of that pattern holds a non-whitespace character followed by a
+    whitespace one, so the cut is a piece boundary in both texts and the pieces before it are
+    the same; BPE works within pieces; NFC never composes across ASCII whitespace; and no added
+    token may span the cut or swallow the whitespace after it. Any other tokenizer is
+    tokenized whole."""
+    try:
+        spec = json.loads(tokenizer.to_str())
+    except Exception:  # a tokenizer that cannot describe itself is tokenized whole
+        return False
+    normalizer, pre, model = spec.get("normalizer"), spec.get("pre_tokenizer"), spec.get("model") or {}
+    if normalizer is not None and normalizer.get("type") != "NFC":
+        return False
+    if not pre or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
+        return False
+    if model.get("type") != "BPE" or model.get("dropout"):
+        return False
+    for token in spec.get("added_tokens") or []:
+        if token.get("rstrip") or token.get("single_word") or re.search(r"\S\s", token.get("content", "")):
+            return False
+    return True
+
+
+def _clean_cut_after(text: str, position: int) -> int | None:
+    """The first clean cut at or after position, or None when there is none."""
+    found = _CLEAN_CUT.search(text, max(position - 1, 0))
+    return found.end() if found else None
+
+
 class TextTokenizer:
     """Wraps a `tokenizers.Tokenizer`; appends EOS and applies the truncation rule
-    `ids[:max_length-1] + [eos]`."""
+    `ids[:max_length-1] + [eos]`. With max_length, a long text is tokenized only as far as
+    the rule needs, with the same ids as tokenizing it whole."""
 
     def __init__(self, tokenizer, eos_token_id: int):
         self.tokenizer = tokenizer
@@ -83,6 +143,12 @@ class TextTokenizer:
         # padding and truncation are ours to do; a tokenizer.json may carry either
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
+
+    @functools.cached_property
+    def cuts_cleanly(self) -> bool:
+        """Whether long texts may be tokenized only up to a clean cut (asked once, on first use
+        with max_length: the tokenizer's description is a few megabytes of JSON)."""
+        return _cuts_cleanly(self.tokenizer)
 
     @classmethod
     def from_file(cls, path: str, eos_token_id: int | None = None, model_dir: str | None = None) -> "TextTokenizer":
@@ -108,19 +174,39 @@ class TextTokenizer:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts must be str, item {i} is {type(text).__name__}")
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return [apply_eos(e.ids, self.eos_token_id, max_length, stats) for e in encodings]
+        if max_length is None or not self.cuts_cleanly:
+            encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+            return [apply_eos(e.ids, self.eos_token_id, max_length, stats) for e in encodings]
+        budget = PREFIX_CHARS_PER_TOKEN * max_length + 64
+        cut_at: dict[int, int] = {}
+        pieces = list(texts)
+        for i, text in enumerate(texts):
+            if len(text) > budget:
+                cut = _clean_cut_after(text, budget)
+                if cut is not None:
+                    cut_at[i] = cut
+                    pieces[i] = text[:cut]
+        ids = [e.ids for e in self.tokenizer.encode_batch(pieces, add_special_tokens=False)]
+        for i, cut in cut_at.items():
+            # max_length tokens before the cut show that the whole text is over the limit;
+            # with fewer, cut twice as far (or tokenize it whole) and look again
+            while len(ids[i]) < max_length:
+                cut = _clean_cut_after(texts[i], 2 * cut) if 2 * cut < len(texts[i]) else None
+                ids[i] = self.tokenizer.encode(texts[i] if cut is None else texts[i][:cut],
+                                               add_special_tokens=False).ids
+                if cut is None:
+                    break
+        return [apply_eos(x, self.eos_token_id, max_length, stats) for x in ids]
 
 
 def apply_eos(ids: Sequence[int] | np.ndarray, eos: int, max_length: int | None,
               stats: TruncationStats) -> list[int] | np.ndarray:
     """ids + [eos], cut to max_length as ids[:max_length-1] + [eos]; an int32 array stays one."""
     keep = len(ids)
-    if max_length is not None and keep + 1 > max_length:
-        stats.record(keep + 1 - max_length)
+    truncated = max_length is not None and keep + 1 > max_length
+    if truncated:
         keep = max_length - 1
-    else:
-        stats.record(0)
+    stats.record(keep + 1, truncated)
     if isinstance(ids, np.ndarray):
         return np.concatenate([ids[:keep], np.array([eos], dtype=ids.dtype)])
     return list(ids[:keep]) + [eos]
@@ -129,11 +215,10 @@ def apply_eos(ids: Sequence[int] | np.ndarray, eos: int, max_length: int | None,
 def truncate_ids(ids: Sequence[int] | np.ndarray, max_length: int | None,
                  stats: TruncationStats) -> list[int] | np.ndarray:
     """Token-id input is used as given, only cut to its first max_length ids."""
-    if max_length is not None and len(ids) > max_length:
-        stats.record(len(ids) - max_length)
+    truncated = max_length is not None and len(ids) > max_length
+    if truncated:
         ids = ids[:max_length]
-    else:
-        stats.record(0)
+    stats.record(len(ids), truncated)
     return ids if isinstance(ids, np.ndarray) else list(ids)
 
 

@@ -93,3 +93,16 @@ def tiny_model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny")
     return write_random_model(str(path), seed=3, hidden_size=24, num_hidden_layers=2, vocab_size=300,
                               state_size=4, conv_kernel=4, expand=2)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """MAMBARET_REQUIRE_GPU=1 turns the skip of a `gpu`-marked test into a failure, so a GPU
+    machine whose driver, cuBLAS or extension does not load cannot pass silently."""
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and os.environ.get("MAMBARET_REQUIRE_GPU") == "1"
+            and item.get_closest_marker("gpu") is not None):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"MAMBARET_REQUIRE_GPU=1 but this GPU test was skipped: {reason}"

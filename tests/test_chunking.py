@@ -68,3 +68,22 @@ def test_output_shapes(tiny_model_dir):
     assert set(both[0]) == {"sentence_embedding", "token_embeddings"} and both[0]["token_embeddings"].shape == (2, 24)
     normed = enc.encode([[1, 2], [3]], normalize_embeddings=True)
     np.testing.assert_allclose(np.linalg.norm(normed, axis=1), 1.0, rtol=1e-6)
+
+
+def test_token_embeddings_follow_convert_to(tiny_model_dir, sequences):
+    torch = pytest.importorskip("torch")
+    enc = mr.MambaEncoder.from_pretrained(tiny_model_dir, threads=1)
+    plain = enc.encode(sequences[:3], output_value="token_embeddings")
+    for kwargs in ({"convert_to": "torch"}, {"convert_to_tensor": True}):
+        got = enc.encode(sequences[:3], output_value="token_embeddings", **kwargs)
+        assert all(isinstance(t, torch.Tensor) for t in got)
+        for t, p in zip(got, plain):
+            np.testing.assert_array_equal(t.numpy(), p)
+    packed = enc.encode(sequences[:3], output_value="token_embeddings", convert_to="dlpack")
+    for t, p in zip(packed, plain):
+        assert not isinstance(t, np.ndarray) and hasattr(t, "__dlpack__")
+        np.testing.assert_array_equal(np.from_dlpack(t), p)
+    single = enc.encode(sequences[1], output_value="token_embeddings", convert_to="torch")
+    assert isinstance(single, torch.Tensor) and tuple(single.shape) == plain[1].shape
+    both = enc.encode(sequences[:2], output_value=None, convert_to="torch")
+    assert all(isinstance(v, torch.Tensor) for d in both for v in d.values())

@@ -94,6 +94,49 @@ def test_eval_table(model_dir, collection, capsys):
     assert "mambaret" in out and "BM25" in out
 
 
+def test_eval_table_has_the_fusion_row(model_dir, collection, capsys):
+    pytest.importorskip("bm25s")
+    from mambaret.bm25 import bm25_run
+    from mambaret.datasets import load_trec_run
+    import mambaret as mr
+
+    run_path = collection / "model.run"
+    assert main(["eval", model_dir, "--collection", str(collection), "--quiet", "--fusion", "zscore",
+                 "--run-output", str(run_path)]) == 0
+    rows = {line.split("  ")[0].strip(): line.split()[-4:] for line in capsys.readouterr().out.splitlines()[2:]}
+    fusion = next(name for name in rows if name.startswith("fusion (zscore"))
+    # the row is the fusion of the two runs the other rows score
+    from mambaret.retrieval import load_collection
+    coll = load_collection(str(collection))
+    fused = mr.fuse([load_trec_run(str(run_path)), bm25_run(coll.docs, coll.queries, k=1000)], method="zscore")
+    expected = mr.evaluate(fused, coll.qrels)
+    assert [float(v) for v in rows[fusion]] == pytest.approx([expected[m] for m in expected], abs=1e-4)
+    assert main(["eval", model_dir, "--collection", str(collection), "--quiet", "--fusion", "none"]) == 0
+    assert "fusion (" not in capsys.readouterr().out
+
+
+def test_search_hybrid_fuses_dense_and_bm25(model_dir, collection, tmp_path):
+    pytest.importorskip("bm25s")
+    import mambaret as mr
+    from mambaret.bm25 import bm25_run
+    from mambaret.datasets import load_trec_run, load_trec_topics
+
+    docs = collection / "doc-text.trec"
+    index = tmp_path / "docs.index"
+    assert main(["index", model_dir, str(docs), "-o", str(index), "--quiet"]) == 0
+    dense, hybrid = tmp_path / "dense.trec", tmp_path / "hybrid.trec"
+    topics = str(collection / "query-text.trec")
+    assert main(["search", model_dir, str(index), topics, "-k", "3", "-o", str(dense)]) == 0
+    assert main(["search", model_dir, str(index), topics, "-k", "2", "-o", str(hybrid), "--hybrid", str(docs)]) == 0
+    queries = load_trec_topics(topics)
+    sparse = bm25_run(mr.datasets.load_trec_docs(str(docs)), queries, k=100)
+    expected = mr.fuse([load_trec_run(str(dense)), sparse], method="rrf", top_k=2)
+    got = load_trec_run(str(hybrid))
+    assert set(got) == {"1", "2"}
+    for qid in got:
+        assert got[qid] == pytest.approx(expected[qid])
+
+
 def test_eval_vaswani_with_bm25(model_dir, capsys):
     """The real collection: the random model scores low, BM25 well; the pipeline is what is tested."""
     pytest.importorskip("bm25s")
@@ -135,3 +178,45 @@ def test_installed_entry_point_help():
     assert result.returncode == 0 and "--collection" in result.stdout
     result = subprocess.run([sys.executable, "-m", "mambaret"], capture_output=True, text=True, cwd=str(REPO_ROOT))
     assert result.returncode == 2
+
+
+def test_encode_shows_progress_on_a_terminal_unless_quiet(model_dir, collection, monkeypatch, capsys):
+    """A small corpus gets a progress bar on a terminal too; only --quiet hides it."""
+    import mambaret.encoder
+
+    monkeypatch.setattr(mambaret.encoder, "_is_interactive", lambda: True)
+    corpus = str(collection / "doc-text.trec")
+    assert main(["encode", model_dir, corpus, "--threads", "1"]) == 0
+    assert "Encoding corpus" in capsys.readouterr().err
+    assert main(["encode", model_dir, corpus, "--threads", "1", "--quiet"]) == 0
+    assert "Encoding corpus" not in capsys.readouterr().err
+
+
+def test_encode_and_index_apply_the_same_document_prompt(model_dir, collection, tmp_path, capsys):
+    """`encode` and `index` embed documents alike for a model with prompts."""
+    import mambaret as mr
+    from mambaret.index import FlatIndex
+
+    enc = mr.MambaEncoder.from_pretrained(model_dir, threads=1, prompts={"query": "query: ", "document": "passage: "})
+    folder = mr.export_sentence_transformers(enc, str(tmp_path / "st"))
+    corpus = str(collection / "doc-text.trec")
+    assert main(["encode", folder, corpus, "-o", str(tmp_path / "e.npy"), "--normalize", "--quiet",
+                 "--threads", "1"]) == 0
+    assert main(["index", folder, corpus, "-o", str(tmp_path / "d.index"), "--quiet", "--threads", "1"]) == 0
+    encoded = np.load(tmp_path / "e.npy")
+    index = FlatIndex.load(str(tmp_path / "d.index"))
+    scores, ids = index.search(encoded, k=1)
+    assert list(ids[:, 0]) == ["d1", "d2", "d3"]
+    np.testing.assert_allclose(scores[:, 0], 1.0, rtol=1e-5)
+    texts = ["state space models for retrieval", "cooking pasta with tomatoes", "linear time sequence models"]
+    np.testing.assert_allclose(encoded, enc.encode_document(texts, normalize_embeddings=True), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(encoded, enc.encode(texts, normalize_embeddings=True), atol=1e-4)  # the prompt mattered
+
+
+@pytest.mark.parametrize("name", ["corpus.txt", "corpus.jsonl"])
+def test_binary_corpus_names_the_file_and_line(model_dir, tmp_path, capsys, name):
+    path = tmp_path / name
+    path.write_bytes(b'{"_id": "a", "text": "fine"}\n' + bytes(range(128, 256)) * 4)
+    assert main(["encode", model_dir, str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}, line 2: not UTF-8 text" in err and "Traceback" not in err

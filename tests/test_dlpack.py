@@ -130,3 +130,21 @@ def test_token_ids_from_a_dlpack_producer(tiny_model_dir):
     np.testing.assert_array_equal(enc.encode(torch.tensor([[4, 5, 6], [7, 8, 9]])), expect)
     # alone in its batch: the BLAS may sum in another order, hence a tolerance
     np.testing.assert_allclose(enc.encode([torch.tensor([4, 5, 6])])[0], expect[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("max_version", [None, (1, 0)])
+def test_capsule_destructor_keeps_a_pending_exception(tensor, max_version):
+    # len() fails, then the interpreter drops the only reference to the capsule while the
+    # TypeError is set: the destructor must leave that exception in place
+    base = sys.getrefcount(tensor)
+    with pytest.raises(TypeError, match="len"):
+        len(tensor.__dlpack__(max_version=max_version))
+    gc.collect()
+    assert sys.getrefcount(tensor) == base  # the export was still released
+
+
+def test_single_input_through_dlpack_is_one_dimensional(tiny_model_dir):
+    enc = mr.MambaEncoder.from_pretrained(tiny_model_dir, threads=1)
+    one = enc.encode([1, 2, 3], convert_to="dlpack")
+    assert one.shape == (24,) and np.from_dlpack(one).shape == (24,)
+    np.testing.assert_array_equal(np.from_dlpack(one), enc.encode([[1, 2, 3]])[0])

@@ -218,6 +218,25 @@ def test_bad_threads(tiny_model_dir):
         mr.MambaEncoder.from_pretrained(tiny_model_dir, threads=0)
 
 
+@pytest.mark.parametrize("keyword", ["stream", "out", "out_row"])
+def test_forward_keyword_of_the_gpu_model_only_is_a_type_error(encoder, keyword):
+    # one parser serves Model and CudaModel: a keyword the host model does not take is refused, not ignored
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{keyword}'"):
+        encoder.model.forward(np.array([1], np.int32), np.array([0, 1], np.int64), **{keyword: 1})
+
+
+def test_forward_argument_types(encoder):
+    tokens, offsets = np.array([1], np.int32), np.array([0, 1], np.int64)
+    with pytest.raises(TypeError, match="pooling"):
+        encoder.model.forward(tokens, offsets, pooling=1)
+    with pytest.raises(TypeError):
+        encoder.model.forward(tokens, offsets, max_tokens="8")
+    with pytest.raises(ValueError, match="convert_to"):
+        encoder.model.forward(tokens, offsets, convert_to="list")
+    with pytest.raises(TypeError):
+        encoder.model.forward(tokens)  # offsets are required
+
+
 def test_unknown_pooling(encoder):
     with pytest.raises(ValueError, match="pooling"):
         encoder.model.forward(np.array([1], np.int32), np.array([0, 1], np.int64), pooling="max")
@@ -241,7 +260,7 @@ def test_model_used_before_finish():
     with pytest.raises(ValueError, match="unknown tensor kind"):
         model.set_tensor("nonsense", 0, np.zeros(4, np.float32))
     with pytest.raises(TypeError, match="float32, float16 or bfloat16"):
-        model.set_tensor("norm_f", 0, np.zeros(4, np.float64))
+        model.set_tensor("norm_f.weight", 0, np.zeros(4, np.float64))
 
 
 def test_empty_batch(encoder):
@@ -263,3 +282,82 @@ def test_released_checkpoint_pages_still_read_back(tiny_model_dir):
     assert kept
     for name, array in kept:
         np.testing.assert_array_equal(array, expected[name])
+
+
+@pytest.mark.parametrize("choice", ["/no/such/libblas.so", "not-a-blas", "libc.so.6"])
+def test_bad_blas_variable_warns_and_falls_back(choice):
+    """A MAMBARET_BLAS that cannot be used does not break `import mambaret` (nor the CLI)."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, MAMBARET_BLAS=choice, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code = "import mambaret; print(mambaret.show_config(print_out=False)['blas'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"MAMBARET_BLAS={choice!r} cannot be used" in done.stderr
+    assert done.stdout.strip() == mr.show_config(print_out=False)["blas"]
+    with pytest.raises(RuntimeError):  # asked for by name in code, it is still an error
+        mr.configure_blas(choice)
+    assert mr.show_config(print_out=False)["blas"] == done.stdout.strip()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weight_names_the_tensor(tiny_model_dir, tmp_path, dtype, bad):
+    import torch
+    from safetensors.torch import load_file as load_torch, save_file as save_torch
+
+    path = copy_model(tiny_model_dir, tmp_path / "m")
+    file = os.path.join(path, "model.safetensors")
+    tensors = {k: v.to(getattr(torch, dtype)) for k, v in load_torch(file).items()}
+    tensors["backbone.layers.0.mixer.x_proj.weight"][3, 1] = bad
+    save_torch(tensors, file, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"tensor 'backbone.layers.0.mixer.x_proj.weight' holds 1 NaN or infinite value:"):
+        mr.MambaEncoder.from_pretrained(path)
+
+
+def test_random_bytes_in_the_data_section_are_caught(tiny_model_dir, tmp_path):
+    """Bytes overwritten in the middle of the weights: the corrupt tensor is named, not encoded to NaN."""
+    path = copy_model(tiny_model_dir, tmp_path / "m")
+    file = os.path.join(path, "model.safetensors")
+    tensors = load_file(file)
+    with open(file, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_len))
+    name = "backbone.layers.0.mixer.in_proj.weight"
+    begin, end = header[name]["data_offsets"]
+    noise = np.random.default_rng(3).integers(0, 256, size=min(4096, end - begin), dtype=np.uint8).tobytes()
+    assert not np.isfinite(np.frombuffer(noise[:len(noise) // 4 * 4], np.float32)).all()  # the noise holds a NaN/inf
+    with open(file, "r+b") as f:
+        f.seek(8 + header_len + begin)
+        f.write(noise)
+    assert tensors[name].size * 4 == end - begin
+    with pytest.raises(ValueError, match=f"tensor '{name}' holds .* NaN or infinite"):
+        mr.MambaEncoder.from_pretrained(path)
+
+
+@pytest.mark.parametrize("vocab_size", [200, 400])
+def test_vocab_size_disagreeing_with_the_embedding_warns(tiny_model_dir, tmp_path, vocab_size):
+    path = copy_model(tiny_model_dir, tmp_path / "m")
+    edit_config(path, vocab_size=vocab_size)
+    with pytest.warns(UserWarning, match=f"vocab_size {vocab_size} but the embedding has 300 rows"):
+        enc = mr.MambaEncoder.from_pretrained(path, threads=1)
+    assert enc.encode([299]).shape == (24,)  # the tensor's rows are what counts
+
+
+@pytest.mark.parametrize("config", [{"vocab_size": 50277}, {"vocab_size": 50280},
+                                    {"vocab_size": 50271, "pad_vocab_size_multiple": 20}])
+def test_vocab_padded_as_mamba_ssm_does_loads_quietly(tmp_path, config):
+    """The hub's Mamba checkpoints say vocab_size 50277 and hold 50280 rows (padded to a multiple of 8)."""
+    import warnings
+
+    from mambaret.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / "m"), seed=1, hidden_size=8, num_hidden_layers=1, vocab_size=50280,
+                              state_size=4)
+    edit_config(path, **config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mr.MambaEncoder.from_pretrained(path, threads=1)

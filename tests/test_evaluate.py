@@ -133,3 +133,19 @@ def test_vaswani_bm25_run_matches_pytrec_eval(tmp_path):
     means = mr.evaluate(run, qrels, names)
     assert means["map"] == pytest.approx(np.mean([v["map"] for v in theirs.values()]), abs=1e-9)
     assert means["map"] > 0.15  # BM25 on Vaswani: far above a random ranking (~0.01)
+
+
+def test_integer_query_ids_match_their_string_forms():
+    """Query ids are treated as document ids are: 7 and "7" are the same query."""
+    run = {"1": {"a": 0.9, "b": 0.5}, "2": {"c": 0.7, "a": 0.1}}
+    qrels = {"1": {"a": 1}, "2": {"a": 2}}
+    expect = mr.evaluate(run, qrels, ["ndcg@10", "mrr@10"])
+    assert expect["mrr@10"] > 0
+    int_run = {int(q): docs for q, docs in run.items()}
+    int_qrels = {int(q): docs for q, docs in qrels.items()}
+    assert mr.evaluate(int_run, qrels, ["ndcg@10", "mrr@10"]) == expect
+    assert mr.evaluate(run, int_qrels, ["ndcg@10", "mrr@10"]) == expect
+    assert mr.evaluate(int_run, int_qrels, ["ndcg@10", "mrr@10"]) == expect
+    assert set(mr.evaluate(int_run, int_qrels, ["mrr@10"], per_query=True)) == {1, 2}  # the qrels' own ids
+    with pytest.raises(ValueError, match="twice"):
+        mr.evaluate({1: {"a": 1.0}, "1": {"a": 1.0}}, qrels)

@@ -116,6 +116,40 @@ def test_is_a_langchain_embeddings_and_works_in_a_vector_store(embeddings):
     assert found[0].page_content == expected
 
 
+@pytest.mark.skipif(not LANGCHAIN_AVAILABLE, reason="langchain-core is not installed (pip install 'mambaret[langchain]')")
+@pytest.mark.parametrize("method", ["rrf", "zscore"])
+def test_hybrid_retriever_is_the_fusion_of_dense_and_bm25(encoder, method):
+    pytest.importorskip("bm25s")
+    from langchain_core.retrievers import BaseRetriever
+
+    from mambaret.bm25 import bm25_run
+    from mambaret.integrations.langchain import MambaHybridRetriever
+
+    retriever = MambaHybridRetriever.from_texts(DOCS, encoder, metadatas=[{"n": i} for i in range(len(DOCS))],
+                                                ids=[f"doc{i}" for i in range(len(DOCS))], k=3, method=method,
+                                                weights=[1.0, 2.0])
+    assert isinstance(retriever, BaseRetriever) and mr.MambaHybridRetriever is MambaHybridRetriever
+    query = "why do cats purr"
+    found = retriever.invoke(query)
+    # expected: the dense ranking (dot products of normalised vectors) and BM25's, fused by mr.fuse
+    docs = _unit(encoder.encode_document(DOCS))
+    dense = {str(i): float(s) for i, s in enumerate(docs @ _unit(encoder.encode_query(query)))}
+    sparse = bm25_run({str(i): t for i, t in enumerate(DOCS)}, {"q": query}, k=100)["q"]
+    expected = mr.fuse([{"q": dense}, {"q": sparse}], method=method, weights=[1.0, 2.0], top_k=3)["q"]
+    ranking = sorted(expected.items(), key=lambda item: -item[1])
+    assert [d.page_content for d in found] == [DOCS[int(key)] for key, _ in ranking]
+    assert [d.metadata["score"] for d in found] == pytest.approx([score for _, score in ranking], abs=1e-6)
+    assert found[0].id == f"doc{ranking[0][0]}" and found[0].metadata["n"] == int(ranking[0][0])
+    assert asyncio.run(retriever.ainvoke(query)) == found
+    # BM25 alone puts the cat passage first: a heavy BM25 weight keeps it there
+    heavy = MambaHybridRetriever.from_texts(DOCS, encoder, k=1, weights=[0.0, 1.0])
+    assert heavy.invoke("cats purr")[0].page_content == DOCS[0]
+    with pytest.raises(ValueError, match="fusion method"):
+        MambaHybridRetriever.from_texts(DOCS, encoder, method="max")
+    with pytest.raises(ValueError, match="no documents"):
+        MambaHybridRetriever.from_texts([], encoder)
+
+
 def test_works_without_langchain_core(model_dir):
     # a fresh interpreter where importing langchain_core fails, as on a machine without it
     script = textwrap.dedent(f"""
@@ -131,6 +165,13 @@ def test_works_without_langchain_core(model_dir):
         assert len(docs) == 2 and len(docs[0]) == 32
         import asyncio
         assert asyncio.run(e.aembed_query("a")) == e.embed_query("a")
+        from mambaret.integrations.langchain import MambaHybridRetriever
+        try:
+            MambaHybridRetriever.from_texts(["a"], e.encoder)
+        except ImportError as exc:
+            assert "langchain-core" in str(exc)
+        else:
+            raise AssertionError("the hybrid retriever needs langchain-core")
         print("standalone ok")
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,

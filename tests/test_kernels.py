@@ -33,6 +33,20 @@ def test_rmsnorm(T, d, threads):
     assert rel_err(fast, ref) < 1e-6 and rel_err(ref, expect) < 1e-6
 
 
+@pytest.mark.parametrize("n,d", [(1, 1), (7, 37), (64, 768), (2, 8)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_l2_normalize(n, d, threads):
+    rng = np.random.default_rng(n + d)
+    x = rand(rng, n, d)
+    x[0] = 0.0  # a zero row stays zero (norm clamped at 1e-12, as torch's normalize)
+    fast = _C.op_l2_normalize(x, threads=threads)
+    ref = _C.op_l2_normalize(x, variant="reference")
+    norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    expect = x / np.maximum(norms, 1e-12)
+    assert rel_err(fast, ref) < 1e-6 and rel_err(ref, expect) < 1e-6
+    assert not fast[0].any()
+
+
 @pytest.mark.parametrize("L,E,K", [(1, 3, 4), (2, 17, 4), (40, 64, 4), (9, 33, 2), (5, 8, 1), (3, 20, 6),
                                    (7, 2100, 4), (6, 300, 40), (4, 200, 64)])  # the last three: several tiles
 @pytest.mark.parametrize("with_state", [False, True])

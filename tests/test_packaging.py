@@ -25,7 +25,7 @@ def sdist(tmp_path_factory):
 def test_sdist_has_every_source(sdist):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for pattern in ("csrc/*.c", "csrc/*.h", "cuda/*.cu", "cuda/*.cuh", "cuda/*.h", "cuda/*.c", "cuda/*.py",
+    for pattern in ("csrc/*.c", "csrc/*.h", "csrc/python/*.c", "csrc/python/*.h", "cuda/*.cu", "cuda/*.cuh", "cuda/*.h", "cuda/*.c", "cuda/*.py",
                     "mambaret/*.py", "mambaret/*/*.py"):
         for path in glob.glob(str(REPO_ROOT / pattern)):
             rel = os.path.relpath(path, REPO_ROOT)
@@ -45,6 +45,8 @@ def test_sdist_installs_and_runs(sdist, tmp_path):
         "path = write_random_model(sys.argv[2], seed=0, hidden_size=16, num_hidden_layers=1, vocab_size=50)\n"
         "enc = mr.MambaEncoder.from_pretrained(path, threads=1)\n"
         "print(enc.encode([[1, 2, 3]]).shape)\n"
+        "import importlib.util; assert importlib.util.find_spec('mambaret.nn'), 'mambaret.nn not installed'\n"
+        "assert hasattr(mr._C, 'train_selective_scan_backward')\n"
     )
     result = subprocess.run([sys.executable, "-c", script, str(target), str(tmp_path / "model")],
                             cwd=str(tmp_path), env={**env, "PYTHONPATH": str(target)}, capture_output=True, text=True)

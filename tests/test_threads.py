@@ -71,3 +71,43 @@ def test_kept_workspace_grows_and_is_released(tiny_model_dir):
     enc.release_memory()
     enc.release_memory()  # twice is harmless
     np.testing.assert_array_equal(enc.encode(small), first_small)
+
+
+def _openmp_spin_count(env_changes: dict) -> tuple[str, ...]:
+    """(the spin count libgomp reports at start-up, GOMP_SPINCOUNT in os.environ after the
+    import, show_config's openmp_wait) in a fresh interpreter that imports mambaret with
+    env_changes applied."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(env_changes, OMP_DISPLAY_ENV="verbose")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import os, mambaret; print(os.environ.get('GOMP_SPINCOUNT')); "
+            "print(mambaret.show_config(print_out=False)['openmp_wait'])")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"GOMP_SPINCOUNT = '(\d+)'", done.stderr)
+    assert found, done.stderr
+    return (found.group(1), *done.stdout.strip().splitlines())
+
+
+def test_openmp_threads_spin_briefly_before_sleeping():
+    """libgomp's default spin (300,000 turns at every barrier) made the default thread count
+    slower than one thread on a busy machine; mambaret shortens it for its own runtime only."""
+    from mambaret._native import OPENMP_SPIN_COUNT
+
+    spins, left, said = _openmp_spin_count({})
+    assert (spins, left) == (OPENMP_SPIN_COUNT, "None")  # and not left in the environment
+    assert said == f"GOMP_SPINCOUNT={OPENMP_SPIN_COUNT} (mambaret's default)"
+
+
+def test_users_openmp_wait_settings_win():
+    from mambaret._native import OPENMP_SPIN_COUNT
+
+    assert _openmp_spin_count({"GOMP_SPINCOUNT": "123"}) == ("123", "123", "GOMP_SPINCOUNT=123 (from the environment)")
+    spins, _, said = _openmp_spin_count({"OMP_WAIT_POLICY": "active"})
+    assert spins != OPENMP_SPIN_COUNT and said == "OMP_WAIT_POLICY=active (from the environment)"

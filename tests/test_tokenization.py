@@ -61,8 +61,96 @@ def test_truncation_rule_and_warning(tmp_path, tokenizer_json):
     with pytest.warns(UserWarning, match="1 of 2 inputs were longer than max_length=5"):
         emb = enc.encode([text, "Hello"])
     np.testing.assert_array_equal(emb[0], enc.encode([PINNED[text][:4] + [EOS]])[0])
-    assert enc.truncation.truncated == 2
-    assert enc.truncation.tokens_dropped == 2 * (len(PINNED[text]) + 1 - 5)
+    assert enc.truncation.truncated == 1  # tokenize() counted nothing; 5 ids given are not over the limit
+    assert enc.truncation.seen == 3
+    assert enc.truncation.tokens_kept == 5 + 2 + 5
+
+
+def test_tokenize_counts_no_truncation(tmp_path, tokenizer_json):
+    path = write_random_model(str(tmp_path), seed=1, hidden_size=16, num_hidden_layers=1, vocab_size=50280,
+                              state_size=4, tokenizer_json=str(tokenizer_json))
+    enc = mr.MambaEncoder.from_pretrained(path, threads=1, max_length=5)
+    text = "The quick brown fox jumps over the lazy dog."
+    enc.tokenize([text, "Hello"])
+    assert (enc.truncation.truncated, enc.truncation.seen) == (0, 0)
+    with pytest.warns(UserWarning, match="1 of 2 inputs"):
+        enc.encode([text, "Hello"])
+    assert (enc.truncation.truncated, enc.truncation.seen) == (1, 2)
+
+
+def _varied_texts(seed: int, count: int) -> list[str]:
+    """Texts built to test cuts: contractions, space and newline runs (added tokens), tabs,
+    punctuation runs, digits, accents and combining marks, CJK, emoji, special tokens."""
+    rng = np.random.default_rng(seed)
+    parts = ["the", "The", "it's", "we're", "they'll", "I'd", "don't", "'re", "'s", " ", "  ", "   ", " " * 24,
+             " " * 30, "\n", "\n\n", "\t", " \t ", "\r\n", "!!!", "...", "----------", "12345", "3.14", "café",
+             "cafe\u0301", "e\u0301\u0302", "\u0301", "naïve", "检索增强生成", "🎉🚀", "<|endoftext|>", "<|padding|>",
+             "a", "xyz", "(", ")", "\u00a0", "\u3000", "\u2028"]
+    texts = []
+    for _ in range(count):
+        n = int(rng.integers(0, 400))
+        texts.append("".join(parts[i] for i in rng.integers(0, len(parts), n)))
+    return texts
+
+
+@pytest.fixture(scope="module")
+def tokenizers_pair(tokenizer_json):
+    from tokenizers import Tokenizer
+
+    from mambaret.tokenization import TextTokenizer
+
+    return Tokenizer.from_file(str(tokenizer_json)), TextTokenizer.from_file(str(tokenizer_json))
+
+
+@pytest.mark.parametrize("max_length", [1, 2, 3, 5, 17, 64])
+def test_truncating_while_tokenizing_gives_the_whole_texts_ids(tokenizers_pair, max_length):
+    """With max_length a long text is tokenized only up to a cut; its ids are those of the
+    whole text, cut by the rule ids[:max_length-1] + [eos]."""
+    from mambaret.tokenization import TruncationStats
+
+    whole, ours = tokenizers_pair
+    assert ours.cuts_cleanly
+    texts = _varied_texts(max_length, 150) + ["x" + " " * 24 + "x" * 3] * 2 + [("x" + " " * 24) * 200,
+                                                                            "x" * 5000, "检索" * 3000, ""]
+    stats = TruncationStats()
+    got = ours.encode(texts, max_length, stats)
+    cut = 0
+    for text, ids in zip(texts, got):
+        full = whole.encode(text, add_special_tokens=False).ids
+        assert ids == full[:max_length - 1] + [EOS], repr(text)
+        cut += len(full) + 1 > max_length
+    assert stats.truncated == cut and stats.seen == len(texts)
+
+
+def test_long_text_is_not_tokenized_whole(encoder, tokenizer_json):
+    """A 1M-character text with max_length=512 is tokenized only up to a few thousand
+    characters (it took seconds and gigabytes when tokenized whole)."""
+    from mambaret.tokenization import TextTokenizer
+
+    seen: list[int] = []
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def encode_batch(self, texts, **kw):
+            seen.extend(len(t) for t in texts)
+            return self.inner.encode_batch(texts, **kw)
+
+        def encode(self, text, **kw):
+            seen.append(len(text))
+            return self.inner.encode(text, **kw)
+
+    tok = TextTokenizer.from_file(str(tokenizer_json))
+    text = "The quick brown fox jumps over the lazy dog. " * 22_000
+    expected = tok.tokenizer.encode(text[:20_000], add_special_tokens=False).ids[:511] + [EOS]
+    tok.tokenizer = Recording(tok.tokenizer)
+    stats = mr.tokenization.TruncationStats()
+    assert tok.encode([text], 512, stats) == [expected]
+    assert max(seen) < 10_000 and stats.truncated == 1
 
 
 def test_exact_max_length_is_not_truncated(tmp_path, tokenizer_json):

@@ -5,7 +5,11 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "mr_error.h"
 
 #define CUDA_CHECK(call)                                                                           \
     do {                                                                                           \
@@ -57,5 +61,67 @@ static float dev_time_ms(F launch, int reps) {
     cudaEventDestroy(b);
     return ms / reps;
 }
+
+/* Host-side bfloat16 (round to nearest even) so harnesses can feed reduced-precision inputs and
+ * build the CPU reference from exactly the values the kernel reads. */
+static inline uint16_t dev_to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float dev_from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* Rounds every value to bfloat16 in place (what a bf16 buffer of them holds). */
+static inline void dev_round_bf16(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = dev_from_bf16(dev_to_bf16(x[i]));
+}
+
+/* A device copy of n host elements; bf16 narrows float input. Freed by the caller (cudaFree). */
+template <typename T>
+static T *dev_upload(const T *host, size_t n) {
+    T *d = NULL;
+    CUDA_CHECK(cudaMalloc(&d, n * sizeof(T) + 1));
+    if (n) CUDA_CHECK(cudaMemcpy(d, host, n * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+}
+
+static inline void *dev_upload_as(const float *host, size_t n, int bf16) {
+    if (!bf16) return dev_upload(host, n);
+    uint16_t *tmp = (uint16_t *)malloc(n * 2 + 2);
+    for (size_t i = 0; i < n; i++) tmp[i] = dev_to_bf16(host[i]);
+    void *d = dev_upload(tmp, n);
+    free(tmp);
+    return d;
+}
+
+/* n float32 (or bf16, widened) values from the device. */
+static inline void dev_download_as(float *host, const void *dev, size_t n, int bf16) {
+    if (!bf16) {
+        if (n) CUDA_CHECK(cudaMemcpy(host, dev, n * 4, cudaMemcpyDeviceToHost));
+        return;
+    }
+    uint16_t *tmp = (uint16_t *)malloc(n * 2 + 2);
+    if (n) CUDA_CHECK(cudaMemcpy(tmp, dev, n * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) host[i] = dev_from_bf16(tmp[i]);
+    free(tmp);
+}
+
+/* Stops the harness with the core's message when a launcher reports a failure. */
+static inline void dev_check_status(mr_status st, const mr_error *err, const char *what) {
+    if (st != MR_OK) {
+        fprintf(stderr, "%s failed: %s\n", what, err->message);
+        exit(1);
+    }
+}
+
+/* "check" as the first argument: correctness only, small shapes, no timing (what the tests run). */
+static inline int dev_check_only(int argc, char **argv) { return argc > 1 && strcmp(argv[1], "check") == 0; }
 
 #endif

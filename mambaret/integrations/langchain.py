@@ -7,6 +7,11 @@
 
 When langchain-core is installed the class is a `langchain_core.embeddings.Embeddings`, so
 vector stores and retrievers accept it; without it the same class works on its own.
+
+MambaHybridRetriever (needs langchain-core and bm25s) is dense + BM25 retrieval, fused, in one call:
+
+    retriever = MambaHybridRetriever.from_texts(texts, "path/to/model", k=4, method="rrf")
+    documents = retriever.invoke("a question")
 """
 from __future__ import annotations
 
@@ -77,3 +82,98 @@ class MambaEmbeddings(_EmbeddingsBase):
     async def aembed_query(self, text: str, **kwargs: Any) -> list[float]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(self.embed_query, text, **kwargs))
+
+
+def _hybrid_run(encoder, index, bm25, query: str, method: str, weights, k: int, depth: int) -> dict:
+    """The fused run of one query: the dense ranking and BM25's, each ``depth`` deep, cut to k."""
+    from ..fusion import fuse
+
+    vector = encoder.encode_query([query], normalize_embeddings=True, show_progress_bar=False)
+    scores, ids = index.search(vector, k=min(depth, index.ntotal))
+    dense = {str(d): float(s) for s, d in zip(scores[0], ids[0]) if d is not None}
+    sparse = bm25.search({"q": query}, k=depth)["q"]
+    return fuse([{"q": dense}, {"q": sparse}], method=method, weights=weights, top_k=k)["q"]
+
+
+if LANGCHAIN_AVAILABLE:
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+
+    class MambaHybridRetriever(BaseRetriever):
+        """Dense (mambaret) + BM25 retrieval over the same documents, fused (``mambaret.fuse``).
+
+            retriever = MambaHybridRetriever.from_texts(texts, "path/to/model", k=4)
+            docs = retriever.invoke("a question")    # Documents, metadata["score"] the fused score
+
+        method: ``"rrf"`` or ``"zscore"``; weights: (dense, BM25), default equal; depth: how deep
+        each ranking is read before fusing. BM25 needs bm25s (``pip install 'mambaret[bm25]'``).
+        """
+
+        encoder: Any
+        index: Any
+        bm25: Any
+        documents: list
+        k: int = 4
+        method: str = "rrf"
+        weights: Any = None
+        depth: int = 100
+
+        @classmethod
+        def from_documents(cls, documents, model, *, k: int = 4, method: str = "rrf", weights=None,
+                           depth: int = 100, model_kwargs: dict[str, Any] | None = None,
+                           bm25_kwargs: dict[str, Any] | None = None, batch_size: int = 32,
+                           **kwargs: Any) -> "MambaHybridRetriever":
+            """Encodes and BM25-indexes ``documents`` (LangChain Documents) in one call."""
+            from ..bm25 import BM25
+            from ..index import FlatIndex
+
+            documents = list(documents)
+            if not documents:
+                raise ValueError("no documents to index")
+            if method not in ("rrf", "zscore"):
+                raise ValueError(f"unknown fusion method {method!r}; use 'rrf' or 'zscore'")
+            encoder = load_encoder(model, model_kwargs)
+            texts = check_texts(d.page_content for d in documents)
+            keys = [str(i) for i in range(len(documents))]
+            vectors = encoder.encode_document(texts, batch_size=batch_size, normalize_embeddings=True,
+                                              show_progress_bar=False)
+            index = FlatIndex(vectors.shape[1], threads=encoder.threads)
+            index.add(vectors, ids=keys)
+            bm25 = BM25(dict(zip(keys, texts)), **(bm25_kwargs or {}))
+            return cls(encoder=encoder, index=index, bm25=bm25, documents=documents, k=k, method=method,
+                       weights=weights, depth=depth, **kwargs)
+
+        @classmethod
+        def from_texts(cls, texts, model, metadatas=None, ids=None, **kwargs: Any) -> "MambaHybridRetriever":
+            """As from_documents, from plain texts (with optional metadatas and ids)."""
+            texts = check_texts(texts)
+            metadatas = list(metadatas) if metadatas is not None else [{} for _ in texts]
+            ids = list(ids) if ids is not None else [None] * len(texts)
+            if len(metadatas) != len(texts) or len(ids) != len(texts):
+                raise ValueError("texts, metadatas and ids must be as long as each other")
+            documents = [Document(page_content=t, metadata=dict(m), id=i) for t, m, i in zip(texts, metadatas, ids)]
+            return cls.from_documents(documents, model, **kwargs)
+
+        def _get_relevant_documents(self, query: str, *, run_manager=None) -> list:
+            if not isinstance(query, str):
+                raise TypeError(f"the query must be a str, got {type(query).__name__}")
+            fused = _hybrid_run(self.encoder, self.index, self.bm25, query, self.method, self.weights, self.k,
+                                max(self.depth, self.k))
+            found = []
+            for key, score in sorted(fused.items(), key=lambda item: -item[1]):
+                source = self.documents[int(key)]
+                found.append(Document(page_content=source.page_content, id=source.id,
+                                      metadata={**source.metadata, "score": score}))
+            return found
+else:
+    class MambaHybridRetriever:  # the retriever returns LangChain Documents: it needs langchain-core
+        """Needs langchain-core: ``pip install 'mambaret[langchain]'``."""
+
+        def __init__(self, *args, **kwargs):
+            raise ImportError("MambaHybridRetriever needs langchain-core: pip install 'mambaret[langchain]'")
+
+        @classmethod
+        def from_texts(cls, *args, **kwargs):
+            return cls()
+
+        from_documents = from_texts

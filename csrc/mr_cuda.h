@@ -1,8 +1,9 @@
 /* The C ABI of the optional CUDA module (mambaret._cuda).
  *
- * Pure C, no Python.h: the binding (csrc/module.c) reaches these functions through the table
- * `mr_cuda_api`, which mambaret._cuda exports in a capsule named MR_CUDA_CAPSULE_NAME. Every
- * call returns an mr_status and fills an mr_error; nothing here prints, exits or aborts.
+ * Pure C, no Python.h. This is the core's interface to a CUDA engine: cuda/ implements it and
+ * exports the table `mr_cuda_api` in a capsule named MR_CUDA_CAPSULE_NAME; the binding
+ * (csrc/python/cuda.c) imports it on first use. Every call returns an mr_status and fills an
+ * mr_error; nothing here prints, exits or aborts.
  *
  * Streams and events are passed as `void *` holding cudaStream_t / cudaEvent_t, so this header
  * needs no CUDA header. Stream values follow DLPack's numbering: NULL (0) is the default
@@ -21,7 +22,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever the table below or a struct it uses changes layout or meaning. */
-#define MR_CUDA_ABI_VERSION 1
+#define MR_CUDA_ABI_VERSION 2
 #define MR_CUDA_CAPSULE_NAME "mambaret._cuda._C_API"
 
 typedef struct mr_cuda_model mr_cuda_model;
@@ -63,11 +64,13 @@ typedef struct {
     /* Device bytes of the reusable workspace for micro-batches of `tokens` tokens. */
     int64_t (*model_workspace_bytes)(const mr_cuda_model *model, int64_t tokens);
     /* Runs the backbone; one call at a time per model (calls are serialised internally).
-     * Kernels are queued on args->stream; a later call on another stream first waits (on the
-     * device) for the previous one, since both use the same workspace. */
+     * Kernels are queued on args->stream; every call first waits (on the device) for the
+     * previous one, since both use the same workspace: the same stream value may name two
+     * streams (2, the per-thread default stream, is one stream per host thread). */
     mr_status (*model_forward)(mr_cuda_model *model, const mr_cuda_forward_args *args, mr_error *err);
 
-    /* Device memory for results handed to Python. free_device waits for the device. */
+    /* Device memory for results handed to Python. free_device waits for the device (the
+     * binding calls it without the GIL). */
     mr_status (*malloc_device)(int device, size_t bytes, void **out, mr_error *err);
     void (*free_device)(int device, void *ptr);
     /* Waits for `ready` (when non-NULL), then copies bytes from the device to host memory. */
@@ -75,11 +78,13 @@ typedef struct {
                               mr_error *err);
 
     /* Events for the DLPack stream handshake: record on the producer's stream, make the
-     * consumer's stream wait for it (on the device, the host never blocks). */
+     * consumer's stream wait for it (on the device, the host never blocks). `device` is the
+     * event's: it is made current for the call, since stream 0 / 1 / 2 name the current
+     * device's default streams. */
     mr_status (*event_create)(int device, void **event, mr_error *err);
     void (*event_destroy)(void *event);
-    mr_status (*event_record)(void *event, void *stream, mr_error *err);
-    mr_status (*stream_wait_event)(void *stream, void *event, mr_error *err);
+    mr_status (*event_record)(int device, void *event, void *stream, mr_error *err);
+    mr_status (*stream_wait_event)(int device, void *stream, void *event, mr_error *err);
 
     /* Where a pointer lives: *on_device 1 and *device set for device (or managed) memory. */
     mr_status (*pointer_device)(const void *ptr, int *on_device, int *device, mr_error *err);

@@ -1,0 +1,211 @@
+/* Row kernels for compressed vectors: Hamming scores by popcount and int8 inner products.
+ *
+ * The vector variants are compiled with function-level target attributes, so the rest of the
+ * build stays portable; mr_index_quantized.c calls them only when the CPU reports the features.
+ *   portable: 64-bit words and the compiler's popcount (a table or the instruction, as built);
+ *   AVX2:     the nibble-lookup popcount (vpshufb, then vpsadbw sums the bytes), with the
+ *             POPCNT instruction for the tail;
+ *   AVX-512:  VPOPCNTDQ counts eight 64-bit words per instruction. */
+#include "mr_code_kernels.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MR_X86 1
+#endif
+
+static inline uint64_t load_u64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, sizeof v); /* unaligned rows: memcpy compiles to one load */
+    return v;
+}
+
+/* ------------------------------------------------------------------ portable */
+
+static inline int64_t hamming_portable(const uint8_t *a, const uint8_t *b, int64_t width) {
+    int64_t count = 0, i = 0;
+    for (; i + 8 <= width; i += 8) count += __builtin_popcountll(load_u64(a + i) ^ load_u64(b + i));
+    for (; i < width; i++) count += __builtin_popcount((unsigned)(a[i] ^ b[i]));
+    return count;
+}
+
+void mr_hamming_rows_portable(const uint8_t *query, const uint8_t *rows, int64_t n, int64_t width, float *out) {
+    const float bits = (float)(8 * width);
+    for (int64_t j = 0; j < n; j++) out[j] = bits - 2.0f * (float)hamming_portable(query, rows + j * width, width);
+}
+
+void mr_int8_dot_rows_portable(const int8_t *query, const int16_t *query16, const int8_t *rows, int64_t n,
+                               int64_t width, float *out) {
+    (void)query16;
+    for (int64_t j = 0; j < n; j++) {
+        const int8_t *row = rows + j * width;
+        int32_t dot = 0; /* |dot| <= 16384 * width: the caller bounds width */
+        for (int64_t i = 0; i < width; i++) dot += (int32_t)query[i] * (int32_t)row[i];
+        out[j] = (float)dot;
+    }
+}
+
+/* ------------------------------------------------------------------ AVX2 */
+
+#ifdef MR_X86
+#define AVX2 __attribute__((target("avx2,popcnt")))
+
+static inline AVX2 int64_t popcount_tail_avx2(const uint8_t *a, const uint8_t *b, int64_t i, int64_t width) {
+    int64_t count = 0;
+    for (; i + 8 <= width; i += 8) count += _mm_popcnt_u64(load_u64(a + i) ^ load_u64(b + i));
+    for (; i < width; i++) count += _mm_popcnt_u32((unsigned)(a[i] ^ b[i]));
+    return count;
+}
+
+/* Bytes of 32 per-byte bit counts: the nibble lookup (vpshufb) on both halves of each byte. */
+static inline AVX2 __m256i popcount_bytes_avx2(__m256i x) {
+    const __m256i lookup = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lookup, _mm256_and_si256(x, low_nibbles)),
+                           _mm256_shuffle_epi8(lookup, _mm256_and_si256(_mm256_srli_epi16(x, 4), low_nibbles)));
+}
+
+/* A byte lane gains at most 8 per 32-byte chunk, so 31 chunks fit in a byte before vpsadbw. */
+enum { BYTE_SUM_CHUNKS = 31 };
+
+static inline AVX2 int64_t hamming_one_avx2(const uint8_t *query, const uint8_t *row, int64_t width,
+                                            int64_t vector_bytes) {
+    __m256i sums = _mm256_setzero_si256();
+    for (int64_t i = 0; i < vector_bytes;) {
+        const int64_t end = vector_bytes - i < 32 * BYTE_SUM_CHUNKS ? vector_bytes : i + 32 * BYTE_SUM_CHUNKS;
+        __m256i counts = _mm256_setzero_si256();
+        for (; i < end; i += 32)
+            counts = _mm256_add_epi8(counts, popcount_bytes_avx2(_mm256_xor_si256(
+                                                 _mm256_loadu_si256((const __m256i *)(query + i)),
+                                                 _mm256_loadu_si256((const __m256i *)(row + i)))));
+        sums = _mm256_add_epi64(sums, _mm256_sad_epu8(counts, _mm256_setzero_si256()));
+    }
+    __m128i half = _mm_add_epi64(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    return _mm_cvtsi128_si64(half) + _mm_extract_epi64(half, 1) + popcount_tail_avx2(query, row, vector_bytes, width);
+}
+
+/* Four rows at a time: each query chunk is loaded once for the four, and the four totals are
+ * reduced together. */
+AVX2 void mr_hamming_rows_avx2(const uint8_t *query, const uint8_t *rows, int64_t n, int64_t width, float *out) {
+    const float bits = (float)(8 * width);
+    const int64_t vector_bytes = width & ~(int64_t)31;
+    const __m256i zero = _mm256_setzero_si256();
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const uint8_t *r0 = rows + j * width, *r1 = r0 + width, *r2 = r1 + width, *r3 = r2 + width;
+        __m256i t0 = zero, t1 = zero, t2 = zero, t3 = zero;
+        for (int64_t i = 0; i < vector_bytes;) {
+            const int64_t end = vector_bytes - i < 32 * BYTE_SUM_CHUNKS ? vector_bytes : i + 32 * BYTE_SUM_CHUNKS;
+            __m256i c0 = zero, c1 = zero, c2 = zero, c3 = zero;
+            for (; i < end; i += 32) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(query + i));
+                c0 = _mm256_add_epi8(c0, popcount_bytes_avx2(_mm256_xor_si256(q, _mm256_loadu_si256((const __m256i *)(r0 + i)))));
+                c1 = _mm256_add_epi8(c1, popcount_bytes_avx2(_mm256_xor_si256(q, _mm256_loadu_si256((const __m256i *)(r1 + i)))));
+                c2 = _mm256_add_epi8(c2, popcount_bytes_avx2(_mm256_xor_si256(q, _mm256_loadu_si256((const __m256i *)(r2 + i)))));
+                c3 = _mm256_add_epi8(c3, popcount_bytes_avx2(_mm256_xor_si256(q, _mm256_loadu_si256((const __m256i *)(r3 + i)))));
+            }
+            t0 = _mm256_add_epi64(t0, _mm256_sad_epu8(c0, zero));
+            t1 = _mm256_add_epi64(t1, _mm256_sad_epu8(c1, zero));
+            t2 = _mm256_add_epi64(t2, _mm256_sad_epu8(c2, zero));
+            t3 = _mm256_add_epi64(t3, _mm256_sad_epu8(c3, zero));
+        }
+        /* [t0 t1 t2 t3] lanes summed into one vector of the four totals */
+        const __m256i s01 = _mm256_add_epi64(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
+        const __m256i s23 = _mm256_add_epi64(_mm256_unpacklo_epi64(t2, t3), _mm256_unpackhi_epi64(t2, t3));
+        const __m256i total = _mm256_add_epi64(_mm256_permute2x128_si256(s01, s23, 0x20),
+                                               _mm256_permute2x128_si256(s01, s23, 0x31));
+        int64_t counts[4];
+        _mm256_storeu_si256((__m256i *)counts, total);
+        counts[0] += popcount_tail_avx2(query, r0, vector_bytes, width);
+        counts[1] += popcount_tail_avx2(query, r1, vector_bytes, width);
+        counts[2] += popcount_tail_avx2(query, r2, vector_bytes, width);
+        counts[3] += popcount_tail_avx2(query, r3, vector_bytes, width);
+        for (int t = 0; t < 4; t++) out[j + t] = bits - 2.0f * (float)counts[t];
+    }
+    for (; j < n; j++) out[j] = bits - 2.0f * (float)hamming_one_avx2(query, rows + j * width, width, vector_bytes);
+}
+
+static inline AVX2 int32_t int8_tail(const int8_t *query, const int8_t *row, int64_t from, int64_t width) {
+    int32_t dot = 0;
+    for (int64_t i = from; i < width; i++) dot += (int32_t)query[i] * (int32_t)row[i];
+    return dot;
+}
+
+/* Four rows at a time, so each widened query chunk is loaded once for the four: 16 signed bytes
+ * of a row widened to int16, madd multiplies and adds pairs into int32. */
+AVX2 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const int8_t *rows, int64_t n,
+                                int64_t width, float *out) {
+    const int64_t vector_bytes = width & ~(int64_t)15;
+    int64_t j = 0;
+#define WIDEN(r) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)((r) + i)))
+    for (; j + 4 <= n; j += 4) {
+        const int8_t *r0 = rows + j * width, *r1 = r0 + width, *r2 = r1 + width, *r3 = r2 + width;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+        for (int64_t i = 0; i < vector_bytes; i += 16) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(query16 + i));
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(q, WIDEN(r0)));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(q, WIDEN(r1)));
+            s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(q, WIDEN(r2)));
+            s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(q, WIDEN(r3)));
+        }
+        /* each 128-bit half of h holds partial sums of rows 0..3; the halves are added */
+        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+        __m128i total = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        int32_t dots[4];
+        _mm_storeu_si128((__m128i *)dots, total);
+        out[j] = (float)(dots[0] + int8_tail(query, r0, vector_bytes, width));
+        out[j + 1] = (float)(dots[1] + int8_tail(query, r1, vector_bytes, width));
+        out[j + 2] = (float)(dots[2] + int8_tail(query, r2, vector_bytes, width));
+        out[j + 3] = (float)(dots[3] + int8_tail(query, r3, vector_bytes, width));
+    }
+    for (; j < n; j++) {
+        const int8_t *r0 = rows + j * width;
+        __m256i s0 = _mm256_setzero_si256();
+        for (int64_t i = 0; i < vector_bytes; i += 16)
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(query16 + i)), WIDEN(r0)));
+        __m128i half = _mm_add_epi32(_mm256_castsi256_si128(s0), _mm256_extracti128_si256(s0, 1));
+        half = _mm_add_epi32(half, _mm_shuffle_epi32(half, _MM_SHUFFLE(1, 0, 3, 2)));
+        half = _mm_add_epi32(half, _mm_shuffle_epi32(half, _MM_SHUFFLE(2, 3, 0, 1)));
+        out[j] = (float)(_mm_cvtsi128_si32(half) + int8_tail(query, r0, vector_bytes, width));
+    }
+#undef WIDEN
+}
+
+/* ------------------------------------------------------------------ AVX-512 VPOPCNTDQ */
+
+#define AVX512 __attribute__((target("avx512f,avx512vpopcntdq,popcnt")))
+
+AVX512 void mr_hamming_rows_avx512(const uint8_t *query, const uint8_t *rows, int64_t n, int64_t width,
+                                   float *out) {
+    const float bits = (float)(8 * width);
+    const int64_t vector_bytes = width & ~(int64_t)63;
+    for (int64_t j = 0; j < n; j++) {
+        const uint8_t *row = rows + j * width;
+        __m512i sums = _mm512_setzero_si512();
+        for (int64_t i = 0; i < vector_bytes; i += 64) {
+            __m512i x = _mm512_xor_si512(_mm512_loadu_si512((const void *)(query + i)),
+                                         _mm512_loadu_si512((const void *)(row + i)));
+            sums = _mm512_add_epi64(sums, _mm512_popcnt_epi64(x));
+        }
+        int64_t count = _mm512_reduce_add_epi64(sums);
+        for (int64_t i = vector_bytes; i + 8 <= width; i += 8)
+            count += _mm_popcnt_u64(load_u64(query + i) ^ load_u64(row + i));
+        for (int64_t i = width & ~(int64_t)7; i < width; i++) count += _mm_popcnt_u32((unsigned)(query[i] ^ row[i]));
+        out[j] = bits - 2.0f * (float)count;
+    }
+}
+#else
+/* no x86: the dispatcher never selects these */
+void mr_hamming_rows_avx2(const uint8_t *query, const uint8_t *rows, int64_t n, int64_t width, float *out) {
+    mr_hamming_rows_portable(query, rows, n, width, out);
+}
+void mr_hamming_rows_avx512(const uint8_t *query, const uint8_t *rows, int64_t n, int64_t width, float *out) {
+    mr_hamming_rows_portable(query, rows, n, width, out);
+}
+void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const int8_t *rows, int64_t n,
+                           int64_t width, float *out) {
+    mr_int8_dot_rows_portable(query, query16, rows, n, width, out);
+}
+#endif

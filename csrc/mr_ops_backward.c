@@ -1,0 +1,134 @@
+/* Fast CPU training kernels. Like mr_ops_cpu.c, each thread walks its channels in blocks of
+ * MR_BACKWARD_BLOCK whose lane loops run over contiguous channels; the backward bodies
+ * (mr_ops_backward_body.h) are compiled for AVX-512, AVX2 + FMA and portable C, and the widest
+ * the CPU runs is chosen at run time (MAMBARET_SIMD limits it, as for the forward). */
+/* exp's clamp is a select the vectoriser may only if-convert when it need not keep FP traps */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+#include <math.h>
+#include <string.h>
+
+#include "mr_ops.h"
+#include "mr_ops_backward.h"
+#include "mr_ops_simd.h"
+
+enum { BLK = MR_BACKWARD_BLOCK };
+
+static inline int64_t chunks_of(int64_t L, int64_t chunk) { return (L + chunk - 1) / chunk; }
+
+#if defined(__x86_64__) || defined(__i386__)
+#define MR_BWD_TARGET __attribute__((target("avx512f,avx512dq,avx2,fma")))
+#define MR_BWD_NAME(name) name##_avx512
+#include "mr_ops_backward_body.h"
+#define MR_BWD_TARGET __attribute__((target("avx2,fma")))
+#define MR_BWD_NAME(name) name##_avx2
+#include "mr_ops_backward_body.h"
+#endif
+#define MR_BWD_TARGET
+#define MR_BWD_NAME(name) name##_portable
+#include "mr_ops_backward_body.h"
+
+void mr_conv_silu_backward_f32(int64_t S, const int64_t *offsets, int64_t E, int64_t K, const float *x,
+                               int64_t ldx, const float *w, const float *bias, const float *gout,
+                               int64_t ldgo, float *gx, float *gw, float *gbias, int ith, int nth) {
+    int64_t lo, hi;
+    mr_split_range(E, BLK, ith, nth, &lo, &hi);
+#if defined(__x86_64__) || defined(__i386__)
+    switch (mr_cpu_simd_level()) {
+    case MR_SIMD_AVX512:
+        conv_silu_backward_avx512(S, offsets, E, K, x, ldx, w, bias, gout, ldgo, gx, gw, gbias, lo, hi);
+        return;
+    case MR_SIMD_AVX2:
+        conv_silu_backward_avx2(S, offsets, E, K, x, ldx, w, bias, gout, ldgo, gx, gw, gbias, lo, hi);
+        return;
+    default:
+        break;
+    }
+#endif
+    conv_silu_backward_portable(S, offsets, E, K, x, ldx, w, bias, gout, ldgo, gx, gw, gbias, lo, hi);
+}
+
+void mr_selective_scan_backward_f32(int64_t S, const int64_t *offsets, int64_t chunk, int64_t E, int64_t N,
+                                    const float *u, int64_t ldu, const float *dt, int64_t lddt,
+                                    const float *dt_bias, const float *A, const float *B, const float *C,
+                                    int64_t ldbc, const float *D, const float *z, int64_t ldz,
+                                    const float *boundaries, const float *gy, int64_t ldgy, float *gu,
+                                    float *gdt, float *gdt_bias, float *gA, float *gD, float *gz,
+                                    float *gB_part, float *gC_part, float *work, int ith, int nth) {
+    const int64_t T = offsets[S];
+    memset(gB_part, 0, (size_t)(T * N * BLK) * sizeof(float));
+    memset(gC_part, 0, (size_t)(T * N * BLK) * sizeof(float));
+    int64_t lo, hi;
+    mr_split_range(E, BLK, ith, nth, &lo, &hi);
+#if defined(__x86_64__) || defined(__i386__)
+    switch (mr_cpu_simd_level()) {
+    case MR_SIMD_AVX512:
+        scan_backward_avx512(S, offsets, chunk, E, N, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, boundaries,
+                             gy, ldgy, gu, gdt, gdt_bias, gA, gD, gz, gB_part, gC_part, work, lo, hi);
+        return;
+    case MR_SIMD_AVX2:
+        scan_backward_avx2(S, offsets, chunk, E, N, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, boundaries,
+                           gy, ldgy, gu, gdt, gdt_bias, gA, gD, gz, gB_part, gC_part, work, lo, hi);
+        return;
+    default:
+        break;
+    }
+#endif
+    scan_backward_portable(S, offsets, chunk, E, N, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, D, z, ldz, boundaries,
+                           gy, ldgy, gu, gdt, gdt_bias, gA, gD, gz, gB_part, gC_part, work, lo, hi);
+}
+
+int64_t mr_scan_boundary_count(int64_t S, const int64_t *offsets, int64_t chunk) {
+    int64_t count = 0;
+    for (int64_t s = 0; s < S; s++) {
+        int64_t n = chunks_of(offsets[s + 1] - offsets[s], chunk);
+        count += n > 0 ? n - 1 : 0;
+    }
+    return count;
+}
+
+void mr_conv_silu_packed_f32(int64_t S, const int64_t *offsets, int64_t E, int64_t K, const float *x,
+                             int64_t ldx, const float *w, const float *bias, float *out, int64_t ldo,
+                             int ith, int nth) {
+    for (int64_t s = 0; s < S; s++) {
+        const int64_t start = offsets[s], L = offsets[s + 1] - offsets[s];
+        if (L > 0)
+            mr_conv_silu_f32(L, E, K, x + start * ldx, ldx, w, bias, NULL, NULL, out + start * ldo, ldo, ith, nth);
+    }
+}
+
+void mr_selective_scan_packed_f32(int64_t S, const int64_t *offsets, int64_t chunk, int64_t E, int64_t N,
+                                  const float *u, int64_t ldu, const float *dt, int64_t lddt,
+                                  const float *dt_bias, const float *A, const float *B, const float *C,
+                                  int64_t ldbc, const float *D, const float *z, int64_t ldz, float *y,
+                                  int64_t ldy, float *boundaries, int ith, int nth) {
+    float *next = boundaries;
+    for (int64_t s = 0; s < S; s++) {
+        const int64_t start = offsets[s], end = offsets[s + 1];
+        const int64_t n = chunks_of(end - start, chunk);
+        for (int64_t c = 0; c < n; c++) {
+            const int64_t t0 = start + c * chunk, len = end - t0 < chunk ? end - t0 : chunk;
+            const float *state_in = c == 0 ? NULL : next - E * N;
+            float *state_out = c + 1 < n ? next : NULL;
+            mr_selective_scan_f32(len, E, N, u + t0 * ldu, ldu, dt + t0 * lddt, lddt, dt_bias, A, B + t0 * ldbc,
+                                  C + t0 * ldbc, ldbc, D, z ? z + t0 * ldz : NULL, ldz, state_in, state_out,
+                                  y + t0 * ldy, ldy, ith, nth);
+            if (state_out) next += E * N;
+        }
+    }
+}
+
+int64_t mr_scan_backward_work_floats(int64_t chunk, int64_t N) { return (chunk + 1) * N * BLK + 2 * chunk * BLK; }
+
+void mr_sum_partials_f32(const float *parts, int64_t nparts, int64_t n, int64_t lanes, float *out, int ith,
+                         int nth) {
+    int64_t lo, hi;
+    mr_split_range(n, 64, ith, nth, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
+        float sum = 0.0f;
+        for (int64_t p = 0; p < nparts; p++)
+            for (int64_t l = 0; l < lanes; l++) sum += parts[(p * n + i) * lanes + l];
+        out[i] = sum;
+    }
+}

@@ -1,0 +1,222 @@
+/* The backward kernels' bodies, compiled once per instruction set: mr_ops_backward.c includes
+ * this file after defining MR_BWD_TARGET (a target attribute, or nothing for the portable build)
+ * and MR_BWD_NAME (the suffix of that build's names). Lane loops run over MR_BACKWARD_BLOCK
+ * contiguous channels, which the compiler vectorises at the target's width. */
+
+/* exp(x) over the float range, relative error below 2.5e-7 (softplus and sigmoid built on it
+ * stay below 3e-7): 2^n by the exponent bits times a degree-6 Taylor polynomial on
+ * |r| <= ln2 / 2. Rounding by adding 1.5 * 2^23 keeps it branch-free (vectorisable). */
+static inline MR_BWD_TARGET float MR_BWD_NAME(exp_lane)(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693145752f;
+    r = r - n * 1.42860677e-6f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { int32_t i; float f; } scale = {.i = ((int32_t)n + 127) << 23};
+    return p * scale.f;
+}
+
+static inline MR_BWD_TARGET float MR_BWD_NAME(sigmoid_lane)(float x) {
+    return 1.0f / (1.0f + MR_BWD_NAME(exp_lane)(-x));
+}
+
+
+/* softplus with PyTorch's threshold as max(x, 0) + log1p(exp(-|x|)), log1p by the forward's
+ * MR_LOG1P_* polynomial (mr_ops_simd.h), so that it vectorises too */
+static inline MR_BWD_TARGET float MR_BWD_NAME(softplus_lane)(float x) {
+    const float t = MR_BWD_NAME(exp_lane)(-fabsf(x)), s = t / (2.0f + t), s2 = s * s;
+    float p = MR_LOG1P_P4;
+    p = p * s2 + MR_LOG1P_P3;
+    p = p * s2 + MR_LOG1P_P2;
+    p = p * s2 + MR_LOG1P_P1;
+    p = p * s2 + MR_LOG1P_P0;
+    const float positive = x > 0.0f ? x : 0.0f;
+    return x > 20.0f ? x : positive + s * p;
+}
+
+static MR_BWD_TARGET void MR_BWD_NAME(conv_silu_backward)(int64_t S, const int64_t *offsets, int64_t E, int64_t K,
+                                                        const float *x, int64_t ldx, const float *w,
+                                                        const float *bias, const float *gout, int64_t ldgo,
+                                                        float *gx, float *gw, float *gbias, int64_t lo,
+                                                        int64_t hi) {
+    for (int64_t e0 = lo; e0 < hi; e0 += BLK) {
+        const int64_t nb = hi - e0 < BLK ? hi - e0 : BLK;
+        float wt[MR_MAX_CONV_KERNEL][BLK], gwt[MR_MAX_CONV_KERNEL][BLK], b[BLK], gb[BLK];
+        for (int64_t j = 0; j < BLK; j++) {
+            b[j] = (bias && j < nb) ? bias[e0 + j] : 0.0f;
+            gb[j] = 0.0f;
+            for (int64_t k = 0; k < K; k++) {
+                wt[k][j] = j < nb ? w[(e0 + j) * K + k] : 0.0f;
+                gwt[k][j] = 0.0f;
+            }
+        }
+        for (int64_t s = 0; s < S; s++) {
+            const int64_t start = offsets[s], end = offsets[s + 1];
+            /* pass 1: the pre-activation gradient g, kept in gx's rows, and the weight sums */
+            for (int64_t t = start; t < end; t++) {
+                float acc[BLK];
+                for (int64_t j = 0; j < BLK; j++) acc[j] = b[j];
+                for (int64_t k = 0; k < K; k++) {
+                    const int64_t src = t - (K - 1) + k;
+                    if (src < start) continue;
+                    const float *xs = x + src * ldx + e0;
+                    for (int64_t j = 0; j < nb; j++) acc[j] += wt[k][j] * xs[j];
+                }
+                float *g = gx + t * E + e0;
+                const float *go = gout + t * ldgo + e0;
+                for (int64_t j = 0; j < nb; j++) {
+                    const float sig = MR_BWD_NAME(sigmoid_lane)(acc[j]);
+                    g[j] = go[j] * sig * (1.0f + acc[j] * (1.0f - sig));
+                    gb[j] += g[j];
+                }
+                for (int64_t k = 0; k < K; k++) {
+                    const int64_t src = t - (K - 1) + k;
+                    if (src < start) continue;
+                    const float *xs = x + src * ldx + e0;
+                    for (int64_t j = 0; j < nb; j++) gwt[k][j] += g[j] * xs[j];
+                }
+            }
+            /* pass 2, in place: gx[t] = sum_k w[k] g[t + K-1 - k]; row t's g is last read here */
+            for (int64_t t = start; t < end; t++) {
+                float acc[BLK] = {0};
+                for (int64_t k = 0; k < K; k++) {
+                    const int64_t dst = t + (K - 1) - k;
+                    if (dst >= end) continue;
+                    const float *g = gx + dst * E + e0;
+                    for (int64_t j = 0; j < nb; j++) acc[j] += wt[k][j] * g[j];
+                }
+                for (int64_t j = 0; j < nb; j++) gx[t * E + e0 + j] = acc[j];
+            }
+        }
+        for (int64_t j = 0; j < nb; j++) {
+            if (gbias) gbias[e0 + j] = gb[j];
+            for (int64_t k = 0; k < K; k++) gw[(e0 + j) * K + k] = gwt[k][j];
+        }
+    }
+}
+
+static MR_BWD_TARGET void MR_BWD_NAME(scan_backward)(
+    int64_t S, const int64_t *offsets, int64_t chunk, int64_t E, int64_t N, const float *u, int64_t ldu,
+    const float *dt, int64_t lddt, const float *dt_bias, const float *A, const float *B, const float *C,
+    int64_t ldbc, const float *D, const float *z, int64_t ldz, const float *boundaries, const float *gy,
+    int64_t ldgy, float *gu, float *gdt, float *gdt_bias, float *gA, float *gD, float *gz, float *gB_part,
+    float *gC_part, float *work, int64_t lo, int64_t hi) {
+    float *states = work;                        /* [chunk + 1][N][BLK]: states inside a chunk */
+    float *deltas = work + (chunk + 1) * N * BLK; /* [chunk][BLK]: softplus(x) */
+    float *xs = deltas + chunk * BLK;             /* [chunk][BLK]: x = dt + dt_bias */
+    for (int64_t e0 = lo; e0 < hi; e0 += BLK) {
+        const int64_t nb = hi - e0 < BLK ? hi - e0 : BLK;
+        float a[MR_MAX_STATE_SIZE][BLK], gA_acc[MR_MAX_STATE_SIZE][BLK], gh[MR_MAX_STATE_SIZE][BLK];
+        float bias[BLK], skip[BLK], gD_acc[BLK], gbias_acc[BLK];
+        for (int64_t j = 0; j < BLK; j++) {
+            bias[j] = (dt_bias && j < nb) ? dt_bias[e0 + j] : 0.0f;
+            skip[j] = (D && j < nb) ? D[e0 + j] : 0.0f;
+            gD_acc[j] = gbias_acc[j] = 0.0f;
+            for (int64_t n = 0; n < N; n++) {
+                a[n][j] = j < nb ? A[(e0 + j) * N + n] : 0.0f;
+                gA_acc[n][j] = 0.0f;
+            }
+        }
+        const float *boundary = boundaries;
+        for (int64_t s = 0; s < S; s++) {
+            const int64_t start = offsets[s], end = offsets[s + 1];
+            const int64_t nchunks = chunks_of(end - start, chunk);
+            memset(gh, 0, sizeof(float) * (size_t)(N * BLK));
+            for (int64_t c = nchunks - 1; c >= 0; c--) {
+                const int64_t t0 = start + c * chunk, len = end - t0 < chunk ? end - t0 : chunk;
+                /* the states inside this chunk, from the one entering it */
+                const float *entering = c == 0 ? NULL : boundary + (c - 1) * E * N;
+                for (int64_t n = 0; n < N; n++)
+                    for (int64_t j = 0; j < BLK; j++)
+                        states[n * BLK + j] = (entering && j < nb) ? entering[(e0 + j) * N + n] : 0.0f;
+                for (int64_t i = 0; i < len; i++) {
+                    const int64_t t = t0 + i;
+                    float *delta = deltas + i * BLK, *x = xs + i * BLK, ut[BLK];
+                    for (int64_t j = 0; j < BLK; j++) {
+                        x[j] = j < nb ? dt[t * lddt + e0 + j] + bias[j] : 0.0f;
+                        ut[j] = j < nb ? u[t * ldu + e0 + j] : 0.0f;
+                    }
+                    for (int64_t j = 0; j < BLK; j++) delta[j] = MR_BWD_NAME(softplus_lane)(x[j]);
+                    const float *h_prev = states + i * N * BLK;
+                    float *h = states + (i + 1) * N * BLK;
+                    for (int64_t n = 0; n < N; n++) {
+                        const float bn = B[t * ldbc + n];
+                        for (int64_t j = 0; j < BLK; j++)
+                            h[n * BLK + j] = MR_BWD_NAME(exp_lane)(delta[j] * a[n][j]) * h_prev[n * BLK + j] + delta[j] * bn * ut[j];
+                    }
+                }
+                /* backwards through the chunk */
+                for (int64_t i = len - 1; i >= 0; i--) {
+                    const int64_t t = t0 + i;
+                    const float *delta = deltas + i * BLK;
+                    const float *h_prev = states + i * N * BLK, *h = states + (i + 1) * N * BLK;
+                    float ut[BLK], g_read[BLK], g_u[BLK], g_delta[BLK], readout[BLK];
+                    for (int64_t j = 0; j < BLK; j++) {
+                        ut[j] = j < nb ? u[t * ldu + e0 + j] : 0.0f;
+                        g_read[j] = j < nb ? gy[t * ldgy + e0 + j] : 0.0f;
+                        readout[j] = skip[j] * ut[j];
+                    }
+                    for (int64_t n = 0; n < N; n++) {
+                        const float cn = C[t * ldbc + n];
+                        for (int64_t j = 0; j < BLK; j++) readout[j] += cn * h[n * BLK + j];
+                    }
+                    if (z) {
+                        for (int64_t j = 0; j < nb; j++) {
+                            const float zt = z[t * ldz + e0 + j], sig = MR_BWD_NAME(sigmoid_lane)(zt);
+                            gz[t * E + e0 + j] = g_read[j] * readout[j] * sig * (1.0f + zt * (1.0f - sig));
+                            g_read[j] *= zt * sig;
+                        }
+                    }
+                    for (int64_t j = 0; j < BLK; j++) {
+                        g_u[j] = g_read[j] * skip[j];
+                        gD_acc[j] += g_read[j] * ut[j];
+                        g_delta[j] = 0.0f;
+                    }
+                    for (int64_t n = 0; n < N; n++) {
+                        const float cn = C[t * ldbc + n], bn = B[t * ldbc + n];
+                        /* dB and dC lane by lane: summed over lanes once, after every block */
+                        float *c_lanes = gC_part + (t * N + n) * BLK, *b_lanes = gB_part + (t * N + n) * BLK;
+                        for (int64_t j = 0; j < BLK; j++) {
+                            c_lanes[j] += g_read[j] * h[n * BLK + j];
+                            const float g = gh[n][j] + g_read[j] * cn;
+                            const float decay = MR_BWD_NAME(exp_lane)(delta[j] * a[n][j]);
+                            const float carried = g * decay * h_prev[n * BLK + j];
+                            g_delta[j] += a[n][j] * carried + g * bn * ut[j];
+                            gA_acc[n][j] += delta[j] * carried;
+                            b_lanes[j] += g * delta[j] * ut[j];
+                            g_u[j] += g * delta[j] * bn;
+                            gh[n][j] = g * decay;
+                        }
+                    }
+                    const float *x = xs + i * BLK;
+                    float g_dt[BLK];
+                    for (int64_t j = 0; j < BLK; j++) {
+                        const float slope = MR_BWD_NAME(sigmoid_lane)(x[j]); /* d softplus / dx */
+                        g_dt[j] = g_delta[j] * (x[j] > 20.0f ? 1.0f : slope);
+                        gbias_acc[j] += g_dt[j];
+                    }
+                    for (int64_t j = 0; j < nb; j++) {
+                        gu[t * E + e0 + j] = g_u[j];
+                        gdt[t * E + e0 + j] = g_dt[j];
+                    }
+                }
+            }
+            boundary += (nchunks > 0 ? nchunks - 1 : 0) * E * N;
+        }
+        for (int64_t j = 0; j < nb; j++) {
+            if (gD) gD[e0 + j] = gD_acc[j];
+            if (gdt_bias) gdt_bias[e0 + j] = gbias_acc[j];
+            for (int64_t n = 0; n < N; n++) gA[(e0 + j) * N + n] = gA_acc[n][j];
+        }
+    }
+}
+
+#undef MR_BWD_TARGET
+#undef MR_BWD_NAME

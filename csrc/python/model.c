@@ -1,0 +1,333 @@
+/* Model: a Mamba-1 backbone held by the C core. Its weights arrive one checkpoint tensor at a
+ * time (set_tensor), finish() freezes them, forward() runs a packed batch with the GIL released. */
+#include "py_common.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    mr_model *model;
+    mr_py_state *state;
+} ModelObject;
+
+const mr_model *mr_py_model_core(PyObject *obj, mr_py_state *st) {
+    if (!PyObject_TypeCheck(obj, st->model_type)) {
+        PyErr_SetString(PyExc_TypeError, "model must be a mambaret._C.Model");
+        return NULL;
+    }
+    const mr_model *m = ((ModelObject *)obj)->model;
+    if (!m || !mr_model_is_finished(m)) {
+        PyErr_SetString(PyExc_ValueError, "the Model must be complete (finish() called) before it goes to the GPU");
+        return NULL;
+    }
+    return m;
+}
+
+static int config_int(PyObject *cfg, const char *key, int64_t *out, int required, int64_t fallback) {
+    PyObject *v = PyDict_GetItemString(cfg, key); /* borrowed */
+    if (!v) {
+        if (required) {
+            PyErr_Format(PyExc_ValueError, "config is missing '%s'", key);
+            return -1;
+        }
+        *out = fallback;
+        return 0;
+    }
+    if (!PyLong_Check(v)) {
+        PyErr_Format(PyExc_ValueError, "config '%s' must be an int, got %s", key, Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    *out = x;
+    return 0;
+}
+
+static int model_init(ModelObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"config", NULL};
+    PyObject *cfg;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!:Model", kwlist, &PyDict_Type, &cfg)) return -1;
+    mr_config c = {0};
+    int64_t use_bias = 0, use_conv_bias = 1;
+    if (config_int(cfg, "hidden_size", &c.d_model, 1, 0) || config_int(cfg, "num_hidden_layers", &c.n_layer, 1, 0) ||
+        config_int(cfg, "vocab_size", &c.vocab_size, 1, 0) ||
+        config_int(cfg, "intermediate_size", &c.d_inner, 1, 0) || config_int(cfg, "state_size", &c.d_state, 1, 0) ||
+        config_int(cfg, "conv_kernel", &c.d_conv, 1, 0) || config_int(cfg, "time_step_rank", &c.dt_rank, 1, 0) ||
+        config_int(cfg, "use_bias", &use_bias, 0, 0) || config_int(cfg, "use_conv_bias", &use_conv_bias, 0, 1))
+        return -1;
+    PyObject *eps = PyDict_GetItemString(cfg, "layer_norm_epsilon");
+    if (!eps) {
+        PyErr_SetString(PyExc_ValueError, "config is missing 'layer_norm_epsilon'");
+        return -1;
+    }
+    double e = PyFloat_AsDouble(eps);
+    if (e == -1.0 && PyErr_Occurred()) return -1;
+    c.norm_eps = (float)e;
+    c.use_bias = use_bias != 0;
+    c.use_conv_bias = use_conv_bias != 0;
+    mr_py_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (!st) return -1;
+    mr_error err = {0};
+    mr_model *m = NULL;
+    if (mr_model_create(&c, &st->blas, &m, &err)) {
+        mr_py_raise(&err);
+        return -1;
+    }
+    mr_model_free(self->model);
+    self->model = m;
+    self->state = st;
+    return 0;
+}
+
+static void model_dealloc(ModelObject *self) {
+    mr_model_free(self->model);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int model_ready(ModelObject *self) {
+    if (!self->model) {
+        PyErr_SetString(PyExc_RuntimeError, "Model was not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+/* A tensor kind by its name in the table (csrc/mr_tensors.c), e.g. "mixer.in_proj.weight". */
+static int parse_kind(PyObject *obj, mr_tensor_kind *kind) {
+    const char *s = PyUnicode_AsUTF8(obj);
+    if (!s) return -1;
+    for (int k = 0; k < MR_T_COUNT; k++)
+        if (strcmp(s, mr_tensor_table[k].name) == 0) {
+            *kind = (mr_tensor_kind)k;
+            return 0;
+        }
+    PyErr_Format(PyExc_ValueError, "unknown tensor kind '%s'", s);
+    return -1;
+}
+
+static PyObject *model_set_tensor(ModelObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"kind", "layer", "array", "bfloat16", NULL};
+    PyObject *kind_obj, *arr_obj;
+    long long layer;
+    int bf16 = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ULO|p:set_tensor", kwlist, &kind_obj, &layer, &arr_obj, &bf16))
+        return NULL;
+    if (!model_ready(self)) return NULL;
+    mr_tensor_kind kind;
+    if (parse_kind(kind_obj, &kind) < 0) return NULL;
+    if (!PyArray_Check(arr_obj)) {
+        PyErr_SetString(PyExc_TypeError, "array must be a numpy.ndarray");
+        return NULL;
+    }
+    int type = PyArray_TYPE((PyArrayObject *)arr_obj);
+    mr_dtype dtype;
+    if (bf16) {
+        if (type != NPY_UINT16) {
+            PyErr_SetString(PyExc_TypeError, "bfloat16 data must be passed as its uint16 bit patterns");
+            return NULL;
+        }
+        dtype = MR_DTYPE_BF16;
+    } else if (type == NPY_FLOAT32) {
+        dtype = MR_DTYPE_F32;
+    } else if (type == NPY_FLOAT16) {
+        dtype = MR_DTYPE_F16;
+    } else {
+        PyErr_Format(PyExc_TypeError, "tensor data must be float32, float16 or bfloat16, got %S",
+                     (PyObject *)PyArray_DESCR((PyArrayObject *)arr_obj));
+        return NULL;
+    }
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OF(arr_obj, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (!arr) return NULL;
+    int ndim = PyArray_NDIM(arr);
+    if (ndim > 8) {
+        Py_DECREF(arr);
+        PyErr_SetString(PyExc_ValueError, "tensor has too many dimensions");
+        return NULL;
+    }
+    int64_t shape[8];
+    for (int i = 0; i < ndim; i++) shape[i] = PyArray_DIM(arr, i);
+    mr_error err = {0};
+    mr_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = mr_model_set_tensor(self->model, kind, layer, dtype, PyArray_DATA(arr), ndim, shape, &err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(arr);
+    if (s) return mr_py_raise(&err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *model_finish(ModelObject *self, PyObject *unused) {
+    (void)unused;
+    if (!model_ready(self)) return NULL;
+    mr_error err = {0};
+    if (mr_model_finish(self->model, &err)) return mr_py_raise(&err);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(model_forward_doc,
+"forward(tokens, offsets, *, pooling='last', max_tokens=8192, threads=1, normalize=False, convert_to='numpy')\n"
+"--\n\n"
+"Runs the backbone over a packed batch: tokens int32[T] and offsets int64[B+1] (sequence i is\n"
+"tokens[offsets[i]:offsets[i+1]]). Returns float32 [B, d] final-norm states at each sequence's\n"
+"last token ('last') or their mean ('mean'), L2-normalised when normalize is true, or [T, d] for\n"
+"every token ('all'), as a NumPy array or, with convert_to='tensor', a Tensor that exports through\n"
+"DLPack without a copy.");
+
+static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwargs) {
+    mr_py_forward_request req;
+    if (mr_py_parse_forward(args, kwargs, MR_PY_ON_CPU, 8192, &req) < 0) return NULL;
+    PyObject *result = NULL;
+    PyArrayObject *tokens = NULL;
+    if (!model_ready(self) || !(tokens = mr_py_require_array(req.tokens, NPY_INT32, 1, "tokens"))) goto done;
+    const mr_config *c = mr_model_config(self->model);
+    mr_forward_args a = {
+        .tokens = PyArray_DATA(tokens),
+        .n_tokens = PyArray_DIM(tokens, 0),
+        .offsets = PyArray_DATA(req.offsets),
+        .n_seqs = PyArray_DIM(req.offsets, 0) - 1,
+        .pooling = req.pooling,
+        .max_tokens = req.max_tokens,
+        .threads = req.threads,
+        .normalize = req.normalize,
+    };
+    int64_t shape[2] = {req.pooling == MR_POOL_ALL ? a.n_tokens : a.n_seqs, c->d_model};
+    size_t bytes = (size_t)(shape[0] * shape[1]) * sizeof(float);
+    float *out = malloc(bytes ? bytes : 1);
+    if (!out) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    a.out = out;
+    mr_error err = {0};
+    mr_status s;
+    Py_BEGIN_ALLOW_THREADS
+    s = mr_model_forward(self->model, &a, &err);
+    Py_END_ALLOW_THREADS
+    if (s) {
+        free(out);
+        mr_py_raise(&err);
+        goto done;
+    }
+    PyObject *tensor = mr_py_tensor_new_owned(self->state, out, 2, shape);
+    if (!tensor) goto done;
+    if (req.as_tensor) {
+        result = tensor;
+    } else {
+        result = PyArray_FromAny(tensor, NULL, 0, 0, 0, NULL); /* a view that keeps the tensor alive */
+        Py_DECREF(tensor);
+    }
+done:
+    Py_XDECREF(tokens);
+    mr_py_forward_request_release(&req);
+    return result;
+}
+
+static PyObject *model_workspace_bytes(ModelObject *self, PyObject *arg) {
+    if (!model_ready(self)) return NULL;
+    long long tokens;
+    if (mr_py_parse_count(arg, "tokens", &tokens) < 0) return NULL;
+    return PyLong_FromLongLong(mr_model_workspace_bytes(self->model, tokens));
+}
+
+static PyObject *model_release_workspace(ModelObject *self, PyObject *unused) {
+    (void)unused;
+    if (!model_ready(self)) return NULL;
+    mr_model_release_workspace(self->model);
+    Py_RETURN_NONE;
+}
+
+static PyObject *model_get_config(ModelObject *self, void *closure) {
+    (void)closure;
+    if (!model_ready(self)) return NULL;
+    const mr_config *c = mr_model_config(self->model);
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:d,s:O,s:O}", "hidden_size", (long long)c->d_model,
+                         "num_hidden_layers", (long long)c->n_layer, "vocab_size", (long long)c->vocab_size,
+                         "intermediate_size", (long long)c->d_inner, "state_size", (long long)c->d_state,
+                         "conv_kernel", (long long)c->d_conv, "time_step_rank", (long long)c->dt_rank,
+                         "layer_norm_epsilon", (double)c->norm_eps, "use_bias", c->use_bias ? Py_True : Py_False,
+                         "use_conv_bias", c->use_conv_bias ? Py_True : Py_False);
+}
+
+static PyObject *model_get_blas(ModelObject *self, void *closure) {
+    (void)closure;
+    if (!model_ready(self)) return NULL;
+    return PyUnicode_FromString(self->state->blas.name);
+}
+
+static PyMethodDef model_methods[] = {
+    {"set_tensor", (PyCFunction)(void (*)(void))model_set_tensor, METH_VARARGS | METH_KEYWORDS,
+     "set_tensor(kind, layer, array, bfloat16=False)\nCopies one checkpoint tensor in (float32, float16, or "
+     "bfloat16 bits as uint16)."},
+    {"finish", (PyCFunction)model_finish, METH_NOARGS, "Checks every tensor was set and freezes the weights."},
+    {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS, model_forward_doc},
+    {"workspace_bytes", (PyCFunction)model_workspace_bytes, METH_O,
+     "workspace_bytes(tokens)\nBytes of working memory one forward call uses per micro-batch of this many tokens."},
+    {"release_workspace", (PyCFunction)model_release_workspace, METH_NOARGS,
+     "release_workspace()\nFrees the working memory kept from the last forward call for the next one."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef model_getset[] = {
+    {"config", (getter)model_get_config, NULL, "the model's dimensions", NULL},
+    {"blas", (getter)model_get_blas, NULL, "the BLAS this model's matrix products use", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot model_slots[] = {
+    {Py_tp_init, model_init},
+    {Py_tp_dealloc, model_dealloc},
+    {Py_tp_methods, model_methods},
+    {Py_tp_getset, model_getset},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_doc, "Model(config)\nA Mamba-1 backbone held by the C core: set_tensor() every weight, finish(), "
+                "then forward()."},
+    {0, NULL},
+};
+
+static PyType_Spec model_spec = {
+    .name = "mambaret._C.Model",
+    .basicsize = sizeof(ModelObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = model_slots,
+};
+
+/* The table of tensor kinds (csrc/mr_tensors.c) for the Python readers and writers of checkpoints. */
+static PyObject *tensor_table(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    static const char *const conditions[] = {[MR_ALWAYS] = "always", [MR_IF_BIAS] = "use_bias",
+                                             [MR_IF_CONV_BIAS] = "use_conv_bias"};
+    PyObject *rows = PyTuple_New(MR_T_COUNT);
+    for (int k = 0; rows && k < MR_T_COUNT; k++) {
+        const mr_tensor_info *t = &mr_tensor_table[k];
+        PyObject *dims = PyTuple_New(t->ndim);
+        for (int i = 0; dims && i < t->ndim; i++) {
+            PyObject *name = PyUnicode_FromString(mr_dim_name(t->dims[i]));
+            if (!name) Py_CLEAR(dims);
+            else PyTuple_SET_ITEM(dims, i, name);
+        }
+        PyObject *row = dims ? Py_BuildValue("{s:i,s:s,s:O,s:s,s:N,s:O}", "kind", k, "name", t->name, "per_layer",
+                                             t->per_layer ? Py_True : Py_False, "condition", conditions[t->condition],
+                                             "dims", dims, "is_matrix", t->is_matrix ? Py_True : Py_False)
+                             : NULL;
+        if (!row) Py_CLEAR(rows);
+        else PyTuple_SET_ITEM(rows, k, row);
+    }
+    return rows;
+}
+
+static PyMethodDef model_functions[] = {
+    {"tensor_table", tensor_table, METH_NOARGS,
+     "tensor_table() -> tuple of dicts\nThe tensors of a Mamba-1 checkpoint, one per kind: name (transformers'\n"
+     "MambaModel name; per-layer ones follow 'layers.{i}.'), per_layer, condition ('always', 'use_bias',\n"
+     "'use_conv_bias'), dims (config field names, e.g. '2*intermediate_size'), is_matrix."},
+    {NULL, NULL, 0, NULL},
+};
+
+int mr_py_add_model(PyObject *module) {
+    if (PyModule_AddFunctions(module, model_functions) < 0) return -1;
+    return mr_py_add_type(module, &model_spec, "Model", &mr_py_state_of(module)->model_type);
+}

@@ -1,0 +1,122 @@
+"""The mixer's two sequence ops on packed batches, differentiable.
+
+Tensors are token-major: row t of a [T, E] tensor is token t of the packed batch, and `offsets`
+([S + 1] int64, offsets[0] = 0, offsets[S] = T) marks where each sequence starts, so the conv
+window and the scan state restart there.
+
+  conv_silu(x, weight [E, K], bias [E] | None, offsets)
+      out[t] = silu(bias + sum_k weight[:, k] * x[t - (K-1) + k]), inputs before a sequence's
+      start read as zero
+  selective_scan(u, dt, dt_bias [E] | None, A [E, N], B [T, N], C [T, N], D [E] | None,
+                 z [T, E] | None, offsets)
+      delta = softplus(dt + dt_bias); h = exp(delta A) h + delta B u; y = (C.h + D u) silu(z)
+
+float32 CPU tensors run the C kernels (forward and backward); anything else (float64, a GPU
+tensor without the CUDA kernels) runs the plain torch reference below, which also defines the
+math the kernels are tested against.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def sequence_ids(offsets: torch.Tensor, total: int) -> torch.Tensor:
+    """Each token's sequence ([T] int64). (searchsorted: repeat_interleave is far slower on CPU.)"""
+    return torch.searchsorted(offsets[1:].to(torch.int64), torch.arange(total, device=offsets.device), right=True)
+
+
+def sequence_positions(offsets: torch.Tensor, total: int) -> torch.Tensor:
+    """Each token's position within its sequence ([T] int64)."""
+    offsets = offsets.to(torch.int64)
+    return torch.arange(total, device=offsets.device) - offsets[sequence_ids(offsets, total)]
+
+
+def check_offsets(offsets: torch.Tensor, total: int) -> torch.Tensor:
+    if offsets.dim() != 1 or offsets.numel() < 2:
+        raise ValueError("offsets must be a 1-D tensor [S + 1] with at least one sequence")
+    if offsets.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"offsets must hold integers, got {offsets.dtype}")
+    offsets = offsets.to(device="cpu", dtype=torch.int64).contiguous()
+    if int(offsets[0]) != 0 or int(offsets[-1]) != total:
+        raise ValueError(f"offsets must run from 0 to the token count {total}, got {int(offsets[0])}..{int(offsets[-1])}")
+    if bool((offsets[1:] < offsets[:-1]).any()):
+        raise ValueError("offsets must not decrease")
+    return offsets
+
+
+# ------------------------------------------------------------------------------------------
+# torch references (any dtype, any device; autograd differentiates them)
+
+def conv_silu_reference(x, weight, bias, offsets):
+    T, E = x.shape
+    K = weight.shape[1]
+    pos = sequence_positions(offsets.to(x.device), T)
+    acc = x * weight[:, K - 1]
+    for shift in range(1, K):
+        shifted = torch.zeros_like(x)
+        if shift < T:
+            shifted[shift:] = x[:-shift]
+        visible = (pos >= shift).to(x.dtype).unsqueeze(1)
+        acc = acc + shifted * visible * weight[:, K - 1 - shift]
+    if bias is not None:
+        acc = acc + bias
+    return F.silu(acc)
+
+
+def selective_scan_reference(u, dt, dt_bias, A, B, C, D, z, offsets):
+    T, E = u.shape
+    N = A.shape[1]
+    offsets = offsets.to(u.device, torch.int64)
+    lengths = offsets[1:] - offsets[:-1]
+    S = lengths.numel()
+    longest = int(lengths.max()) if S else 0
+    seq = sequence_ids(offsets, T)
+    pos = sequence_positions(offsets, T)
+
+    def padded(rows):  # [T, n] -> [S, longest, n]
+        out = rows.new_zeros((S, longest, rows.shape[1]))
+        return out.index_put((seq, pos), rows)
+
+    delta = F.softplus(dt + dt_bias if dt_bias is not None else dt)
+    d_pad, u_pad, b_pad, c_pad = padded(delta), padded(u), padded(B), padded(C)
+    h = u.new_zeros((S, E, N))
+    ys = []
+    for t in range(longest):
+        d_t = d_pad[:, t].unsqueeze(-1)  # [S, E, 1]
+        h = torch.exp(d_t * A) * h + d_t * b_pad[:, t].unsqueeze(1) * u_pad[:, t].unsqueeze(-1)
+        ys.append((h * c_pad[:, t].unsqueeze(1)).sum(-1))
+    y = torch.stack(ys, 1)[seq, pos] if longest else u.new_zeros((0, E))
+    if D is not None:
+        y = y + u * D
+    if z is not None:
+        y = y * F.silu(z)
+    return y
+
+
+# ------------------------------------------------------------------------------------------
+# dispatch
+
+def _use_kernels(*tensors) -> bool:
+    from . import _kernels
+
+    return _kernels.available() and all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32)
+                                        for t in tensors)
+
+
+def conv_silu(x, weight, bias, offsets):
+    offsets = check_offsets(offsets, x.shape[0])
+    if _use_kernels(x, weight, bias):
+        from ._kernels import ConvSiluFunction
+
+        return ConvSiluFunction.apply(x, weight, bias, offsets)
+    return conv_silu_reference(x, weight, bias, offsets)
+
+
+def selective_scan(u, dt, dt_bias, A, B, C, D, z, offsets):
+    offsets = check_offsets(offsets, u.shape[0])
+    if _use_kernels(u, dt, dt_bias, A, B, C, D, z):
+        from ._kernels import SelectiveScanFunction
+
+        return SelectiveScanFunction.apply(u, dt, dt_bias, A, B, C, D, z, offsets)
+    return selective_scan_reference(u, dt, dt_bias, A, B, C, D, z, offsets)

@@ -1,0 +1,246 @@
+"""MambaModel: a Mamba-1 backbone as a torch.nn.Module, under transformers' parameter names."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import MambaDims, core_tensor, iter_weights, parse_config, read_config
+from .functional import check_offsets, conv_silu, selective_scan
+
+
+def offsets_from_lengths(lengths) -> torch.Tensor:
+    """[S] sequence lengths -> [S + 1] int64 offsets."""
+    lengths = torch.as_tensor(lengths, dtype=torch.int64).reshape(-1)
+    return F.pad(torch.cumsum(lengths, 0), (1, 0))
+
+
+def last_token_embeddings(hidden: torch.Tensor, lengths_or_offsets) -> torch.Tensor:
+    """Each sequence's last-token hidden state (the retriever's pooling).
+
+    hidden [B, L, d] with lengths [B] (right padding), or packed hidden [T, d] with offsets [B + 1].
+    """
+    index = torch.as_tensor(lengths_or_offsets, dtype=torch.int64, device=hidden.device).reshape(-1)
+    if hidden.dim() == 3:
+        if index.numel() != hidden.shape[0]:
+            raise ValueError(f"{hidden.shape[0]} sequences but {index.numel()} lengths")
+        if bool((index < 1).any()) or bool((index > hidden.shape[1]).any()):
+            raise ValueError("every length must lie in 1..L")
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), index - 1]
+    if hidden.dim() == 2:
+        if index.numel() < 2 or int(index[0]) != 0 or int(index[-1]) != hidden.shape[0]:
+            raise ValueError("packed hidden states need offsets [B + 1] running from 0 to T")
+        if bool((index[1:] <= index[:-1]).any()):
+            raise ValueError("every packed sequence must hold at least one token")
+        return hidden[index[1:] - 1]
+    raise ValueError(f"hidden must be [B, L, d] or [T, d], got shape {tuple(hidden.shape)}")
+
+
+class MambaRMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x):
+        variance = x.float().pow(2).mean(-1, keepdim=True)
+        return self.weight * (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype)
+
+
+class MambaMixer(nn.Module):
+    def __init__(self, dims: MambaDims):
+        super().__init__()
+        d, E, N = dims.hidden_size, dims.intermediate_size, dims.state_size
+        K, R = dims.conv_kernel, dims.time_step_rank
+        self.intermediate_size, self.state_size, self.time_step_rank = E, N, R
+        self.in_proj = nn.Linear(d, 2 * E, bias=dims.use_bias)
+        self.conv1d = nn.Conv1d(E, E, K, groups=E, padding=K - 1, bias=dims.use_conv_bias)
+        self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(R, E, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).expand(E, N).contiguous())
+        self.D = nn.Parameter(torch.ones(E))
+        self.out_proj = nn.Linear(E, d, bias=dims.use_bias)
+        with torch.no_grad():  # Mamba's time-step initialisation: softplus(bias) in [1e-3, 1e-1]
+            dt = torch.exp(torch.rand(E) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def forward_packed(self, hidden: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        E, N, R = self.intermediate_size, self.state_size, self.time_step_rank
+        xz = self.in_proj(hidden)
+        x, z = xz[:, :E], xz[:, E:]
+        x = conv_silu(x, self.conv1d.weight.view(E, -1), self.conv1d.bias, offsets)
+        time_step, B, C = self.x_proj(x).split([R, N, N], dim=-1)
+        dt = F.linear(time_step, self.dt_proj.weight)  # the bias is added inside the scan
+        A = -torch.exp(self.A_log.float())
+        y = selective_scan(x, dt, self.dt_proj.bias, A, B, C, self.D, z, offsets)
+        return self.out_proj(y)
+
+
+class MambaBlock(nn.Module):
+    def __init__(self, dims: MambaDims):
+        super().__init__()
+        self.norm = MambaRMSNorm(dims.hidden_size, dims.layer_norm_epsilon)
+        self.mixer = MambaMixer(dims)
+
+    def forward_packed(self, hidden, offsets):
+        return hidden + self.mixer.forward_packed(self.norm(hidden), offsets)
+
+
+def _as_dims(config) -> MambaDims:
+    if isinstance(config, MambaDims):
+        return config
+    if isinstance(config, dict):
+        return parse_config(config, where="config")
+    to_dict = getattr(config, "to_dict", None)  # a transformers MambaConfig
+    if to_dict is not None:
+        return parse_config(to_dict(), where="config")
+    raise TypeError(f"config must be a MambaDims, a config dict or a MambaConfig, got {type(config).__name__}")
+
+
+def hf_config_dict(dims: MambaDims, vocab_rows: int) -> dict:
+    """config.json in transformers' MambaConfig terms (what MambaEncoder, HF and ST read)."""
+    expand = dims.intermediate_size / dims.hidden_size
+    if int(expand * dims.hidden_size) != dims.intermediate_size:
+        raise ValueError(f"intermediate size {dims.intermediate_size} is not expand x hidden size {dims.hidden_size}")
+    eos = dims.eos_token_id if dims.eos_token_id is not None else 0
+    return {
+        "model_type": "mamba",
+        "architectures": ["MambaModel"],
+        "hidden_size": dims.hidden_size,
+        "num_hidden_layers": dims.num_hidden_layers,
+        "vocab_size": vocab_rows,
+        "state_size": dims.state_size,
+        "conv_kernel": dims.conv_kernel,
+        "expand": int(expand) if expand == int(expand) else expand,
+        "intermediate_size": dims.intermediate_size,
+        "time_step_rank": dims.time_step_rank,
+        "use_bias": dims.use_bias,
+        "use_conv_bias": dims.use_conv_bias,
+        "layer_norm_epsilon": dims.layer_norm_epsilon,
+        "residual_in_fp32": True,
+        "hidden_act": "silu",
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "pad_token_id": eos,
+        "torch_dtype": "float32",
+    }
+
+
+class MambaModel(nn.Module):
+    """A Mamba-1 backbone whose parameters are named like transformers' `MambaModel`.
+
+    forward(input_ids [B, L], attention_mask=None) -> final-norm hidden states [B, L, d]
+    forward_packed(tokens [T], offsets [B + 1]) -> [T, d]
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = _as_dims(config)
+        dims = self.config
+        self.embeddings = nn.Embedding(dims.vocab_size, dims.hidden_size)
+        self.layers = nn.ModuleList(MambaBlock(dims) for _ in range(dims.num_hidden_layers))
+        self.norm_f = MambaRMSNorm(dims.hidden_size, dims.layer_norm_epsilon)
+        self.tokenizer_path: str | None = None  # tokenizer.json to copy on save_pretrained
+
+    # --------------------------------------------------------------------------------------
+    # loading and saving
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str, *, tokenizer_path: str | None = None) -> "MambaModel":
+        """Reads every layout MambaEncoder reads (HF or mamba_ssm config; safetensors single or
+        sharded, or pytorch_model.bin; fp32, fp16 or bf16 weights, loaded as float32)."""
+        dims = read_config(model_dir)
+        state = {}
+        for name, tensor in iter_weights(model_dir):
+            target = core_tensor(name)
+            if target is None:
+                continue
+            bare = name[len("backbone."):] if name.startswith("backbone.") else name
+            if bare == "embedding.weight":
+                bare = "embeddings.weight"
+            array = tensor.array
+            if tensor.bfloat16:
+                value = torch.from_numpy(array.astype("int32") << 16).view(torch.float32)
+            else:
+                value = torch.from_numpy(array.astype("float32", copy=True))
+            state[bare] = value
+            tensor.copied()
+        if "embeddings.weight" not in state:
+            raise ValueError(f"{model_dir}: the checkpoint has no embedding tensor")
+        vocab_rows = state["embeddings.weight"].shape[0]
+        model = cls(MambaDims(**{**dims.__dict__, "vocab_size": vocab_rows}))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"{model_dir}: unexpected tensors {unexpected[:5]}")
+        if missing:
+            raise ValueError(f"{model_dir}: the checkpoint lacks {missing[:5]}")
+        found = tokenizer_path or os.path.join(model_dir, "tokenizer.json")
+        if tokenizer_path and not os.path.isfile(tokenizer_path):
+            raise FileNotFoundError(f"no tokenizer file {tokenizer_path!r}")
+        model.tokenizer_path = os.path.abspath(found) if os.path.isfile(found) else None
+        return model
+
+    def save_pretrained(self, save_dir: str, *, tokenizer_path: str | None = None) -> str:
+        """Writes config.json + model.safetensors (float32, transformers' MambaModel names) and
+        tokenizer.json (the given one, else the one the model was loaded with, if any)."""
+        from safetensors.torch import save_file
+
+        os.makedirs(save_dir, exist_ok=True)
+        tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in self.state_dict().items()}
+        vocab_rows = tensors["embeddings.weight"].shape[0]
+        partial = os.path.join(save_dir, "model.safetensors.partial")
+        save_file(tensors, partial, metadata={"format": "pt"})
+        os.replace(partial, os.path.join(save_dir, "model.safetensors"))
+        with open(os.path.join(save_dir, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(hf_config_dict(self.config, vocab_rows), f, indent=2)
+        source = tokenizer_path or self.tokenizer_path
+        if source:
+            target = os.path.join(save_dir, "tokenizer.json")
+            if not (os.path.exists(target) and os.path.samefile(source, target)):
+                shutil.copyfile(source, target)
+        return save_dir
+
+    # --------------------------------------------------------------------------------------
+    # forward
+
+    def forward_packed(self, tokens: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """tokens [T] (sequences back to back), offsets [B + 1] -> final-norm hidden states [T, d]."""
+        return self.forward_embeddings_packed(self.embeddings(tokens), offsets)
+
+    def forward_embeddings_packed(self, hidden: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Input embeddings [T, d] instead of token ids (the gradient reaches them)."""
+        if hidden.dim() != 2:
+            raise ValueError(f"packed input embeddings must be [T, d], got {tuple(hidden.shape)}")
+        offsets = check_offsets(torch.as_tensor(offsets), hidden.shape[0])
+        for layer in self.layers:
+            hidden = layer.forward_packed(hidden, offsets)
+        return self.norm_f(hidden)
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids [B, L] (or inputs_embeds [B, L, d]) with an optional right-padding mask
+        [B, L] -> final-norm hidden states [B, L, d] (rows past a sequence's length are zero)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        embeds = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if embeds.dim() != 3:
+            raise ValueError(f"input_ids must be [B, L], got shape {tuple(embeds.shape[:-1])}")
+        batch, length, _ = embeds.shape
+        if attention_mask is None:
+            offsets = torch.arange(batch + 1, dtype=torch.int64) * length
+            return self.forward_embeddings_packed(embeds.reshape(batch * length, -1), offsets).view(batch, length, -1)
+        mask = attention_mask.to(torch.bool)
+        if mask.shape != (batch, length):
+            raise ValueError(f"attention_mask must be [B, L] = {(batch, length)}, got {tuple(mask.shape)}")
+        lengths = mask.sum(1)
+        prefix = torch.arange(length, device=mask.device).unsqueeze(0) < lengths.unsqueeze(1)
+        if not bool((prefix == mask).all()):
+            raise ValueError("attention_mask must be right padding (ones, then zeros) in every row")
+        packed = self.forward_embeddings_packed(embeds[mask], offsets_from_lengths(lengths.cpu()))
+        out = packed.new_zeros((batch, length, packed.shape[-1]))
+        return out.masked_scatter(mask.unsqueeze(-1), packed)

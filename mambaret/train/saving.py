@@ -1,0 +1,138 @@
+"""Crash-safe writing of models and checkpoints.
+
+Every file is written to a temporary name in its destination folder, flushed to disk and then
+renamed over the final name, so a crash leaves either the old file or the new one, never half
+of one. A checkpoint folder is assembled under a temporary name and renamed into place whole.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import torch
+
+TRAINER_STATE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+RNG_FILE = "rng_state.pt"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems do not open directories; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: str) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def atomic_write(path: str, write) -> None:
+    """write(tmp_path) fills a temporary file beside `path`, which then replaces `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def atomic_json(path: str, obj) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+
+    atomic_write(path, write)
+
+
+def atomic_torch_save(path: str, obj) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_model_files(model, tokenizer_files: list[str], folder: str) -> None:
+    """model.save_pretrained + the tokenizer files into `folder`, each file moved in atomically
+    (the weights after the config and tokenizer, so a folder with weights is complete)."""
+    os.makedirs(folder, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=folder)
+    try:
+        model.save_pretrained(staging)
+        for src in tokenizer_files:
+            shutil.copyfile(src, os.path.join(staging, os.path.basename(src)))
+        names = sorted(os.listdir(staging), key=lambda n: (n.endswith((".safetensors", ".bin")), n))
+        for name in names:
+            _fsync_file(os.path.join(staging, name))
+        fsync_dir(staging)
+        for name in names:
+            os.replace(os.path.join(staging, name), os.path.join(folder, name))
+        fsync_dir(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_checkpoint(output_dir: str, step: int, model, tokenizer_files: list[str], optimizer, scheduler,
+                     rng_state: dict, trainer_state: dict) -> str:
+    """output_dir/checkpoint-<step>/: the model (HF folder with tokenizer), optimizer, scheduler,
+    RNG states and the trainer's position; assembled under a temporary name, then renamed."""
+    final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
+    tmp = tempfile.mkdtemp(prefix=f".{CHECKPOINT_PREFIX}{step}.", suffix=".tmp", dir=output_dir)
+    try:
+        save_model_files(model, tokenizer_files, tmp)
+        atomic_torch_save(os.path.join(tmp, OPTIMIZER_FILE), optimizer.state_dict())
+        atomic_torch_save(os.path.join(tmp, SCHEDULER_FILE), scheduler.state_dict())
+        atomic_torch_save(os.path.join(tmp, RNG_FILE), rng_state)
+        atomic_json(os.path.join(tmp, TRAINER_STATE), trainer_state)  # written last: marks it complete
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """Complete checkpoints in output_dir as (step, path), oldest first."""
+    found = []
+    if not os.path.isdir(output_dir):
+        return found
+    for name in os.listdir(output_dir):
+        if name.startswith(CHECKPOINT_PREFIX) and name[len(CHECKPOINT_PREFIX):].isdigit():
+            path = os.path.join(output_dir, name)
+            if os.path.isfile(os.path.join(path, TRAINER_STATE)):
+                found.append((int(name[len(CHECKPOINT_PREFIX):]), path))
+    return sorted(found)
+
+
+def read_trainer_state(checkpoint_dir: str) -> dict:
+    path = os.path.join(checkpoint_dir, TRAINER_STATE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{checkpoint_dir!r} is not a complete checkpoint (no {TRAINER_STATE})")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def prune_checkpoints(output_dir: str, keep: int | None) -> None:
+    """Deletes all but the newest `keep` checkpoints (keep None or 0: keep all)."""
+    if not keep:
+        return
+    for _, path in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)

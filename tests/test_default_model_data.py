@@ -1,0 +1,154 @@
+"""The training-data builder's readers and negative mining, on small inputs made here (no apt, no
+teacher), and the committed sample's shape."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "recipes" / "default_model"))
+
+import build_data  # noqa: E402
+from readers import debian, dictd, manpages, rst_sections  # noqa: E402
+from readers.text import dedup_key, truncate_words  # noqa: E402
+
+SAMPLE = REPO_ROOT / "tests" / "data" / "default_model_sample.jsonl"
+
+
+def test_debian_stanzas_and_long_description():
+    text = ("Package: foo\nDescription-md5: 1\nDescription-en: fast foo tool\n first line of the\n"
+            " long text.\n .\n Second paragraph.\n\nPackage: bar\nDescription-en: x\n")
+    stanzas = list(debian._stanzas(text))
+    assert stanzas[0]["Package"] == ["foo"] and stanzas[0]["Description-en"][0] == "fast foo tool"
+    assert debian._long_description(stanzas[0]["Description-en"][1:]) == \
+        "first line of the long text.\nSecond paragraph."
+
+
+def _dictd_base64(n: int) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    digits = ""
+    while True:
+        digits = alphabet[n % 64] + digits
+        n //= 64
+        if n == 0:
+            return digits
+
+
+def test_dictd_reader(tmp_path):
+    entries = [("00-database-info", "about\n"), ("cat", "cat\n   n 1: a small {feline} [syn: {true cat}]\n"),
+               ("kitty", None)]  # a second headword for the cat entry
+    data, index, offsets = b"", [], {}
+    for head, body in entries:
+        if body is None:
+            offset, length = offsets["cat"]
+        else:
+            raw = body.encode()
+            offset, length = len(data), len(raw)
+            offsets[head] = (offset, length)
+            data += raw
+        index.append(f"{head}\t{_dictd_base64(offset)}\t{_dictd_base64(length)}")
+    with gzip.open(tmp_path / "toy.dict.dz", "wb") as f:
+        f.write(data)
+    (tmp_path / "toy.index").write_text("\n".join(index) + "\n")
+    pairs = list(dictd.read_pairs("toy", str(tmp_path)))
+    assert pairs == [("cat", "n 1: a small feline [syn: true cat]", "dict-toy:cat")]
+
+
+def test_manpage_sections(tmp_path):
+    page = tmp_path / "frob.1.gz"
+    with gzip.open(page, "wt") as f:
+        f.write('.\\" a comment\n.TH FROB 1\n.SH NAME\nfrob \\- twiddle the \\fBbits\\fR\n.SH SYNOPSIS\n'
+                '.B frob\n.SH DESCRIPTION\n.B frob\nreads\n.IR file s\nand \\(lqtwiddles\\(rq them.\n'
+                '.TP\n.B \\-v\nverbose\n.SH SEE ALSO\nx\n')
+    assert manpages.read_page(str(page)) == ("frob - twiddle the bits",
+                                             'frob reads files and "twiddles" them. -v verbose')
+    redirect = tmp_path / "alias.1"
+    redirect.write_text(".so man1/frob.1\n")
+    assert manpages.read_page(str(redirect)) is None
+
+
+def test_rst_sections_and_api_entries(tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "toy.rst.txt").write_text(
+        ":mod:`toy` --- A toy module\n============================\n\n.. module:: toy\n\n"
+        "The **toy** module does :func:`nothing <toy.nothing>` at all.\n\n"
+        "Functions\n---------\n\n.. function:: nothing(x, \\\n              y=1)\n\n"
+        "   Return ``None`` for *x*.\n\n   Example::\n\n      >>> nothing(1)\n\n"
+        ".. code-block:: python\n\n   secret_code()\n")
+    (tmp_path / "skip").mkdir()
+    (tmp_path / "skip" / "other.rst.txt").write_text("Other\n=====\n\nText.\n")
+    pairs = list(rst_sections.read_pairs(str(tmp_path), "toy", exclude=("skip",)))
+    assert pairs[0] == ("toy --- A toy module", "The toy module does nothing at all.", "toy:lib/toy.rst.txt")
+    assert pairs[1][0] == "Functions (toy --- A toy module)"
+    assert "Return None for x. Example:" in pairs[1][1] and "secret_code" not in pairs[1][1]
+    assert pairs[2] == ("toy.nothing(x, y=1)", "Return None for x. Example:", "toy-api:lib/toy.rst.txt")
+    assert len(pairs) == 3
+
+
+def test_clean_pair_and_keys():
+    assert build_data.clean_pair("debian", "a tool", "too short", 50) is None
+    long_text = " ".join(["word"] * 30)
+    assert build_data.clean_pair("debian", " a  tool ", long_text, 10) == ("a tool", " ".join(["word"] * 10))
+    assert build_data.clean_pair("wordnet", "cat", "a small feline", 50) == ("cat", "a small feline")
+    assert build_data.clean_pair("wordnet", "cat", "1 2 3 4 5 6 7", 50) is None  # not words
+    assert dedup_key("Hello,  World!") == dedup_key("hello world")
+    assert truncate_words("a b c", 2) == "a b"
+
+
+def test_mine_negatives_by_hand():
+    # unit vectors in 2-D at the given angles: queries equal their positives
+    angles = np.deg2rad([0.0, 10.0, 30.0, 1.0, 90.0])
+    vectors = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    ids, scores, own = build_data.mine_negatives(vectors, vectors, k=2, near_duplicate=0.999, margin=0.95)
+    np.testing.assert_allclose(own, 1.0, rtol=1e-6)
+    # row 0: row 3 (1 degree) is a near-duplicate; row 1 (cos 10 = 0.985) is above 0.95 x the positive;
+    # left: row 2 (cos 30 = 0.866), then row 4 (cos 90 = 0)
+    assert ids[0] == [2, 4]
+    np.testing.assert_allclose(scores[0], [np.cos(np.deg2rad(30)), 0.0], atol=1e-6)
+    assert ids[4] == [2, 1]  # cos 60 then cos 80
+    assert all(i not in chosen for i, chosen in enumerate(ids))
+
+
+def test_committed_sample():
+    if not SAMPLE.exists():
+        pytest.skip("no committed sample")
+    assert os.path.getsize(SAMPLE) < 200_000
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 200
+    sources = {r["source"] for r in rows}
+    assert {"debian", "man", "python-doc", "linux-doc", "wordnet"} <= sources
+    for row in rows:
+        assert row["query"] and row["positive"] and row["split"] in ("train", "dev")
+        if row["split"] == "train":
+            assert len(row["negatives"]) == 1 and len(row["scores"]) == 2
+            assert row["scores"][0] > row["scores"][1] and row["negatives"][0] != row["positive"]
+    train = {dedup_key(r["positive"]) for r in rows if r["split"] == "train"}
+    assert not train & {dedup_key(r["positive"]) for r in rows if r["split"] == "dev"}
+
+
+def test_collect_reuses_pairs_with_a_smaller_cap_and_skips_sources(tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    rows = [{"query": f"q{i}", "positive": f"passage number {i} " * 4, "source": src, "origin": "x"}
+            for i, src in enumerate(["debian"] * 30 + ["linux-doc"] * 10)]
+    (full / "pairs.train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:35]))
+    (full / "pairs.dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[35:]))
+    out = tmp_path / "small"
+    out.mkdir()
+    build_data.main(["--stages", "collect", "--reuse-pairs", str(full), "--max-per-source", "12",
+                     "--skip-sources", "linux-doc", "--dev-permille", "200", "--out", str(out)])
+    kept = [json.loads(line) for split in ("train", "dev")
+            for line in (out / f"pairs.{split}.jsonl").read_text().splitlines()]
+    assert len(kept) == 12 and {r["source"] for r in kept} == {"debian"}
+    # the cap keeps the first pairs in the hash order, the same ones whatever the input order
+    ranked = sorted(rows[:30], key=lambda r: build_data.stable_hash(dedup_key(r["positive"])))[:12]
+    assert sorted(r["query"] for r in kept) == sorted(r["query"] for r in ranked)
+    with pytest.raises(SystemExit, match="unknown sources"):
+        build_data.main(["--stages", "collect", "--reuse-pairs", str(full), "--skip-sources", "nope",
+                         "--out", str(out)])

@@ -1,0 +1,69 @@
+"""The one table of tensor kinds (csrc/mr_tensors.c) as the Python readers and writers see it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mambaret as mr
+from mambaret import _C
+from mambaret.checkpoint import core_tensor, hf_name, read_config, tensor_kinds, tensor_shape
+
+HF_NAMES = {"embeddings.weight", "norm_f.weight", "norm.weight", "mixer.in_proj.weight", "mixer.in_proj.bias",
+            "mixer.conv1d.weight", "mixer.conv1d.bias", "mixer.x_proj.weight", "mixer.dt_proj.weight",
+            "mixer.dt_proj.bias", "mixer.A_log", "mixer.D", "mixer.out_proj.weight", "mixer.out_proj.bias"}
+
+
+def test_table_lists_every_backbone_tensor_once():
+    rows = _C.tensor_table()
+    assert [r["kind"] for r in rows] == list(range(len(rows)))
+    assert {r["name"] for r in rows} == HF_NAMES
+    assert {r["name"] for r in rows if not r["per_layer"]} == {"embeddings.weight", "norm_f.weight"}
+    assert {r["name"] for r in rows if r["condition"] == "use_bias"} == {"mixer.in_proj.bias", "mixer.out_proj.bias"}
+    assert {r["name"] for r in rows if r["condition"] == "use_conv_bias"} == {"mixer.conv1d.bias"}
+    assert {r["name"] for r in rows if r["is_matrix"]} == {"embeddings.weight", "mixer.in_proj.weight",
+                                                           "mixer.x_proj.weight", "mixer.dt_proj.weight",
+                                                           "mixer.out_proj.weight"}
+
+
+def test_names_map_both_ways():
+    assert core_tensor("backbone.embedding.weight") == ("embeddings.weight", 0)  # mamba_ssm's name
+    assert core_tensor("layers.3.mixer.A_log") == ("mixer.A_log", 3)
+    assert core_tensor("lm_head.weight") is None
+    assert hf_name("mixer.A_log", 3) == "layers.3.mixer.A_log" and hf_name("norm_f.weight", 0) == "norm_f.weight"
+    for bad in ("layers.0.embeddings.weight", "norm_f.weight.x", "layers.1.mixer.nope"):
+        with pytest.raises(ValueError, match="unexpected tensor"):
+            core_tensor(bad)
+
+
+def test_shapes_from_the_table_match_a_transformers_checkpoint(tmp_path):
+    from conftest import build_hf_model, save_hf_model
+
+    cfg = dict(hidden_size=24, num_hidden_layers=2, vocab_size=50, state_size=5, conv_kernel=3, expand=3,
+               time_step_rank=7, use_bias=True, use_conv_bias=True)
+    model = build_hf_model(cfg, seed=1)
+    save_hf_model(model, tmp_path)
+    dims = read_config(str(tmp_path))
+    config = dict(hidden_size=dims.hidden_size, intermediate_size=dims.intermediate_size, state_size=dims.state_size,
+                  conv_kernel=dims.conv_kernel, time_step_rank=dims.time_step_rank, vocab_size=50)
+    state = model.state_dict()
+    for name, tensor in state.items():
+        kind, layer = core_tensor(name)
+        assert tensor_shape(kind, config) == tuple(tensor.shape), name
+        assert hf_name(kind, layer) == name
+    assert len(state) == sum(2 if row["per_layer"] else 1 for row in tensor_kinds().values())
+
+
+def test_set_tensor_takes_table_names(tiny_model_dir):
+    enc = mr.MambaEncoder.from_pretrained(tiny_model_dir)
+    with pytest.raises(ValueError, match="unknown tensor kind 'embedding'"):
+        enc.model.set_tensor("embedding", 0, np.zeros((1, 1), np.float32))
+
+
+def test_forward_normalizes_pooled_rows_in_the_core(tiny_model_dir):
+    enc = mr.MambaEncoder.from_pretrained(tiny_model_dir)
+    tokens, offsets = np.array([1, 2, 3, 4, 5], np.int32), np.array([0, 2, 5], np.int64)
+    for pooling in ("last", "mean"):
+        raw = enc.model.forward(tokens, offsets, pooling=pooling)
+        normed = enc.model.forward(tokens, offsets, pooling=pooling, normalize=True)
+        np.testing.assert_allclose(normed, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-6, atol=1e-7)
+    assert enc.model.forward(tokens, offsets, pooling="all", normalize=True).shape == (5, raw.shape[1])
