@@ -8,6 +8,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ._atomic import atomic_path
+
 
 @dataclass
 class EncodeReport:
@@ -50,13 +52,28 @@ def encode_corpus(encoder, texts: Iterable[str], count: int, out_path: str | Non
     if count < 0:
         raise ValueError("count must be >= 0")
     dim = encoder.get_sentence_embedding_dimension()
-    if out_path is not None:
-        directory = os.path.dirname(os.path.abspath(out_path))
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"output folder {directory!r} does not exist")
-        out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=(count, dim))
-    else:
+    fill = dict(chunk_size=chunk_size, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                normalize_embeddings=normalize_embeddings, **encode_kwargs)
+    if out_path is None:
         out = np.empty((count, dim), dtype=np.float32)
+        return out, _fill(encoder, texts, out, None, **fill)
+    directory = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"output folder {directory!r} does not exist")
+    # written beside the target and renamed over it when complete, so an interrupted run never
+    # leaves a half-written file under the name (see mambaret._atomic)
+    with atomic_path(out_path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
+        report = _fill(encoder, texts, out, out_path, **fill)
+        out.flush()
+        del out
+    return np.load(out_path, mmap_mode="r+"), report
+
+
+def _fill(encoder, texts: Iterable[str], out: np.ndarray, out_path: str | None, *, chunk_size: int,
+          batch_size: int, show_progress_bar: bool | None, normalize_embeddings: bool,
+          **encode_kwargs) -> EncodeReport:
+    count = out.shape[0]
     progress = None
     if show_progress_bar or (show_progress_bar is None and count > 4 * chunk_size):
         from tqdm.auto import tqdm
@@ -79,9 +96,7 @@ def encode_corpus(encoder, texts: Iterable[str], count: int, out_path: str | Non
         progress.close()
     if done != count:
         raise ValueError(f"the corpus held {done} texts, {count} were announced")
-    if isinstance(out, np.memmap):
-        out.flush()
-    return out, EncodeReport(documents=done, tokens=tokens, seconds=seconds, path=out_path)
+    return EncodeReport(documents=done, tokens=tokens, seconds=seconds, path=out_path)
 
 
 def text_lines(path: str) -> Sequence[str]:
