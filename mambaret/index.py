@@ -370,8 +370,10 @@ class FlatIndex:
         try:
             mapped_file = _MappedFile(path) if mmap else None
             matrix = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise ValueError(f"{path}: not a readable .npy matrix ({e})") from None
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - numpy's header parser raises many kinds (TokenError, SyntaxError...)
+            raise ValueError(f"{path}: not a readable .npy matrix ({type(e).__name__}: {e})") from None
         if matrix.ndim != 2 or matrix.dtype != np.float32 or not matrix.flags.c_contiguous:
             raise ValueError(f"{path}: expected a C-ordered float32 [n, dim] matrix, got "
                              f"{matrix.dtype} with shape {matrix.shape}"

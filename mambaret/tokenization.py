@@ -102,13 +102,19 @@ class TextTokenizer:
             eos_id = eos_token_id
         if eos_id is None:
             raise ValueError(f"{path}: cannot tell the EOS token (no <|endoftext|> and no eos_token_id in config)")
-        return cls(tok, eos_id)
+        loaded = cls(tok, eos_id)
+        loaded.path = path  # for error messages
+        return loaded
 
     def encode(self, texts: Sequence[str], max_length: int | None, stats: TruncationStats) -> list[list[int]]:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts must be str, item {i} is {type(text).__name__}")
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        try:
+            encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        except Exception as exc:  # tokenizers raises a bare Exception when its own file is inconsistent
+            source = f" {self.path!r}" if getattr(self, "path", None) else ""
+            raise ValueError(f"the tokenizer{source} cannot encode these texts: {exc}") from None
         return [apply_eos(e.ids, self.eos_token_id, max_length, stats) for e in encodings]
 
 
