@@ -258,6 +258,8 @@ def _iter_jsonl(path) -> Iterator[Tuple[int, dict]]:
                 item = json.loads(line)
             except json.JSONDecodeError as e:
                 raise _malformed(path, line_no, f"invalid JSON ({e.msg})") from None
+            except RecursionError:
+                raise _malformed(path, line_no, "invalid JSON (nested too deeply)") from None
             if not isinstance(item, dict) or "_id" not in item:
                 raise _malformed(path, line_no, "expected a JSON object with an '_id'")
             yield line_no, item
