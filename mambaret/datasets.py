@@ -17,6 +17,8 @@ import os
 import re
 from typing import Dict, Iterator, Mapping, Optional, Tuple
 
+from ._atomic import atomic_open
+
 Run = Dict[str, Dict[str, float]]
 Qrels = Dict[str, Dict[str, int]]
 
@@ -234,7 +236,7 @@ def write_trec_run(run: Mapping[str, Mapping[str, float]], path, tag: str = "mam
         raise ValueError(f"k must be positive, got {k}")
     if not tag or len(tag.split()) != 1:
         raise ValueError(f"run tag must be one word, got {tag!r}")
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:  # a failed write leaves no partial run file
         for qid, docs in run.items():
             _check_token("query id", qid)
             for rank, (docno, score) in enumerate(ranked(docs)[:k], 1):
