@@ -74,6 +74,7 @@ def run_target(target: str, seconds: int, instrumented: bool, artifacts: str, ex
         corpus = os.path.join(work, target)
         seeds = os.path.join(CORPUS, target)
         shutil.copytree(seeds, corpus) if os.path.isdir(seeds) else os.makedirs(corpus)
+        env["TMPDIR"] = work  # the target's scratch files go where they are removed afterwards
         cmd = [sys.executable, os.path.abspath(__file__), "--child", target, "--",
                f"-max_total_time={seconds}", "-rss_limit_mb=4096", "-timeout=20",
                f"-artifact_prefix={os.path.join(artifacts, target)}-", *extra, corpus]

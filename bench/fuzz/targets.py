@@ -10,15 +10,18 @@ Used by ``run.py`` (atheris / libFuzzer) and by the tests (seed corpora replayed
 """
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
+import shutil
 import struct
 import tempfile
 
 import numpy as np
 
 _SCRATCH = tempfile.mkdtemp(prefix="mambaret-fuzz-")
+atexit.register(shutil.rmtree, _SCRATCH, True)  # (run.py also points TMPDIR at a folder it removes)
 
 
 def _file(name: str, data: bytes) -> str:
