@@ -161,6 +161,18 @@ class FlatIndex:
         self._names: Optional[list] = None  # string ids by position, in string mode
         self._label_of_name: Optional[dict] = None
 
+    def __getstate__(self):
+        # a lock and a file descriptor do not travel; a mapped matrix travels as its values
+        with self._lock.reading():
+            state = dict(self.__dict__)
+        del state["_lock"]
+        state["_mapped_file"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = ReadWriteLock()
+
     @property
     def ntotal(self) -> int:
         """Number of vectors in the index."""

@@ -129,3 +129,16 @@ def test_readers_share_and_a_writer_excludes_them():
     r.join()
     w.join()
     assert order == ["read done", "write"]
+
+
+def test_index_pickles_without_its_lock(tmp_path):
+    import pickle
+
+    index = FlatIndex(DIM)
+    index.add(vectors(0, 10), ids=[f"d{i}" for i in range(10)])
+    index.save(tmp_path / "x.index")
+    for original in (index, FlatIndex.load(tmp_path / "x.index", mmap=True)):
+        copy = pickle.loads(pickle.dumps(original))
+        copy.add(vectors(10, 1), ids=["new"])
+        assert copy.search(np.eye(1, DIM), k=2)[1].tolist() == [["new", "d9"]]
+        assert original.ntotal == 10
