@@ -42,9 +42,11 @@ asan)
 valgrind)
     [ $# -eq 0 ] && tests=(tests/test_kernels.py)
     export MAMBARET_SIMD=avx2 PYTHONMALLOC=malloc PYTHONPATH=$ROOT HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
+    # the interpreter itself, not a launcher script (valgrind does not follow exec by default)
+    python=$(python3 -c "import sys; print(sys.executable)")
     valgrind --tool=memcheck --error-exitcode=99 --leak-check=no --track-origins=yes \
         --suppressions="$ROOT/bench/valgrind-python.supp" \
-        python3 -m pytest -q -p no:cacheprovider "${tests[@]}"
+        "$python" -m pytest -q -p no:cacheprovider "${tests[@]}"
     ;;
 *)
     echo "usage: bench/sanitize.sh asan|valgrind [tests...]" >&2
