@@ -25,7 +25,8 @@ tests=("$@")
 case "$mode" in
 asan)
     flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1"
-    rm -rf build-sanitize/src && mkdir -p build-sanitize/src
+    # copied over the previous copy: its build/ folder stays, so only changed C is recompiled
+    mkdir -p build-sanitize/src
     tar --exclude=./build --exclude='./build-*' --exclude=./.git --exclude='*.so' -cf - . | tar -xf - -C build-sanitize/src
     ln -sfn "$(readlink -f "$ROOT/../shared")" build-sanitize/shared  # tests read ../shared
     cd build-sanitize/src

@@ -127,7 +127,7 @@ class Fixture:
                 raise AssertionError("evaluate differs from the serial result")
 
 
-def soak(seconds: float, threads: int, workers: int, warmup: int, window: int) -> dict:
+def soak(seconds: float, threads: int, workers: int, warmup: int, window: int, max_calls: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         fx = Fixture(folder, threads)
         counts = {op: 0 for op in OPS}
@@ -139,7 +139,7 @@ def soak(seconds: float, threads: int, workers: int, warmup: int, window: int) -
 
         def worker(seed: int) -> None:
             rng = random.Random(seed)
-            while time.monotonic() < deadline and not errors:
+            while time.monotonic() < deadline and not errors and (max_calls is None or calls[0] < max_calls):
                 op = rng.choice(OPS)
                 try:
                     fx.call(op, rng)
@@ -166,7 +166,7 @@ def soak(seconds: float, threads: int, workers: int, warmup: int, window: int) -
         in_window = [s for s in after if s[0] - base_calls <= window]
         growth = max(r for _, r in in_window) - base_rss
     return {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "threads": threads, "workers": workers,
-            "seconds": seconds, "calls": calls[0], "calls_by_op": counts, "errors": errors,
+            "seconds": seconds, "max_calls": max_calls, "calls": calls[0], "calls_by_op": counts, "errors": errors,
             "warmup_calls": warmup, "window_calls": window,
             "calls_after_warmup": (calls[0] - after[0][0]) if after else 0,
             "rss_growth_bytes": growth, "rss_samples": samples}
@@ -175,6 +175,7 @@ def soak(seconds: float, threads: int, workers: int, warmup: int, window: int) -
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=120.0, help="per OMP_NUM_THREADS value")
+    ap.add_argument("--calls", type=int, default=None, help="stop after this many calls (if sooner than --seconds)")
     ap.add_argument("--omp", default="1,2", help="OMP_NUM_THREADS values, each in its own process")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2000, help="calls before RSS is watched")
@@ -186,7 +187,7 @@ def main(argv=None) -> int:
 
     if args.child:
         threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
-        print(json.dumps(soak(args.seconds, threads, args.workers, args.warmup, args.window)))
+        print(json.dumps(soak(args.seconds, threads, args.workers, args.warmup, args.window, args.calls)))
         return 0
 
     results, ok = [], True
@@ -194,6 +195,8 @@ def main(argv=None) -> int:
         env = {**os.environ, "OMP_NUM_THREADS": omp.strip(), "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
         cmd = [sys.executable, os.path.abspath(__file__), "--child", "--seconds", str(args.seconds),
                "--workers", str(args.workers), "--warmup", str(args.warmup), "--window", str(args.window)]
+        if args.calls:
+            cmd += ["--calls", str(args.calls)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stderr, file=sys.stderr)

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 flags="-fsanitize=fuzzer-no-link,address -fno-omit-frame-pointer -g -O1"
-rm -rf build-fuzz/src && mkdir -p build-fuzz/src
+# copied over the previous copy: its build/ folder stays, so only changed C is recompiled
+mkdir -p build-fuzz/src
 tar --exclude=./build --exclude='./build-*' --exclude=./.git --exclude='*.so' -cf - . | tar -xf - -C build-fuzz/src
 cd build-fuzz/src
 CC=clang LDSHARED="clang -shared" CFLAGS="$flags" LDFLAGS="$flags" MAMBARET_CUDA=0 \

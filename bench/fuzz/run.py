@@ -29,6 +29,9 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 CORPUS = os.path.join(HERE, "corpus")
+# libFuzzer dictionaries: the tokens a format is made of, so mutations reach past the parser's first checks
+DICTIONARIES = {"json": ("safetensors", "config", "tokenizer", "model_folder", "beir_corpus", "beir_queries", "token_ids"),
+                "trec": ("trec_topics", "trec_docs", "trec_qrels", "trec_run", "beir_qrels")}
 INSTRUMENTED_SRC = os.path.join(ROOT, "build-fuzz", "src")
 
 
@@ -75,7 +78,9 @@ def run_target(target: str, seconds: int, instrumented: bool, artifacts: str, ex
         seeds = os.path.join(CORPUS, target)
         shutil.copytree(seeds, corpus) if os.path.isdir(seeds) else os.makedirs(corpus)
         env["TMPDIR"] = work  # the target's scratch files go where they are removed afterwards
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", target, "--",
+        dictionary = [f"-dict={os.path.join(HERE, 'dicts', name + '.dict')}"
+                      for name, users in DICTIONARIES.items() if target in users]
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", target, "--", *dictionary,
                f"-max_total_time={seconds}", "-rss_limit_mb=4096", "-timeout=20",
                f"-artifact_prefix={os.path.join(artifacts, target)}-", *extra, corpus]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
