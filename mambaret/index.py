@@ -358,14 +358,18 @@ class FlatIndex:
             return scores, self._ids_at(positions)
 
     def _ids_at(self, positions: np.ndarray):
-        found = positions >= 0
+        """The ids at these storage positions (-1: padding), a block of rows at a time so that a
+        large batch of queries needs no full-size temporaries."""
         if self._names is None:
-            ids = np.full(positions.shape, -1, dtype=np.int64)
-            ids[found] = self._labels[positions[found]]
-            return ids
-        ids = np.full(positions.shape, None, dtype=object)
-        names = np.asarray(self._names, dtype=object)
-        ids[found] = names[positions[found]]
+            ids = positions  # int64, ours: rewritten in place
+            table = self._labels
+        else:
+            ids = np.full(positions.shape, None, dtype=object)
+            table = np.asarray(self._names, dtype=object)
+        for start in range(0, positions.shape[0], _CHUNK_ROWS):
+            block, out = positions[start:start + _CHUNK_ROWS], ids[start:start + _CHUNK_ROWS]
+            found = block >= 0
+            out[found] = table[block[found]]
         return ids
 
     # ------------------------------------------------------------------ files
