@@ -78,7 +78,7 @@ def _dt_rank(value, hidden_size: int, where: str) -> int:
 
 def _expand_size(cfg: dict, hidden: int, expand_key: str, size_key: str | None, where: str) -> int:
     expand = cfg.get(expand_key, 2)
-    if isinstance(expand, bool) or not isinstance(expand, (int, float)) or expand <= 0:
+    if isinstance(expand, bool) or not isinstance(expand, (int, float)) or not 0 < expand < 1 << 22:
         raise ValueError(f"{where}: '{expand_key}' must be a positive number, got {expand!r}")
     if size_key and cfg.get(size_key) is not None:
         return _int_field(cfg, size_key, where=where)
@@ -134,7 +134,9 @@ def _parse_mamba_ssm(cfg: dict, where: str) -> MambaDims:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"{where}: 'norm_epsilon' must be a non-negative number, got {eps!r}")
     vocab = _int_field(cfg, "vocab_size", 50277, where=where)
-    multiple = _pad_multiple(cfg)
+    multiple = cfg.get("pad_vocab_size_multiple", 8) or 1
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"{where}: 'pad_vocab_size_multiple' must be a positive integer, got {multiple!r}")
     if vocab % multiple:
         vocab += multiple - vocab % multiple  # mamba_ssm pads the embedding rows
     return MambaDims(
@@ -182,7 +184,7 @@ def read_config(model_dir: str) -> MambaDims:
     try:
         with open(path, encoding="utf-8") as f:
             cfg = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
     return parse_config(cfg, where=path)
 
@@ -237,6 +239,10 @@ def _drop_mapped_pages(mapped: mmap.mmap, begin: int, end: int) -> None:
         advise(mmap.MADV_DONTNEED, start, end - start)
 
 
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _read_safetensors(path: str) -> Iterator[tuple[str, LoadedTensor]]:
     """Yields (name, tensor) from one .safetensors file, viewing it through mmap."""
     size = os.path.getsize(path)
@@ -249,7 +255,7 @@ def _read_safetensors(path: str) -> Iterator[tuple[str, LoadedTensor]]:
             raise ValueError(f"{path}: corrupt or truncated safetensors header (length {header_len}, file {size} bytes)")
         try:
             header = json.loads(f.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ValueError(f"{path}: corrupt safetensors header: {exc}") from None
         if not isinstance(header, dict):
             raise ValueError(f"{path}: corrupt safetensors header")
@@ -262,11 +268,16 @@ def _read_safetensors(path: str) -> Iterator[tuple[str, LoadedTensor]]:
                 continue
             if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
                 raise ValueError(f"{path}: tensor '{name}' has a malformed header entry")
-            dtype_name, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-            if dtype_name not in _SAFETENSORS_DTYPES:
+            dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+            if not (isinstance(shape, list) and all(_is_count(n) for n in shape)
+                    and isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(n) for n in offsets)):
+                raise ValueError(f"{path}: tensor '{name}' has a malformed shape or data_offsets "
+                                 f"(lists of non-negative integers expected)")
+            begin, end = offsets
+            if not isinstance(dtype_name, str) or dtype_name not in _SAFETENSORS_DTYPES:
                 raise ValueError(f"{path}: tensor '{name}' has dtype {dtype_name}; expected F32, F16 or BF16")
             np_dtype, is_bf16 = _SAFETENSORS_DTYPES[dtype_name]
-            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            count = math.prod(shape)  # Python integers: an absurd shape cannot wrap around
             if not (0 <= begin <= end <= data_len) or end - begin != count * np.dtype(np_dtype).itemsize:
                 raise ValueError(
                     f"{path}: tensor '{name}' lies outside the file or has the wrong byte size "
@@ -304,8 +315,10 @@ def weight_files(model_dir: str) -> list[str]:
         try:
             with open(index, encoding="utf-8") as f:
                 weight_map = json.load(f)["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError) as exc:
             raise ValueError(f"{index} is malformed: {exc!r}") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError(f"{index} is malformed: 'weight_map' must map tensor names to file names")
         files = []
         for shard in dict.fromkeys(weight_map.values()):
             path = os.path.join(model_dir, shard)

@@ -10,6 +10,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .tokenization import warn_truncation
+from ._atomic import atomic_path
 
 
 @dataclass
@@ -53,18 +54,33 @@ def encode_corpus(encoder, texts: Iterable[str], count: int, out_path: str | Non
     when asked for; documents cut to max_length are counted in encoder.truncation and warned
     about once.
     """
-    from .encoder import _is_interactive
-
     if count < 0:
         raise ValueError("count must be >= 0")
     dim = encoder.get_sentence_embedding_dimension()
-    if out_path is not None:
-        directory = os.path.dirname(os.path.abspath(out_path))
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"output folder {directory!r} does not exist")
-        out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=(count, dim))
-    else:
+    fill = dict(chunk_size=chunk_size, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                normalize_embeddings=normalize_embeddings, **encode_kwargs)
+    if out_path is None:
         out = np.empty((count, dim), dtype=np.float32)
+        return out, _fill(encoder, texts, out, None, **fill)
+    directory = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"output folder {directory!r} does not exist")
+    # written beside the target and renamed over it when complete, so an interrupted run never
+    # leaves a half-written file under the name (see mambaret._atomic)
+    with atomic_path(out_path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
+        report = _fill(encoder, texts, out, out_path, **fill)
+        out.flush()
+        del out
+    return np.load(out_path, mmap_mode="r+"), report
+
+
+def _fill(encoder, texts: Iterable[str], out: np.ndarray, out_path: str | None, *, chunk_size: int,
+          batch_size: int, show_progress_bar: bool | None, normalize_embeddings: bool,
+          **encode_kwargs) -> EncodeReport:
+    from .encoder import _is_interactive
+
+    count = out.shape[0]
     progress = None
     if show_progress_bar or (show_progress_bar is None and _is_interactive()):
         from tqdm.auto import tqdm
@@ -92,11 +108,9 @@ def encode_corpus(encoder, texts: Iterable[str], count: int, out_path: str | Non
         progress.close()
     if done != count:
         raise ValueError(f"the corpus held {done} texts, {count} were announced")
-    if isinstance(out, np.memmap):
-        out.flush()
     if encoder.max_length is not None:
         warn_truncation(stats.truncated - truncated_before, done, encoder.max_length)
-    return out, EncodeReport(documents=done, tokens=stats.tokens_kept - tokens_before, seconds=seconds, path=out_path)
+    return EncodeReport(documents=done, tokens=stats.tokens_kept - tokens_before, seconds=seconds, path=out_path)
 
 
 def text_lines(path: str) -> Sequence[str]:

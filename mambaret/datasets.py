@@ -18,6 +18,8 @@ import os
 import re
 from typing import Dict, Iterator, Mapping, Optional, Tuple
 
+from ._atomic import atomic_open
+
 Run = Dict[str, Dict[str, float]]
 Qrels = Dict[str, Dict[str, int]]
 
@@ -262,7 +264,7 @@ def write_trec_run(run: Mapping[str, Mapping[str, float]], path, tag: str = "mam
         raise ValueError(f"k must be positive, got {k}")
     if not tag or len(tag.split()) != 1:
         raise ValueError(f"run tag must be one word, got {tag!r}")
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:  # a failed write leaves no partial run file
         for qid, docs in run.items():
             _check_token("query id", qid)
             for rank, (docno, score) in enumerate(ranked(docs)[:k], 1):
@@ -285,6 +287,8 @@ def _iter_jsonl(path) -> Iterator[Tuple[int, dict]]:
             item = json.loads(line)
         except json.JSONDecodeError as e:
             raise _malformed(path, line_no, f"invalid JSON ({e.msg})") from None
+        except RecursionError:
+            raise _malformed(path, line_no, "invalid JSON (nested too deeply)") from None
         if not isinstance(item, dict) or "_id" not in item:
             raise _malformed(path, line_no, "expected a JSON object with an '_id'")
         yield line_no, item

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _C
 from ._native import default_threads
+from ._memory import check_allocation, model_weight_bytes
 from .checkpoint import MambaDims, check_vocab_rows, core_tensor, iter_weights, read_config
 from .tokenization import (PackedBatch, TextTokenizer, TruncationStats, apply_eos, check_poolable,
                            token_budget_batches, truncate_ids, warn_truncation)
@@ -50,7 +51,11 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
     embedding = tensors[("embeddings.weight", 0)][1].array
     if embedding.ndim != 2:
         raise ValueError(f"tensor '{tensors[('embeddings.weight', 0)][0]}' must be 2-D, got shape {embedding.shape}")
+    if embedding.shape[1] != dims.hidden_size:
+        raise ValueError(f"tensor '{tensors[('embeddings.weight', 0)][0]}' has {embedding.shape[1]} columns, "
+                         f"the config's hidden_size is {dims.hidden_size}")
     check_vocab_rows(dims, int(embedding.shape[0]), model_dir)
+    check_allocation(model_weight_bytes(dims, int(embedding.shape[0])), "the model's weights")
     model = _C.Model(dims.core_config(vocab_rows=int(embedding.shape[0])))
     for (kind, layer), (name, tensor) in tensors.items():
         if layer >= dims.num_hidden_layers:

@@ -17,6 +17,23 @@ Ids must be unique (``ValueError`` otherwise); integer ids must be >= 0 (-1 is t
 
 Storage: vectors added live in memory; :meth:`FlatIndex.from_npy` and ``load(..., mmap=True)``
 search a memory-mapped matrix in place, so an index larger than RAM is read block by block.
+
+Threads: one index may be shared. ``search`` calls run together; ``add``, ``remove_ids`` and
+``reset`` wait for the searches in flight and run alone (a readers-writer lock), so a search
+sees the index as it was before or after each add, never halfway. A waiting add holds back new
+searches, so a stream of searches cannot starve it.
+
+Files: ``save`` replaces its file atomically (temporary file in the same folder, fsync, rename):
+a process killed during a save leaves the previous file intact, and the next save to that path
+removes the killed save's temporary file.
+
+Memory-mapped files: reading a page of a mapped file that another process has truncated kills
+the process with SIGBUS. Before each search of a mapped index the file's size is checked (through
+a descriptor held on the very file that was mapped) and a ``RuntimeError`` is raised if it no
+longer covers the vectors. What remains: a truncation that happens *during* a search still takes
+the process down (no check can close that window), and a file rewritten in place at the same size
+is searched as it now is. Replacing the file by rename (as ``save`` does) is safe: the index keeps
+searching the file it mapped; load the path again to see the new one.
 """
 
 from __future__ import annotations
@@ -29,7 +46,10 @@ from typing import Iterable, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _C
+from ._atomic import atomic_path
+from ._memory import check_allocation
 from ._native import default_threads
+from ._rwlock import ReadWriteLock
 
 __all__ = ["FlatIndex"]
 
@@ -67,6 +87,37 @@ def _check_finite(arr: np.ndarray, what: str) -> None:
     for start in range(0, arr.shape[0], _CHUNK_ROWS):
         if not np.isfinite(arr[start:start + _CHUNK_ROWS]).all():
             raise ValueError(f"{what} contain NaN or infinite values")
+
+
+class _MappedFile:
+    """The file under a memory-mapped matrix: a descriptor held on the very file that was mapped,
+    so its size can be checked before each read (a mapped page past the end raises SIGBUS)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+        self.needed = 0
+
+    def confirm(self, needed: int) -> None:
+        """Call after mapping ``path``: fails if the path now names another file (replaced
+        between the open and the map), so the descriptor and the mapping see the same file."""
+        held, named = os.fstat(self.fd), os.stat(self.path)
+        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+            raise ValueError(f"{self.path}: the file was replaced while it was being opened; open it again")
+        self.needed = needed
+        self.check()
+
+    def check(self) -> None:
+        size = os.fstat(self.fd).st_size
+        if size < self.needed:
+            raise RuntimeError(f"{self.path}: the memory-mapped file was truncated to {size} bytes after "
+                               f"it was opened ({self.needed} needed); reading it would crash the process. "
+                               f"Load the index again.")
+
+    def __del__(self):
+        fd, self.fd = getattr(self, "fd", -1), -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def _check_k(k) -> int:
@@ -113,13 +164,19 @@ class FlatIndex:
             raise ValueError(f"dim must be an integer in [1, {_MAX_DIM}], got {dim!r}")
         self.dim = int(dim)
         self.threads = default_threads(threads) if threads is not None else None
-        self.reset()
+        self._lock = ReadWriteLock()
+        self._clear()
 
     # ------------------------------------------------------------------ state
 
     def reset(self) -> None:
         """Removes every vector (and forgets the id kind)."""
+        with self._lock.writing():
+            self._clear()
+
+    def _clear(self) -> None:
         self._mapped: Optional[np.ndarray] = None  # read-only rows that come first
+        self._mapped_file: Optional[_MappedFile] = None
         self._buffer = np.empty((0, self._row_width(self.dim)), dtype=self._DTYPE)  # owned rows, spare capacity
         self._size = 0  # rows of _buffer in use
         self._labels = np.empty(0, dtype=np.int64)
@@ -127,6 +184,18 @@ class FlatIndex:
         self._label_set: Optional[set] = None  # built on the first explicit integer ids
         self._names: Optional[list] = None  # string ids by position, in string mode
         self._label_of_name: Optional[dict] = None
+
+    def __getstate__(self):
+        # a lock and a file descriptor do not travel; a mapped matrix travels as its values
+        with self._lock.reading():
+            state = dict(self.__dict__)
+        del state["_lock"]
+        state["_mapped_file"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = ReadWriteLock()
 
     @property
     def ntotal(self) -> int:
@@ -148,7 +217,8 @@ class FlatIndex:
     def labels(self) -> np.ndarray:
         """The int64 label of every vector, in storage order (the ids faiss gets from
         :meth:`to_faiss`; in string mode, the internal numbers of the strings)."""
-        return self._labels.copy()
+        with self._lock.reading():
+            return self._labels.copy()
 
     def __repr__(self) -> str:
         kind = "str" if self.string_ids else "int"
@@ -161,13 +231,14 @@ class FlatIndex:
         """Adds vectors [n, dim] (any real dtype; stored as float32), with optional ids."""
         x = self._encode(vectors, "vectors")
         n = x.shape[0]
-        labels, names = self._new_ids(ids, n)
-        if n == 0:
-            return
-        self._reserve(self._size + n)
-        self._buffer[self._size:self._size + n] = x
-        self._size += n
-        self._commit_ids(labels, names)
+        with self._lock.writing():
+            labels, names = self._new_ids(ids, n)
+            if n == 0:
+                return
+            self._reserve(self._size + n)
+            self._buffer[self._size:self._size + n] = x
+            self._size += n
+            self._commit_ids(labels, names)
 
     def _new_ids(self, ids, n: int):
         """Validated (labels, names) for n new vectors; changes nothing."""
@@ -244,6 +315,10 @@ class FlatIndex:
 
         The others keep their ids and order. Vectors of a memory-mapped file cannot be removed.
         """
+        with self._lock.writing():
+            return self._remove_ids(ids)
+
+    def _remove_ids(self, ids: Iterable) -> int:
         if isinstance(ids, (str, bytes)):
             ids = [ids]
         wanted = list(ids)
@@ -296,19 +371,29 @@ class FlatIndex:
         """
         k = _check_k(k)
         q = _as_vectors(queries, self.dim, "queries")
+        # the results are the only allocation that grows with k: a k far beyond the index is
+        # refused before it asks for more memory than the machine has
+        check_allocation(q.shape[0] * k * (4 + 8), f"search results for {q.shape[0]} queries with k={k}")
         threads = default_threads(threads if threads is not None else self.threads)
-        scores, positions = _C.flat_search(q, self._segments(), k, threads=threads)
-        return scores, self._ids_at(positions)
+        with self._lock.reading():
+            if self._mapped_file is not None:
+                self._mapped_file.check()
+            scores, positions = _C.flat_search(q, self._segments(), k, threads=threads)
+            return scores, self._ids_at(positions)
 
     def _ids_at(self, positions: np.ndarray):
-        found = positions >= 0
+        """The ids at these storage positions (-1: padding), a block of rows at a time so that a
+        large batch of queries needs no full-size temporaries."""
         if self._names is None:
-            ids = np.full(positions.shape, -1, dtype=np.int64)
-            ids[found] = self._labels[positions[found]]
-            return ids
-        ids = np.full(positions.shape, None, dtype=object)
-        names = np.asarray(self._names, dtype=object)
-        ids[found] = names[positions[found]]
+            ids = positions  # int64, ours: rewritten in place
+            table = self._labels
+        else:
+            ids = np.full(positions.shape, None, dtype=object)
+            table = np.asarray(self._names, dtype=object)
+        for start in range(0, positions.shape[0], _CHUNK_ROWS):
+            block, out = positions[start:start + _CHUNK_ROWS], ids[start:start + _CHUNK_ROWS]
+            found = block >= 0
+            out[found] = table[block[found]]
         return ids
 
     # ------------------------------------------------------------------ files
@@ -323,9 +408,12 @@ class FlatIndex:
         """
         path = os.fspath(path)
         try:
+            mapped_file = _MappedFile(path) if mmap else None
             matrix = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise ValueError(f"{path}: not a readable .npy matrix ({e})") from None
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - numpy's header parser raises many kinds (TokenError, SyntaxError...)
+            raise ValueError(f"{path}: not a readable .npy matrix ({type(e).__name__}: {e})") from None
         if matrix.ndim != 2 or matrix.dtype != np.float32 or not matrix.flags.c_contiguous:
             raise ValueError(f"{path}: expected a C-ordered float32 [n, dim] matrix, got "
                              f"{matrix.dtype} with shape {matrix.shape}"
@@ -335,14 +423,22 @@ class FlatIndex:
             index.add(matrix, ids)
             return index
         labels, names = index._new_ids(ids, matrix.shape[0])
+        if isinstance(matrix, np.memmap):
+            mapped_file.confirm(matrix.offset + matrix.nbytes)
+            index._mapped_file = mapped_file
         index._mapped = matrix
         if matrix.shape[0]:
             index._commit_ids(labels, names)
         return index
 
     def save(self, path) -> None:
-        """Writes the index to ``path`` (replaced atomically): vectors, ids, and a CRC32 of all."""
+        """Writes the index to ``path``: vectors, ids, and a CRC32 of all. The file is replaced
+        atomically (see the module's notes); errors name ``path``. Adds wait while it writes."""
         path = os.fspath(path)
+        with self._lock.reading(), atomic_path(path) as tmp, open(tmp, "wb") as f:
+            self._write(f)
+
+    def _write(self, f) -> None:
         blob, offsets = b"", None
         if self._names is not None:
             encoded = [name.encode("utf-8") for name in self._names]
@@ -352,39 +448,32 @@ class FlatIndex:
         header = _HEADER.pack(self._MAGIC, _VERSION, _KIND_STR if self._names is not None else _KIND_INT,
                               self.dim, self.ntotal, self._next_label, len(blob))
         header = header.ljust(_HEADER_BYTES, b"\0")
-        tmp = f"{path}.tmp{os.getpid()}"
         crc = 0
-        try:
-            with open(tmp, "wb") as f:
-                def write(data) -> None:
-                    nonlocal crc
-                    view = memoryview(data).cast("B")
-                    crc = zlib.crc32(view, crc)
-                    f.write(view)
 
-                write(header)
-                for segment in self._segments():
-                    for start in range(0, segment.shape[0], _CHUNK_ROWS):
-                        write(np.ascontiguousarray(segment[start:start + _CHUNK_ROWS], dtype=self._DTYPE))
-                write(np.ascontiguousarray(self._labels, dtype="<i8"))
-                if offsets is not None:
-                    write(offsets)
-                    write(blob)
-                write(self._extra_state())
-                f.write(struct.pack("<I", crc))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        def write(data) -> None:
+            nonlocal crc
+            view = memoryview(data).cast("B")
+            crc = zlib.crc32(view, crc)
+            f.write(view)
+
+        write(header)
+        for segment in self._segments():
+            for start in range(0, segment.shape[0], _CHUNK_ROWS):
+                write(np.ascontiguousarray(segment[start:start + _CHUNK_ROWS], dtype=self._DTYPE))
+        write(np.ascontiguousarray(self._labels, dtype="<i8"))
+        if offsets is not None:
+            write(offsets)
+            write(blob)
+        write(self._extra_state())
+        f.write(struct.pack("<I", crc))
 
     @classmethod
     def load(cls, path, mmap: bool = False, threads: Optional[int] = None) -> "FlatIndex":
         """Reads an index written by :meth:`save`, checking everything read; a truncated, corrupt
         or foreign file raises ``ValueError``. ``mmap=True`` searches the vectors in place."""
         path = os.fspath(path)
-        size = os.path.getsize(path)
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             header = f.read(_HEADER_BYTES)
             if len(header) < _HEADER_BYTES:
                 raise ValueError(f"{path}: truncated FlatIndex file ({size} bytes)")
@@ -434,8 +523,16 @@ class FlatIndex:
             extra = f.read(extra_bytes)
             if ntotal and (labels.min() < 0 or np.unique(labels).size != ntotal or labels.max() >= next_label):
                 raise ValueError(f"{path}: corrupt id table")
-            if mmap:
+            mapped_file = None
+            if mmap and ntotal:
+                mapped_file = _MappedFile(path)
                 vectors = np.memmap(path, dtype=cls._DTYPE, mode="r", offset=_HEADER_BYTES, shape=(ntotal, width))
+                mapped_file.confirm(_HEADER_BYTES + vector_bytes)
+                held = os.fstat(mapped_file.fd)
+                if (held.st_dev, held.st_ino) != (os.fstat(f.fileno()).st_dev, os.fstat(f.fileno()).st_ino):
+                    raise ValueError(f"{path}: the file was replaced while it was being read; load it again")
+            elif mmap:
+                vectors = np.empty((0, width), dtype=cls._DTYPE)
             else:
                 f.seek(_HEADER_BYTES)
                 vectors = np.empty((ntotal, width), dtype=cls._DTYPE)
@@ -447,6 +544,7 @@ class FlatIndex:
         index._restore_extra_state(extra)
         if mmap:
             index._mapped = vectors if ntotal else None
+            index._mapped_file = mapped_file
         else:
             index._buffer, index._size = vectors, ntotal
         index._labels, index._next_label = labels, int(next_label)
@@ -463,6 +561,10 @@ class FlatIndex:
             import faiss
         except ImportError:
             raise ImportError("to_faiss() needs faiss: pip install faiss-cpu") from None
+        with self._lock.reading():
+            return self._to_faiss(faiss)
+
+    def _to_faiss(self, faiss):
         flat = faiss.IndexFlatIP(self.dim)
         plain = np.array_equal(self._labels, np.arange(self.ntotal, dtype=np.int64))
         index = flat if plain else faiss.IndexIDMap2(flat)

@@ -168,15 +168,23 @@ class TextTokenizer:
             eos_id = eos_token_id
         if eos_id is None:
             raise ValueError(f"{path}: cannot tell the EOS token (no <|endoftext|> and no eos_token_id in config)")
-        return cls(tok, eos_id)
+        loaded = cls(tok, eos_id)
+        loaded.path = path  # for error messages
+        return loaded
+
+    def _encode_batch(self, texts: list[str]) -> list[list[int]]:
+        try:
+            return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        except Exception as exc:  # tokenizers raises a bare Exception when its own file is inconsistent
+            source = f" {self.path!r}" if getattr(self, "path", None) else ""
+            raise ValueError(f"the tokenizer{source} cannot encode these texts: {exc}") from None
 
     def encode(self, texts: Sequence[str], max_length: int | None, stats: TruncationStats) -> list[list[int]]:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts must be str, item {i} is {type(text).__name__}")
         if max_length is None or not self.cuts_cleanly:
-            encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-            return [apply_eos(e.ids, self.eos_token_id, max_length, stats) for e in encodings]
+            return [apply_eos(ids, self.eos_token_id, max_length, stats) for ids in self._encode_batch(list(texts))]
         budget = PREFIX_CHARS_PER_TOKEN * max_length + 64
         cut_at: dict[int, int] = {}
         pieces = list(texts)
@@ -186,14 +194,13 @@ class TextTokenizer:
                 if cut is not None:
                     cut_at[i] = cut
                     pieces[i] = text[:cut]
-        ids = [e.ids for e in self.tokenizer.encode_batch(pieces, add_special_tokens=False)]
+        ids = self._encode_batch(pieces)
         for i, cut in cut_at.items():
             # max_length tokens before the cut show that the whole text is over the limit;
             # with fewer, cut twice as far (or tokenize it whole) and look again
             while len(ids[i]) < max_length:
                 cut = _clean_cut_after(texts[i], 2 * cut) if 2 * cut < len(texts[i]) else None
-                ids[i] = self.tokenizer.encode(texts[i] if cut is None else texts[i][:cut],
-                                               add_special_tokens=False).ids
+                ids[i] = self._encode_batch([texts[i] if cut is None else texts[i][:cut]])[0]
                 if cut is None:
                     break
         return [apply_eos(x, self.eos_token_id, max_length, stats) for x in ids]

@@ -103,7 +103,7 @@ def set_rng_state(state: dict) -> None:
 
 def resolve_model_dir(path: str) -> str:
     """The checkpoint folder of an HF folder or of a sentence-transformers folder."""
-    from ..integrations.sentence_transformers import is_sentence_transformers_folder, read_folder
+    from ..st_folder import is_sentence_transformers_folder, read_folder
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no model directory {path!r}")

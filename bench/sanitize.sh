@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The C under AddressSanitizer + UndefinedBehaviorSanitizer, and under valgrind memcheck.
+#
+#   bench/sanitize.sh asan       build mambaret._C with -fsanitize=address,undefined in a copy of the
+#                                tree (build-sanitize/src) and run the tests that drive the C there,
+#                                with the ASan runtime preloaded (CPython itself is not instrumented)
+#   bench/sanitize.sh valgrind   tests/test_kernels.py under valgrind memcheck with the plain build;
+#                                valgrind cannot run AVX-512, so MAMBARET_SIMD=avx2
+#   bench/sanitize.sh asan tests/test_flat_index.py   (other tests: given after the mode)
+#
+# Exit status: pytest's (ASan/UBSan findings abort the run: halt_on_error), or 99 for a valgrind error.
+# Tests that load torch (HF parity, sentence-transformers, CUDA) fight the preloaded runtime and stay out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+mode=${1:-asan}
+shift || true
+C_TESTS=(tests/test_kernels.py tests/test_flat_search_core.py tests/test_flat_index.py
+         tests/test_flat_index_threads.py tests/test_errors.py tests/test_threads.py tests/test_dlpack.py
+         tests/test_tokenization.py tests/test_chunking.py tests/test_crash_safe_files.py
+         tests/test_costly_inputs.py tests/test_fuzz.py tests/test_soak.py)
+tests=("$@")
+[ ${#tests[@]} -eq 0 ] && tests=("${C_TESTS[@]}")
+
+case "$mode" in
+asan)
+    flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1"
+    # copied over the previous copy: its build/ folder stays, so only changed C is recompiled
+    mkdir -p build-sanitize/src
+    tar --exclude=./build --exclude='./build-*' --exclude=./.git --exclude='*.so' -cf - . | tar -xf - -C build-sanitize/src
+    ln -sfn "$(readlink -f "$ROOT/../shared")" build-sanitize/shared  # tests read ../shared
+    cd build-sanitize/src
+    CC=gcc CFLAGS="$flags" LDFLAGS="$flags" MAMBARET_CUDA=0 python3 setup.py build_ext --inplace -q 2>&1 | tail -2
+    export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+    # leaks: CPython keeps its objects at exit, so leak reports would be noise
+    export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:allocator_may_return_null=1"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+    export PYTHONMALLOC=malloc  # every Python allocation through malloc, where ASan sees it
+    export PYTHONPATH=$PWD HF_HUB_OFFLINE=1
+    # (the libFuzzer run brings its own sanitizer runtime: bench/fuzz/run.py --instrumented)
+    python3 -m pytest -q -p no:cacheprovider -k "not libfuzzer" "${tests[@]}"
+    ;;
+valgrind)
+    [ $# -eq 0 ] && tests=(tests/test_kernels.py)
+    export MAMBARET_SIMD=avx2 PYTHONMALLOC=malloc PYTHONPATH=$ROOT HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
+    # the interpreter itself, not a launcher script (valgrind does not follow exec by default)
+    python=$(python3 -c "import sys; print(sys.executable)")
+    valgrind --tool=memcheck --error-exitcode=99 --leak-check=no --track-origins=yes \
+        --suppressions="$ROOT/bench/valgrind-python.supp" \
+        "$python" -m pytest -q -p no:cacheprovider "${tests[@]}"
+    ;;
+*)
+    echo "usage: bench/sanitize.sh asan|valgrind [tests...]" >&2
+    exit 2
+    ;;
+esac

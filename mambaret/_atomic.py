@@ -1,0 +1,140 @@
+"""Crash-safe file replacement: write a temporary file beside the target, fsync it, rename it over.
+
+A process killed at any moment of a save leaves either the previous file or the new one, never a
+mixture: the rename is atomic on POSIX file systems, and the data is on disk before it happens.
+A killed save leaves its temporary file (``<path>.tmp-<random>``) behind; the next save to the
+same path removes every such file whose writer is gone. A writer holds an exclusive ``flock`` on
+its temporary file for as long as it writes, so a leftover is one nobody holds a lock on (where
+``fcntl`` is missing, as on Windows, leftovers stay).
+
+Errors name the user's path, never the temporary one.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import secrets
+from typing import IO, Iterator
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+__all__ = ["atomic_path", "atomic_open", "remove_stale_temporaries"]
+
+_TMP_MARK = ".tmp-"
+
+
+def _temporary_name(path: str) -> str:
+    return f"{path}{_TMP_MARK}{secrets.token_hex(4)}"
+
+
+def _reraise_for(path: str, error: OSError) -> OSError:
+    """The same kind of OSError, about the user's path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if isinstance(error, FileNotFoundError) and not os.path.isdir(folder):
+        why = f"the folder {folder!r} does not exist"
+    else:
+        why = error.strerror or str(error)
+    return type(error)(error.errno, f"cannot write {path!r}: {why}", path)
+
+
+def _try_lock(fd: int) -> bool:
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def remove_stale_temporaries(path) -> int:
+    """Removes the temporary files that killed saves to ``path`` left; returns how many."""
+    if fcntl is None:  # pragma: no cover - no way to tell a live writer from a dead one
+        return 0
+    removed = 0
+    for candidate in glob.glob(glob.escape(os.fspath(path)) + _TMP_MARK + "*"):
+        try:
+            fd = os.open(candidate, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            # a live writer holds the lock; unlinking while holding it lets a writer that created
+            # the file but has not locked it yet see that its file is gone (see _create_locked)
+            if _try_lock(fd):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(candidate)
+                    removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _create_locked(path: str) -> tuple[str, int]:
+    """A new temporary file beside path, locked, and still linked under its name."""
+    while True:
+        tmp = _temporary_name(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        if not _try_lock(fd):  # a cleaner holds it for a moment before unlinking: pick another
+            os.close(fd)
+            continue
+        try:
+            linked = os.stat(tmp).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            linked = False
+        if linked:
+            return tmp, fd
+        os.close(fd)
+
+
+def _fsync_folder(folder: str) -> None:
+    # makes the rename itself durable; some file systems cannot open or sync a folder
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[str]:
+    """Yields the name of a fresh temporary file beside ``path`` for the caller to fill (with any
+    API that wants a file name); on a normal exit it is fsynced and renamed over ``path``; on an
+    exception it is removed and ``path`` is left as it was."""
+    path = os.fspath(path)
+    remove_stale_temporaries(path)
+    try:
+        tmp, fd = _create_locked(path)
+    except OSError as e:
+        raise _reraise_for(path, e) from None
+    try:
+        try:
+            yield tmp
+            os.fsync(fd)  # Linux syncs the file's data whichever descriptor asks
+            os.replace(tmp, path)
+        except OSError as e:
+            if e.filename == tmp:
+                raise _reraise_for(path, e) from None
+            raise
+        _fsync_folder(os.path.dirname(os.path.abspath(path)))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "wb", **kwargs) -> Iterator[IO]:
+    """``open(path, mode)`` that replaces ``path`` only when the block finishes without error."""
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_open writes a new file: mode must start with 'w', got {mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
