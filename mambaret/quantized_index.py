@@ -47,8 +47,8 @@ class _CodeFlatIndex(FlatIndex):
 
     _precision = ""
 
-    def reset(self) -> None:
-        super().reset()
+    def _clear(self) -> None:
+        super()._clear()
         self._rescore_vectors: Optional[np.ndarray] = None
         self._rescore_ranges: Optional[np.ndarray] = None
 

@@ -137,14 +137,15 @@ def test_replaced_mmap_keeps_searching_the_mapped_file(tmp_path):
 def test_encode_corpus_npy_is_replaced_only_when_complete(tmp_path):
     from mambaret.corpus import encode_corpus
 
+    from mambaret.tokenization import TruncationStats
+
     class FailingEncoder:
+        truncation, max_length = TruncationStats(), None
+
         def get_sentence_embedding_dimension(self):
             return 4
 
-        def tokenize(self, texts):
-            return [[1]] * len(texts)
-
-        def encode(self, ids, **kwargs):
+        def encode_document(self, texts, **kwargs):
             raise RuntimeError("killed midway")
 
     path = tmp_path / "emb.npy"
