@@ -165,18 +165,9 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
                 }
             }
 #pragma omp for schedule(static)
-            for (int64_t q = 0; q < gq; q++) {
-                float *out_s = a->out_scores + (q0 + q) * k;
-                int64_t *out_i = a->out_ids + (q0 + q) * k;
-                memcpy(out_s, heap_scores + q * keep, (size_t)keep * sizeof(float));
-                memcpy(out_i, heap_ids + q * keep, (size_t)keep * sizeof(int64_t));
-                for (int other = 1; other < nt; other++) {
-                    const float *os = heap_scores + ((int64_t)other * group + q) * keep;
-                    const int64_t *oi = heap_ids + ((int64_t)other * group + q) * keep;
-                    for (int64_t i = 0; i < keep; i++) mr_topk_heap_push(out_s, out_i, keep, os[i], oi[i]);
-                }
-                mr_topk_heap_sort(out_s, out_i, keep);
-            }
+            for (int64_t q = 0; q < gq; q++)
+                mr_topk_merge_thread_heaps(heap_scores, heap_ids, nt, group, q, keep, a->out_scores + (q0 + q) * k,
+                                           a->out_ids + (q0 + q) * k);
         }
     }
     free(blocks), free(row_scores), free(widened), free(heap_scores), free(heap_ids);

@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 void mr_topk_heap_clear(float *scores, int64_t *ids, int64_t k) {
     for (int64_t i = 0; i < k; i++) {
@@ -103,4 +104,16 @@ mr_status mr_topk_ref(const float *all_scores, int64_t nq, int64_t n, int64_t k,
     }
     free(all);
     return MR_OK;
+}
+
+void mr_topk_merge_thread_heaps(const float *heap_scores, const int64_t *heap_ids, int nt, int64_t group, int64_t q,
+                                int64_t keep, float *out_scores, int64_t *out_ids) {
+    memcpy(out_scores, heap_scores + q * keep, (size_t)keep * sizeof(float));
+    memcpy(out_ids, heap_ids + q * keep, (size_t)keep * sizeof(int64_t));
+    for (int other = 1; other < nt; other++) {
+        const float *os = heap_scores + ((int64_t)other * group + q) * keep;
+        const int64_t *oi = heap_ids + ((int64_t)other * group + q) * keep;
+        for (int64_t i = 0; i < keep; i++) mr_topk_heap_push(out_scores, out_ids, keep, os[i], oi[i]);
+    }
+    mr_topk_heap_sort(out_scores, out_ids, keep);
 }

@@ -36,6 +36,11 @@ void mr_topk_heap_push_row(float *scores, int64_t *ids, int64_t k, const float *
 /* Turns a heap into the final order (best first, empty slots last), in place. */
 void mr_topk_heap_sort(float *scores, int64_t *ids, int64_t k);
 
+/* Merges the per-thread heaps of query q (thread t's at heap_* + (t * group + q) * keep, nt
+ * threads) into out_scores / out_ids, sorted best first. */
+void mr_topk_merge_thread_heaps(const float *heap_scores, const int64_t *heap_ids, int nt, int64_t group, int64_t q,
+                                int64_t keep, float *out_scores, int64_t *out_ids);
+
 /* Reference: for each of nq rows of all_scores[nq, n], sorts all n candidates (ids 0..n-1)
  * and keeps the first k, padding with (-inf, -1) when k > n. Written for clarity; the tests
  * compare the heap path against it. */
