@@ -79,9 +79,14 @@ def _random_model_module():
 
 def ensure_model(cache: str, shape: str) -> str:
     d, layers = SHAPES[shape]
-    path = os.path.join(cache, f"{shape}-seed{WEIGHT_SEED}")
+    return ensure_random_model(cache, shape, d, layers)
+
+
+def ensure_random_model(cache: str, name: str, d: int, layers: int) -> str:
+    """A seeded random checkpoint of d x layers, written once into cache/<name>-seed<seed>."""
+    path = os.path.join(cache, f"{name}-seed{WEIGHT_SEED}")
     if not os.path.exists(os.path.join(path, "model.safetensors")):
-        print(f"[bench] writing random {shape} checkpoint to {path}", flush=True)
+        print(f"[bench] writing random {name} checkpoint to {path}", flush=True)
         tmp = path + ".partial"
         _random_model_module().write_random_model(tmp, seed=WEIGHT_SEED, hidden_size=d, num_hidden_layers=layers,
                                                   vocab_size=VOCAB_ROWS)

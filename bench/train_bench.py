@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import cpu_bench  # noqa: E402
-from cpu_bench import (VOCAB_ROWS, WEIGHT_SEED, OpenBlasSgemm, _random_model_module, _uptime,  # noqa: E402
+from cpu_bench import (VOCAB_ROWS, OpenBlasSgemm, _uptime,  # noqa: E402
                        flops_per_token, machine_description)
 from llama_embed import bench_tokens, peak_rss_mib  # noqa: E402  (bench/peers, on the path through cpu_bench)
 
@@ -48,15 +48,7 @@ SHAPES = {"130m": (768, 24), "tiny": (64, 2)}
 def ensure_model(cache: str, shape: str) -> str:
     if shape == "130m":  # the same checkpoint as cpu_bench.py's (same seed and shape)
         return cpu_bench.ensure_model(cache, shape)
-    d, layers = SHAPES[shape]
-    path = os.path.join(cache, f"train-{shape}-seed{WEIGHT_SEED}")
-    if not os.path.exists(os.path.join(path, "model.safetensors")):
-        print(f"[bench] writing random {shape} checkpoint to {path}", flush=True)
-        tmp = path + ".partial"
-        _random_model_module().write_random_model(tmp, seed=WEIGHT_SEED, hidden_size=d, num_hidden_layers=layers,
-                                                  vocab_size=VOCAB_ROWS)
-        os.replace(tmp, path)
-    return path
+    return cpu_bench.ensure_random_model(cache, f"train-{shape}", *SHAPES[shape])
 
 
 # -- workers (each in its own subprocess) -------------------------------------------------------

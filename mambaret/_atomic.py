@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["atomic_path", "atomic_open", "remove_stale_temporaries"]
+__all__ = ["atomic_path", "atomic_open", "fsync_folder", "remove_stale_temporaries"]
 
 _TMP_MARK = ".tmp-"
 
@@ -90,7 +90,8 @@ def _create_locked(path: str) -> tuple[str, int]:
         os.close(fd)
 
 
-def _fsync_folder(folder: str) -> None:
+def fsync_folder(folder: str) -> None:
+    """Makes renames in `folder` durable."""
     # makes the rename itself durable; some file systems cannot open or sync a folder
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -120,7 +121,7 @@ def atomic_path(path) -> Iterator[str]:
             if e.filename == tmp:
                 raise _reraise_for(path, e) from None
             raise
-        _fsync_folder(os.path.dirname(os.path.abspath(path)))
+        fsync_folder(os.path.dirname(os.path.abspath(path)))
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -564,10 +564,14 @@ class FlatIndex:
         with self._lock.reading():
             return self._to_faiss(faiss)
 
+    def _faiss_flat(self, faiss):
+        """(an empty faiss flat index for these rows, the id-map class that wraps it)."""
+        return faiss.IndexFlatIP(self.dim), faiss.IndexIDMap2
+
     def _to_faiss(self, faiss):
-        flat = faiss.IndexFlatIP(self.dim)
+        flat, id_map = self._faiss_flat(faiss)
         plain = np.array_equal(self._labels, np.arange(self.ntotal, dtype=np.int64))
-        index = flat if plain else faiss.IndexIDMap2(flat)
+        index = flat if plain else id_map(flat)
         position = 0
         for segment in self._segments():
             for start in range(0, segment.shape[0], _CHUNK_ROWS):

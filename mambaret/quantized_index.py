@@ -228,22 +228,12 @@ class BinaryFlatIndex(_CodeFlatIndex):
     def to_faiss(self):
         """A ``faiss.IndexBinaryFlat`` (dim a multiple of 8) with the same codes; ids as in
         :meth:`FlatIndex.to_faiss`."""
-        import faiss
-
         if self.dim % 8:
             raise ValueError("faiss binary indexes need a dimension that is a multiple of 8")
-        flat = faiss.IndexBinaryFlat(self.dim)
-        plain = np.array_equal(self._labels, np.arange(self.ntotal, dtype=np.int64))
-        index = flat if plain else faiss.IndexBinaryIDMap2(flat)
-        position = 0
-        for segment in self._segments():
-            chunk = np.ascontiguousarray(segment)
-            if plain:
-                index.add(chunk)
-            else:
-                index.add_with_ids(chunk, self._labels[position:position + chunk.shape[0]])
-            position += chunk.shape[0]
-        return index
+        return FlatIndex.to_faiss(self)  # skips the code indexes' refusal above it
+
+    def _faiss_flat(self, faiss):
+        return faiss.IndexBinaryFlat(self.dim), faiss.IndexBinaryIDMap2
 
 
 class Int8FlatIndex(_CodeFlatIndex):

@@ -70,11 +70,16 @@ int mr_py_parse_threads(PyObject *obj, int *threads) {
     }
     long v = PyLong_AsLong(obj);
     if (v == -1 && PyErr_Occurred()) return -1;
-    if (v <= 0 || v > 4096) {
-        PyErr_Format(PyExc_ValueError, "threads must be between 1 and 4096, got %ld", v);
+    if (mr_py_check_threads(v) < 0) return -1;
+    *threads = (int)v;
+    return 0;
+}
+
+int mr_py_check_threads(long threads) {
+    if (threads <= 0 || threads > 4096) {
+        PyErr_Format(PyExc_ValueError, "threads must be between 1 and 4096, got %ld", threads);
         return -1;
     }
-    *threads = (int)v;
     return 0;
 }
 

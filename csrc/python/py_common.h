@@ -52,6 +52,8 @@ PyObject *mr_py_raise(const mr_error *err);
 PyArrayObject *mr_py_require_array(PyObject *obj, int type, int ndim, const char *what);
 /* None -> 1; else an int in [1, 4096]. */
 int mr_py_parse_threads(PyObject *obj, int *threads);
+/* A thread count already parsed as an integer: in [1, 4096], else a ValueError. */
+int mr_py_check_threads(long threads);
 /* A non-negative int (rows, tokens); `what` names it in the ValueError. */
 int mr_py_parse_count(PyObject *obj, const char *what, long long *out);
 /* One of `count` names (several may share a value): *out = values[i] for names[i] == s; else a

@@ -6,14 +6,6 @@
 #include "mr_error.h"
 #include "mr_index_quantized.h"
 
-static int check_threads(int threads) {
-    if (threads <= 0 || threads > 4096) {
-        PyErr_Format(PyExc_ValueError, "threads must be between 1 and 4096, got %d", threads);
-        return -1;
-    }
-    return 0;
-}
-
 static int parse_kernel(const char *name, mr_code_kernel *kernel, int *reference) {
     *reference = 0;
     if (strcmp(name, "auto") == 0) *kernel = MR_CODE_AUTO;
@@ -37,7 +29,7 @@ static PyObject *code_search(PyObject *args, PyObject *kwargs, int int8, const c
     const char *kernel_name = "auto";
     mr_code_kernel kernel;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, kwlist, &qo, &so, &k, &threads, &kernel_name)) return NULL;
-    if (check_threads(threads) < 0 || parse_kernel(kernel_name, &kernel, &reference) < 0) return NULL;
+    if (mr_py_check_threads(threads) < 0 || parse_kernel(kernel_name, &kernel, &reference) < 0) return NULL;
     if (k <= 0) {
         PyErr_Format(PyExc_ValueError, "k must be positive, got %lld", k);
         return NULL;
@@ -117,7 +109,7 @@ static PyObject *rescore(PyObject *module, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOL|ip:rescore", kwlist, &wo, &bo, &co, &vo, &k, &threads,
                                      &reference))
         return NULL;
-    if (check_threads(threads) < 0) return NULL;
+    if (mr_py_check_threads(threads) < 0) return NULL;
     if (k <= 0) {
         PyErr_Format(PyExc_ValueError, "k must be positive, got %lld", k);
         return NULL;

@@ -108,14 +108,6 @@ static void release_offsets(offsets_view *view) {
     view->held = 0;
 }
 
-static int check_threads(int threads) {
-    if (threads < 1) {
-        PyErr_SetString(PyExc_ValueError, "threads must be at least 1");
-        return -1;
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 
 static PyObject *train_scan_boundary_count(PyObject *self, PyObject *args) {
@@ -143,7 +135,7 @@ static PyObject *train_conv_silu(PyObject *self, PyObject *args) {
     matrix_view v[5] = {0};
     offsets_view off = {0};
     PyObject *result = NULL;
-    if (check_threads(threads) < 0 || get_offsets(offsets_obj, &off) < 0) goto done;
+    if (mr_py_check_threads(threads) < 0 || get_offsets(offsets_obj, &off) < 0) goto done;
     if (get_matrix(x_obj, "x", 2, off.data[off.count], -1, 0, 0, &v[0]) < 0) goto done;
     const int64_t E = v[0].cols;
     if (get_matrix(w_obj, "weight", 2, E, -1, 0, 0, &v[1]) < 0 || get_matrix(bias_obj, "bias", 1, E, 1, 0, 1, &v[2]) < 0 ||
@@ -176,7 +168,7 @@ static PyObject *train_conv_silu_backward(PyObject *self, PyObject *args) {
     matrix_view v[CV_COUNT] = {0};
     offsets_view off = {0};
     PyObject *result = NULL;
-    if (check_threads(threads) < 0 || get_offsets(offsets_obj, &off) < 0) goto done;
+    if (mr_py_check_threads(threads) < 0 || get_offsets(offsets_obj, &off) < 0) goto done;
     const int64_t T = off.data[off.count];
     if (get_matrix(obj[CV_X], "x", 2, T, -1, 0, 0, &v[CV_X]) < 0) goto done;
     const int64_t E = v[CV_X].cols;
@@ -266,7 +258,7 @@ static PyObject *train_selective_scan(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "chunk must be at least 1");
         goto done;
     }
-    if (check_threads(threads) < 0 || get_offsets(offsets_obj, &off) < 0) goto done;
+    if (mr_py_check_threads(threads) < 0 || get_offsets(offsets_obj, &off) < 0) goto done;
     if (get_scan_inputs(obj, off.data[off.count], &in) < 0) goto done;
     const int64_t count = mr_scan_boundary_count(off.count, off.data, chunk);
     if (get_matrix(y_obj, "y", 2, in.T, in.E, 1, 0, &out[0]) < 0 ||
@@ -312,7 +304,7 @@ static PyObject *train_selective_scan_backward(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "chunk must be at least 1");
         goto done;
     }
-    if (check_threads(threads) < 0 || get_offsets(offsets_obj, &off) < 0) goto done;
+    if (mr_py_check_threads(threads) < 0 || get_offsets(offsets_obj, &off) < 0) goto done;
     if (get_scan_inputs(obj, off.data[off.count], &in) < 0) goto done;
     const int64_t T = in.T, E = in.E, N = in.N;
     const int64_t count = reference ? 0 : mr_scan_boundary_count(off.count, off.data, chunk);

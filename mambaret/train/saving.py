@@ -13,24 +13,13 @@ import tempfile
 
 import torch
 
+from .._atomic import atomic_path, fsync_folder
+
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng_state.pt"
 CHECKPOINT_PREFIX = "checkpoint-"
-
-
-def fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # some filesystems do not open directories; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _fsync_file(path: str) -> None:
@@ -39,19 +28,10 @@ def _fsync_file(path: str) -> None:
 
 
 def atomic_write(path: str, write) -> None:
-    """write(tmp_path) fills a temporary file beside `path`, which then replaces `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    """write(tmp_path) fills a temporary file beside `path`, which then replaces `path`
+    (mambaret._atomic: fsync, rename, folder fsync; leftovers of killed writes cleaned up)."""
+    with atomic_path(path) as tmp:
         write(tmp)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(folder)
 
 
 def atomic_json(path: str, obj) -> None:
@@ -79,10 +59,10 @@ def save_model_files(model, tokenizer_files: list[str], folder: str) -> None:
         names = sorted(os.listdir(staging), key=lambda n: (n.endswith((".safetensors", ".bin")), n))
         for name in names:
             _fsync_file(os.path.join(staging, name))
-        fsync_dir(staging)
+        fsync_folder(staging)
         for name in names:
             os.replace(os.path.join(staging, name), os.path.join(folder, name))
-        fsync_dir(folder)
+        fsync_folder(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -102,7 +82,7 @@ def write_checkpoint(output_dir: str, step: int, model, tokenizer_files: list[st
         if os.path.isdir(final):
             shutil.rmtree(final)
         os.replace(tmp, final)
-        fsync_dir(output_dir)
+        fsync_folder(output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
