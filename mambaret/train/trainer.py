@@ -216,8 +216,9 @@ class Trainer:
 
     model: a mambaret.nn.MambaModel; tokenizer: a TextTokenizer; examples: TrainExamples.
     corpus: the pool to mine hard negatives from (default: the training texts). dev: a
-    mambaret.retrieval.Collection for nDCG@10. teacher: a MambaEncoder for "mse" (and for "kl"
-    when the data carries no scores).
+    mambaret.retrieval.Collection for nDCG@10. teacher: anything with
+    `encode(texts, normalize_embeddings=True)` (a MambaEncoder, a SentenceTransformer, or
+    PrecomputedEmbeddings) for "mse", and for "kl" when the data carries no scores.
     """
 
     def __init__(self, model, tokenizer: TextTokenizer, args: TrainingArguments, examples: list[TrainExample],

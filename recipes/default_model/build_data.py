@@ -135,6 +135,11 @@ def stage_collect(args) -> dict:
     caps = dict(DEFAULT_CAPS)
     if args.max_per_source is not None:
         caps = {s: min(caps.get(s, args.max_per_source), args.max_per_source) for s in LICENCES}
+    for item in args.cap:
+        source, _, count = item.partition("=")
+        if source not in LICENCES or not count.isdigit():
+            raise SystemExit(f"--cap takes SOURCE=N with a source among {', '.join(LICENCES)}; got {item!r}")
+        caps[source] = int(count)
     read, dropped, duplicates = Counter(), Counter(), Counter()
     seen_positive = set()
     by_source = defaultdict(list)
@@ -360,6 +365,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-words", type=int, default=180, help="passages are cut to this many words")
     parser.add_argument("--max-per-source", type=int, default=None,
                         help="at most this many pairs per source (a deterministic subset)")
+    parser.add_argument("--cap", action="append", default=[], metavar="SOURCE=N",
+                        help="at most N pairs from SOURCE (repeatable; overrides the default caps)")
     parser.add_argument("--reuse-pairs", metavar="DIR",
                         help="collect from the pairs.*.jsonl of an earlier, larger collect in DIR")
     parser.add_argument("--skip-sources", default="",
