@@ -350,9 +350,26 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser that takes options between its positional arguments. The model is an
+    optional first positional, so plain argparse would give `index MODEL --quiet CORPUS`'s
+    first chunk, MODEL, to CORPUS; intermixed parsing sees every positional at once."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # the inner passes of parse_known_intermixed_args
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambaret", description="Dense retrieval with Mamba encoders.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
 
     p = sub.add_parser("encode", help="encode a corpus and report throughput",
                        description="Encode a corpus (TREC <DOC> file, BEIR corpus.jsonl, or one text per line) "

@@ -187,3 +187,14 @@ def test_parity_with_transformers_and_sentence_transformers(encoder, tmp_path):
     model = st.SentenceTransformer(folder, device="cpu")
     theirs = model.encode(TEXTS, batch_size=len(TEXTS), convert_to_numpy=True)
     assert np.abs(theirs - ours).max() <= 1e-5
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["index", "m", "--quiet", "c.trec", "-o", "i"], ("m", "c.trec")),
+    (["index", "--quiet", "c.trec", "-o", "i"], (DEFAULT_MODEL, "c.trec")),
+    (["search", "m", "-k", "3", "i", "q"], ("m", "i")),
+    (["search", "-k", "3", "i", "q"], (DEFAULT_MODEL, "i")),
+])
+def test_options_may_sit_between_the_positional_arguments(argv, expected):
+    args = build_parser().parse_args(argv)
+    assert (args.model, getattr(args, "corpus", None) or args.index) == expected
