@@ -1,7 +1,7 @@
 """mambaret: dense retrieval with Mamba state-space encoders.
 
     import mambaret as mr
-    enc = mr.MambaEncoder.from_pretrained("path/to/mamba-130m-hf")
+    enc = mr.MambaEncoder.from_pretrained("default")   # the packaged model, mr.DEFAULT_MODEL; or a folder
     emb = enc.encode(["a passage", "another"], normalize_embeddings=True)
 """
 from ._native import configure_blas, default_threads, show_config
@@ -12,6 +12,7 @@ from .encoder import MambaEncoder
 from .evaluate import evaluate, evaluate_by_group
 from .fusion import fuse
 from .index import FlatIndex
+from .models import DEFAULT_MODEL
 from .quantization import quantize_embeddings
 from .quantized_index import BinaryFlatIndex, Int8FlatIndex
 from .similarity import semantic_search, similarity
@@ -52,6 +53,7 @@ def __dir__():
 
 __all__ = [
     "BinaryFlatIndex",
+    "DEFAULT_MODEL",
     "FlatIndex",
     "Int8FlatIndex",
     "MambaEncoder",

@@ -6,12 +6,17 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from dataclasses import asdict
 
+from .models import DEFAULT_MODEL
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-DEMO_CORPUS = os.path.join("..", "shared", "data", "vaswani", "doc-text.trec")
+# What the commands use when no corpus or collection is given: Vaswani from ../shared/data,
+# relative to the working directory (the repository root). Read when a command runs.
+DEMO_COLLECTION = os.path.join("..", "shared", "data", "vaswani")
+DEMO_CORPUS = os.path.join(DEMO_COLLECTION, "doc-text.trec")
+MODEL_HELP = "model directory (HF or sentence-transformers format); default: the packaged default model"
 
 
 class UsageError(Exception):
@@ -52,22 +57,23 @@ def _read_corpus(path: str, fmt: str):
     return [str(i) for i in range(len(lines))], lines
 
 
-def cmd_encode(args) -> int:
-    if args.model is None:
-        if not os.path.isfile(DEMO_CORPUS):
-            raise UsageError("usage: mambaret encode MODEL_DIR CORPUS [-o embeddings.npy]\n"
-                             f"(with no arguments it encodes {DEMO_CORPUS} with a small random model; "
-                             "that file is not here)")
-        from .random_model import write_random_model
+def _model_name(model: str) -> str:
+    from .models import resolve_model_path
 
-        with tempfile.TemporaryDirectory(prefix="mambaret-demo-") as demo_dir:
-            tokenizer = os.path.join("..", "shared", "data", "tokenizers", "gpt-neox-20b.json")
-            write_random_model(demo_dir, seed=0, tokenizer_json=tokenizer, hidden_size=256, num_hidden_layers=4)
-            args.model, args.corpus = demo_dir, DEMO_CORPUS
-            print(f"demo: a seeded random Mamba model (d=256, 4 layers) on {DEMO_CORPUS}")
-            return _encode(args)
+    path = resolve_model_path(model)
+    if os.path.isdir(path) and os.path.samefile(path, DEFAULT_MODEL):
+        return "default model"
+    return os.path.basename(os.path.normpath(model))
+
+
+def cmd_encode(args) -> int:
     if args.corpus is None:
-        raise UsageError("mambaret encode needs a CORPUS file after the model directory")
+        demo = DEMO_CORPUS
+        if not os.path.isfile(demo):
+            raise UsageError("usage: mambaret encode [MODEL_DIR] CORPUS [-o embeddings.npy]\n"
+                             f"(without a corpus it encodes {demo}, which is not here)")
+        args.corpus = demo
+        print(f"{_model_name(args.model)} on {demo}")
     return _encode(args)
 
 
@@ -193,21 +199,35 @@ def cmd_search(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .corpus import encode_corpus
     from .datasets import write_trec_run
     from .evaluate import evaluate
-    from .retrieval import build_index, load_collection, search_run
+    from .index import FlatIndex
+    from .retrieval import load_collection, search_run
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    collection = load_collection(args.collection)
+    folder = args.collection
+    if folder is None:
+        folder = DEMO_COLLECTION
+        if not os.path.isdir(folder):
+            raise UsageError("usage: mambaret eval [MODEL_DIR] --collection FOLDER\n"
+                             f"(without --collection it evaluates {folder}, which is not here)")
+    collection = load_collection(folder)
     if not collection.docs or not collection.queries:
-        raise UsageError(f"{args.collection!r} has no documents or no queries")
-    rows, runs = [], []
-    if args.model is not None:
+        raise UsageError(f"{folder!r} has no documents or no queries")
+    rows, runs, report = [], [], None
+    if not args.no_model:
         encoder = _load_encoder(args.model, args)
-        index = build_index(encoder, collection.docs, batch_size=args.batch_size,
-                            show_progress_bar=False if args.quiet else None)
+        ids = list(collection.docs)
+        with warnings.catch_warnings():  # truncation is reported below, in the command's words
+            warnings.filterwarnings("ignore", message=r".* inputs were longer than max_length", category=UserWarning)
+            vectors, report = encode_corpus(encoder, (collection.docs[i] for i in ids), len(ids),
+                                            batch_size=args.batch_size, normalize_embeddings=True,
+                                            show_progress_bar=False if args.quiet else None)
+        index = FlatIndex(encoder.embedding_dim, threads=encoder.threads)
+        index.add(vectors, ids=ids)
         run = search_run(encoder, index, collection.queries, k=args.k, batch_size=args.batch_size)
-        rows.append((f"mambaret ({os.path.basename(os.path.normpath(args.model))})", evaluate(run, collection.qrels, metrics)))
+        rows.append((f"mambaret ({_model_name(args.model)})", evaluate(run, collection.qrels, metrics)))
         runs.append(run)
         if args.run_output:
             write_trec_run(run, args.run_output, tag="mambaret")
@@ -222,7 +242,7 @@ def cmd_eval(args) -> int:
         fused = fuse(runs, method=args.fusion, top_k=args.k)
         rows.append((f"fusion ({args.fusion}: model + BM25)", evaluate(fused, collection.qrels, metrics)))
     if not rows:
-        raise UsageError("nothing to evaluate: give a MODEL, or leave BM25 on")
+        raise UsageError("nothing to evaluate: --no-model and --no-bm25 leave no system")
     names = list(rows[0][1])
     width = max(len(r[0]) for r in rows)
     print(f"{collection.name}: {len(collection.docs)} documents, {len(collection.queries)} queries, "
@@ -230,6 +250,12 @@ def cmd_eval(args) -> int:
     print(f"{'system':<{width}}  " + "  ".join(f"{n:>10}" for n in names))
     for name, values in rows:
         print(f"{name:<{width}}  " + "  ".join(f"{values[n]:>10.4f}" for n in names))
+    if report is not None:
+        print(f"encoding speed ({_model_name(args.model)}): {report.documents} documents, {report.tokens} tokens in "
+              f"{report.seconds:.2f} s: {report.documents_per_second:,.1f} docs/s, "
+              f"{report.tokens_per_second:,.0f} tokens/s ({encoder.threads} threads, {encoder.model.blas})")
+        if encoder.truncation.truncated:
+            print(f"{encoder.truncation.truncated} documents were truncated to {args.max_length} tokens")
     return EXIT_OK
 
 
@@ -324,16 +350,35 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser that takes options between its positional arguments. The model is an
+    optional first positional, so plain argparse would give `index MODEL --quiet CORPUS`'s
+    first chunk, MODEL, to CORPUS; intermixed parsing sees every positional at once."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # the inner passes of parse_known_intermixed_args
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambaret", description="Dense retrieval with Mamba encoders.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
 
     p = sub.add_parser("encode", help="encode a corpus and report throughput",
                        description="Encode a corpus (TREC <DOC> file, BEIR corpus.jsonl, or one text per line) "
-                                   "and print tokens/s. With no arguments: a small random model on the Vaswani "
-                                   "collection from ../shared/data.")
-    p.add_argument("model", nargs="?", help="model directory (HF format)")
-    p.add_argument("corpus", nargs="?", help="corpus file")
+                                   "and print tokens/s. The model defaults to the packaged default model "
+                                   "(mambaret.DEFAULT_MODEL), the corpus to the Vaswani documents from "
+                                   "../shared/data: with no arguments it encodes Vaswani with the default model.")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("corpus", nargs="?",
+                   help=f"corpus file: TREC <DOC>, BEIR corpus.jsonl, or one text per line (default {DEMO_CORPUS})")
     p.add_argument("-o", "--output", help="write embeddings to this .npy (streamed in chunks)")
     p.add_argument("--ids-output", help="with -o: write the document ids, one per line, to this file")
     p.add_argument("--format", choices=["auto", "trec", "jsonl", "text"], default="auto")
@@ -349,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="encode a corpus into a saved FlatIndex",
                        description="Encode a corpus (normalised embeddings) and save a FlatIndex keyed by "
-                                   "document id.")
-    p.add_argument("model", help="model directory (HF format)")
+                                   "document id. The model defaults to the packaged default model.")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("corpus", help="corpus file: TREC <DOC>, BEIR corpus.jsonl, or one text per line")
     p.add_argument("-o", "--output", required=True, help="index file to write")
     p.add_argument("--format", choices=["auto", "trec", "jsonl", "text"], default="auto")
@@ -359,8 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="search a saved index with queries",
                        description="Encode queries and search an index written by `mambaret index`; print "
-                                   "'qid rank docid score' lines or write a TREC run.")
-    p.add_argument("model", help="model directory (HF format), the one the index was built with")
+                                   "'qid rank docid score' lines or write a TREC run. The model defaults to the "
+                                   "packaged default model.")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                   help="model directory, the one the index was built with; default: the packaged default model")
     p.add_argument("index", help="index file from `mambaret index`")
     p.add_argument("queries", help="TREC topics, BEIR queries.jsonl, or 'qid<TAB>text' lines")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
@@ -371,13 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_options(p)
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("eval", help="evaluate the model (and BM25) on a test collection",
+    p = sub.add_parser("eval", help="evaluate the model, BM25 and their fusion on a test collection",
                        description="Index a collection's documents, run its queries and print nDCG@10, "
                                    "MRR@10, Recall@100 and MAP for the model, BM25 and their fusion in one "
-                                   "table.")
-    p.add_argument("model", nargs="?", help="model directory (HF format); omit to evaluate BM25 alone")
-    p.add_argument("--collection", required=True,
-                   help="TREC folder (doc-text.trec, query-text.trec, qrels) or BEIR folder")
+                                   "table, and the model's encoding speed. With no arguments: the packaged "
+                                   "default model on the Vaswani collection from ../shared/data.")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("--collection", default=None,
+                   help="TREC folder (doc-text.trec, query-text.trec, qrels) or BEIR folder "
+                        f"(default {DEMO_COLLECTION})")
+    p.add_argument("--no-model", action="store_true", help="leave out the model: BM25 alone")
     p.add_argument("--metrics", default="ndcg@10,mrr@10,recall@100,map")
     p.add_argument("-k", type=int, default=1000, help="depth of each ranking (default 1000)")
     p.add_argument("--no-bm25", action="store_true", help="leave out the BM25 baseline")
@@ -391,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fine-tune MODEL on JSONL lines {\"query\", \"positive\", \"negatives\"} or a BEIR "
                                    "folder (qrels/<split>.tsv) with InfoNCE (or distillation) and write the trained "
                                    "model, with its tokenizer, at the root of --output.")
-    p.add_argument("model", help="model directory (HF format, or a sentence-transformers folder)")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                   help="model to start from: HF or sentence-transformers folder; default: the packaged default model")
     p.add_argument("--train", required=True, help="training pairs: a JSONL file or a BEIR folder")
     p.add_argument("--output", "-o", required=True, help="output folder (new or empty; checkpoints go in subfolders)")
     p.add_argument("--dev", help="dev collection (TREC or BEIR folder): nDCG@10 at the end and every --eval-steps")
@@ -409,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=20.0, help="InfoNCE: cosine x scale (default 20)")
     p.add_argument("--mini-batch-size", type=int, default=32, help="cached-mnrl: texts per pass (default 32)")
     p.add_argument("--temperature", type=float, default=1.0, help="kl: softmax temperature (default 1)")
-    p.add_argument("--teacher", help="teacher model directory for mse / kl distillation")
+    p.add_argument("--teacher", help="teacher model directory for mse / kl distillation (\"default\": the packaged one)")
     p.add_argument("--negatives", type=int, default=None, help="use at most this many negatives per line")
     p.add_argument("--mine-negatives", type=int, default=0,
                    help="before each epoch, mine this many hard negatives per query with the current model")

@@ -61,7 +61,9 @@ def connect(address: Optional[str] = None):
 
 
 def _check_model_folder(path: str) -> str:
-    path = os.path.abspath(os.fspath(path))
+    from .models import resolve_model_path
+
+    path = os.path.abspath(os.fspath(resolve_model_path(path)))
     if not os.path.isdir(path):
         raise ValueError(f"model folder {path!r} does not exist or is not a folder")
     if not os.access(path, os.R_OK | os.X_OK) or not os.path.isfile(os.path.join(path, "config.json")):
@@ -170,8 +172,8 @@ def encode(dataset, model: Union[str, os.PathLike], text_column: str = "text", i
 
     - ``dataset``: a ``ray.data.Dataset`` with ``text_column`` and ``id_column``, or corpus file
       paths (TREC ``<DOC>``, BEIR ``corpus.jsonl``, one text per line; ``format`` forces one).
-    - ``model``: the model folder; every node reads it from this path, unless ``ship_model=True``
-      sends its files through the object store.
+    - ``model``: the model folder ("default": the packaged ``mambaret.DEFAULT_MODEL``); every node
+      reads it from this path, unless ``ship_model=True`` sends its files through the object store.
     - ``num_actors``: encoder replicas (default: the cluster's CPUs / ``cpus_per_actor``), each
       with ``cpus_per_actor`` CPUs and as many threads; ``batch_size``: texts per engine call;
       ``rows_per_call``: rows Ray hands an actor at once (default ``4 * batch_size``).

@@ -21,6 +21,9 @@ POOLING_MODES = ("last", "mean")
 
 
 def _resolve_model_dir(name_or_path: str, revision: str | None, cache_dir: str | None) -> str:
+    from .models import resolve_model_path
+
+    name_or_path = resolve_model_path(name_or_path)  # "default": the packaged model, unless ./default exists
     if os.path.isdir(name_or_path):
         return name_or_path
     if os.path.exists(name_or_path):
@@ -120,6 +123,8 @@ class MambaEncoder:
                         revision: str | None = None, cache_dir: str | None = None,
                         dtype: str = "bfloat16") -> "MambaEncoder":
         """Loads a HF-format Mamba checkpoint directory (or hub id, with huggingface_hub).
+        "default" is the packaged default model (mambaret.DEFAULT_MODEL) unless a path of that
+        name exists in the working directory.
 
         device: "cpu" (the C core) or "cuda" / "cuda:N" (the optional CUDA module). threads: our
         threads and the BLAS's together; default OMP_NUM_THREADS, else the available cores.

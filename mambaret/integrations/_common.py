@@ -6,7 +6,8 @@ import os
 
 
 def load_encoder(model, model_kwargs: dict | None):
-    """A MambaEncoder as given, or loaded from a path / hub id with model_kwargs."""
+    """A MambaEncoder as given, or loaded from a path / hub id / "default" (the packaged model) with
+    model_kwargs."""
     from ..encoder import MambaEncoder
 
     if isinstance(model, MambaEncoder):

@@ -153,7 +153,11 @@ class MambaModel(nn.Module):
     @classmethod
     def from_pretrained(cls, model_dir: str, *, tokenizer_path: str | None = None) -> "MambaModel":
         """Reads every layout MambaEncoder reads (HF or mamba_ssm config; safetensors single or
-        sharded, or pytorch_model.bin; fp32, fp16 or bf16 weights, loaded as float32)."""
+        sharded, or pytorch_model.bin; fp32, fp16 or bf16 weights, loaded as float32); "default"
+        is the packaged default model (mambaret.DEFAULT_MODEL) unless a path of that name exists."""
+        from ..models import resolve_model_path
+
+        model_dir = resolve_model_path(model_dir)
         dims = read_config(model_dir)
         state = {}
         for name, tensor in iter_weights(model_dir):

@@ -102,8 +102,12 @@ def set_rng_state(state: dict) -> None:
 
 
 def resolve_model_dir(path: str) -> str:
-    """The checkpoint folder of an HF folder or of a sentence-transformers folder."""
+    """The checkpoint folder of an HF folder or of a sentence-transformers folder ("default":
+    the packaged default model, unless a path of that name exists)."""
+    from ..models import resolve_model_path
     from ..st_folder import is_sentence_transformers_folder, read_folder
+
+    path = resolve_model_path(path)
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no model directory {path!r}")
