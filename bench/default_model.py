@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import mambaret as mr  # noqa: E402
 from mambaret.bm25 import bm25_run  # noqa: E402
 from mambaret.retrieval import load_collection  # noqa: E402
+from teacher_baseline import print_table  # noqa: E402
 
 METRICS = ["ndcg@10", "mrr@10", "recall@100", "map"]
 
@@ -124,13 +125,9 @@ def main(argv=None) -> int:
     }
     checked = parity(model_dir, doc_texts[:args.parity_texts // 2] + query_texts[:args.parity_texts // 2])
 
-    width = max(map(len, results))
     print(f"{collection.name}: {len(collection.docs)} documents, {len(collection.queries)} queries; "
           f"model {model_dir}; {args.threads} threads; runs {args.depth} deep")
-    print(f"| {'system':<{width}} | " + " | ".join(f"{m:>10}" for m in METRICS) + " |")
-    print(f"|{'-' * (width + 2)}|" + "|".join("-" * 12 for _ in METRICS) + "|")
-    for name, values in results.items():
-        print(f"| {name:<{width}} | " + " | ".join(f"{values[m]:>10.4f}" for m in METRICS) + " |")
+    print_table(results, METRICS)
     for name, s in speed.items():
         print(f"{name}: {len(doc_texts)} documents in {s['seconds']:.2f} s = {s['docs_per_s']:.1f} documents/s")
     ratio = speed["mambaret default model"]["docs_per_s"] / speed["all-MiniLM-L6-v2 (sentence-transformers)"]["docs_per_s"]

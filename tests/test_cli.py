@@ -11,30 +11,7 @@ import pytest
 from conftest import REPO_ROOT, shared_file
 from mambaret.cli import main
 from mambaret.random_model import write_random_model
-
-DOCS = """<DOC>
-<DOCNO>d1</DOCNO>
-state space models for retrieval
-</DOC>
-<DOC>
-<DOCNO>d2</DOCNO>
-cooking pasta with tomatoes
-</DOC>
-<DOC>
-<DOCNO>d3</DOCNO>
-linear time sequence models
-</DOC>
-"""
-TOPICS = """<top>
-<num> 1
-<title> sequence models
-</top>
-<top>
-<num> 2
-<title> pasta recipes
-</top>
-"""
-QRELS = "1 0 d1 1\n1 0 d3 1\n2 0 d2 1\n"
+from tiny_collection import DOCS, QRELS, TOPICS
 
 
 @pytest.fixture(scope="module")

@@ -12,34 +12,11 @@ import mambaret as mr
 from mambaret import cli
 from mambaret.cli import build_parser, main
 from mambaret.models import DEFAULT_MODEL, resolve_model_path
+from tiny_collection import DOCS, QRELS, TOPICS
 
 TEXTS = ["hello world", "what is a state space model?", "x",
          "Mamba encoders read left to right, so the last token sees the whole text.",
          "The quick brown fox jumps over the lazy dog."]
-
-DOCS = """<DOC>
-<DOCNO>d1</DOCNO>
-state space models for retrieval
-</DOC>
-<DOC>
-<DOCNO>d2</DOCNO>
-cooking pasta with tomatoes
-</DOC>
-<DOC>
-<DOCNO>d3</DOCNO>
-linear time sequence models
-</DOC>
-"""
-TOPICS = """<top>
-<num> 1
-<title> sequence models
-</top>
-<top>
-<num> 2
-<title> pasta recipes
-</top>
-"""
-QRELS = "1 0 d1 1\n1 0 d3 1\n2 0 d2 1\n"
 
 
 @pytest.fixture(scope="module")
