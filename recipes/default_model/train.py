@@ -35,6 +35,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, REPO)
+sys.path.insert(0, HERE)
+
+from build_data import read_jsonl  # noqa: E402  the data builder's reader, one for both scripts
 
 DEFAULT_DATA = os.path.join(REPO, "build", "default_model_data")
 DEFAULT_WORK = os.path.join(REPO, "build", "default_model")
@@ -45,11 +48,6 @@ EOS = "[SEP]"
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def read_jsonl(path: str) -> list:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def teacher_folder() -> str:
@@ -256,6 +254,7 @@ def stage_init(args) -> None:
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         shutil.copyfile(os.path.join(tok_dir, name), os.path.join(out, name))
     # the pooling is what it claims: compare with the static model computed directly
+    from mambaret.tokenization import TruncationStats
     from mambaret.train import BiEncoder, load_tokenizer
 
     tokenizer, _ = load_tokenizer(out)
@@ -263,7 +262,7 @@ def stage_init(args) -> None:
     got = BiEncoder(model, tokenizer, args.max_length).encode(texts)
     w = sif_weights(counts)
     want = []
-    for ids in tokenizer.encode(texts, args.max_length, __import__("mambaret").tokenization.TruncationStats()):
+    for ids in tokenizer.encode(texts, args.max_length, TruncationStats()):
         body = [i for i in ids if i != eos_id]
         v = (w[body, None] * vectors[body]).sum(0)
         want.append(v / np.linalg.norm(v))
