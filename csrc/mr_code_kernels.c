@@ -4,7 +4,9 @@
  * build stays portable; mr_index_quantized.c calls them only when the CPU reports the features.
  *   portable: 64-bit words and the compiler's popcount (a table or the instruction, as built);
  *   AVX2:     the nibble-lookup popcount (vpshufb, then vpsadbw sums the bytes), with the
- *             POPCNT instruction for the tail;
+ *             POPCNT instruction for the tail; and for binary search, the tile kernel: rows
+ *             stored as nibble planes, each query as per-position lookup tables, so one vpshufb
+ *             scores 32 rows at one position (the layout of FAISS's "fast scan");
  *   AVX-512:  VPOPCNTDQ counts eight 64-bit words per instruction. */
 #include "mr_code_kernels.h"
 
@@ -44,6 +46,56 @@ void mr_int8_dot_rows_portable(const int8_t *query, const int16_t *query16, cons
         for (int64_t i = 0; i < width; i++) dot += (int32_t)query[i] * (int32_t)row[i];
         out[j] = (float)dot;
     }
+}
+
+/* The byte of a tile position that holds row r: chosen so that widening the 32 byte sums
+ * (unpacklo / unpackhi within each 128-bit lane) gives rows 0-15 and 16-31 in order. */
+static inline int tile_slot(int r) { return r < 8 ? r : r < 16 ? r + 8 : r < 24 ? r - 8 : r; }
+
+/* Position by position, so the writes are sequential (the reads stride over the tile's rows,
+ * which sit in L1). */
+void mr_hamming_pack_tiles(const uint8_t *rows, int64_t n, int64_t width, uint8_t *planes) {
+    const int64_t positions = 2 * width;
+    int slots[MR_TILE_ROWS];
+    for (int r = 0; r < MR_TILE_ROWS; r++) slots[r] = tile_slot(r);
+    for (int64_t first = 0; first < n; first += MR_TILE_ROWS) {
+        uint8_t *tile = planes + (first / MR_TILE_ROWS) * positions * MR_TILE_ROWS;
+        const int m = n - first < MR_TILE_ROWS ? (int)(n - first) : MR_TILE_ROWS;
+        if (m < MR_TILE_ROWS) memset(tile, 0, (size_t)(positions * MR_TILE_ROWS));
+        const uint8_t *block = rows + first * width;
+        for (int64_t b = 0; b < width; b++) {
+            uint8_t *low = tile + 2 * b * MR_TILE_ROWS, *high = low + MR_TILE_ROWS;
+            for (int r = 0; r < m; r++) {
+                const uint8_t v = block[r * width + b];
+                low[slots[r]] = v & 15;
+                high[slots[r]] = v >> 4;
+            }
+        }
+    }
+}
+
+void mr_hamming_query_tables(const uint8_t *query, int64_t width, uint8_t *tables) {
+    for (int64_t p = 0; p < 2 * width; p++) {
+        const unsigned nibble = p & 1 ? query[p / 2] >> 4 : query[p / 2] & 15u;
+        for (unsigned v = 0; v < 16; v++) tables[p * 16 + v] = (uint8_t)__builtin_popcount(nibble ^ v);
+    }
+}
+
+void mr_hamming_tiles_portable(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
+                               const uint16_t *limits, uint16_t *distance, uint32_t *masks) {
+    const int64_t positions = 2 * width;
+    for (int q = 0; q < nq; q++)
+        for (int64_t t = 0; t < n_tiles; t++) {
+            const uint8_t *tile = planes + t * positions * MR_TILE_ROWS, *table = tables + q * positions * 16;
+            uint32_t mask = 0;
+            for (int r = 0; r < MR_TILE_ROWS; r++) {
+                unsigned d = 0;
+                for (int64_t p = 0; p < positions; p++) d += table[p * 16 + tile[p * MR_TILE_ROWS + tile_slot(r)]];
+                distance[(q * n_tiles + t) * MR_TILE_ROWS + r] = (uint16_t)d;
+                mask |= (uint32_t)(d <= limits[q]) << r;
+            }
+            masks[q * n_tiles + t] = mask;
+        }
 }
 
 /* ------------------------------------------------------------------ AVX2 */
@@ -173,6 +225,62 @@ AVX2 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, con
 #undef WIDEN
 }
 
+/* A byte sum gains at most 4 a position, so 63 positions fit in a byte before widening. */
+enum { TILE_BYTE_POSITIONS = 63 };
+
+/* nq is a constant where this is inlined, so the per-query arrays live in registers:
+ * per position, one load of the tile's 32 nibbles serves every query. */
+static inline AVX2 __attribute__((always_inline)) void tiles_avx2(const uint8_t *tables, const int nq, int64_t width,
+                                                                  const uint8_t *planes, int64_t n_tiles,
+                                                                  const uint16_t *limits, uint16_t *distance,
+                                                                  uint32_t *masks) {
+    const int64_t positions = 2 * width, table_stride = positions * 16;
+    const __m256i zero = _mm256_setzero_si256();
+    for (int64_t t = 0; t < n_tiles; t++) {
+        const uint8_t *tile = planes + t * positions * MR_TILE_ROWS;
+        __m256i low[4], high[4];
+        for (int q = 0; q < nq; q++) low[q] = high[q] = zero;
+        for (int64_t p0 = 0; p0 < positions; p0 += TILE_BYTE_POSITIONS) {
+            const int64_t p1 = positions - p0 < TILE_BYTE_POSITIONS ? positions : p0 + TILE_BYTE_POSITIONS;
+            __m256i sums[4];
+            for (int q = 0; q < nq; q++) sums[q] = zero;
+            for (int64_t p = p0; p < p1; p++) {
+                const __m256i nibbles = _mm256_loadu_si256((const __m256i *)(tile + p * MR_TILE_ROWS));
+                for (int q = 0; q < nq; q++) {
+                    const __m256i table = _mm256_broadcastsi128_si256(
+                        _mm_loadu_si128((const __m128i *)(tables + q * table_stride + p * 16)));
+                    sums[q] = _mm256_add_epi8(sums[q], _mm256_shuffle_epi8(table, nibbles));
+                }
+            }
+            for (int q = 0; q < nq; q++) {
+                low[q] = _mm256_add_epi16(low[q], _mm256_unpacklo_epi8(sums[q], zero));
+                high[q] = _mm256_add_epi16(high[q], _mm256_unpackhi_epi8(sums[q], zero));
+            }
+        }
+        for (int q = 0; q < nq; q++) {
+            uint16_t *d = distance + (q * n_tiles + t) * MR_TILE_ROWS;
+            _mm256_storeu_si256((__m256i *)d, low[q]);
+            _mm256_storeu_si256((__m256i *)(d + 16), high[q]);
+            /* unsigned d <= limit as min(d, limit) == d; the 16-bit flags packed to bytes in row order */
+            const __m256i limit = _mm256_set1_epi16((short)limits[q]);
+            const __m256i in_low = _mm256_cmpeq_epi16(_mm256_min_epu16(low[q], limit), low[q]);
+            const __m256i in_high = _mm256_cmpeq_epi16(_mm256_min_epu16(high[q], limit), high[q]);
+            const __m256i flags = _mm256_permute4x64_epi64(_mm256_packs_epi16(in_low, in_high), 0xD8);
+            masks[q * n_tiles + t] = (uint32_t)_mm256_movemask_epi8(flags);
+        }
+    }
+}
+
+AVX2 void mr_hamming_tiles_avx2(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
+                                const uint16_t *limits, uint16_t *distance, uint32_t *masks) {
+    switch (nq) {
+    case 4: tiles_avx2(tables, 4, width, planes, n_tiles, limits, distance, masks); break;
+    case 3: tiles_avx2(tables, 3, width, planes, n_tiles, limits, distance, masks); break;
+    case 2: tiles_avx2(tables, 2, width, planes, n_tiles, limits, distance, masks); break;
+    default: tiles_avx2(tables, 1, width, planes, n_tiles, limits, distance, masks); break;
+    }
+}
+
 /* ------------------------------------------------------------------ AVX-512 VPOPCNTDQ */
 
 #define AVX512 __attribute__((target("avx512f,avx512vpopcntdq,popcnt")))
@@ -207,5 +315,9 @@ void mr_hamming_rows_avx512(const uint8_t *query, const uint8_t *rows, int64_t n
 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const int8_t *rows, int64_t n,
                            int64_t width, float *out) {
     mr_int8_dot_rows_portable(query, query16, rows, n, width, out);
+}
+void mr_hamming_tiles_avx2(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
+                           const uint16_t *limits, uint16_t *distance, uint32_t *masks) {
+    mr_hamming_tiles_portable(tables, nq, width, planes, n_tiles, limits, distance, masks);
 }
 #endif

@@ -11,6 +11,12 @@
 
 /* A block of rows is scored against every query of a group while it sits in cache. */
 enum { BLOCK_BYTES = 256 * 1024, MIN_BLOCK_ROWS = 64 };
+/* The tile kernel's block: its nibble planes (twice the codes' bytes) stay in L2 (dev/cpu's
+ * hamming_search harness sets other sizes with -DTILE_BLOCK_BYTES=...). */
+#ifndef TILE_BLOCK_BYTES
+#define TILE_BLOCK_BYTES (128 * 1024)
+#endif
+enum { TILE_QUERIES = 4 };
 /* Bound on the per-thread heaps of one group of queries; more queries run in several groups. */
 #define HEAP_BYTES_BUDGET ((int64_t)64 << 20)
 /* int8 widths whose int32 sums cannot overflow: 128 * 128 * width < 2^31 */
@@ -100,6 +106,45 @@ static code_block *make_blocks(const mr_code_search_args *a, int64_t block_rows,
     return blocks;
 }
 
+/* The largest Hamming distance a row may have and still enter this heap (every row while the
+ * heap has empty slots); a row at exactly this distance enters only with a lower id, which the
+ * push decides. */
+static uint16_t entry_limit(const float *heap_scores, const int64_t *heap_ids, float bits) {
+    if (heap_ids[0] < 0) return UINT16_MAX;
+    return (uint16_t)((bits - heap_scores[0]) / 2.0f);
+}
+
+/* One block of binary rows against a group's queries through the tile kernel: the block is
+ * packed into nibble planes once, then scored TILE_QUERIES queries at a time; only the rows
+ * whose distance passes the query's heap limit are offered to the heap. */
+static void hamming_block_tiles(const code_block *blk, int64_t width, const uint8_t *tables, int64_t gq,
+                                float *heap_scores, int64_t *heap_ids, int64_t keep, uint8_t *planes,
+                                uint16_t *distance, uint32_t *masks) {
+    const float bits = (float)(8 * width);
+    const int64_t n_tiles = (blk->rows + MR_TILE_ROWS - 1) / MR_TILE_ROWS, table_bytes = 2 * width * 16;
+    mr_hamming_pack_tiles(blk->codes, blk->rows, width, planes);
+    const int tail = (int)(blk->rows % MR_TILE_ROWS);
+    const uint32_t last_tile_rows = tail ? ((uint32_t)1 << tail) - 1 : UINT32_MAX;
+    for (int64_t q = 0; q < gq; q += TILE_QUERIES) {
+        const int nq = gq - q < TILE_QUERIES ? (int)(gq - q) : TILE_QUERIES;
+        uint16_t limits[TILE_QUERIES];
+        for (int i = 0; i < nq; i++) limits[i] = entry_limit(heap_scores + (q + i) * keep, heap_ids + (q + i) * keep, bits);
+        mr_hamming_tiles_avx2(tables + q * table_bytes, nq, width, planes, n_tiles, limits, distance, masks);
+        for (int i = 0; i < nq; i++) {
+            float *scores = heap_scores + (q + i) * keep;
+            int64_t *ids = heap_ids + (q + i) * keep;
+            for (int64_t t = 0; t < n_tiles; t++) {
+                uint32_t mask = masks[i * n_tiles + t] & (t == n_tiles - 1 ? last_tile_rows : UINT32_MAX);
+                for (; mask; mask &= mask - 1) {
+                    const int64_t row = t * MR_TILE_ROWS + __builtin_ctz(mask);
+                    mr_topk_heap_push(scores, ids, keep, bits - 2.0f * (float)distance[i * n_tiles * MR_TILE_ROWS + row],
+                                      blk->first_id + row);
+                }
+            }
+        }
+    }
+}
+
 /* The search driver shared by both code kinds: threads share out blocks of rows, keep their
  * own top-k per query, and the per-thread heaps are merged at the end. */
 static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *err) {
@@ -122,20 +167,32 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
     if (keep == 0) return MR_OK;
 
     const int nt = a->threads;
+    /* binary codes on AVX2 go through the tile kernel (its 16-bit distances bound the width) */
+    const int tiles = !int8 && kernel == MR_CODE_AVX2 && width <= MR_TILE_MAX_WIDTH;
+    const int64_t table_bytes = 2 * width * 16;
     int64_t group = HEAP_BYTES_BUDGET / ((int64_t)nt * keep * (int64_t)(sizeof(float) + sizeof(int64_t)));
+    if (tiles && group > HEAP_BYTES_BUDGET / table_bytes) group = HEAP_BYTES_BUDGET / table_bytes;
     if (group < 1) group = 1;
     if (group > a->nq) group = a->nq;
     int64_t block_rows = BLOCK_BYTES / width;
+    if (tiles) block_rows = (TILE_BLOCK_BYTES / (2 * width * MR_TILE_ROWS)) * MR_TILE_ROWS;
     if (block_rows < MIN_BLOCK_ROWS) block_rows = MIN_BLOCK_ROWS;
+    const int64_t block_tiles = block_rows / MR_TILE_ROWS;
 
     int64_t n_blocks = 0;
     code_block *blocks = make_blocks(a, block_rows, &n_blocks);
-    float *row_scores = malloc((size_t)(nt * block_rows) * sizeof(float));
+    float *row_scores = tiles ? NULL : malloc((size_t)(nt * block_rows) * sizeof(float));
     int16_t *widened = int8 ? malloc((size_t)(a->nq * width) * sizeof(int16_t)) : NULL;
     float *heap_scores = malloc((size_t)(nt * group * keep) * sizeof(float));
     int64_t *heap_ids = malloc((size_t)(nt * group * keep) * sizeof(int64_t));
-    if (!blocks || !row_scores || (int8 && !widened) || !heap_scores || !heap_ids) {
+    uint8_t *tables = tiles ? malloc((size_t)(group * table_bytes)) : NULL;
+    uint8_t *planes = tiles ? malloc((size_t)(nt * block_tiles * 2 * width * MR_TILE_ROWS)) : NULL;
+    uint16_t *distance = tiles ? malloc((size_t)(nt * TILE_QUERIES * block_rows) * sizeof(uint16_t)) : NULL;
+    uint32_t *masks = tiles ? malloc((size_t)(nt * TILE_QUERIES * block_tiles) * sizeof(uint32_t)) : NULL;
+    if (!blocks || (!tiles && !row_scores) || (int8 && !widened) || !heap_scores || !heap_ids ||
+        (tiles && (!tables || !planes || !distance || !masks))) {
         free(blocks), free(row_scores), free(widened), free(heap_scores), free(heap_ids);
+        free(tables), free(planes), free(distance), free(masks);
         return mr_fail(err, MR_ERR_MEMORY, "search: out of memory for %d thread buffers", nt);
     }
     if (int8) /* the queries widened once, for the kernels that multiply int16 pairs */
@@ -146,13 +203,25 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
 #pragma omp parallel num_threads(nt)
         {
             const int t = mr_thread_index();
-            float *scores = row_scores + (int64_t)t * block_rows;
+            float *scores = row_scores ? row_scores + (int64_t)t * block_rows : NULL;
             float *my_scores = heap_scores + (int64_t)t * group * keep;
             int64_t *my_ids = heap_ids + (int64_t)t * group * keep;
             for (int64_t q = 0; q < gq; q++) mr_topk_heap_clear(my_scores + q * keep, my_ids + q * keep, keep);
+            if (tiles) {
+#pragma omp for schedule(static)
+                for (int64_t q = 0; q < gq; q++)
+                    mr_hamming_query_tables(a->queries + (q0 + q) * width, width, tables + q * table_bytes);
+            }
 #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < n_blocks; b++) {
                 const code_block *blk = &blocks[b];
+                if (tiles) {
+                    hamming_block_tiles(blk, width, tables, gq, my_scores, my_ids, keep,
+                                        planes + (int64_t)t * block_tiles * 2 * width * MR_TILE_ROWS,
+                                        distance + (int64_t)t * TILE_QUERIES * block_rows,
+                                        masks + (int64_t)t * TILE_QUERIES * block_tiles);
+                    continue;
+                }
                 for (int64_t q = 0; q < gq; q++) {
                     const uint8_t *query = a->queries + (q0 + q) * width;
                     if (int8)
@@ -171,6 +240,7 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
         }
     }
     free(blocks), free(row_scores), free(widened), free(heap_scores), free(heap_ids);
+    free(tables), free(planes), free(distance), free(masks);
     return MR_OK;
 }
 

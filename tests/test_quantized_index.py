@@ -59,17 +59,21 @@ def random_codes(rng, n, width, dtype):
     return rng.integers(0, 256, size=(n, width), dtype=np.uint8).view(dtype)
 
 
-@pytest.mark.parametrize("width", WIDTHS + [1000, 2100])  # past 31 chunks of 32 bytes: byte sums flushed
+# 1000, 2100: past 31 chunks of 32 bytes (the row kernel flushes its byte sums); 4095 / 4096: the
+# widest the AVX2 tile kernel's 16-bit distances take, and the first that goes to the row kernel
+@pytest.mark.parametrize("width", WIDTHS + [1000, 2100, 4095, 4096])
 def test_hamming_kernels_equal_reference(width):
     rng = np.random.default_rng(width)
     rows = random_codes(rng, 700, width, np.uint8)
-    queries = random_codes(rng, 9, width, np.uint8)
-    segments = [rows[:0], rows[:250], rows[250:]]
+    queries = random_codes(rng, 9, width, np.uint8)  # 9: two groups of four and one alone in the tile kernel
+    segments = [rows[:0], rows[:250], rows[250:]]    # tiles of 32 rows with partial last tiles
+    for k in (20, 800):                                # 800 > rows: heaps never fill, every row enters
+        ref = _C.hamming_search(queries, segments, k, kernel="reference")
+        for kernel in _C.code_kernels(False):
+            for threads in (1, 3):
+                got = _C.hamming_search(queries, segments, k, threads=threads, kernel=kernel)
+                assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1]), (kernel, threads, k)
     ref = _C.hamming_search(queries, segments, 20, kernel="reference")
-    for kernel in _C.code_kernels(False):
-        for threads in (1, 3):
-            got = _C.hamming_search(queries, segments, 20, threads=threads, kernel=kernel)
-            assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1]), (kernel, threads)
     # the scores are bits - 2 * hamming, counted here bit by bit
     bits = np.unpackbits(queries[:, None, :] ^ rows[None, :, :], axis=-1).sum(-1)
     expected = 8 * width - 2 * bits

@@ -82,6 +82,9 @@ def seeds() -> dict:
         "packed_batch": {"two": batch([1, 2, 3, 4, 5], [0, 2, 5]), "mean": batch([7, 8], [0, 2], pooling=1),
                          "empty": batch([], [0])},
         "token_ids": {"lists": b"[[1, 2, 3], [4], [5, 6]]", "one": b"[9, 10]"},
+        "train_jsonl": {"pairs": b'{"query": "what is a scan", "positive": "a prefix sum"}\n\n'
+                                 b'{"query": "ssm", "positive": "state space model", "negatives": ["attention"]}\n',
+                        "scores": b'{"query": "q", "positive": "p", "negatives": ["n1", "n2"], "scores": [0.9, 0.2, 1]}\n'},
     }
 
 

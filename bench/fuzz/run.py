@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 CORPUS = os.path.join(HERE, "corpus")
 # libFuzzer dictionaries: the tokens a format is made of, so mutations reach past the parser's first checks
-DICTIONARIES = {"json": ("safetensors", "config", "tokenizer", "model_folder", "beir_corpus", "beir_queries", "token_ids"),
+DICTIONARIES = {"json": ("safetensors", "config", "tokenizer", "model_folder", "beir_corpus", "beir_queries", "token_ids", "train_jsonl"),
                 "trec": ("trec_topics", "trec_docs", "trec_qrels", "trec_run", "beir_qrels")}
 INSTRUMENTED_SRC = os.path.join(ROOT, "build-fuzz", "src")
 
@@ -42,8 +42,9 @@ def child(target: str, libfuzzer_args: list[str]) -> None:
         import mambaret  # noqa: F401 - instrumented for coverage
         import mambaret.checkpoint, mambaret.datasets, mambaret.encoder, mambaret.index  # noqa: E401,F401
         import mambaret.tokenization  # noqa: F401
-    sys.path.insert(0, HERE)
-    import targets
+        sys.path.insert(0, HERE)
+        import targets
+        targets._torch_free_train_data()  # the training JSONL reader, instrumented, without torch
 
     print(f"INFO: mambaret._C from {mambaret._C.__file__}", file=sys.stderr)
 

@@ -150,6 +150,47 @@ def beir_qrels(data: bytes) -> None:
 _MODEL = None
 
 
+_train_data = None
+
+
+def _torch_free_train_data():
+    """mambaret.train.data without the package's __init__, which imports torch (too heavy to
+    load under the fuzzer's AddressSanitizer runtime). The stub package and this copy of the
+    module leave sys.modules again, so a later `import mambaret.train` is the real one."""
+    global _train_data
+    import importlib
+    import sys
+    import types
+
+    import mambaret
+
+    if _train_data is None:
+        names = ("mambaret.train", "mambaret.train.data")
+        saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+        had_attribute = hasattr(mambaret, "train")
+        previous = getattr(mambaret, "train", None)
+        stub = types.ModuleType("mambaret.train")
+        stub.__path__ = [os.path.join(os.path.dirname(mambaret.__file__), "train")]
+        sys.modules["mambaret.train"] = stub
+        try:
+            _train_data = importlib.import_module("mambaret.train.data")
+        finally:
+            for name in names:
+                sys.modules.pop(name, None)
+            sys.modules.update(saved)
+            if had_attribute:
+                mambaret.train = previous
+            elif hasattr(mambaret, "train"):
+                del mambaret.train
+    return _train_data
+
+
+def train_jsonl(data: bytes) -> None:
+    """The training JSONL reader (query / positive / negatives / scores lines)."""
+    for example in _torch_free_train_data().load_jsonl_pairs(_file("train.jsonl", data)):
+        assert example.query and example.positive
+
+
 def _tiny_model():
     global _MODEL
     if _MODEL is None:
@@ -194,7 +235,7 @@ def token_ids(data: bytes) -> None:
 
 TARGETS = {f.__name__: f for f in (safetensors, config, tokenizer, model_folder, flat_index, npy_index,
                                      trec_topics, trec_docs, trec_qrels, trec_run, beir_corpus,
-                                     beir_queries, beir_qrels, packed_batch, token_ids)}
+                                     beir_queries, beir_qrels, packed_batch, token_ids, train_jsonl)}
 
 # what each target may raise on bad input; anything else is a finding
 ALLOWED = {name: (ValueError,) for name in TARGETS}
