@@ -108,8 +108,15 @@ def test_int8_kernels_equal_reference_and_numpy(width):
     rng = np.random.default_rng(100 + width)
     rows = random_codes(rng, 500, width, np.int8)
     rows[0] = -128  # the extremes: -128 * -128 sums must not overflow
-    queries = random_codes(rng, 7, width, np.int8)
+    rows[1] = 127
+    queries = random_codes(rng, 11, width, np.int8)
     queries[0] = -128
+    # queries without a -128 byte take the AVX2 sign-trick kernel, four at a time (a run of
+    # five, then one that has -128, then four): -127 against the -128 and 127 rows is its edge
+    queries[1:6] = np.maximum(queries[1:6], -127)
+    queries[1] = -127
+    queries[7:] = np.maximum(queries[7:], -127)
+    queries[8] = 127
     ref = _C.int8_search(queries, [rows[:123], rows[123:]], 15, kernel="reference")
     for kernel in _C.code_kernels(True):
         got = _C.int8_search(queries, [rows[:123], rows[123:]], 15, threads=2, kernel=kernel)
