@@ -62,9 +62,12 @@ def _step_timings(model, forward_last, tokens_per_step: int, spec: dict) -> dict
     """Times forward + backward (no optimizer) and the full step (with AdamW) separately."""
     import torch
 
+    _use_checkout()
+    from mambaret.train import make_optimizer  # the trainer's AdamW (fused where torch has it), for both
+
     hidden = model.config.hidden_size
     direction = torch.nn.functional.normalize(torch.randn(hidden, generator=torch.Generator().manual_seed(0)), dim=0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    optimizer = make_optimizer(model, lr=1e-5)
 
     def forward_backward():
         pooled = torch.nn.functional.normalize(forward_last(), dim=-1)
@@ -211,7 +214,7 @@ def write_report(path: str, meta: dict, rows: list[dict]) -> None:
     out = [f"# Training on the CPU: mambaret.nn vs HF transformers ({meta['shape']} shape)", "",
            f"`{meta['command']}`", "", f"{meta['date']}; {meta['machine'].get('model_name', '?')}, "
            f"{meta['threads']} threads; load before: `{meta['uptime_before']}`, after: `{meta['uptime_after']}`", "",
-           "A step: forward + backward + AdamW (clip 1.0) on batch x length random token ids, gradient entering at "
+           "A step: forward + backward + AdamW (mambaret.train.make_optimizer: fused; clip 1.0) on batch x length random token ids, gradient entering at "
            "each sequence's last-token state. Efficiency = 3 x "
            f"{fpt / 1e6:.1f} MFLOP/token x our training tokens/s / sgemm GFLOP/s on in_proj's shape. "
            "Step / forward = our forward + backward time over our C engine's inference forward on the same tokens.",

@@ -11,7 +11,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from mambaret.train import (CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss,  # noqa: E402
                             kl_distillation_loss, linear_schedule, make_optimizer, mse_distillation_loss,
-                            multiple_negatives_ranking_loss, no_weight_decay, warmup_steps)
+                            multiple_negatives_ranking_loss, no_weight_decay, parameter_groups, warmup_steps)
 
 
 def _unit(*shape, seed):
@@ -173,6 +173,26 @@ def test_optimizer_groups_on_mamba(tmp_path):
     assert "layers.0.mixer.A_log" in kept and "layers.1.mixer.D" in kept and "norm_f.weight" in kept
     assert "layers.0.mixer.in_proj.bias" in kept and "layers.0.mixer.in_proj.weight" in decayed
     assert "embeddings.weight" in decayed
+
+
+def test_optimizer_is_fused_and_steps_like_the_per_tensor_adamw(tmp_path):
+    from train_support import write_tiny_model
+
+    from mambaret.train import load_model
+
+    folder = write_tiny_model(str(tmp_path / "m"), use_bias=True)
+    fused_model, plain_model = load_model(folder), load_model(folder)
+    fused = make_optimizer(fused_model, lr=1e-2, weight_decay=0.05)
+    plain = torch.optim.AdamW(parameter_groups(plain_model, 0.05), lr=1e-2)  # torch's per-tensor loop
+    assert fused.defaults["fused"] and not plain.defaults.get("fused")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for a, b in zip(fused_model.parameters(), plain_model.parameters()):
+            a.grad = torch.randn(a.shape, generator=g)
+            b.grad = a.grad.clone()
+        fused.step(), plain.step()
+    for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_linear_warmup_then_decay():
