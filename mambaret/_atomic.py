@@ -22,7 +22,8 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["atomic_path", "atomic_open", "fsync_folder", "remove_stale_temporaries"]
+__all__ = ["atomic_path", "atomic_open", "fsync_folder", "locked_temporary_folder", "remove_stale_folders",
+           "remove_stale_temporaries"]
 
 _TMP_MARK = ".tmp-"
 
@@ -139,3 +140,58 @@ def atomic_open(path, mode: str = "wb", **kwargs) -> Iterator[IO]:
         with open(tmp, mode, **kwargs) as f:
             yield f
             f.flush()
+
+
+# ------------------------------------------------------------------ folders
+
+def remove_stale_folders(parent: str, prefix: str) -> int:
+    """Removes the folders named ``prefix*`` in ``parent`` that no live writer holds (the
+    leftovers of killed folder writes, see locked_temporary_folder); returns how many."""
+    if fcntl is None:  # pragma: no cover
+        return 0
+    import shutil
+
+    removed = 0
+    for candidate in glob.glob(os.path.join(glob.escape(parent), glob.escape(prefix) + "*")):
+        try:
+            fd = os.open(candidate, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            continue
+        try:
+            if _try_lock(fd):  # removed while locked, as remove_stale_temporaries does for files
+                shutil.rmtree(candidate, ignore_errors=True)
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
+@contextlib.contextmanager
+def locked_temporary_folder(parent: str, prefix: str) -> Iterator[str]:
+    """A new folder ``parent/prefix<random>`` that this process holds an ``flock`` on until the
+    block ends, so that remove_stale_folders leaves it alone while it is written (and removes it
+    if the writer is killed). The caller renames it into place or lets it be removed: on an
+    exception it is deleted."""
+    import shutil
+    import tempfile
+
+    while True:
+        folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        if not _try_lock(fd):  # a cleaner holds it for a moment before removing it
+            os.close(fd)
+            continue
+        try:
+            alive = os.stat(folder).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            alive = False
+        if alive:
+            break
+        os.close(fd)
+    try:
+        yield folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        os.close(fd)

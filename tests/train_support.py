@@ -59,3 +59,26 @@ def write_pairs_jsonl(path: str, pairs) -> str:
                 line["negatives"] = negatives
             f.write(json.dumps(line) + "\n")
     return path
+
+
+def write_checkpoints_until_killed(folder: str, model_dir: str, started) -> None:
+    """Saves checkpoints 1, 2, 3, ... (every parameter set to step % 3, the trainer state saying
+    so) and keeps the newest two, until the process is killed; `started` is set after the first."""
+    import torch
+
+    from mambaret.train import linear_schedule, load_model, make_optimizer
+    from mambaret.train import saving
+
+    model = load_model(model_dir)
+    optimizer = make_optimizer(model, lr=1e-3)
+    scheduler = linear_schedule(optimizer, 10, 1)
+    step = 0
+    while True:
+        step += 1
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(step % 3)
+        saving.write_checkpoint(folder, step, model, [], optimizer, scheduler, {"step": step},
+                                {"global_step": step, "version": step % 3})
+        saving.prune_checkpoints(folder, 2)
+        started.set()

@@ -2,7 +2,9 @@
 
 Every file is written to a temporary name in its destination folder, flushed to disk and then
 renamed over the final name, so a crash leaves either the old file or the new one, never half
-of one. A checkpoint folder is assembled under a temporary name and renamed into place whole.
+of one. A checkpoint folder is assembled under a temporary name and renamed into place whole;
+a pruned one is renamed away before it is deleted. The temporary folders of killed writes
+(``.checkpoint-*``, ``.staging-*``) are removed by the next write to the same folder.
 """
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ import tempfile
 
 import torch
 
-from .._atomic import atomic_path, fsync_folder
+from .._atomic import atomic_path, fsync_folder, locked_temporary_folder, remove_stale_folders
 
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 RNG_FILE = "rng_state.pt"
 CHECKPOINT_PREFIX = "checkpoint-"
+TEMPORARY_PREFIX = f".{CHECKPOINT_PREFIX}"  # checkpoint folders being written or deleted
+STAGING_PREFIX = ".staging-"                # a model's files before they are moved in
 
 
 def _fsync_file(path: str) -> None:
@@ -51,8 +55,8 @@ def save_model_files(model, tokenizer_files: list[str], folder: str) -> None:
     """model.save_pretrained + the tokenizer files into `folder`, each file moved in atomically
     (the weights after the config and tokenizer, so a folder with weights is complete)."""
     os.makedirs(folder, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".staging-", dir=folder)
-    try:
+    remove_stale_folders(folder, STAGING_PREFIX)
+    with locked_temporary_folder(folder, STAGING_PREFIX) as staging:
         model.save_pretrained(staging)
         for src in tokenizer_files:
             shutil.copyfile(src, os.path.join(staging, os.path.basename(src)))
@@ -63,7 +67,6 @@ def save_model_files(model, tokenizer_files: list[str], folder: str) -> None:
         for name in names:
             os.replace(os.path.join(staging, name), os.path.join(folder, name))
         fsync_folder(folder)
-    finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -72,21 +75,31 @@ def write_checkpoint(output_dir: str, step: int, model, tokenizer_files: list[st
     """output_dir/checkpoint-<step>/: the model (HF folder with tokenizer), optimizer, scheduler,
     RNG states and the trainer's position; assembled under a temporary name, then renamed."""
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
-    tmp = tempfile.mkdtemp(prefix=f".{CHECKPOINT_PREFIX}{step}.", suffix=".tmp", dir=output_dir)
-    try:
+    remove_stale_folders(output_dir, TEMPORARY_PREFIX)
+    with locked_temporary_folder(output_dir, TEMPORARY_PREFIX) as tmp:
         save_model_files(model, tokenizer_files, tmp)
         atomic_torch_save(os.path.join(tmp, OPTIMIZER_FILE), optimizer.state_dict())
         atomic_torch_save(os.path.join(tmp, SCHEDULER_FILE), scheduler.state_dict())
         atomic_torch_save(os.path.join(tmp, RNG_FILE), rng_state)
         atomic_json(os.path.join(tmp, TRAINER_STATE), trainer_state)  # written last: marks it complete
-        if os.path.isdir(final):
-            shutil.rmtree(final)
+        fsync_folder(tmp)
+        # a checkpoint of this step already there (a rerun) is moved aside first: a kill between
+        # the two renames loses that old one, never leaves a half-written folder under the name
+        _remove_folder(final)
         os.replace(tmp, final)
         fsync_folder(output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
+
+
+def _remove_folder(path: str) -> None:
+    """Renames a checkpoint folder to a temporary name, then deletes it: a kill during the
+    deletion leaves a leftover the next write removes, never a partial folder that still looks
+    complete."""
+    if not os.path.isdir(path):
+        return
+    aside = tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, dir=os.path.dirname(path))
+    os.replace(path, aside)  # over the fresh empty folder: renaming onto an empty folder is allowed
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
@@ -115,4 +128,4 @@ def prune_checkpoints(output_dir: str, keep: int | None) -> None:
     if not keep:
         return
     for _, path in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
+        _remove_folder(path)
