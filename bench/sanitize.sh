@@ -18,7 +18,7 @@ shift || true
 C_TESTS=(tests/test_kernels.py tests/test_flat_search_core.py tests/test_flat_index.py
          tests/test_flat_index_threads.py tests/test_errors.py tests/test_threads.py tests/test_dlpack.py
          tests/test_tokenization.py tests/test_chunking.py tests/test_crash_safe_files.py
-         tests/test_costly_inputs.py tests/test_fuzz.py tests/test_soak.py)
+         tests/test_costly_inputs.py tests/test_fuzz.py tests/test_soak.py tests/test_quantized_index.py)
 tests=("$@")
 [ ${#tests[@]} -eq 0 ] && tests=("${C_TESTS[@]}")
 

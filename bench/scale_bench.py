@@ -13,8 +13,10 @@ Sections (--sections, comma-separated; default all that have their inputs):
   whole query batch, queries/s, speed-up over float, the index's own bytes, and the child's
   anonymous resident memory (RssAnon: the float vectors used for rescoring are a memory-mapped
   .npy whose pages are file-backed, counted apart as their file size).
-- ``faiss``: IVF-Flat, IVF-PQ and HNSW through ``mambaret.build_index`` on the same vectors:
-  recall@10 against exact search, build time, search time.
+- ``faiss``: IVF-Flat, IVF-PQ and HNSW through ``mambaret.build_index``, in one table with the
+  float, binary + rescoring and int8 + rescoring flat indexes: recall@10 against exact search,
+  build time, search time, memory; on the real embeddings when --model/--corpus/--queries are
+  given, else on the random vectors.
 - ``recall``: with --model/--corpus/--queries, real embeddings: recall@10 of binary and int8
   search against exact float search as the rescoring depth (multiplier x k) grows.
 - ``encode``: documents/s of the in-process encoder with --threads threads against Ray on this
@@ -109,9 +111,10 @@ def child_search(method: str, vec_path: str, q_path: str, k: int, repeat: int, m
 def child_faiss(kind: str, vec_path: str, q_path: str, k: int, params: dict) -> dict:
     import mambaret as mr
 
+    base = rss_anon_bytes()
     built = mr.build_index(vec_path, kind, queries=np.load(q_path), k=k, **params)
     return {"kind": kind, "params": built.params, "recall": built.recall, "build_s": built.build_seconds,
-            "search_s": built.search_seconds, "nq": built.n_queries}
+            "search_s": built.search_seconds, "nq": built.n_queries, "rss_anon_bytes": rss_anon_bytes() - base}
 
 
 def run_child(args, payload: dict) -> dict:
@@ -156,23 +159,41 @@ def section_search(args, folder, lines):
 
 
 def section_faiss(args, folder, lines):
-    vec_path, q_path = make_random(folder, args.n, args.dim, args.nq)
-    n = args.n
+    """FAISS's approximate indexes beside our flat ones in one table: on the real embeddings when
+    --model/--corpus/--queries are given (the case that matters), else on the random vectors."""
+    real = bool(args.model and args.corpus and args.queries)
+    vec_path, q_path = real_embeddings(args, folder) if real else make_random(folder, args.n, args.dim, args.nq)
+    n, dim = np.load(vec_path, mmap_mode="r").shape
     nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))
-    m = max(d for d in range(1, max(args.dim // 8, 1) + 1) if args.dim % d == 0)
+    m = max(d for d in range(1, max(dim // 8, 1) + 1) if dim % d == 0)
     configs = [("ivf_flat", {"nlist": nlist, "nprobe": p}) for p in (8, 32)]
     configs += [("ivf_pq", {"nlist": nlist, "nprobe": 32, "m": m, "nbits": 8 if n >= 10_000 else 4})]
     configs += [("hnsw", {"M": 32, "efConstruction": 200 if not args.tiny else 40, "efSearch": ef}) for ef in (64, 256)]
-    lines += [f"### FAISS through build_index, same vectors ({args.threads} threads)", "",
-              "| kind | parameters | recall@10 | build s | search ms/query |", "|---|---|---|---|---|"]
+    what = f"{n:,} real documents embedded by {args.model}" if real else f"{n:,} x {dim} random unit vectors"
+    lines += [f"### Flat and FAISS indexes, {what}, {np.load(q_path).shape[0]} queries, k={args.k}, "
+              f"{args.threads} threads", "",
+              "| index | parameters | recall@10 vs exact | build s | search ms/query | RssAnon MiB |",
+              "|---|---|---|---|---|---|"]
+    flat = [("float", "exact", 0), ("binary+rescore", "float rescoring of 40 x k", 40),
+            ("int8+rescore", "float rescoring of 4 x k", 4)]
+    exact = None
+    for method, described, multiplier in flat:
+        r = run_child(args, {"section": "search", "method": method, "vec": vec_path, "q": q_path, "k": args.k,
+                             "repeat": args.repeat, "multiplier": multiplier})
+        exact = np.array(r["ids"]) if exact is None else exact
+        lines.append(f"| {method.split('+')[0]} flat | {described} | {recall(np.array(r['ids']), exact, args.k):.3f} | "
+                     f"{r['build_s']:.1f} | {r['search_s'] / r['nq'] * 1e3:.3f} | {mib(r['rss_anon_bytes'])} |")
+        print(f"  {method}: {r['search_s']:.3f} s", file=sys.stderr)
     for kind, params in configs:
         r = run_child(args, {"section": "faiss", "kind": kind, "vec": vec_path, "q": q_path, "k": args.k,
                              "params": {**params, "threads": args.threads}})
         print(f"  {kind} {params}: recall {r['recall']:.3f}", file=sys.stderr)
         lines.append(f"| {kind} | {', '.join(f'{a}={b}' for a, b in r['params'].items())} | {r['recall']:.3f} | "
-                     f"{r['build_s']:.1f} | {r['search_s'] / r['nq'] * 1e3:.3f} |")
-    lines += ["", "Random vectors are the hardest case for IVF and HNSW (no clusters): recall on real "
-              "embeddings is higher at the same settings.", ""]
+                     f"{r['build_s']:.1f} | {r['search_s'] / r['nq'] * 1e3:.3f} | {mib(r['rss_anon_bytes'])} |")
+    lines += ["", "Flat rows: the search of the whole query batch (best of --repeat) divided by the queries; "
+              "FAISS rows: build_index's own timing of the same queries. RssAnon: the child's anonymous memory "
+              "after building and searching (the FAISS rows include build_index's exact flat index for recall). "
+              + ("" if real else "Random vectors are the hardest case for IVF and HNSW (no clusters)."), ""]
 
 
 def _read_texts(path: str, limit=None):
@@ -190,20 +211,42 @@ def _read_texts(path: str, limit=None):
     return ids[:limit], texts[:limit]
 
 
-def section_recall(args, folder, lines):
+def real_embeddings(args, folder):
+    """Normalised embeddings of --corpus (up to --limit documents) and --queries by --model, as
+    .npy files in the cache; reused while model, corpus, limit and queries are the same."""
     import mambaret as mr
-    from mambaret.quantization import calibrate_ranges
+    from mambaret.models import resolve_model_path
 
+    model_dir = resolve_model_path(args.model)
+    key = {"model": os.path.abspath(model_dir), "corpus": os.path.abspath(args.corpus), "limit": args.limit,
+           "queries": os.path.abspath(args.queries),
+           "mtime": max(os.path.getmtime(os.path.join(model_dir, f)) for f in os.listdir(model_dir))}
+    emb_path, q_path = os.path.join(folder, "real-embeddings.npy"), os.path.join(folder, "real-queries.npy")
+    key_path = os.path.join(folder, "real-embeddings.json")
+    if os.path.exists(key_path) and os.path.exists(q_path):
+        with open(key_path) as f:
+            if json.load(f) == key:
+                return emb_path, q_path
     enc = mr.MambaEncoder.from_pretrained(args.model, threads=args.threads)
     _, docs = _read_texts(args.corpus, args.limit)
     if args.queries.endswith(".jsonl"):
         queries = list(mr.datasets.load_beir_queries(args.queries).values())
     else:
         queries = list(mr.datasets.load_trec_topics(args.queries).values())
-    emb_path = os.path.join(folder, "real-embeddings.npy")
     from mambaret.corpus import encode_corpus
     encode_corpus(enc, docs, len(docs), emb_path, batch_size=32, normalize_embeddings=True)
-    q = enc.encode_query(queries, normalize_embeddings=True)
+    np.save(q_path, enc.encode_query(queries, normalize_embeddings=True))
+    with open(key_path, "w") as f:
+        json.dump(key, f)
+    return emb_path, q_path
+
+
+def section_recall(args, folder, lines):
+    import mambaret as mr
+    from mambaret.quantization import calibrate_ranges
+
+    emb_path, q_path = real_embeddings(args, folder)
+    q = np.load(q_path)
     vectors = np.load(emb_path, mmap_mode="r")
     exact = mr.FlatIndex.from_npy(emb_path, mmap=True).search(q, args.k)[1]
     binary, int8 = mr.BinaryFlatIndex(vectors.shape[1]), mr.Int8FlatIndex(vectors.shape[1],
@@ -212,7 +255,7 @@ def section_recall(args, folder, lines):
         index.add(np.asarray(vectors))
         index.set_rescore_vectors(emb_path)
     depths = [0, 1, 2, 4, 10, 20, 40, 100]
-    lines += [f"### Recall@{args.k} against exact float search, {len(docs):,} real documents, {len(q)} queries "
+    lines += [f"### Recall@{args.k} against exact float search, {vectors.shape[0]:,} real documents, {len(q)} queries "
               f"({args.model})", "", "| rescoring depth (x k) | " + " | ".join(str(d) if d else "none" for d in depths)
               + " |", "|---|" + "---|" * len(depths)]
     for name, index in (("binary + float rescoring", binary), ("int8 + float rescoring", int8)):
@@ -247,14 +290,12 @@ def section_encode(args, folder, lines):
                                  override_num_blocks=4 * args.threads)
         t0 = time.perf_counter()
         out = mrd.encode(ds, model, batch_size=32, num_actors=args.threads, cpus_per_actor=1)
-        parts, first = [], None
+        parts, first_s = [], None
         for batch in out.iter_batches(batch_format="numpy", batch_size=32):
             parts.append(batch["embedding"])
-            if first is None:  # actors are up: the steady state starts here
-                first = (time.perf_counter(), len(batch["id"]))
+            first_s = time.perf_counter() - t0 if first_s is None else first_s
         ray_s = time.perf_counter() - t0
         got = np.concatenate(parts)
-        steady = (len(texts) - first[1]) / max(time.perf_counter() - first[0], 1e-9)
     finally:
         ray.shutdown()
     err = float(np.abs(got - ref).max())
@@ -263,9 +304,9 @@ def section_encode(args, folder, lines):
               f"| in-process MambaEncoder, {args.threads} threads | {local_s:.2f} | {len(texts) / local_s:,.1f} | "
               f"{tokens / local_s:,.0f} | 1.00 |",
               f"| Ray Data, {args.threads} actors x 1 CPU (incl. actor start-up) | {ray_s:.2f} | "
-              f"{len(texts) / ray_s:,.1f} | {tokens / ray_s:,.0f} | {local_s / ray_s:.2f} |",
-              f"| Ray Data, after the first batch (steady state) | | {steady:,.1f} | "
-              f"{steady * tokens / len(texts):,.0f} | {steady / (len(texts) / local_s):.2f} |", "",
+              f"{len(texts) / ray_s:,.1f} | {tokens / ray_s:,.0f} | {local_s / ray_s:.2f} |", "",
+              f"Ray's first batch arrived {first_s:.1f} s after the call (actor start-up and model load, in "
+              f"every call; the local cluster's own start, ray.init, is not counted). "
               f"Largest difference between the two sets of embeddings: {err:.2e}.", ""]
 
 
@@ -307,6 +348,7 @@ def main():
     sections = args.sections.split(",")
     for name in sections:
         if name == "recall" and not (args.model and args.corpus and args.queries):
+            # the faiss section then runs on the random vectors
             lines += ["(recall curve skipped: it needs --model, --corpus and --queries)", ""]
             continue
         print(f"{name} ...", file=sys.stderr)
