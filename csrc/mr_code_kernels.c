@@ -6,8 +6,7 @@
  *   AVX2:     the nibble-lookup popcount (vpshufb, then vpsadbw sums the bytes), with the
  *             POPCNT instruction for the tail; and for binary search, the tile kernel: rows
  *             stored as nibble planes, each query as per-position lookup tables, so one vpshufb
- *             scores 32 rows at one position (the layout of FAISS's "fast scan"); for int8,
- *             vpmaddubsw with the sign trick, four queries a row;
+ *             scores 32 rows at one position (the layout of FAISS's "fast scan");
  *   AVX-512:  VPOPCNTDQ counts eight 64-bit words per instruction. */
 #include "mr_code_kernels.h"
 
@@ -226,46 +225,6 @@ AVX2 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, con
 #undef WIDEN
 }
 
-/* 32 bytes of a row against nq queries: |row| (unsigned) times query * sign(row) (signed) by
- * vpmaddubsw. With no query byte at -128, neither operand wraps and a pair of products stays
- * within int16 (2 * 128 * 127), so vpmaddwd with ones widens it exactly; the int32 sums hold for
- * every width the driver admits. */
-static inline AVX2 __attribute__((always_inline)) void int8_queries_avx2(const int8_t *queries, const int nq,
-                                                                         const int8_t *rows, int64_t n, int64_t width,
-                                                                         float *out) {
-    const int64_t vector_bytes = width & ~(int64_t)31;
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t j = 0; j < n; j++) {
-        const int8_t *row = rows + j * width;
-        __m256i sums[4];
-        for (int q = 0; q < nq; q++) sums[q] = _mm256_setzero_si256();
-        for (int64_t i = 0; i < vector_bytes; i += 32) {
-            const __m256i x = _mm256_loadu_si256((const __m256i *)(row + i));
-            const __m256i magnitude = _mm256_abs_epi8(x);
-            for (int q = 0; q < nq; q++) {
-                const __m256i y = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(queries + q * width + i)), x);
-                sums[q] = _mm256_add_epi32(sums[q], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, y), ones));
-            }
-        }
-        for (int q = 0; q < nq; q++) {
-            __m128i half = _mm_add_epi32(_mm256_castsi256_si128(sums[q]), _mm256_extracti128_si256(sums[q], 1));
-            half = _mm_add_epi32(half, _mm_shuffle_epi32(half, _MM_SHUFFLE(1, 0, 3, 2)));
-            half = _mm_add_epi32(half, _mm_shuffle_epi32(half, _MM_SHUFFLE(2, 3, 0, 1)));
-            out[q * n + j] = (float)(_mm_cvtsi128_si32(half) + int8_tail(queries + q * width, row, vector_bytes, width));
-        }
-    }
-}
-
-AVX2 void mr_int8_dot_queries_avx2(const int8_t *queries, int nq, const int8_t *rows, int64_t n, int64_t width,
-                                   float *out) {
-    switch (nq) {
-    case 4: int8_queries_avx2(queries, 4, rows, n, width, out); break;
-    case 3: int8_queries_avx2(queries, 3, rows, n, width, out); break;
-    case 2: int8_queries_avx2(queries, 2, rows, n, width, out); break;
-    default: int8_queries_avx2(queries, 1, rows, n, width, out); break;
-    }
-}
-
 /* A byte sum gains at most 4 a position, so 63 positions fit in a byte before widening. */
 enum { TILE_BYTE_POSITIONS = 63 };
 
@@ -356,10 +315,6 @@ void mr_hamming_rows_avx512(const uint8_t *query, const uint8_t *rows, int64_t n
 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const int8_t *rows, int64_t n,
                            int64_t width, float *out) {
     mr_int8_dot_rows_portable(query, query16, rows, n, width, out);
-}
-void mr_int8_dot_queries_avx2(const int8_t *queries, int nq, const int8_t *rows, int64_t n, int64_t width,
-                              float *out) {
-    for (int q = 0; q < nq; q++) mr_int8_dot_rows_portable(queries + q * width, NULL, rows, n, width, out + q * n);
 }
 void mr_hamming_tiles_avx2(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
                            const uint16_t *limits, uint16_t *distance, uint32_t *masks) {

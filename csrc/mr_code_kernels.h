@@ -17,11 +17,6 @@ void mr_int8_dot_rows_portable(const int8_t *query, const int16_t *query16, cons
 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const int8_t *rows, int64_t n,
                            int64_t width, float *out);
 
-/* int8 dot products of nq <= 4 queries with n rows, out[q][j]: the sign trick (vpmaddubsw of
- * |row| and query * sign(row)), exact when no query byte is -128 (the caller sends such queries
- * to mr_int8_dot_rows_avx2). */
-void mr_int8_dot_queries_avx2(const int8_t *queries, int nq, const int8_t *rows, int64_t n, int64_t width, float *out);
-
 /* Binary codes as nibble planes, for the lookup kernel: a tile of MR_TILE_ROWS rows is stored
  * position by position (2 * width positions: the low, then the high nibble of each byte), 32
  * bytes a position, each byte one row's nibble. A query becomes one 16-entry table a position,

@@ -145,31 +145,6 @@ static void hamming_block_tiles(const code_block *blk, int64_t width, const uint
     }
 }
 
-/* One block of int8 rows against a group's queries (q0 .. q0 + gq): runs of up to four queries
- * without a -128 byte through the sign-trick kernel, the others one by one through the
- * widening kernel; scores holds TILE_QUERIES rows of block scores. */
-static void int8_block_quads(const mr_code_search_args *a, int64_t q0, int64_t gq, const code_block *blk,
-                             const uint8_t *quad_ok, const int16_t *widened, float *scores, float *heap_scores,
-                             int64_t *heap_ids, int64_t keep) {
-    const int64_t width = a->width;
-    const int8_t *rows = (const int8_t *)blk->codes;
-    for (int64_t q = 0; q < gq;) {
-        const int8_t *query = (const int8_t *)a->queries + (q0 + q) * width;
-        int nq = 0;
-        while (nq < TILE_QUERIES && q + nq < gq && quad_ok[q0 + q + nq]) nq++;
-        if (nq == 0) {
-            mr_int8_dot_rows_avx2(query, widened + (q0 + q) * width, rows, blk->rows, width, scores);
-            nq = 1;
-        } else {
-            mr_int8_dot_queries_avx2(query, nq, rows, blk->rows, width, scores);
-        }
-        for (int i = 0; i < nq; i++)
-            mr_topk_heap_push_row(heap_scores + (q + i) * keep, heap_ids + (q + i) * keep, keep, scores + i * blk->rows,
-                                  blk->rows, blk->first_id);
-        q += nq;
-    }
-}
-
 /* The search driver shared by both code kinds: threads share out blocks of rows, keep their
  * own top-k per query, and the per-thread heaps are merged at the end. */
 static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *err) {
@@ -206,11 +181,7 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
 
     int64_t n_blocks = 0;
     code_block *blocks = make_blocks(a, block_rows, &n_blocks);
-    /* int8 on AVX2: queries without a -128 byte go four at a time through the sign-trick kernel */
-    const int int8_quads = int8 && kernel == MR_CODE_AVX2;
-    const int64_t scores_per_thread = (int8_quads ? TILE_QUERIES : 1) * block_rows;
-    float *row_scores = tiles ? NULL : malloc((size_t)(nt * scores_per_thread) * sizeof(float));
-    uint8_t *quad_ok = int8_quads ? malloc((size_t)a->nq) : NULL;
+    float *row_scores = tiles ? NULL : malloc((size_t)(nt * block_rows) * sizeof(float));
     int16_t *widened = int8 ? malloc((size_t)(a->nq * width) * sizeof(int16_t)) : NULL;
     float *heap_scores = malloc((size_t)(nt * group * keep) * sizeof(float));
     int64_t *heap_ids = malloc((size_t)(nt * group * keep) * sizeof(int64_t));
@@ -219,22 +190,20 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
     uint16_t *distance = tiles ? malloc((size_t)(nt * TILE_QUERIES * block_rows) * sizeof(uint16_t)) : NULL;
     uint32_t *masks = tiles ? malloc((size_t)(nt * TILE_QUERIES * block_tiles) * sizeof(uint32_t)) : NULL;
     if (!blocks || (!tiles && !row_scores) || (int8 && !widened) || !heap_scores || !heap_ids ||
-        (tiles && (!tables || !planes || !distance || !masks)) || (int8_quads && !quad_ok)) {
+        (tiles && (!tables || !planes || !distance || !masks))) {
         free(blocks), free(row_scores), free(widened), free(heap_scores), free(heap_ids);
-        free(tables), free(planes), free(distance), free(masks), free(quad_ok);
+        free(tables), free(planes), free(distance), free(masks);
         return mr_fail(err, MR_ERR_MEMORY, "search: out of memory for %d thread buffers", nt);
     }
     if (int8) /* the queries widened once, for the kernels that multiply int16 pairs */
         for (int64_t i = 0; i < a->nq * width; i++) widened[i] = (int16_t)(int8_t)a->queries[i];
-    for (int64_t q = 0; int8_quads && q < a->nq; q++)
-        quad_ok[q] = memchr(a->queries + q * width, 0x80, (size_t)width) == NULL;
 
     for (int64_t q0 = 0; q0 < a->nq; q0 += group) {
         const int64_t gq = a->nq - q0 < group ? a->nq - q0 : group;
 #pragma omp parallel num_threads(nt)
         {
             const int t = mr_thread_index();
-            float *scores = row_scores ? row_scores + (int64_t)t * scores_per_thread : NULL;
+            float *scores = row_scores ? row_scores + (int64_t)t * block_rows : NULL;
             float *my_scores = heap_scores + (int64_t)t * group * keep;
             int64_t *my_ids = heap_ids + (int64_t)t * group * keep;
             for (int64_t q = 0; q < gq; q++) mr_topk_heap_clear(my_scores + q * keep, my_ids + q * keep, keep);
@@ -251,10 +220,6 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
                                         planes + (int64_t)t * block_tiles * 2 * width * MR_TILE_ROWS,
                                         distance + (int64_t)t * TILE_QUERIES * block_rows,
                                         masks + (int64_t)t * TILE_QUERIES * block_tiles);
-                    continue;
-                }
-                if (int8_quads) {
-                    int8_block_quads(a, q0, gq, blk, quad_ok, widened, scores, my_scores, my_ids, keep);
                     continue;
                 }
                 for (int64_t q = 0; q < gq; q++) {
@@ -275,7 +240,7 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
         }
     }
     free(blocks), free(row_scores), free(widened), free(heap_scores), free(heap_ids);
-    free(tables), free(planes), free(distance), free(masks), free(quad_ok);
+    free(tables), free(planes), free(distance), free(masks);
     return MR_OK;
 }
 

@@ -111,8 +111,8 @@ def test_int8_kernels_equal_reference_and_numpy(width):
     rows[1] = 127
     queries = random_codes(rng, 11, width, np.int8)
     queries[0] = -128
-    # queries without a -128 byte take the AVX2 sign-trick kernel, four at a time (a run of
-    # five, then one that has -128, then four): -127 against the -128 and 127 rows is its edge
+    # queries at the other extremes too (-127 and 127 against the -128 and 127 rows), mixed with
+    # queries that hold -128
     queries[1:6] = np.maximum(queries[1:6], -127)
     queries[1] = -127
     queries[7:] = np.maximum(queries[7:], -127)
