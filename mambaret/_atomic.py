@@ -76,18 +76,25 @@ def remove_stale_temporaries(path) -> int:
 
 def _create_locked(path: str) -> tuple[str, int]:
     """A new temporary file beside path, locked, and still linked under its name."""
-    while True:
+    def create():
         tmp = _temporary_name(path)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        if not _try_lock(fd):  # a cleaner holds it for a moment before unlinking: pick another
-            os.close(fd)
-            continue
-        try:
-            linked = os.stat(tmp).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            linked = False
-        if linked:
-            return tmp, fd
+        return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+
+    return _locked_new(create)
+
+
+def _locked_new(create) -> tuple[str, int]:
+    """create() makes a new file or folder and returns (its name, a descriptor of it); retried
+    until this process holds the lock on it and it is still linked under that name (a cleaner
+    holds a leftover's lock for a moment before removing it: then another one is made)."""
+    while True:
+        name, fd = create()
+        if _try_lock(fd):
+            try:
+                if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                    return name, fd
+            except FileNotFoundError:
+                pass
         os.close(fd)
 
 
@@ -175,19 +182,11 @@ def locked_temporary_folder(parent: str, prefix: str) -> Iterator[str]:
     import shutil
     import tempfile
 
-    while True:
+    def create():
         folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        if not _try_lock(fd):  # a cleaner holds it for a moment before removing it
-            os.close(fd)
-            continue
-        try:
-            alive = os.stat(folder).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            alive = False
-        if alive:
-            break
-        os.close(fd)
+        return folder, os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+    folder, fd = _locked_new(create)
     try:
         yield folder
     except BaseException:
