@@ -54,21 +54,32 @@ def _try_lock(fd: int) -> bool:
 
 def remove_stale_temporaries(path) -> int:
     """Removes the temporary files that killed saves to ``path`` left; returns how many."""
+    def unlink(candidate) -> bool:
+        try:
+            os.unlink(candidate)
+        except FileNotFoundError:  # another cleaner was first
+            return False
+        return True
+
+    return _remove_unheld(glob.escape(os.fspath(path)) + _TMP_MARK + "*", unlink)
+
+
+def _remove_unheld(pattern: str, remove) -> int:
+    """remove(name) for every file or folder matching the glob pattern that no writer holds a
+    lock on; returns how many it removed (remove says whether it did)."""
     if fcntl is None:  # pragma: no cover - no way to tell a live writer from a dead one
         return 0
     removed = 0
-    for candidate in glob.glob(glob.escape(os.fspath(path)) + _TMP_MARK + "*"):
+    for candidate in glob.glob(pattern):
         try:
             fd = os.open(candidate, os.O_RDONLY)
         except OSError:
             continue
         try:
-            # a live writer holds the lock; unlinking while holding it lets a writer that created
-            # the file but has not locked it yet see that its file is gone (see _create_locked)
+            # a live writer holds the lock; removing while holding it lets a writer that created
+            # the file but has not locked it yet see that it is gone (see _locked_new)
             if _try_lock(fd):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(candidate)
-                    removed += 1
+                removed += bool(remove(candidate))
         finally:
             os.close(fd)
     return removed
@@ -154,23 +165,13 @@ def atomic_open(path, mode: str = "wb", **kwargs) -> Iterator[IO]:
 def remove_stale_folders(parent: str, prefix: str) -> int:
     """Removes the folders named ``prefix*`` in ``parent`` that no live writer holds (the
     leftovers of killed folder writes, see locked_temporary_folder); returns how many."""
-    if fcntl is None:  # pragma: no cover
-        return 0
     import shutil
 
-    removed = 0
-    for candidate in glob.glob(os.path.join(glob.escape(parent), glob.escape(prefix) + "*")):
-        try:
-            fd = os.open(candidate, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except OSError:
-            continue
-        try:
-            if _try_lock(fd):  # removed while locked, as remove_stale_temporaries does for files
-                shutil.rmtree(candidate, ignore_errors=True)
-                removed += 1
-        finally:
-            os.close(fd)
-    return removed
+    def rmtree(folder) -> bool:
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+
+    return _remove_unheld(os.path.join(glob.escape(parent), glob.escape(prefix) + "*"), rmtree)
 
 
 @contextlib.contextmanager

@@ -145,50 +145,17 @@ def beir_qrels(data: bytes) -> None:
     load_beir_qrels(_file("test.tsv", data))
 
 
+def train_jsonl(data: bytes) -> None:
+    """The training JSONL reader (query / positive / negatives / scores lines)."""
+    from mambaret.train.data import load_jsonl_pairs
+
+    for example in load_jsonl_pairs(_file("train.jsonl", data)):
+        assert example.query and example.positive
+
+
 # ------------------------------------------------------------------ the C core's input checks
 
 _MODEL = None
-
-
-_train_data = None
-
-
-def _torch_free_train_data():
-    """mambaret.train.data without the package's __init__, which imports torch (too heavy to
-    load under the fuzzer's AddressSanitizer runtime). The stub package and this copy of the
-    module leave sys.modules again, so a later `import mambaret.train` is the real one."""
-    global _train_data
-    import importlib
-    import sys
-    import types
-
-    import mambaret
-
-    if _train_data is None:
-        names = ("mambaret.train", "mambaret.train.data")
-        saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
-        had_attribute = hasattr(mambaret, "train")
-        previous = getattr(mambaret, "train", None)
-        stub = types.ModuleType("mambaret.train")
-        stub.__path__ = [os.path.join(os.path.dirname(mambaret.__file__), "train")]
-        sys.modules["mambaret.train"] = stub
-        try:
-            _train_data = importlib.import_module("mambaret.train.data")
-        finally:
-            for name in names:
-                sys.modules.pop(name, None)
-            sys.modules.update(saved)
-            if had_attribute:
-                mambaret.train = previous
-            elif hasattr(mambaret, "train"):
-                del mambaret.train
-    return _train_data
-
-
-def train_jsonl(data: bytes) -> None:
-    """The training JSONL reader (query / positive / negatives / scores lines)."""
-    for example in _torch_free_train_data().load_jsonl_pairs(_file("train.jsonl", data)):
-        assert example.query and example.positive
 
 
 def _tiny_model():
