@@ -34,7 +34,8 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.01
                    eps: float = 1e-8) -> torch.optim.AdamW:
     """AdamW over parameter_groups, fused (one kernel over all parameters) where torch has the
     fused kernel for their device and dtype: on a CPU the per-tensor loop costs more than the
-    backward of a short batch on the 130M shape (1.25 s against 0.16 s a step). Same update rule."""
+    backward of a short batch on the 130M shape (about 1.25 s against 0.2-0.4 s a step,
+    bench/results/train.md). Same update rule."""
     groups = parameter_groups(model, weight_decay)
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
