@@ -228,47 +228,112 @@ AVX2 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, con
 /* A byte sum gains at most 4 a position, so 63 positions fit in a byte before widening. */
 enum { TILE_BYTE_POSITIONS = 63 };
 
-/* nq is a constant where this is inlined, so the per-query arrays live in registers:
- * per position, one load of the tile's 32 nibbles serves every query. */
+/* Sums of nq queries over nt adjacent tiles (nq, nt constants where this is inlined, so the
+ * accumulators live in registers): per position, one load of each tile's 32 nibbles serves
+ * every query, and one load of each query's table serves every tile. */
+static inline AVX2 __attribute__((always_inline)) void tiles_pass_avx2(const uint8_t *tables, const int nq,
+                                                                       const int nt, int64_t width,
+                                                                       const uint8_t *planes, int64_t t,
+                                                                       int64_t n_tiles, const uint16_t *limits,
+                                                                       uint16_t *distance, uint32_t *masks) {
+    const int64_t positions = 2 * width, table_stride = positions * 16, tile_bytes = positions * MR_TILE_ROWS;
+    const __m256i zero = _mm256_setzero_si256();
+    const uint8_t *tile = planes + t * tile_bytes;
+    __m256i low[2][4], high[2][4];
+    for (int k = 0; k < nt; k++)
+        for (int q = 0; q < nq; q++) low[k][q] = high[k][q] = zero;
+    for (int64_t p0 = 0; p0 < positions; p0 += TILE_BYTE_POSITIONS) {
+        const int64_t p1 = positions - p0 < TILE_BYTE_POSITIONS ? positions : p0 + TILE_BYTE_POSITIONS;
+        __m256i sums[2][4];
+        for (int k = 0; k < nt; k++)
+            for (int q = 0; q < nq; q++) sums[k][q] = zero;
+        for (int64_t p = p0; p < p1; p++) {
+            __m256i nibbles[2];
+            for (int k = 0; k < nt; k++)
+                nibbles[k] = _mm256_loadu_si256((const __m256i *)(tile + k * tile_bytes + p * MR_TILE_ROWS));
+            for (int q = 0; q < nq; q++) {
+                const __m256i table = _mm256_broadcastsi128_si256(
+                    _mm_loadu_si128((const __m128i *)(tables + q * table_stride + p * 16)));
+                for (int k = 0; k < nt; k++)
+                    sums[k][q] = _mm256_add_epi8(sums[k][q], _mm256_shuffle_epi8(table, nibbles[k]));
+            }
+        }
+        for (int k = 0; k < nt; k++)
+            for (int q = 0; q < nq; q++) {
+                low[k][q] = _mm256_add_epi16(low[k][q], _mm256_unpacklo_epi8(sums[k][q], zero));
+                high[k][q] = _mm256_add_epi16(high[k][q], _mm256_unpackhi_epi8(sums[k][q], zero));
+            }
+    }
+    for (int k = 0; k < nt; k++)
+        for (int q = 0; q < nq; q++) {
+            uint16_t *d = distance + (q * n_tiles + t + k) * MR_TILE_ROWS;
+            _mm256_storeu_si256((__m256i *)d, low[k][q]);
+            _mm256_storeu_si256((__m256i *)(d + 16), high[k][q]);
+            /* unsigned d <= limit as min(d, limit) == d; the 16-bit flags packed to bytes in row order */
+            const __m256i limit = _mm256_set1_epi16((short)limits[q]);
+            const __m256i in_low = _mm256_cmpeq_epi16(_mm256_min_epu16(low[k][q], limit), low[k][q]);
+            const __m256i in_high = _mm256_cmpeq_epi16(_mm256_min_epu16(high[k][q], limit), high[k][q]);
+            const __m256i flags = _mm256_permute4x64_epi64(_mm256_packs_epi16(in_low, in_high), 0xD8);
+            masks[q * n_tiles + t + k] = (uint32_t)_mm256_movemask_epi8(flags);
+        }
+}
+
+/* Two tiles a pass (the table loads shared), the odd last tile alone. */
 static inline AVX2 __attribute__((always_inline)) void tiles_avx2(const uint8_t *tables, const int nq, int64_t width,
                                                                   const uint8_t *planes, int64_t n_tiles,
                                                                   const uint16_t *limits, uint16_t *distance,
                                                                   uint32_t *masks) {
-    const int64_t positions = 2 * width, table_stride = positions * 16;
-    const __m256i zero = _mm256_setzero_si256();
-    for (int64_t t = 0; t < n_tiles; t++) {
-        const uint8_t *tile = planes + t * positions * MR_TILE_ROWS;
-        __m256i low[4], high[4];
-        for (int q = 0; q < nq; q++) low[q] = high[q] = zero;
-        for (int64_t p0 = 0; p0 < positions; p0 += TILE_BYTE_POSITIONS) {
-            const int64_t p1 = positions - p0 < TILE_BYTE_POSITIONS ? positions : p0 + TILE_BYTE_POSITIONS;
-            __m256i sums[4];
-            for (int q = 0; q < nq; q++) sums[q] = zero;
-            for (int64_t p = p0; p < p1; p++) {
-                const __m256i nibbles = _mm256_loadu_si256((const __m256i *)(tile + p * MR_TILE_ROWS));
-                for (int q = 0; q < nq; q++) {
-                    const __m256i table = _mm256_broadcastsi128_si256(
-                        _mm_loadu_si128((const __m128i *)(tables + q * table_stride + p * 16)));
-                    sums[q] = _mm256_add_epi8(sums[q], _mm256_shuffle_epi8(table, nibbles));
+    int64_t t = 0;
+    for (; t + 2 <= n_tiles; t += 2) tiles_pass_avx2(tables, nq, 2, width, planes, t, n_tiles, limits, distance, masks);
+    if (t < n_tiles) tiles_pass_avx2(tables, nq, 1, width, planes, t, n_tiles, limits, distance, masks);
+}
+
+/* Rows into nibble planes, 32 rows x 16 bytes at a time: each lane of 16 loaded vectors holds 16
+ * rows (rows 0-15 in the low lanes, 16-31 in the high ones); four rounds of byte interleaving
+ * transpose both 16 x 16 blocks at once, so vector c holds byte c of all 32 rows in row order;
+ * swapping its middle quadwords puts the rows in tile_slot order. Partial tiles and the last
+ * width % 16 bytes go through the portable loop. */
+AVX2 void mr_hamming_pack_tiles_avx2(const uint8_t *rows, int64_t n, int64_t width, uint8_t *planes) {
+    const int64_t positions = 2 * width, full_tiles = n / MR_TILE_ROWS, vector_bytes = width & ~(int64_t)15;
+    const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
+    for (int64_t t = 0; t < full_tiles; t++) {
+        const uint8_t *block = rows + t * MR_TILE_ROWS * width;
+        uint8_t *tile = planes + t * positions * MR_TILE_ROWS;
+        for (int64_t b = 0; b < vector_bytes; b += 16) {
+            __m256i v[16], w[16];
+            for (int i = 0; i < 16; i++)
+                v[i] = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(block + (16 + i) * width + b)),
+                                        _mm_loadu_si128((const __m128i *)(block + i * width + b)));
+            for (int round = 0; round < 4; round++) {
+                for (int i = 0; i < 8; i++) {
+                    w[2 * i] = _mm256_unpacklo_epi8(v[i], v[i + 8]);
+                    w[2 * i + 1] = _mm256_unpackhi_epi8(v[i], v[i + 8]);
+                }
+                memcpy(v, w, sizeof v);
+            }
+            for (int c = 0; c < 16; c++) {
+                const __m256i bytes = _mm256_permute4x64_epi64(v[c], 0xD8);
+                uint8_t *low = tile + 2 * (b + c) * MR_TILE_ROWS;
+                _mm256_storeu_si256((__m256i *)low, _mm256_and_si256(bytes, low_nibbles));
+                _mm256_storeu_si256((__m256i *)(low + MR_TILE_ROWS),
+                                    _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low_nibbles));
+            }
+        }
+        if (vector_bytes < width) {
+            int slots[MR_TILE_ROWS];
+            for (int r = 0; r < MR_TILE_ROWS; r++) slots[r] = tile_slot(r);
+            for (int64_t b = vector_bytes; b < width; b++) {
+                uint8_t *low = tile + 2 * b * MR_TILE_ROWS, *high = low + MR_TILE_ROWS;
+                for (int r = 0; r < MR_TILE_ROWS; r++) {
+                    low[slots[r]] = block[r * width + b] & 15;
+                    high[slots[r]] = block[r * width + b] >> 4;
                 }
             }
-            for (int q = 0; q < nq; q++) {
-                low[q] = _mm256_add_epi16(low[q], _mm256_unpacklo_epi8(sums[q], zero));
-                high[q] = _mm256_add_epi16(high[q], _mm256_unpackhi_epi8(sums[q], zero));
-            }
-        }
-        for (int q = 0; q < nq; q++) {
-            uint16_t *d = distance + (q * n_tiles + t) * MR_TILE_ROWS;
-            _mm256_storeu_si256((__m256i *)d, low[q]);
-            _mm256_storeu_si256((__m256i *)(d + 16), high[q]);
-            /* unsigned d <= limit as min(d, limit) == d; the 16-bit flags packed to bytes in row order */
-            const __m256i limit = _mm256_set1_epi16((short)limits[q]);
-            const __m256i in_low = _mm256_cmpeq_epi16(_mm256_min_epu16(low[q], limit), low[q]);
-            const __m256i in_high = _mm256_cmpeq_epi16(_mm256_min_epu16(high[q], limit), high[q]);
-            const __m256i flags = _mm256_permute4x64_epi64(_mm256_packs_epi16(in_low, in_high), 0xD8);
-            masks[q * n_tiles + t] = (uint32_t)_mm256_movemask_epi8(flags);
         }
     }
+    if (full_tiles * MR_TILE_ROWS < n)
+        mr_hamming_pack_tiles(rows + full_tiles * MR_TILE_ROWS * width, n - full_tiles * MR_TILE_ROWS, width,
+                              planes + full_tiles * positions * MR_TILE_ROWS);
 }
 
 AVX2 void mr_hamming_tiles_avx2(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
@@ -319,5 +384,8 @@ void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const in
 void mr_hamming_tiles_avx2(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
                            const uint16_t *limits, uint16_t *distance, uint32_t *masks) {
     mr_hamming_tiles_portable(tables, nq, width, planes, n_tiles, limits, distance, masks);
+}
+void mr_hamming_pack_tiles_avx2(const uint8_t *rows, int64_t n, int64_t width, uint8_t *planes) {
+    mr_hamming_pack_tiles(rows, n, width, planes);
 }
 #endif

@@ -28,6 +28,7 @@ enum { MR_TILE_ROWS = 32 };
 
 /* planes[ceil(n / 32) * 2 * width * 32]; rows past n in the last tile are zero nibbles. */
 void mr_hamming_pack_tiles(const uint8_t *rows, int64_t n, int64_t width, uint8_t *planes);
+void mr_hamming_pack_tiles_avx2(const uint8_t *rows, int64_t n, int64_t width, uint8_t *planes);
 /* tables[2 * width * 16] for one query */
 void mr_hamming_query_tables(const uint8_t *query, int64_t width, uint8_t *tables);
 /* For nq <= 4 queries (tables [nq][2 * width * 16]) against n_tiles tiles: distance[q][row]

@@ -122,7 +122,7 @@ static void hamming_block_tiles(const code_block *blk, int64_t width, const uint
                                 uint16_t *distance, uint32_t *masks) {
     const float bits = (float)(8 * width);
     const int64_t n_tiles = (blk->rows + MR_TILE_ROWS - 1) / MR_TILE_ROWS, table_bytes = 2 * width * 16;
-    mr_hamming_pack_tiles(blk->codes, blk->rows, width, planes);
+    mr_hamming_pack_tiles_avx2(blk->codes, blk->rows, width, planes);
     const int tail = (int)(blk->rows % MR_TILE_ROWS);
     const uint32_t last_tile_rows = tail ? ((uint32_t)1 << tail) - 1 : UINT32_MAX;
     for (int64_t q = 0; q < gq; q += TILE_QUERIES) {
