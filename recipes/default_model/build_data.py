@@ -31,7 +31,7 @@ from collections import Counter, defaultdict
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from readers import debian, dictd, manpages, rst_sections  # noqa: E402
+from readers import debian, dictd, docstrings, manpages, rst_sections  # noqa: E402
 from readers.text import dedup_key, squash, truncate_words, word_count  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -45,6 +45,11 @@ DICTIONARIES = {"gcide": "dict-gcide", "wn": "dict-wn", "jargon": "dict-jargon",
                 "vera": "dict-vera", "devil": "dict-devil"}
 PYTHON_DOC = "/usr/share/doc/python3.11/html/_sources"
 LINUX_DOC = "/usr/share/doc/linux-doc-6.1/html/_sources"
+# Scientific prose (signal processing, physics, statistics, graphs) that the other sources lack;
+# pinned, so that the pairs do not depend on the machine.
+PYPI_PACKAGES = {"scipy": "1.17.1", "sympy": "1.14.0", "networkx": "3.6.1", "scikit-learn": "1.9.1",
+                 "numpy": "2.4.6"}
+PYPI_MODULES = {"scikit-learn": "sklearn"}
 APT_PACKAGES = ["python3.11-doc", "linux-doc-6.1", *DICTIONARIES.values(), *MAN_PACKAGES]
 
 # source -> (Debian package(s), licence of the text, as the packages' copyright files state it)
@@ -58,6 +63,8 @@ LICENCES = {
     "python-doc": ("python3.11-doc", "PSF License Agreement (Python documentation)"),
     "python-api": ("python3.11-doc", "PSF License Agreement (Python documentation)"),
     "linux-doc": ("linux-doc-6.1", "GPL-2.0 (kernel documentation; a few files dual-licensed / CC-BY-4.0)"),
+    "pypi-doc": ("PyPI wheels: " + ", ".join(f"{p} {v}" for p, v in PYPI_PACKAGES.items()),
+                 "BSD-3-Clause (each package's licence; docstrings of its source files)"),
     "gcide": ("dict-gcide", "GPL-2+ (GNU Collaborative International Dictionary of English)"),
     "wordnet": ("dict-wn", "WordNet 3.0 licence (permissive, Princeton)"),
     "jargon": ("dict-jargon", "public domain (The Jargon File)"),
@@ -87,6 +94,8 @@ def stage_install(args) -> None:
     subprocess.run(["apt-get", "-o", "Acquire::Languages=en", "update"], check=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *(f"{p}=={v}" for p, v in PYPI_PACKAGES.items())],
+                   check=True)
 
 
 # ---------------------------------------------------------------- collect
@@ -109,6 +118,9 @@ def read_all_sources(skip=frozenset()):
         # translations/ holds the same pages in other languages
         for q, p, origin in rst_sections.read_pairs(LINUX_DOC, "linux", exclude=("translations",)):
             yield "linux-doc", q, p, origin
+    if "pypi-doc" not in skip:
+        for q, p, origin in docstrings.read_pairs([PYPI_MODULES.get(p, p) for p in PYPI_PACKAGES]):
+            yield "pypi-doc", q, p, origin
     for name in DICTIONARIES:
         if DICT_SOURCE[name] not in skip:
             for q, p, origin in dictd.read_pairs(name):
@@ -235,12 +247,30 @@ def embed_texts(teacher, texts: list, cache_prefix: str, chunk: int, batch_size:
     return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
 
+def known_embeddings(folders) -> dict:
+    """text -> the teacher's embedding, from earlier data folders (their pairs and .npy files)."""
+    import numpy as np
+
+    known = {}
+    for folder in folders:
+        for split in ("train", "dev"):
+            rows = read_jsonl(os.path.join(folder, f"pairs.{split}.jsonl"))
+            for kind in ("query", "positive"):
+                vectors = np.load(os.path.join(folder, f"{split}.{kind}.npy"))
+                if vectors.shape[0] != len(rows):
+                    raise SystemExit(f"{folder}: {split}.{kind}.npy does not match pairs.{split}.jsonl")
+                known.update((r[kind], v) for r, v in zip(rows, vectors))
+    return known
+
+
 def stage_teacher(args) -> None:
     import numpy as np
 
     teacher = load_teacher(args.threads)
     cache = os.path.join(args.out, "teacher_cache")
     os.makedirs(cache, exist_ok=True)
+    # a larger collect embeds only the texts that an earlier one did not (the same text, the same vector)
+    known = known_embeddings(args.reuse_teacher)
     # dev first: small, and what model selection needs
     for split in ("dev", "train"):
         rows = read_jsonl(os.path.join(args.out, f"pairs.{split}.jsonl"))
@@ -248,10 +278,14 @@ def stage_teacher(args) -> None:
             out = os.path.join(args.out, f"{split}.{kind}.npy")
             if os.path.exists(out) and np.load(out, mmap_mode="r").shape[0] == len(rows):
                 continue
-            vectors = embed_texts(teacher, [r[kind] for r in rows], os.path.join(cache, f"{split}.{kind}"),
-                                  args.chunk, args.batch_size)
-            np.save(out, vectors)
-            log(f"teacher: {out} {vectors.shape}")
+            texts = [r[kind] for r in rows]
+            missing = [t for t in dict.fromkeys(texts) if t not in known]
+            prefix = f"{split}.{kind}" + (".new" if known else "")
+            fresh = embed_texts(teacher, missing, os.path.join(cache, prefix), args.chunk, args.batch_size)
+            lookup = {**known, **dict(zip(missing, fresh))}
+            vectors = np.stack([lookup[t] for t in texts]) if texts else fresh
+            np.save(out, vectors.astype(np.float32))
+            log(f"teacher: {out} {vectors.shape}, {len(texts) - len(missing)} reused")
 
 
 # ---------------------------------------------------------------- mine
@@ -369,6 +403,8 @@ def main(argv=None) -> int:
                         help="at most N pairs from SOURCE (repeatable; overrides the default caps)")
     parser.add_argument("--reuse-pairs", metavar="DIR",
                         help="collect from the pairs.*.jsonl of an earlier, larger collect in DIR")
+    parser.add_argument("--reuse-teacher", action="append", default=[], metavar="DIR",
+                        help="take the teacher's embedding of any text already embedded in this data folder")
     parser.add_argument("--skip-sources", default="",
                         help="comma-separated sources to leave out (e.g. python-doc,python-api,linux-doc "
                              "when a test collection is built from those documents)")

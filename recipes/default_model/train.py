@@ -367,7 +367,7 @@ def stage_package(args) -> None:
     with open(os.path.join(staging, "config.json"), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copyfile(os.path.join(args.work, "tokenizer", name), os.path.join(staging, name))
+        shutil.copyfile(os.path.join(final, name), os.path.join(staging, name))
     shutil.copyfile(os.path.join(HERE, "MODEL_CARD.md"), os.path.join(staging, "README.md"))
     history = json.load(open(os.path.join(final, "history.json"), encoding="utf-8"))
     packaged_score = dev_score(staging, args.data)  # fp16 weights, as shipped
