@@ -15,7 +15,7 @@ from conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "recipes" / "default_model"))
 
 import build_data  # noqa: E402
-from readers import debian, dictd, manpages, rst_sections  # noqa: E402
+from readers import debian, dictd, docstrings, manpages, rst_sections  # noqa: E402
 from readers.text import dedup_key, truncate_words  # noqa: E402
 
 SAMPLE = REPO_ROOT / "tests" / "data" / "default_model_sample.jsonl"
@@ -152,3 +152,42 @@ def test_collect_reuses_pairs_with_a_smaller_cap_and_skips_sources(tmp_path):
     with pytest.raises(SystemExit, match="unknown sources"):
         build_data.main(["--stages", "collect", "--reuse-pairs", str(full), "--skip-sources", "nope",
                          "--out", str(out)])
+
+
+def test_docstring_split_and_markup():
+    numpydoc = ("Gammatone filter design.\n\nThis function computes the coefficients of an FIR or IIR\n"
+                "gammatone digital filter [1]_, see :func:`scipy.signal.lfilter` and ``order``.\n\n"
+                "Parameters\n----------\nfreq : float\n    Centre frequency.\n")
+    assert docstrings.split_docstring(numpydoc) == (
+        "Gammatone filter design.",
+        "This function computes the coefficients of an FIR or IIR gammatone digital filter, "
+        "see scipy.signal.lfilter and order.")
+    sympy_style = ("Returns the motion parameters.\n\nExplanation\n===========\n\nIf a higher order ...\n")
+    assert docstrings.split_docstring(sympy_style) is None  # nothing before the first section
+    doctest = "Sum of a sequence.\n\nAdds the items of an iterable, left to right, like this::\n\n    >>> 1 + 2\n"
+    assert docstrings.split_docstring(doctest) == ("Sum of a sequence.",
+                                                   "Adds the items of an iterable, left to right, like this:")
+
+
+def test_docstring_reader_parses_without_importing(tmp_path, monkeypatch):
+    package = tmp_path / "fakesci"
+    (package / "tests").mkdir(parents=True)
+    (package / "__init__.py").write_text('"""Fake science.\n\nA package made for this test only."""\n'
+                                         'raise RuntimeError("importing is not allowed")\n')
+    (package / "waves.py").write_text(
+        'def damped(x):\n    """Damped oscillation.\n\n    The amplitude decays exponentially with time.\n\n'
+        '    Parameters\n    ----------\n    x : float\n    """\n\n'
+        'def _private():\n    """Hidden.\n\n    Not read: a private name."""\n\n'
+        'class Wave:\n    """A travelling wave.\n\n    It carries energy along the medium."""\n'
+        '    def speed(self):\n        """Phase speed."""\n')
+    (package / "tests" / "test_waves.py").write_text('def test():\n    """Test.\n\n    Not read: a test."""\n')
+    (package / "broken.py").write_text("def (:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pairs = list(docstrings.read_pairs(["fakesci"]))
+    assert pairs == [
+        ("Fake science.", "A package made for this test only.", "pypi-doc:fakesci"),
+        ("Damped oscillation.", "The amplitude decays exponentially with time.", "pypi-doc:fakesci.waves.damped"),
+        ("A travelling wave.", "It carries energy along the medium.", "pypi-doc:fakesci.waves.Wave"),
+    ]
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        list(docstrings.read_pairs(["no_such_package_here"]))

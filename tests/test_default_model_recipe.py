@@ -39,12 +39,18 @@ def data(tmp_path_factory):
     return out
 
 
-def test_recipe_end_to_end(data, tmp_path):
-    work, package = tmp_path / "work", tmp_path / "packaged"
-    curve = tmp_path / "curve.png"
+@pytest.fixture(scope="module")
+def stage_one(data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe-stage-one")
+    work, package, curve = root / "work", root / "packaged", root / "curve.png"
     run("train.py", "--data", data, "--work", work, "--vocab-size", 900, "--layers", 2, "--max-steps", 4,
         "--batch-size", 16, "--eval-steps", 2, "--save-steps", 2, "--max-length", 64, "--package-dir", package,
         "--curve", curve, "--stages", "vocab,init,distill,package,curve")
+    return work, package, curve
+
+
+def test_recipe_end_to_end(stage_one):
+    work, package, curve = stage_one
     tokenizer = json.loads((work / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
     assert len(tokenizer["model"]["vocab"]) == 900
     # before any training the model is the smoothed-inverse-frequency mean of the static vectors
@@ -109,3 +115,34 @@ def test_pooling_layer_arithmetic():
     want = P.T @ (weights[tokens[:-1], None] * c[tokens[:-1]]).sum(0)
     want /= np.linalg.norm(want)
     assert float(got @ want) > 0.995
+
+
+def test_stage_two_reuses_the_teacher_and_continues_from_stage_one(data, stage_one, tmp_path):
+    """The broader collect embeds only its new texts; distillation starts from stage 1's model."""
+    work, package, _ = stage_one
+    broad = tmp_path / "broad"
+    broad.mkdir()
+    rows = [json.loads(line) for line in (data / "pairs.train.jsonl").read_text(encoding="utf-8").splitlines()]
+    extra = {"query": "gammatone filter design", "source": "pypi-doc", "origin": "pypi-doc:test",
+             "positive": "This function computes the coefficients of an FIR or IIR gammatone digital filter."}
+    rows = rows + [{**extra, "id": f"train-{len(rows)}"}]
+    (broad / "pairs.train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (broad / "pairs.dev.jsonl").write_text((data / "pairs.dev.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    log = run("build_data.py", "--stages", "teacher,mine", "--out", broad, "--reuse-teacher", data,
+              "--batch-size", 32)
+    assert f"train.query.npy ({len(rows)}, 384), {len(rows) - 1} reused" in log
+    for kind in ("query", "positive"):
+        old, new = np.load(data / f"train.{kind}.npy"), np.load(broad / f"train.{kind}.npy")
+        np.testing.assert_array_equal(new[:-1], old)
+        assert abs(np.linalg.norm(new[-1]) - 1.0) < 1e-5
+    work2 = tmp_path / "work2"
+    log = run("train.py", "--data", broad, "--work", work2, "--start", work / "distill" / "final", "--max-steps", 2,
+              "--batch-size", 16, "--eval-steps", 2, "--save-steps", 2, "--max-length", 64,
+              "--package-dir", package, "--stages", "distill,package")
+    history = json.loads((work2 / "distill" / "final" / "history.json").read_text(encoding="utf-8"))
+    assert [h["step"] for h in history["history"]] == [1, 2]
+    # the continued model starts where stage 1 ended, not from a fresh initialisation
+    start = json.loads((work2 / "distill" / "start.json").read_text(encoding="utf-8"))["ndcg@10"]
+    first = json.loads((work / "distill" / "final" / "history.json").read_text(encoding="utf-8"))["history"]
+    assert start == pytest.approx([h["ndcg@10"] for h in first if "ndcg@10" in h][-1], abs=1e-6)
+    assert "package: dev nDCG@10" in log

@@ -82,7 +82,8 @@ def read_pairs(packages):
                     tree = ast.parse(f.read(), filename=path)
             except (SyntaxError, UnicodeDecodeError, ValueError):
                 continue
-            module = package + "." + os.path.relpath(path, root)[:-3].replace(os.sep, ".")
+            module = ".".join([package, *os.path.relpath(path, root)[:-3].split(os.sep)])
+            module = module[:-len(".__init__")] if module.endswith(".__init__") else module
             nodes = [tree] + [n for n in ast.walk(tree)
                               if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
             for node in nodes:
