@@ -228,64 +228,47 @@ AVX2 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, con
 /* A byte sum gains at most 4 a position, so 63 positions fit in a byte before widening. */
 enum { TILE_BYTE_POSITIONS = 63 };
 
-/* Sums of nq queries over nt adjacent tiles (nq, nt constants where this is inlined, so the
- * accumulators live in registers): per position, one load of each tile's 32 nibbles serves
- * every query, and one load of each query's table serves every tile. */
-static inline AVX2 __attribute__((always_inline)) void tiles_pass_avx2(const uint8_t *tables, const int nq,
-                                                                       const int nt, int64_t width,
-                                                                       const uint8_t *planes, int64_t t,
-                                                                       int64_t n_tiles, const uint16_t *limits,
-                                                                       uint16_t *distance, uint32_t *masks) {
-    const int64_t positions = 2 * width, table_stride = positions * 16, tile_bytes = positions * MR_TILE_ROWS;
-    const __m256i zero = _mm256_setzero_si256();
-    const uint8_t *tile = planes + t * tile_bytes;
-    __m256i low[2][4], high[2][4];
-    for (int k = 0; k < nt; k++)
-        for (int q = 0; q < nq; q++) low[k][q] = high[k][q] = zero;
-    for (int64_t p0 = 0; p0 < positions; p0 += TILE_BYTE_POSITIONS) {
-        const int64_t p1 = positions - p0 < TILE_BYTE_POSITIONS ? positions : p0 + TILE_BYTE_POSITIONS;
-        __m256i sums[2][4];
-        for (int k = 0; k < nt; k++)
-            for (int q = 0; q < nq; q++) sums[k][q] = zero;
-        for (int64_t p = p0; p < p1; p++) {
-            __m256i nibbles[2];
-            for (int k = 0; k < nt; k++)
-                nibbles[k] = _mm256_loadu_si256((const __m256i *)(tile + k * tile_bytes + p * MR_TILE_ROWS));
-            for (int q = 0; q < nq; q++) {
-                const __m256i table = _mm256_broadcastsi128_si256(
-                    _mm_loadu_si128((const __m128i *)(tables + q * table_stride + p * 16)));
-                for (int k = 0; k < nt; k++)
-                    sums[k][q] = _mm256_add_epi8(sums[k][q], _mm256_shuffle_epi8(table, nibbles[k]));
-            }
-        }
-        for (int k = 0; k < nt; k++)
-            for (int q = 0; q < nq; q++) {
-                low[k][q] = _mm256_add_epi16(low[k][q], _mm256_unpacklo_epi8(sums[k][q], zero));
-                high[k][q] = _mm256_add_epi16(high[k][q], _mm256_unpackhi_epi8(sums[k][q], zero));
-            }
-    }
-    for (int k = 0; k < nt; k++)
-        for (int q = 0; q < nq; q++) {
-            uint16_t *d = distance + (q * n_tiles + t + k) * MR_TILE_ROWS;
-            _mm256_storeu_si256((__m256i *)d, low[k][q]);
-            _mm256_storeu_si256((__m256i *)(d + 16), high[k][q]);
-            /* unsigned d <= limit as min(d, limit) == d; the 16-bit flags packed to bytes in row order */
-            const __m256i limit = _mm256_set1_epi16((short)limits[q]);
-            const __m256i in_low = _mm256_cmpeq_epi16(_mm256_min_epu16(low[k][q], limit), low[k][q]);
-            const __m256i in_high = _mm256_cmpeq_epi16(_mm256_min_epu16(high[k][q], limit), high[k][q]);
-            const __m256i flags = _mm256_permute4x64_epi64(_mm256_packs_epi16(in_low, in_high), 0xD8);
-            masks[q * n_tiles + t + k] = (uint32_t)_mm256_movemask_epi8(flags);
-        }
-}
-
-/* Two tiles a pass (the table loads shared), the odd last tile alone. */
+/* nq is a constant where this is inlined, so the per-query arrays live in registers:
+ * per position, one load of the tile's 32 nibbles serves every query. */
 static inline AVX2 __attribute__((always_inline)) void tiles_avx2(const uint8_t *tables, const int nq, int64_t width,
                                                                   const uint8_t *planes, int64_t n_tiles,
                                                                   const uint16_t *limits, uint16_t *distance,
                                                                   uint32_t *masks) {
-    int64_t t = 0;
-    for (; t + 2 <= n_tiles; t += 2) tiles_pass_avx2(tables, nq, 2, width, planes, t, n_tiles, limits, distance, masks);
-    if (t < n_tiles) tiles_pass_avx2(tables, nq, 1, width, planes, t, n_tiles, limits, distance, masks);
+    const int64_t positions = 2 * width, table_stride = positions * 16;
+    const __m256i zero = _mm256_setzero_si256();
+    for (int64_t t = 0; t < n_tiles; t++) {
+        const uint8_t *tile = planes + t * positions * MR_TILE_ROWS;
+        __m256i low[4], high[4];
+        for (int q = 0; q < nq; q++) low[q] = high[q] = zero;
+        for (int64_t p0 = 0; p0 < positions; p0 += TILE_BYTE_POSITIONS) {
+            const int64_t p1 = positions - p0 < TILE_BYTE_POSITIONS ? positions : p0 + TILE_BYTE_POSITIONS;
+            __m256i sums[4];
+            for (int q = 0; q < nq; q++) sums[q] = zero;
+            for (int64_t p = p0; p < p1; p++) {
+                const __m256i nibbles = _mm256_loadu_si256((const __m256i *)(tile + p * MR_TILE_ROWS));
+                for (int q = 0; q < nq; q++) {
+                    const __m256i table = _mm256_broadcastsi128_si256(
+                        _mm_loadu_si128((const __m128i *)(tables + q * table_stride + p * 16)));
+                    sums[q] = _mm256_add_epi8(sums[q], _mm256_shuffle_epi8(table, nibbles));
+                }
+            }
+            for (int q = 0; q < nq; q++) {
+                low[q] = _mm256_add_epi16(low[q], _mm256_unpacklo_epi8(sums[q], zero));
+                high[q] = _mm256_add_epi16(high[q], _mm256_unpackhi_epi8(sums[q], zero));
+            }
+        }
+        for (int q = 0; q < nq; q++) {
+            uint16_t *d = distance + (q * n_tiles + t) * MR_TILE_ROWS;
+            _mm256_storeu_si256((__m256i *)d, low[q]);
+            _mm256_storeu_si256((__m256i *)(d + 16), high[q]);
+            /* unsigned d <= limit as min(d, limit) == d; the 16-bit flags packed to bytes in row order */
+            const __m256i limit = _mm256_set1_epi16((short)limits[q]);
+            const __m256i in_low = _mm256_cmpeq_epi16(_mm256_min_epu16(low[q], limit), low[q]);
+            const __m256i in_high = _mm256_cmpeq_epi16(_mm256_min_epu16(high[q], limit), high[q]);
+            const __m256i flags = _mm256_permute4x64_epi64(_mm256_packs_epi16(in_low, in_high), 0xD8);
+            masks[q * n_tiles + t] = (uint32_t)_mm256_movemask_epi8(flags);
+        }
+    }
 }
 
 /* Rows into nibble planes, 32 rows x 16 bytes at a time: each lane of 16 loaded vectors holds 16
