@@ -52,25 +52,26 @@ void mr_int8_dot_rows_portable(const int8_t *query, const int16_t *query16, cons
  * (unpacklo / unpackhi within each 128-bit lane) gives rows 0-15 and 16-31 in order. */
 static inline int tile_slot(int r) { return r < 8 ? r : r < 16 ? r + 8 : r < 24 ? r - 8 : r; }
 
-/* Position by position, so the writes are sequential (the reads stride over the tile's rows,
- * which sit in L1). */
+/* Bytes first_byte .. width of m rows (block) into their tile, position by position, so the
+ * writes are sequential (the reads stride over the tile's rows, which sit in L1). */
+static void pack_tile_bytes(const uint8_t *block, int m, int64_t width, int64_t first_byte, uint8_t *tile) {
+    for (int64_t b = first_byte; b < width; b++) {
+        uint8_t *low = tile + 2 * b * MR_TILE_ROWS, *high = low + MR_TILE_ROWS;
+        for (int r = 0; r < m; r++) {
+            const uint8_t v = block[r * width + b];
+            low[tile_slot(r)] = v & 15;
+            high[tile_slot(r)] = v >> 4;
+        }
+    }
+}
+
 void mr_hamming_pack_tiles(const uint8_t *rows, int64_t n, int64_t width, uint8_t *planes) {
     const int64_t positions = 2 * width;
-    int slots[MR_TILE_ROWS];
-    for (int r = 0; r < MR_TILE_ROWS; r++) slots[r] = tile_slot(r);
     for (int64_t first = 0; first < n; first += MR_TILE_ROWS) {
         uint8_t *tile = planes + (first / MR_TILE_ROWS) * positions * MR_TILE_ROWS;
         const int m = n - first < MR_TILE_ROWS ? (int)(n - first) : MR_TILE_ROWS;
         if (m < MR_TILE_ROWS) memset(tile, 0, (size_t)(positions * MR_TILE_ROWS));
-        const uint8_t *block = rows + first * width;
-        for (int64_t b = 0; b < width; b++) {
-            uint8_t *low = tile + 2 * b * MR_TILE_ROWS, *high = low + MR_TILE_ROWS;
-            for (int r = 0; r < m; r++) {
-                const uint8_t v = block[r * width + b];
-                low[slots[r]] = v & 15;
-                high[slots[r]] = v >> 4;
-            }
-        }
+        pack_tile_bytes(rows + first * width, m, width, 0, tile);
     }
 }
 
@@ -302,17 +303,7 @@ AVX2 void mr_hamming_pack_tiles_avx2(const uint8_t *rows, int64_t n, int64_t wid
                                     _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low_nibbles));
             }
         }
-        if (vector_bytes < width) {
-            int slots[MR_TILE_ROWS];
-            for (int r = 0; r < MR_TILE_ROWS; r++) slots[r] = tile_slot(r);
-            for (int64_t b = vector_bytes; b < width; b++) {
-                uint8_t *low = tile + 2 * b * MR_TILE_ROWS, *high = low + MR_TILE_ROWS;
-                for (int r = 0; r < MR_TILE_ROWS; r++) {
-                    low[slots[r]] = block[r * width + b] & 15;
-                    high[slots[r]] = block[r * width + b] >> 4;
-                }
-            }
-        }
+        pack_tile_bytes(block, MR_TILE_ROWS, width, vector_bytes, tile);
     }
     if (full_tiles * MR_TILE_ROWS < n)
         mr_hamming_pack_tiles(rows + full_tiles * MR_TILE_ROWS * width, n - full_tiles * MR_TILE_ROWS, width,

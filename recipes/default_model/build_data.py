@@ -222,18 +222,18 @@ def read_jsonl(path: str) -> list:
 
 def embed_texts(teacher, texts: list, cache_prefix: str, chunk: int, batch_size: int):
     """Normalised float32 embeddings of ``texts``, chunk by chunk; finished chunks are kept on disk
-    and reused, so an interrupted run resumes where it stopped."""
+    under a hash of their texts and reused, so an interrupted run resumes where it stopped and a
+    changed text list never picks up another list's chunk."""
     import numpy as np
 
     parts = []
     for start in range(0, len(texts), chunk):
-        path = f"{cache_prefix}.{start // chunk:05d}.npy"
         block = texts[start:start + chunk]
+        key = hashlib.sha1("\n".join(block).encode("utf-8")).hexdigest()[:12]
+        path = f"{cache_prefix}.{start // chunk:05d}.{key}.npy"
         if os.path.exists(path):
-            part = np.load(path)
-            if part.shape[0] == len(block):
-                parts.append(part)
-                continue
+            parts.append(np.load(path))
+            continue
         t0 = time.time()
         part = teacher.encode(block, batch_size=batch_size, normalize_embeddings=True,
                               convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
@@ -280,8 +280,7 @@ def stage_teacher(args) -> None:
                 continue
             texts = [r[kind] for r in rows]
             missing = [t for t in dict.fromkeys(texts) if t not in known]
-            prefix = f"{split}.{kind}" + (".new" if known else "")
-            fresh = embed_texts(teacher, missing, os.path.join(cache, prefix), args.chunk, args.batch_size)
+            fresh = embed_texts(teacher, missing, os.path.join(cache, f"{split}.{kind}"), args.chunk, args.batch_size)
             lookup = {**known, **dict(zip(missing, fresh))}
             vectors = np.stack([lookup[t] for t in texts]) if texts else fresh
             np.save(out, vectors.astype(np.float32))
