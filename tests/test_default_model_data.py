@@ -191,3 +191,16 @@ def test_docstring_reader_parses_without_importing(tmp_path, monkeypatch):
     ]
     with pytest.raises(FileNotFoundError, match="not installed"):
         list(docstrings.read_pairs(["no_such_package_here"]))
+
+
+def test_reuse_teacher_rejects_embeddings_that_do_not_match_the_pairs(tmp_path):
+    rows = [{"id": "train-0", "query": "q", "positive": "a passage", "source": "debian", "origin": "x"}]
+    for split in ("train", "dev"):
+        (tmp_path / f"pairs.{split}.jsonl").write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
+        for kind in ("query", "positive"):
+            np.save(tmp_path / f"{split}.{kind}.npy", np.ones((1, 4), np.float32))
+    known = build_data.known_embeddings([str(tmp_path)])
+    assert set(known) == {"q", "a passage"}
+    np.save(tmp_path / "train.positive.npy", np.ones((2, 4), np.float32))
+    with pytest.raises(SystemExit, match="does not match"):
+        build_data.known_embeddings([str(tmp_path)])
