@@ -12,6 +12,7 @@ import torch.nn.functional as F  # noqa: E402
 from mambaret.train import (CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss,  # noqa: E402
                             kl_distillation_loss, linear_schedule, make_optimizer, mse_distillation_loss,
                             multiple_negatives_ranking_loss, no_weight_decay, parameter_groups, warmup_steps)
+from mambaret.train.losses import same_text_as_positive  # noqa: E402
 
 
 def _unit(*shape, seed):
@@ -40,6 +41,34 @@ def test_mnrl_matches_sentence_transformers():
     st = st_losses.MultipleNegativesRankingLoss(model=None, scale=20.0)
     ours = multiple_negatives_ranking_loss(q, p, torch.cat([n1, n2]), 20.0)
     assert float(ours) == pytest.approx(float(st.compute_loss_from_embeddings([q, p, n1, n2], None)), rel=1e-6)
+
+
+def test_same_text_as_positive_marks_false_negatives_only():
+    positives = ["doc a", "doc b", "doc a", "doc c"]
+    negatives = ["doc b", "doc d", "doc a"]
+    mask = same_text_as_positive(positives, negatives)
+    expect = torch.zeros(4, 7, dtype=torch.bool)
+    for i, j in [(0, 2), (0, 6), (1, 4), (2, 0), (2, 6)]:
+        expect[i, j] = True
+    assert torch.equal(mask, expect)
+    assert same_text_as_positive(["x", "y"], ["z"]) is None
+
+
+def test_mnrl_leaves_out_a_repeated_positive():
+    """Two queries of one batch judged on the same document: neither sees it as a negative, so
+    the loss equals InfoNCE computed per query over the other candidates only."""
+    q, p, n = _unit(4, 8, seed=0), _unit(4, 8, seed=1), _unit(3, 8, seed=2)
+    p = torch.cat([p[:3], p[1:2]])            # query 3's positive is query 1's document
+    n = torch.cat([n[:2], p[0:1]])            # a mined negative that is query 0's positive
+    texts_p, texts_n = ["d0", "d1", "d2", "d1"], ["n0", "n1", "d0"]
+    got = multiple_negatives_ranking_loss(q, p, n, 20.0, same_text_as_positive(texts_p, texts_n))
+    candidates = torch.cat([p, n])
+    keep = {0: [0, 1, 2, 3, 4, 5], 1: [0, 1, 2, 4, 5, 6], 2: [0, 1, 2, 3, 4, 5, 6], 3: [0, 2, 3, 4, 5, 6]}
+    expect = sum(float(torch.logsumexp(20.0 * q[i] @ candidates[keep[i]].T, 0) - 20.0 * q[i] @ p[i])
+                 for i in range(4)) / 4
+    assert float(got) == pytest.approx(expect, rel=1e-12)
+    with pytest.raises(ValueError):
+        multiple_negatives_ranking_loss(q, p, n, 20.0, torch.eye(4, 7, dtype=torch.bool))
 
 
 def test_mse_is_mean_over_columns():
@@ -102,13 +131,16 @@ def _grads(module):
     return {n: p.grad.detach().clone() for n, p in module.named_parameters()}
 
 
-@pytest.mark.parametrize("mini_batch_size", [1, 3, 64])
-def test_cached_equals_uncached_loss_and_gradients(mini_batch_size):
+@pytest.mark.parametrize("mini_batch_size,repeated", [(1, False), (3, False), (64, False), (3, True)])
+def test_cached_equals_uncached_loss_and_gradients(mini_batch_size, repeated):
     enc = _TinyEncoder()
     words = "alpha beta gamma delta eps zeta eta theta iota kappa lambda mu".split()
     queries = [" ".join(words[i:i + 3]) for i in range(7)]
     positives = [" ".join(words[i + 1:i + 5]) for i in range(7)]
     negatives = [" ".join(words[i + 2:i + 4]) for i in range(9)]
+    if repeated:  # one document judged for two queries, and mined as a negative for a third
+        positives[5] = positives[2]
+        negatives[7] = positives[2]
 
     plain = MultipleNegativesRankingLoss(scale=20.0)(enc, queries, positives, negatives)
     plain.backward()

@@ -2,7 +2,9 @@
 
 Every loss takes already L2-normalised embeddings, so a dot product is the cosine:
 - `multiple_negatives_ranking_loss`: InfoNCE. Query i's candidates are every positive in the
-  batch plus every hard negative, scored cosine x scale; the target is its own positive.
+  batch plus every hard negative, scored cosine x scale; the target is its own positive. The
+  loss classes leave out of query i's candidates any other candidate whose text is its own
+  positive's (a document judged for several queries of one batch is no negative for them).
 - `CachedMultipleNegativesRankingLoss`: the same loss and gradients, computed GradCache-style so
   that only one mini-batch of texts holds activations at a time (the batch size then does not
   depend on memory).
@@ -21,15 +23,24 @@ DEFAULT_SCALE = 20.0
 
 
 def multiple_negatives_ranking_loss(queries: torch.Tensor, positives: torch.Tensor,
-                                    negatives: torch.Tensor | None = None, scale: float = DEFAULT_SCALE) -> torch.Tensor:
+                                    negatives: torch.Tensor | None = None, scale: float = DEFAULT_SCALE,
+                                    excluded: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over queries of -log softmax(scale * q_i . [positives; negatives])[i].
 
     queries, positives: [B, d]; negatives: [M, d] (any M, e.g. B x n hard negatives), or None.
+    excluded: optional bool [B, B + M]; True leaves that candidate out of that query's softmax
+    (never its own positive, the diagonal).
     """
     if queries.shape != positives.shape:
         raise ValueError(f"queries {tuple(queries.shape)} and positives {tuple(positives.shape)} differ in shape")
     candidates = positives if negatives is None or negatives.shape[0] == 0 else torch.cat([positives, negatives])
     scores = scale * (queries @ candidates.T)
+    if excluded is not None:
+        if excluded.shape != scores.shape:
+            raise ValueError(f"excluded {tuple(excluded.shape)} does not match the scores {tuple(scores.shape)}")
+        if bool(excluded.diagonal().any()):
+            raise ValueError("excluded may not leave out a query's own positive")
+        scores = scores.masked_fill(excluded.to(scores.device), float("-inf"))
     labels = torch.arange(queries.shape[0], device=queries.device)
     return F.cross_entropy(scores, labels)
 
@@ -60,6 +71,22 @@ def kl_distillation_loss(queries: torch.Tensor, candidates: torch.Tensor, teache
     return kl * temperature ** 2
 
 
+def same_text_as_positive(positives: list[str], negatives: list[str]) -> torch.Tensor | None:
+    """bool [B, B + M]: candidate j's text equals query i's positive and j is not i (a false
+    negative); None when there is none, the usual case."""
+    candidates = list(positives) + list(negatives)
+    rows = {}
+    for i, text in enumerate(positives):
+        rows.setdefault(text, []).append(i)
+    pairs = [(i, j) for j, text in enumerate(candidates) for i in rows.get(text, ()) if i != j]
+    if not pairs:
+        return None
+    mask = torch.zeros((len(positives), len(candidates)), dtype=torch.bool)
+    rows_i, cols_j = zip(*pairs)
+    mask[list(rows_i), list(cols_j)] = True
+    return mask
+
+
 class MultipleNegativesRankingLoss:
     """InfoNCE over in-batch and hard negatives (sentence-transformers' default configuration).
 
@@ -79,7 +106,7 @@ class MultipleNegativesRankingLoss:
         q = embed(queries)
         p = embed(positives)
         n = embed(negatives) if negatives else None
-        return multiple_negatives_ranking_loss(q, p, n, self.scale)
+        return multiple_negatives_ranking_loss(q, p, n, self.scale, same_text_as_positive(positives, negatives))
 
 
 class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
@@ -115,7 +142,7 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         # 2. the loss and its gradient with respect to every embedding
         leaves = [c.detach().requires_grad_() for c in cached]
         loss = multiple_negatives_ranking_loss(leaves[0], leaves[1], leaves[2] if len(leaves) > 2 else None,
-                                               self.scale)
+                                               self.scale, same_text_as_positive(positives, negatives))
         loss.backward()
         # 3. one mini-batch at a time: recompute with autograd and push its gradient slice through
         for col, leaf in zip(columns, leaves):
