@@ -54,6 +54,7 @@ BERT_VOCAB = 30522
 MINILM_CHUNK = 256  # tokens per chunk, [CLS] and [SEP] included
 MINILM_BATCH = 32
 METRICS = ("ndcg@10", "mrr@10")
+NOTES_MARKER = "<!-- findings: written by hand, kept when the report is regenerated -->"
 
 
 def _uptime() -> str:
@@ -226,14 +227,23 @@ def speed(args, data: dict) -> None:
     for name, path in args.model:
         engines.append({"engine": "mambaret", "name": f"mambaret-{name}", "model_dir": os.path.abspath(path),
                         "exponent": 1.0})
+    # a run adds to the table: its points replace the same (engine, length) of earlier runs
+    previous_runs = data.get("speed") or {}
+    runs = previous_runs.get("runs") or ([previous_runs["meta"]] if "meta" in previous_runs else [])
+    run_index = len(runs)
+    runs.append(run_meta(args))
+    measured = {(e["name"], L) for e in engines for L in args.lengths}
+    kept = [r for r in previous_runs.get("rows", []) if (r["name"], r["length"]) not in measured]
+    for r in kept:
+        r.setdefault("run", 0)
     rows = []
-    data["speed"] = {"meta": run_meta(args), "rows": rows}
+    data["speed"] = {"runs": runs, "rows": kept}
     for e in engines:
         previous, exponent = None, e["exponent"]  # growth of s/doc with length, measured once two points exist
         for L in args.lengths:
             spec = {"engine": e["engine"], "length": L, "threads": args.threads, "min_seconds": args.min_seconds,
                     "max_tokens": args.max_tokens, "max_positions": max(args.lengths), "model_dir": e.get("model_dir")}
-            row = {"name": e["name"], "length": L, "threads": args.threads}
+            row = {"name": e["name"], "length": L, "threads": args.threads, "run": run_index}
             if previous is not None:
                 predicted = previous[1] * (L / previous[0]) ** exponent
                 if predicted > args.budget_s:
@@ -248,11 +258,18 @@ def speed(args, data: dict) -> None:
                 elif "timed out" in row.get("error", ""):
                     previous = (L, args.budget_s * 3)
             rows.append(row)
+            data["speed"]["rows"] = sorted(kept + rows, key=lambda r: (_engine_order(data, r["name"]), r["length"]))
             print("[long_docs] " + " ".join(f"{k}={row[k]:.3g}" if isinstance(row[k], float) else f"{k}={row[k]}"
                                             for k in ("name", "length", "seconds_per_doc", "peak_rss_mib", "skipped",
                                                       "error") if k in row), flush=True)
             save(args, data)
-    data["speed"]["meta"]["uptime_after"] = _uptime()
+    runs[run_index]["uptime_after"] = _uptime()
+
+
+def _engine_order(data: dict, name: str) -> int:
+    """Engines keep the column order of the first run that measured them."""
+    seen = list(dict.fromkeys(r["name"] for r in (data.get("speed") or {}).get("rows", [])))
+    return seen.index(name) if name in seen else len(seen)
 
 
 # -- effectiveness ------------------------------------------------------------------------------
@@ -307,9 +324,83 @@ def effectiveness(args, data: dict) -> None:
     save(args, data)
 
 
+# -- fine-tuning at one length (the paper's 2k -> 8k / 32k extrapolation) ---------------------------
+
+def training_windows(collection: str, tokenizer_file: str, window_tokens: int, split: str = "train"):
+    """One (query, positive) pair per query of `split`, the positive being at most `window_tokens`
+    tokens of its document that hold the query's evidence: the whole document when it fits; else,
+    for a needle, the window centred on the needle's gap; for a summary query, the start. A
+    section-title query on a longer document has no known position (the builder records none) and
+    is left out. Returns (pairs, counts per kind: {"kept": n, "left out": n})."""
+    from tokenizers import Tokenizer
+
+    from mambaret.datasets import document_text, load_beir
+
+    corpus, queries, _ = load_beir(collection, split)
+    tok = Tokenizer.from_file(tokenizer_file)
+    docs, pairs, counts = {}, [], {}
+    with open(os.path.join(collection, "queries_meta.jsonl"), encoding="utf-8") as f:
+        metas = [m for m in map(json.loads, f) if m["split"] == split and m["_id"] in queries]
+    for m in metas:
+        if m["doc"] not in docs:
+            text = document_text(corpus[m["doc"]])
+            docs[m["doc"]] = (text, tok.encode(text, add_special_tokens=False).offsets)
+        text, offsets = docs[m["doc"]]
+        kind = m["kind"] if m["kind"] != "needle" else f"needle_{m['needle']}"
+        if len(offsets) <= window_tokens:
+            start, end = 0, len(text)
+        elif m["kind"] in ("needle", "summary_title", "summary_paragraph"):
+            gap = int(m["position"] * len(text))
+            centre = next((t for t, (a, _) in enumerate(offsets) if a >= gap), len(offsets) - 1)
+            first = min(max(0, centre - window_tokens // 2), len(offsets) - window_tokens)
+            start, end = offsets[first][0], offsets[first + window_tokens - 1][1]
+        else:
+            counts.setdefault(kind, {"kept": 0, "left out": 0})["left out"] += 1
+            continue
+        counts.setdefault(kind, {"kept": 0, "left out": 0})["kept"] += 1
+        pairs.append({"query": queries[m["_id"]], "positive": text[start:end], "doc": m["doc"], "kind": kind})
+    return pairs, counts
+
+
+def finetune(args, data: dict) -> None:
+    """Fine-tunes --model on the collection's training split at --max-length tokens with
+    mambaret.train (InfoNCE, in-batch negatives) and writes the model to --output."""
+    from mambaret.train import Trainer, TrainExample, TrainingArguments, load_model, load_tokenizer, resolve_model_dir
+
+    if len(args.model) != 1:
+        raise SystemExit("finetune takes one --model NAME=DIR to start from")
+    name, path = args.model[0]
+    model_dir = resolve_model_dir(path)
+    tokenizer, tokenizer_files = load_tokenizer(model_dir)
+    pairs, counts = training_windows(args.collection, os.path.join(model_dir, "tokenizer.json"), args.max_length - 1)
+    examples = [TrainExample(p["query"], p["positive"]) for p in pairs]
+    training_args = TrainingArguments(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                      max_length=args.max_length, seed=args.seed, threads=args.threads,
+                                      save_steps=args.save_steps, save_total_limit=2)
+    trainer = Trainer(load_model(model_dir), tokenizer, training_args, examples, args.output,
+                      tokenizer_files=tokenizer_files, log=lambda msg: print(f"[long_docs] {msg}", flush=True))
+    from mambaret.train import list_checkpoints
+
+    checkpoints = list_checkpoints(args.output) if os.path.isdir(args.output) else []
+    t0 = time.perf_counter()
+    state = trainer.train(resume_from=checkpoints[-1][1] if checkpoints else None)
+    trainer.save_model(args.output)
+    data["finetune"] = {"meta": run_meta(args), "start": _shown(path), "output": _shown(args.output),
+                        "pairs": len(pairs), "documents": len({p["doc"] for p in pairs}), "counts": counts,
+                        "args": {k: getattr(training_args, k) for k in ("epochs", "batch_size", "lr", "max_length",
+                                                                         "scale", "warmup_ratio", "seed")},
+                        "steps": state.global_step, "wall_s": time.perf_counter() - t0,
+                        "tokens_per_s": trainer.tokens / max(trainer.seconds, 1e-9),
+                        "loss": [[h["step"], h["loss"]] for h in state.history if "loss" in h],
+                        "truncated": trainer.biencoder.truncation.truncated}
+    save(args, data)
+
+
 def _shown(path: str) -> str:
-    """A path as the report shows it: the home folder as ~."""
+    """A path as the report shows it: relative inside the repository, the home folder as ~."""
     path, home = os.path.abspath(path), os.path.expanduser("~")
+    if path.startswith(REPO + os.sep):
+        return os.path.relpath(path, REPO)
     return "~" + path[len(home):] if path.startswith(home + os.sep) else path
 
 
@@ -412,13 +503,20 @@ def report(args, data: dict) -> str:
                 stats_markdown(data["collection"]["stats"]), ""]
     sp = data.get("speed")
     if sp and sp["rows"]:
-        meta, rows = sp["meta"], sp["rows"]
+        runs, rows = sp.get("runs") or [sp["meta"]], sp["rows"]
         names = list(dict.fromkeys(r["name"] for r in rows))
         lengths = sorted({r["length"] for r in rows})
         pngs = charts(args.results, rows)
-        out += ["## Speed and memory", "", f"Command: `{meta['command']}`  ", f"Date: {meta['date']}  ",
-                f"Load before: `{meta['uptime_before']}`  ", f"Load after: `{meta.get('uptime_after')}`", "",
-                "Machine: " + ", ".join(f"{k}: {v}" for k, v in meta["machine"].items() if k not in ("load", "flags")),
+        out += ["## Speed and memory", ""]
+        for i, meta in enumerate(runs):
+            points = sorted({(r["name"], r["length"]) for r in rows if r.get("run", 0) == i})
+            if not points:
+                continue
+            head = f"Run {i + 1} ({len(points)} points)" if len(runs) > 1 else "Run"
+            out += [f"{head}: `{meta['command']}`  ", f"Date: {meta['date']}  ",
+                    f"Load before: `{meta['uptime_before']}`  ", f"Load after: `{meta.get('uptime_after')}`", ""]
+        meta = runs[-1]
+        out += ["Machine: " + ", ".join(f"{k}: {v}" for k, v in meta["machine"].items() if k not in ("load", "flags")),
                 "", "One document per call, the best of the timed calls; peak RSS is the whole subprocess (VmHWM), "
                 "weights included.", ""] + [f"![{p}]({p})" for p in pngs] + [""]
         out += ["| length | " + " | ".join(f"{n} s/doc | RSS MiB" for n in names) + " |",
@@ -437,6 +535,24 @@ def report(args, data: dict) -> str:
     else:
         out += ["## Speed and memory", "", "Not measured yet: `python bench/long_docs.py speed --threads 2` on a "
                 "quiet machine writes the table and the charts here.", ""]
+    ft = data.get("finetune")
+    if ft:
+        kept = sum(c["kept"] for c in ft["counts"].values())
+        left = {k: c["left out"] for k, c in ft["counts"].items() if c["left out"]}
+        a = ft["args"]
+        out += ["## Fine-tuning at one length", "", f"Command: `{ft['meta']['command']}`  ", f"Date: {ft['meta']['date']}", "",
+                f"From `{ft['start']}`: {kept} training-split queries of {ft['documents']} documents, each paired with "
+                f"at most {a['max_length'] - 1} tokens of its document (EOS makes {a['max_length']}): the whole document "
+                "when it fits, else the window centred on a needle's gap, or the start for a summary query"
+                + (f"; left out (a section title in a longer document has no recorded position): "
+                   + ", ".join(f"{k} {n}" for k, n in left.items()) if left else "") + ". "
+                f"InfoNCE over in-batch negatives (scale {a['scale']:g}; a document judged for two queries of a batch is "
+                f"no negative for either), AdamW at {a['lr']:g}, {a['warmup_ratio']:.0%} warm-up then linear decay, "
+                f"batch {a['batch_size']}, {a['epochs']} epoch(s) = {ft['steps']} steps, "
+                f"{ft['wall_s'] / 60:.1f} min at {ft['tokens_per_s']:,.0f} tokens/s ({ft['meta']['machine'].get('nproc', '?')} "
+                f"cores, {args.threads} threads). Mean loss by fifths of the run (a batch's loss is noisy): "
+                + ", ".join(f"{float(np.mean(part)):.3f}" for part in np.array_split([l for _, l in ft["loss"]], 5)
+                            if len(part)) + ".", ""]
     ef = data.get("effectiveness")
     if ef:
         meta, results = ef["meta"], ef["results"]
@@ -457,7 +573,15 @@ def report(args, data: dict) -> str:
             out.append("")
     text = "\n".join(out) + "\n"
     os.makedirs(args.results, exist_ok=True)
-    with open(os.path.join(args.results, "long_docs.md"), "w") as f:
+    path = os.path.join(args.results, "long_docs.md")
+    try:  # hand-written findings below the marker survive a regenerated report
+        with open(path, encoding="utf-8") as f:
+            previous = f.read()
+        if NOTES_MARKER in previous:
+            text += "\n" + NOTES_MARKER + previous.split(NOTES_MARKER, 1)[1]
+    except FileNotFoundError:
+        pass
+    with open(path, "w") as f:
         f.write(text)
     return text
 
@@ -529,6 +653,16 @@ def main(argv=None) -> int:
     p.add_argument("collection")
     p.add_argument("--split", default="test")
     p.add_argument("--engines", default="bm25,minilm-chunked")
+    p = sub.add_parser("finetune", help="fine-tune --model on the collection's training split at one length")
+    common(p)
+    p.add_argument("collection")
+    p.add_argument("--output", required=True, help="folder of the fine-tuned model (checkpoints in subfolders)")
+    p.add_argument("--max-length", type=int, default=2048, help="tokens per text, EOS included (default 2048)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-steps", type=int, default=10)
     p = sub.add_parser("collection", help="record a built collection's statistics")
     common(p)
     p.add_argument("collection")
@@ -551,6 +685,8 @@ def main(argv=None) -> int:
         speed(args, data)
     elif args.cmd == "effectiveness":
         effectiveness(args, data)
+    elif args.cmd == "finetune":
+        finetune(args, data)
     elif args.cmd == "collection":
         collection(args, data)
     print(report(args, data))

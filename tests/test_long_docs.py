@@ -267,3 +267,82 @@ def test_benchmark_report_and_charts(tmp_path, built):
     assert "Chunked MiniLM is faster than mambaret-130m at every measured length." in text
     assert "bert-base / mambaret-130m seconds per document: 512: 0.51x" in text
     assert (tmp_path / "long_docs.md").read_text() == text
+
+
+def _word_tokenizer_file(folder, texts) -> str:
+    """A whitespace word-level tokenizer.json (one token a word), so windows count words."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+
+    vocab = {"[UNK]": 0}
+    for t in texts:
+        for w in t.split():
+            vocab.setdefault(w, len(vocab))
+    tok = tokenizers.Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = WhitespaceSplit()
+    path = os.path.join(folder, "tokenizer.json")
+    tok.save(path)
+    return path
+
+
+def test_training_windows_hold_the_evidence(tmp_path, built):
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    import long_docs
+
+    out, _ = built
+    corpus, queries, _ = datasets.load_beir(out, "train")
+    texts = {d: datasets.document_text(corpus[d]) for d in corpus}
+    tok_file = _word_tokenizer_file(str(tmp_path), texts.values())
+    window = 150  # between the buckets: the 128-word documents fit whole, the others are cut
+    pairs, counts = long_docs.training_windows(out, tok_file, window)
+    metas = {m["_id"]: m for m in _jsonl(os.path.join(out, "queries_meta.jsonl")) if m["split"] == "train"}
+    assert sum(c["kept"] + c["left out"] for c in counts.values()) == len(metas)
+    assert len(pairs) == sum(c["kept"] for c in counts.values()) > 0
+    by_query = {queries[q]: m for q, m in metas.items()}
+    cut = 0
+    for p in pairs:
+        m = by_query[p["query"]]
+        doc = texts[m["doc"]]
+        assert p["doc"] == m["doc"] and p["positive"] in doc
+        assert len(p["positive"].split()) <= window
+        if len(doc.split()) <= window:
+            assert p["positive"] == doc
+            continue
+        cut += 1
+        assert m["kind"] != "section_title"  # no recorded position: left out of longer documents
+        start = doc.index(p["positive"])
+        gap = int(m["position"] * len(doc))
+        assert start <= gap <= start + len(p["positive"]) + 1, (m["kind"], m["needle"])
+    assert cut > 0
+    longer = [m for m in metas.values() if m["kind"] == "section_title" and len(texts[m["doc"]].split()) > window]
+    assert counts.get("section_title", {}).get("left out", 0) == len(longer) > 0
+
+
+def test_speed_runs_add_to_the_table(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    import long_docs
+
+    meta = {"command": "python bench/long_docs.py speed", "date": "d", "machine": {"nproc": 2}, "uptime_before": "u"}
+    rows = [{"name": n, "length": L, "threads": 2, "seconds_per_doc": 0.001 * L, "peak_rss_mib": 500.0}
+            for n in ("mambaret-130m", "bert-base") for L in (512, 1024)]
+    rows.append({"name": "bert-base", "length": 2048, "threads": 2, "skipped": "predicted 9 s/doc > 1 s budget"})
+    data = {"speed": {"meta": meta, "rows": rows}}  # the layout of a single earlier run
+    monkeypatch.setattr(long_docs, "run_worker", lambda spec, timeout: {"seconds_per_doc": 7.0, "peak_rss_mib": 900.0})
+    args = long_docs.main.__globals__["argparse"].Namespace(
+        results=str(tmp_path), engines=["bert-base"], model=[], lengths=[2048], threads=2, min_seconds=1.0,
+        max_tokens=8192, budget_s=600.0, load_s=10.0)
+    long_docs.speed(args, data)
+    got = {(r["name"], r["length"]): r for r in data["speed"]["rows"]}
+    assert len(got) == 5 and got[("bert-base", 2048)]["seconds_per_doc"] == 7.0
+    assert got[("bert-base", 2048)]["run"] == 1 and got[("mambaret-130m", 512)]["run"] == 0
+    assert [r["name"] for r in data["speed"]["rows"]][:2] == ["mambaret-130m", "mambaret-130m"]
+    assert len(data["speed"]["runs"]) == 2
+    text = long_docs.report(args, data)
+    assert "Run 1 (4 points)" in text and "Run 2 (1 points)" in text and "| 2048 | " in text
+    # hand-written findings below the marker survive the next report
+    path = tmp_path / "long_docs.md"
+    path.write_text(text + "\n" + long_docs.NOTES_MARKER + "\nA finding.\n")
+    again = long_docs.report(args, data)
+    assert again.endswith(long_docs.NOTES_MARKER + "\nA finding.\n") and path.read_text() == again
