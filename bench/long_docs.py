@@ -258,18 +258,18 @@ def speed(args, data: dict) -> None:
                 elif "timed out" in row.get("error", ""):
                     previous = (L, args.budget_s * 3)
             rows.append(row)
-            data["speed"]["rows"] = sorted(kept + rows, key=lambda r: (_engine_order(data, r["name"]), r["length"]))
+            data["speed"]["rows"] = sorted(kept + rows, key=lambda r: (_column_order(r["name"]), r["length"]))
             print("[long_docs] " + " ".join(f"{k}={row[k]:.3g}" if isinstance(row[k], float) else f"{k}={row[k]}"
                                             for k in ("name", "length", "seconds_per_doc", "peak_rss_mib", "skipped",
                                                       "error") if k in row), flush=True)
             save(args, data)
     runs[run_index]["uptime_after"] = _uptime()
+    save(args, data)
 
 
-def _engine_order(data: dict, name: str) -> int:
-    """Engines keep the column order of the first run that measured them."""
-    seen = list(dict.fromkeys(r["name"] for r in (data.get("speed") or {}).get("rows", [])))
-    return seen.index(name) if name in seen else len(seen)
+def _column_order(name: str):
+    """The table's columns: mambaret's shapes first, then the Transformers."""
+    return (0 if name == "mambaret-130m" else 1 if name.startswith("mambaret-") else 2 if name == "bert-base" else 3, name)
 
 
 # -- effectiveness ------------------------------------------------------------------------------
@@ -470,7 +470,7 @@ def charts(results_dir: str, rows: list) -> list:
     for key, ylabel, fname, logy in (("seconds_per_doc", "seconds per document", "long_docs_speed.png", True),
                                      ("peak_rss_mib", "peak RSS (MiB)", "long_docs_rss.png", False)):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name, rs in series.items():
+        for name, rs in sorted(series.items(), key=lambda kv: _column_order(kv[0])):
             ax.plot([r["length"] for r in rs], [r[key] for r in rs], marker="o", label=name)
         ax.set_xscale("log", base=2)
         lengths = sorted({r["length"] for rs in series.values() for r in rs})
@@ -504,17 +504,16 @@ def report(args, data: dict) -> str:
     sp = data.get("speed")
     if sp and sp["rows"]:
         runs, rows = sp.get("runs") or [sp["meta"]], sp["rows"]
-        names = list(dict.fromkeys(r["name"] for r in rows))
+        names = sorted(dict.fromkeys(r["name"] for r in rows), key=_column_order)
         lengths = sorted({r["length"] for r in rows})
         pngs = charts(args.results, rows)
         out += ["## Speed and memory", ""]
-        for i, meta in enumerate(runs):
-            points = sorted({(r["name"], r["length"]) for r in rows if r.get("run", 0) == i})
-            if not points:
-                continue
-            head = f"Run {i + 1} ({len(points)} points)" if len(runs) > 1 else "Run"
-            out += [f"{head}: `{meta['command']}`  ", f"Date: {meta['date']}  ",
-                    f"Load before: `{meta['uptime_before']}`  ", f"Load after: `{meta.get('uptime_after')}`", ""]
+        shown = [(i, meta) for i, meta in enumerate(runs) if any(r.get("run", 0) == i for r in rows)]
+        for number, (i, meta) in enumerate(shown, 1):
+            points = sum(1 for r in rows if r.get("run", 0) == i)
+            head = f"Run {number} ({points} point{'s' if points > 1 else ''})" if len(shown) > 1 else "Run"
+            out += [f"{head}: `{meta['command']}`  ", f"Date: {meta['date']}  ", f"Load before: `{meta['uptime_before']}`"
+                    + (f"  \nLoad after: `{meta['uptime_after']}`" if meta.get("uptime_after") else ""), ""]
         meta = runs[-1]
         out += ["Machine: " + ", ".join(f"{k}: {v}" for k, v in meta["machine"].items() if k not in ("load", "flags")),
                 "", "One document per call, the best of the timed calls; peak RSS is the whole subprocess (VmHWM), "

@@ -340,7 +340,7 @@ def test_speed_runs_add_to_the_table(tmp_path, monkeypatch):
     assert [r["name"] for r in data["speed"]["rows"]][:2] == ["mambaret-130m", "mambaret-130m"]
     assert len(data["speed"]["runs"]) == 2
     text = long_docs.report(args, data)
-    assert "Run 1 (4 points)" in text and "Run 2 (1 points)" in text and "| 2048 | " in text
+    assert "Run 1 (4 points)" in text and "Run 2 (1 point)" in text and "| 2048 | " in text
     # hand-written findings below the marker survive the next report
     path = tmp_path / "long_docs.md"
     path.write_text(text + "\n" + long_docs.NOTES_MARKER + "\nA finding.\n")
