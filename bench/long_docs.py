@@ -365,7 +365,8 @@ def training_windows(collection: str, tokenizer_file: str, window_tokens: int, s
 def finetune(args, data: dict) -> None:
     """Fine-tunes --model on the collection's training split at --max-length tokens with
     mambaret.train (InfoNCE, in-batch negatives) and writes the model to --output."""
-    from mambaret.train import Trainer, TrainExample, TrainingArguments, load_model, load_tokenizer, resolve_model_dir
+    from mambaret.train import (Trainer, TrainExample, TrainingArguments, list_checkpoints, load_model,
+                                load_tokenizer, resolve_model_dir)
 
     if len(args.model) != 1:
         raise SystemExit("finetune takes one --model NAME=DIR to start from")
@@ -379,9 +380,7 @@ def finetune(args, data: dict) -> None:
                                       save_steps=args.save_steps, save_total_limit=2)
     trainer = Trainer(load_model(model_dir), tokenizer, training_args, examples, args.output,
                       tokenizer_files=tokenizer_files, log=lambda msg: print(f"[long_docs] {msg}", flush=True))
-    from mambaret.train import list_checkpoints
-
-    checkpoints = list_checkpoints(args.output) if os.path.isdir(args.output) else []
+    checkpoints = list_checkpoints(args.output)  # a run stopped part-way resumes from its latest
     t0 = time.perf_counter()
     state = trainer.train(resume_from=checkpoints[-1][1] if checkpoints else None)
     trainer.save_model(args.output)

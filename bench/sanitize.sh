@@ -28,7 +28,7 @@ tests=("$@")
 
 case "$mode" in
 asan)
-    flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1"
+    flags="-fsanitize=address -fsanitize=undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1"
     # copied over the previous copy: its build/ folder stays, so only changed C is recompiled
     dir=${MAMBARET_SANITIZE_DIR:-build-sanitize}
     mkdir -p "$dir/src"
@@ -37,11 +37,9 @@ asan)
     cd "$dir/src"
     rm -f mambaret/_cuda.*.so  # never test a stale, uninstrumented CUDA module
     # nvcc adds NVCC_APPEND_FLAGS: the .cu files' host code is instrumented, the device code is not
-    # (one -Xcompiler a flag, the sanitizer list split: nvcc cuts -Xcompiler values at commas)
+    # (one -Xcompiler a flag: nvcc cuts -Xcompiler values at commas)
     nvcc_flags=""
-    for f in -fsanitize=address -fsanitize=undefined $flags; do
-        case "$f" in -fsanitize=address,undefined) ;; *) nvcc_flags="$nvcc_flags -Xcompiler $f" ;; esac
-    done
+    for f in $flags; do nvcc_flags="$nvcc_flags -Xcompiler $f"; done
     CC=gcc CFLAGS="$flags" LDFLAGS="$flags" MAMBARET_CUDA=${MAMBARET_CUDA:-auto} NVCC_APPEND_FLAGS="$nvcc_flags" \
         python3 setup.py build_ext --inplace -q > build.log 2>&1 || { tail -30 build.log; exit 1; }
     tail -2 build.log

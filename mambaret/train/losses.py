@@ -75,16 +75,9 @@ def same_text_as_positive(positives: list[str], negatives: list[str]) -> torch.T
     """bool [B, B + M]: candidate j's text equals query i's positive and j is not i (a false
     negative); None when there is none, the usual case."""
     candidates = list(positives) + list(negatives)
-    rows = {}
-    for i, text in enumerate(positives):
-        rows.setdefault(text, []).append(i)
-    pairs = [(i, j) for j, text in enumerate(candidates) for i in rows.get(text, ()) if i != j]
-    if not pairs:
-        return None
-    mask = torch.zeros((len(positives), len(candidates)), dtype=torch.bool)
-    rows_i, cols_j = zip(*pairs)
-    mask[list(rows_i), list(cols_j)] = True
-    return mask
+    mask = torch.tensor([[i != j and text == positive for j, text in enumerate(candidates)]
+                         for i, positive in enumerate(positives)], dtype=torch.bool)
+    return mask if bool(mask.any()) else None
 
 
 class MultipleNegativesRankingLoss:
@@ -106,6 +99,10 @@ class MultipleNegativesRankingLoss:
         q = embed(queries)
         p = embed(positives)
         n = embed(negatives) if negatives else None
+        return self.loss_from_embeddings(q, p, n, positives, negatives)
+
+    def loss_from_embeddings(self, q, p, n, positives: list[str], negatives: list[str]) -> torch.Tensor:
+        """The loss of the batch's embeddings; the texts mark candidates equal to a query's positive."""
         return multiple_negatives_ranking_loss(q, p, n, self.scale, same_text_as_positive(positives, negatives))
 
 
@@ -141,8 +138,8 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
             cached = [torch.cat([embed(chunk) for chunk in self._chunks(col)]) for col in columns]
         # 2. the loss and its gradient with respect to every embedding
         leaves = [c.detach().requires_grad_() for c in cached]
-        loss = multiple_negatives_ranking_loss(leaves[0], leaves[1], leaves[2] if len(leaves) > 2 else None,
-                                               self.scale, same_text_as_positive(positives, negatives))
+        loss = self.loss_from_embeddings(leaves[0], leaves[1], leaves[2] if len(leaves) > 2 else None,
+                                         positives, negatives)
         loss.backward()
         # 3. one mini-batch at a time: recompute with autograd and push its gradient slice through
         for col, leaf in zip(columns, leaves):
