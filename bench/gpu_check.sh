@@ -28,11 +28,11 @@ nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 for s in $STEPS; do
     case $s in
     build) step build env MAMBARET_CUDA=1 MAKEFLAGS=-j16 MAMBARET_NVCC_JOBS=16 python3 setup.py build_ext --inplace ;;
-    tests) step tests python3 -m pytest -q -ra tests/test_cuda.py tests/test_cuda_build.py tests/test_cuda_ops.py ;;
+    tests) step tests python3 -m pytest -q -ra tests/test_cuda.py tests/test_cuda_build.py tests/test_cuda_ops.py tests/test_train_cuda.py ;;
     sanitizer) step sanitizer python3 -m pytest -q -ra tests/test_cuda.py -k compute_sanitizer ;;
     harnesses)
         step harness-build make -C dev/cuda -j16
-        for op in embed rmsnorm conv_silu selective_scan pool_l2 gemm batch; do step "harness-$op" "dev/cuda/$op"; done ;;
+        for op in embed rmsnorm conv_silu selective_scan pool_l2 gemm batch conv_silu_backward selective_scan_backward; do step "harness-$op" "dev/cuda/$op"; done ;;
     bench) step bench python3 bench/gpu_bench.py ;;
     *) echo "unknown step $s" >&2; status=2 ;;
     esac

@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever the table below or a struct it uses changes layout or meaning. */
-#define MR_CUDA_ABI_VERSION 2
+#define MR_CUDA_ABI_VERSION 3
 #define MR_CUDA_CAPSULE_NAME "mambaret._cuda._C_API"
 
 typedef struct mr_cuda_model mr_cuda_model;
@@ -42,6 +42,52 @@ typedef struct {
     int out_on_device;       /* out is device memory: nothing waits for the GPU. Otherwise out is
                                 host memory, filled (and the stream synchronised) before return */
 } mr_cuda_forward_args;
+
+/* Tokens per chunk of the training scan: its forward keeps the state entering every chunk of a
+ * sequence but the first ([mr_scan_boundary_count(S, offsets, 64), E, N], the layout of
+ * mr_ops_backward.h), and its backward recomputes the states inside a chunk from them. */
+#define MR_CUDA_TRAIN_SCAN_CHUNK 64
+
+/* The training kernels work on float32 device tensors of a packed batch (mr_ops_backward.h's
+ * contracts): T token rows holding S sequences back to back. Inputs are token-major with a row
+ * stride (ld*); gradients are dense. The caller's allocator owns every buffer named here; the
+ * kernels' own scratch is stream-ordered (allocated and freed on `stream`). */
+typedef struct {
+    int64_t S, T, E, K;
+    const int32_t *pos; /* device [T]: each row's position in its sequence */
+    const float *x;     /* [T, E], row stride ldx */
+    int64_t ldx;
+    const float *w;    /* [E, K] */
+    const float *bias; /* [E] or NULL */
+    float *out;        /* forward: [T, E] dense */
+    const float *gout; /* backward: [T, E], row stride ldgo */
+    int64_t ldgo;
+    float *gx, *gw, *gbias; /* backward: [T, E], [E, K], [E] (NULL with bias NULL) */
+    void *stream;
+} mr_cuda_conv_train_args;
+
+typedef struct {
+    int64_t S, T, E, N;
+    const int64_t *offsets; /* host [S + 1] */
+    const int32_t *pos;     /* device [T]: each row's position in its sequence */
+    const float *u, *dt;    /* [T, E], row strides ldu, lddt */
+    int64_t ldu, lddt;
+    const float *dt_bias; /* [E] or NULL */
+    const float *A;       /* [E, N]: -exp(A_log) */
+    const float *B, *C;   /* [T, N] each, one row stride ldbc */
+    int64_t ldbc;
+    const float *D; /* [E] or NULL */
+    const float *z; /* [T, E], row stride ldz, or NULL */
+    int64_t ldz;
+    float *boundaries; /* forward writes, backward reads */
+    float *y;          /* forward: [T, E] dense */
+    const float *gy;   /* backward: [T, E], row stride ldgy */
+    int64_t ldgy;
+    /* backward: gu, gdt, gz [T, E]; gA [E, N]; gB, gC [T, N]; gdt_bias, gD [E]. gdt_bias, gD and
+     * gz are NULL exactly when dt_bias, D and z are. */
+    float *gu, *gdt, *gdt_bias, *gA, *gB, *gC, *gD, *gz;
+    void *stream;
+} mr_cuda_scan_train_args;
 
 typedef struct {
     uint32_t abi_version; /* MR_CUDA_ABI_VERSION */
@@ -88,6 +134,14 @@ typedef struct {
 
     /* Where a pointer lives: *on_device 1 and *device set for device (or managed) memory. */
     mr_status (*pointer_device)(const void *ptr, int *on_device, int *device, mr_error *err);
+
+    /* Training (mr_ops_backward.h's math on the GPU), queued on args->stream of `device`.
+     * dB, dC and the per-channel gradients are summed per block and then over blocks, never
+     * with atomics, so a backward is deterministic. */
+    mr_status (*train_conv_silu)(int device, const mr_cuda_conv_train_args *args, mr_error *err);
+    mr_status (*train_conv_silu_backward)(int device, const mr_cuda_conv_train_args *args, mr_error *err);
+    mr_status (*train_selective_scan)(int device, const mr_cuda_scan_train_args *args, mr_error *err);
+    mr_status (*train_selective_scan_backward)(int device, const mr_cuda_scan_train_args *args, mr_error *err);
 } mr_cuda_api;
 
 /* The table (defined in mr_cuda_model.cu). */

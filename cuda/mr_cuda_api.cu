@@ -6,6 +6,7 @@
 #include "gemm.cuh"
 #include "mr_cuda.h"
 #include "mr_cuda_model.cuh"
+#include "mr_cuda_train.cuh"
 
 static mr_status api_device_count(int *count, mr_error *err) {
     *count = 0;
@@ -121,6 +122,10 @@ static const mr_cuda_api api_table = {
     api_event_record,
     api_stream_wait_event,
     api_pointer_device,
+    mr_cuda_train_conv_silu,
+    mr_cuda_train_conv_silu_backward,
+    mr_cuda_train_selective_scan,
+    mr_cuda_train_selective_scan_backward,
 };
 
 extern "C" const mr_cuda_api *mr_cuda_get_api(void) { return &api_table; }

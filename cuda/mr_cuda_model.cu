@@ -429,6 +429,7 @@ static int64_t plan_pieces(const mr_segment *segs, int64_t nseg, int64_t target,
             pieces[n].rows = 0;
             pieces[n].read_state = 0;
             pieces[n].write_state = 0;
+            pieces[n].first_boundary = 0;
             n++;
         }
         pieces[n - 1].rows += (int32_t)segs[s].len;
@@ -468,7 +469,7 @@ static mr_status layer_forward(mr_cuda_model *m, int64_t l, int64_t T, const int
     if ((st = mr_cuda_gemm(m->blas, dt, T, E, R, xdbl, ldx, L->dt_w, R, m->dt, E, 0, 0.0f, err))) return st;
     if ((st = mr_cuda_selective_scan(dt, E, N, m->u, E, m->dt, E, L->dt_b, L->A2, xdbl + (size_t)R * a,
                                      xdbl + (size_t)(R + N) * a, ldx, L->D, xz + (size_t)E * a, 2 * E, pos, pieces,
-                                     n_pieces, ssm_in, ssm_out, m->y, E, s, err)))
+                                     n_pieces, ssm_in, ssm_out, NULL, m->y, E, s, err)))
         return st;
     if ((st = mr_cuda_gemm(m->blas, dt, T, d, E, m->y, E, L->out_w, E, m->mix, d, 1, 0.0f, err))) return st;
     if (L->out_b && (st = mr_cuda_add_bias(MR_DTYPE_F32, m->mix, T, d, d, L->out_b, s, err))) return st;

@@ -18,12 +18,14 @@
 #define MR_SCAN_ITEMS 16
 #define MR_SCAN_WARPS 4
 #define MR_SCAN_MAX_PIECES 240 /* pieces per launch: the table travels as a kernel argument */
+static_assert(MR_SCAN_ITEMS * MR_SCAN_WARPS == MR_CUDA_TRAIN_SCAN_CHUNK, "a chunk of rows is the training chunk");
 
 struct ScanPieceTable {
     int count;
     int32_t row0[MR_SCAN_MAX_PIECES];
     int32_t rows[MR_SCAN_MAX_PIECES];
     uint8_t flags[MR_SCAN_MAX_PIECES]; /* 1: read state_in, 2: write state_out */
+    int32_t first_boundary[MR_SCAN_MAX_PIECES];
 };
 
 template <typename T>
@@ -38,6 +40,7 @@ struct ScanArgs {
     const int32_t *pos;
     const float *state_in;
     float *state_out;
+    float *boundaries;
     T *y; int64_t ldy;
 };
 
@@ -120,6 +123,12 @@ selective_scan_chunked_kernel(const ScanArgs<T> a, const ScanPieceTable p) {
             }
         }
         __syncthreads(); /* run_s complete before the next chunk (or the final store) reads it */
+        /* training keeps the state entering the next chunk; every read here precedes the next
+         * chunk's first barrier, every rewrite of run_s follows it */
+        if (a.boundaries && c0 + CHUNK < row_end && ch_ok) {
+            float *kept = a.boundaries + ((int64_t)p.first_boundary[blockIdx.y] + (c0 - row0) / CHUNK) * a.E * N;
+            for (int64_t n = warp; n < N; n += WARPS) kept[e * N + n] = run_s[n * 32 + lane];
+        }
     }
     if ((flags & 2) && ch_ok)
         for (int64_t n = warp; n < N; n += WARPS) a.state_out[e * N + n] = run_s[n * 32 + lane];
@@ -138,6 +147,7 @@ static mr_status launch_scan(const ScanArgs<T> &args, const mr_scan_piece *piece
             table.row0[i] = pc->row0;
             table.rows[i] = pc->rows;
             table.flags[i] = (uint8_t)((pc->read_state ? 1 : 0) | (pc->write_state ? 2 : 0));
+            table.first_boundary[i] = pc->first_boundary;
         }
         dim3 grid(channel_groups, (unsigned)table.count);
         selective_scan_chunked_kernel<T, MR_SCAN_ITEMS, MR_SCAN_WARPS>
@@ -152,14 +162,15 @@ mr_status mr_cuda_selective_scan(mr_dtype dtype, int64_t E, int64_t N, const voi
                                  int64_t lddt, const float *dt_bias, const float *A2, const void *B, const void *C,
                                  int64_t ldbc, const float *D, const void *z, int64_t ldz, const int32_t *pos,
                                  const mr_scan_piece *pieces, int64_t n_pieces, const float *state_in,
-                                 float *state_out, void *y, int64_t ldy, cudaStream_t stream, mr_error *err) {
+                                 float *state_out, float *boundaries, void *y, int64_t ldy, cudaStream_t stream,
+                                 mr_error *err) {
     if (n_pieces == 0 || E == 0) return MR_OK;
     if (N < 1 || N > 256) return mr_fail(err, MR_ERR_VALUE, "selective_scan: state size %lld outside [1, 256]", (long long)N);
     mr_status st = MR_OK;
     MR_DISPATCH_DTYPE(dtype, AT, {
         ScanArgs<AT> args = {E, N, (const AT *)u, ldu, (const AT *)dt, lddt, dt_bias, A2,
                              (const AT *)B, (const AT *)C, ldbc, D, (const AT *)z, ldz, pos,
-                             state_in, state_out, (AT *)y, ldy};
+                             state_in, state_out, boundaries, (AT *)y, ldy};
         st = launch_scan<AT>(args, pieces, n_pieces, stream, err);
     });
     return st;

@@ -24,5 +24,32 @@ def test_cuda_module_was_built_and_exports_its_abi():
                     "pip install nvidia-cublas==13.0.2.14; MAMBARET_CUDA=1 makes that an install error)")
     from mambaret import _cuda
 
-    assert _cuda.ABI_VERSION == 2  # event calls take the device (version 1 did not)
+    assert _cuda.ABI_VERSION == 3  # 3 added the training kernels; 2 made event calls take the device
     assert type(_cuda._C_API).__name__ == "PyCapsule"
+
+
+@pytest.mark.skipif(_nvcc() is None, reason="nvcc not found: the CUDA module is not built here")
+@pytest.mark.skipif(os.environ.get("MAMBARET_CUDA", "auto") == "0", reason="MAMBARET_CUDA=0 disables the CUDA build")
+def test_cuda_training_entries_check_arguments_and_report_errors():
+    """The training entries' binding and argument checks run on any machine the module loads on:
+    bad offsets are refused before anything reaches the device, and without a usable GPU a valid
+    call raises the CUDA error instead of crashing. (Their results are tested in test_train_cuda.py.)"""
+    import numpy as np
+
+    import mambaret as mr
+    from mambaret import _C
+
+    offsets = np.array([0, 5], np.int64)
+    ptr = offsets.ctypes.data
+    # S=1, offsets [0, 5] but T=4; pointers 1 are never dereferenced before the check fails
+    with pytest.raises(ValueError, match="offsets must run from 0 to 4"):
+        _C.cuda_train_selective_scan(0, None, 1, ptr, 4, 8, 4, 1, 1, 8, 1, 8, 0, 1, 1, 1, 8, 0, 0, 0, 1, y=1)
+    with pytest.raises(ValueError, match="state size|bad shape"):
+        _C.cuda_train_selective_scan(0, None, 1, ptr, 5, 8, 300, 1, 1, 8, 1, 8, 0, 1, 1, 1, 8, 0, 0, 0, 1, y=1)
+    with pytest.raises(ValueError, match="bad shape"):
+        _C.cuda_train_conv_silu(0, None, 5, 8, 65, 1, 1, 8, 1, 0, 1)
+    with pytest.raises(TypeError):
+        _C.cuda_train_conv_silu(0, None, 5, 8, 4, "pos", 1, 8, 1, 0, 1)
+    if not mr.cuda_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            _C.cuda_train_conv_silu(0, None, 5, 8, 4, 1, 1, 8, 1, 0, 1)

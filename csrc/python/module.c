@@ -168,7 +168,7 @@ static int module_exec(PyObject *module) {
     mr_py_state *st = mr_py_state_of(module);
     mr_blas_init_fallback(&st->blas);
     if (mr_py_add_tensor(module) < 0 || mr_py_add_model(module) < 0 || mr_py_add_cuda(module) < 0 ||
-        mr_py_add_ops(module) < 0 || mr_py_add_search(module) < 0 || mr_py_add_train(module) < 0 ||
+        mr_py_add_ops(module) < 0 || mr_py_add_search(module) < 0 || mr_py_add_train(module) < 0 || mr_py_add_train_cuda(module) < 0 ||
         mr_py_add_search_quantized(module) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "MAX_STATE_SIZE", MR_MAX_STATE_SIZE) < 0 ||

@@ -41,6 +41,7 @@ int mr_py_add_cuda(PyObject *module);
 int mr_py_add_ops(PyObject *module);
 int mr_py_add_search(PyObject *module);
 int mr_py_add_train(PyObject *module);
+int mr_py_add_train_cuda(PyObject *module);
 int mr_py_add_search_quantized(PyObject *module);
 
 /* ---- errors and arguments ------------------------------------------------------------------ */

@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
         const int64_t len = r + length <= T ? length : T - r;
         row0.push_back((int32_t)r);
         rows.push_back((int32_t)len);
-        pieces.push_back({(int32_t)r, (int32_t)len, 0, 0});
+        pieces.push_back({(int32_t)r, (int32_t)len, 0, 0, 0});
         for (int64_t i = 0; i < len; i++) pos[r + i] = (int32_t)i;
         mr_selective_scan_f32_ref(len, E, N, &u[r * E], E, &dt[r * E], E, dt_bias.data(), A.data(), &bc[r * ldbc],
                                   &bc[r * ldbc + N], ldbc, D.data(), &z[r * E], E, NULL, NULL, &ref[r * E], E);
@@ -105,7 +105,7 @@ int main(int argc, char **argv) {
         auto run = [&] {
             mr_status s = mr_cuda_selective_scan(MR_DTYPE_F32, E, N, d_u, E, d_dt, E, d_bias, d_A2, d_bc, d_bc + N, ldbc,
                                                  d_D, d_z, E, d_pos, pieces.data(), (int64_t)pieces.size(), NULL, NULL,
-                                                 d_y, E, 0, &err);
+                                                 NULL, d_y, E, 0, &err);
             if (s) {
                 fprintf(stderr, "%s\n", err.message);
                 exit(1);

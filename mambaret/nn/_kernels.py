@@ -1,7 +1,9 @@
-"""autograd Functions over the C training kernels (mambaret._C.train_*).
+"""autograd Functions over the training kernels: C on the CPU (mambaret._C.train_*), CUDA on a GPU
+(mambaret._C.cuda_train_*, kernels in mambaret._cuda).
 
-Tensors reach C as NumPy views (no copy); outputs and gradients are allocated here by torch.
-Threads: torch.get_num_threads(), the team torch's own GEMMs use.
+CPU tensors reach C as NumPy views (no copy); GPU tensors as device pointers, on torch's current
+stream. Outputs and gradients are allocated here by torch. CPU threads: torch.get_num_threads(),
+the team torch's own GEMMs use.
 """
 from __future__ import annotations
 
@@ -23,6 +25,16 @@ def _native():
 
 def available() -> bool:
     return _native() is not None
+
+
+def cuda_available() -> bool:
+    """The CUDA training kernels can run: the extension has them and mambaret._cuda sees a GPU."""
+    native = _native()
+    if native is None or not hasattr(native, "cuda_train_selective_scan"):
+        return False
+    from ..cuda import cuda_available as module_usable
+
+    return module_usable()
 
 
 def _rows(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -112,3 +124,96 @@ class SelectiveScanFunction(torch.autograd.Function):
             SCAN_CHUNK, boundaries.numpy(), grad_y.numpy(), *(_np(grads[k]) for k in ("u", "dt", "dt_bias", "A", "B", "C", "D", "z")),
             _threads(), False)
         return grads["u"], grads["dt"], grads["dt_bias"], grads["A"], grads["B"], grads["C"], grads["D"], grads["z"], None
+
+
+# ------------------------------------------------------------------------------------------
+# CUDA: float32 device tensors, rows contiguous; the kernels run on torch's current stream
+
+
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _device_rows(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A float32 [T, n] or [n] device tensor with contiguous rows, detached."""
+    return None if t is None else _rows(t.detach().float())
+
+
+def _launch_context(t: torch.Tensor):
+    return t.device.index if t.device.index is not None else torch.cuda.current_device(), \
+        torch.cuda.current_stream(t.device).cuda_stream
+
+
+def _row_stride(t: torch.Tensor) -> int:
+    return t.stride(0) if t.dim() == 2 and t.shape[0] > 1 else t.shape[-1]
+
+
+class CudaConvSiluFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, positions):
+        x, weight, bias = _device_rows(x), weight.detach().float().contiguous(), _device_rows(bias)
+        T, E = x.shape
+        out = torch.empty((T, E), dtype=torch.float32, device=x.device)
+        device, stream = _launch_context(x)
+        _native().cuda_train_conv_silu(device, stream, T, E, weight.shape[1], _ptr(positions), _ptr(x), _row_stride(x),
+                                       _ptr(weight), _ptr(bias), _ptr(out))
+        ctx.save_for_backward(x, weight, bias, positions)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, weight, bias, positions = ctx.saved_tensors
+        grad_out = _device_rows(grad_out)
+        T, E = x.shape
+        grad_x = torch.empty((T, E), dtype=torch.float32, device=x.device)
+        grad_weight = torch.empty(weight.shape, dtype=torch.float32, device=x.device)
+        grad_bias = None if bias is None else torch.empty(bias.shape, dtype=torch.float32, device=x.device)
+        device, stream = _launch_context(x)
+        _native().cuda_train_conv_silu(device, stream, T, E, weight.shape[1], _ptr(positions), _ptr(x), _row_stride(x),
+                                       _ptr(weight), _ptr(bias), 0, gout=_ptr(grad_out), ldgo=_row_stride(grad_out),
+                                       gx=_ptr(grad_x), gw=_ptr(grad_weight), gbias=_ptr(grad_bias), backward=True)
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _scan_call(u, dt, dt_bias, A, B, C, D, z, offsets, positions, boundaries, **extra):
+    T, E = u.shape
+    device, stream = _launch_context(u)
+    _native().cuda_train_selective_scan(
+        device, stream, offsets.numel() - 1, _ptr(offsets), T, E, A.shape[1], _ptr(positions), _ptr(u),
+        _row_stride(u), _ptr(dt), _row_stride(dt), _ptr(dt_bias), _ptr(A), _ptr(B), _ptr(C), _row_stride(B), _ptr(D),
+        _ptr(z), 0 if z is None else _row_stride(z), _ptr(boundaries), **extra)
+
+
+class CudaSelectiveScanFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, dt, dt_bias, A, B, C, D, z, offsets, positions):
+        u, dt, dt_bias, z, D = (_device_rows(t) for t in (u, dt, dt_bias, z, D))
+        A = A.detach().float().contiguous()
+        B, C = _bc_pair(_device_rows(B), _device_rows(C))
+        T, E = u.shape
+        count = _native().train_scan_boundary_count(offsets.numpy(), SCAN_CHUNK)
+        boundaries = torch.empty(max(count, 1) * E * A.shape[1], dtype=torch.float32, device=u.device)
+        y = torch.empty((T, E), dtype=torch.float32, device=u.device)
+        _scan_call(u, dt, dt_bias, A, B, C, D, z, offsets, positions, boundaries, y=_ptr(y))
+        ctx.save_for_backward(u, dt, dt_bias, A, B, C, D, z, boundaries, positions)
+        ctx.offsets = offsets
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        u, dt, dt_bias, A, B, C, D, z, boundaries, positions = ctx.saved_tensors
+        grad_y = _device_rows(grad_y)
+        T, E = u.shape
+        N = A.shape[1]
+
+        def empty(*shape):
+            return torch.empty(shape, dtype=torch.float32, device=u.device)
+
+        grads = dict(u=empty(T, E), dt=empty(T, E), dt_bias=None if dt_bias is None else empty(E), A=empty(E, N),
+                     B=empty(T, N), C=empty(T, N), D=None if D is None else empty(E), z=None if z is None else empty(T, E))
+        _scan_call(u, dt, dt_bias, A, B, C, D, z, ctx.offsets, positions, boundaries, gy=_ptr(grad_y),
+                   ldgy=_row_stride(grad_y), backward=True, **{"g" + k: _ptr(v) for k, v in grads.items()})
+        return (grads["u"], grads["dt"], grads["dt_bias"], grads["A"], grads["B"], grads["C"], grads["D"], grads["z"],
+                None, None)

@@ -11,9 +11,11 @@ window and the scan state restart there.
                  z [T, E] | None, offsets)
       delta = softplus(dt + dt_bias); h = exp(delta A) h + delta B u; y = (C.h + D u) silu(z)
 
-float32 CPU tensors run the C kernels (forward and backward); anything else (float64, a GPU
-tensor without the CUDA kernels) runs the plain torch reference below, which also defines the
-math the kernels are tested against.
+float32 CPU tensors run the C kernels (forward and backward); GPU tensors run the CUDA kernels
+when mambaret._cuda is built and sees the GPU (float32 math: half inputs, as under autocast, are
+widened, and their gradients narrowed back by autograd); anything else (float64, a GPU without
+the CUDA kernels) runs the plain torch reference below, which also defines the math the kernels
+are tested against.
 """
 from __future__ import annotations
 
@@ -104,12 +106,33 @@ def _use_kernels(*tensors) -> bool:
                                         for t in tensors)
 
 
+def _use_cuda_kernels(*tensors) -> bool:
+    from . import _kernels
+
+    present = [t for t in tensors if t is not None]
+    device = present[0].device
+    return (device.type == "cuda" and all(t.device == device and t.dtype in _WIDENED for t in present)
+            and _kernels.cuda_available())
+
+
+_WIDENED = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _cuda_positions(offsets: torch.Tensor, total: int, device) -> torch.Tensor:
+    return sequence_positions(offsets, total).to(device=device, dtype=torch.int32)
+
+
 def conv_silu(x, weight, bias, offsets):
     offsets = check_offsets(offsets, x.shape[0])
     if _use_kernels(x, weight, bias):
         from ._kernels import ConvSiluFunction
 
         return ConvSiluFunction.apply(x, weight, bias, offsets)
+    if _use_cuda_kernels(x, weight, bias):
+        from ._kernels import CudaConvSiluFunction
+
+        widen = [None if t is None else t.float() for t in (x, weight, bias)]
+        return CudaConvSiluFunction.apply(*widen, _cuda_positions(offsets, x.shape[0], x.device))
     return conv_silu_reference(x, weight, bias, offsets)
 
 
@@ -119,4 +142,9 @@ def selective_scan(u, dt, dt_bias, A, B, C, D, z, offsets):
         from ._kernels import SelectiveScanFunction
 
         return SelectiveScanFunction.apply(u, dt, dt_bias, A, B, C, D, z, offsets)
+    if _use_cuda_kernels(u, dt, dt_bias, A, B, C, D, z):
+        from ._kernels import CudaSelectiveScanFunction
+
+        widen = [None if t is None else t.float() for t in (u, dt, dt_bias, A, B, C, D, z)]
+        return CudaSelectiveScanFunction.apply(*widen, offsets, _cuda_positions(offsets, u.shape[0], u.device))
     return selective_scan_reference(u, dt, dt_bias, A, B, C, D, z, offsets)

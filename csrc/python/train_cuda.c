@@ -1,0 +1,129 @@
+/* The CUDA training kernels' binding (mambaret._C.cuda_train_*): device tensors arrive as raw
+ * pointers (torch's data_ptr(), 0 for None) with their shapes and row strides, already checked
+ * by mambaret.nn._kernels, and run on the given stream (torch's current one). The GIL is
+ * released while the kernels are queued; status codes become exceptions. */
+#include "py_common.h"
+
+#include "mr_cuda.h"
+#include "py_cuda.h"
+
+#define PTR(v) ((void *)(uintptr_t)(v))
+
+static PyObject *run_status(mr_status st, mr_error *err) {
+    if (st) return mr_py_raise(err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *cuda_train_conv_silu(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    static char *names[] = {"device", "stream", "T", "E", "K", "pos", "x", "ldx", "w", "bias", "out",
+                            "gout", "ldgo", "gx", "gw", "gbias", "backward", NULL};
+    int device, backward = 0;
+    PyObject *stream_obj;
+    long long T, E, K, ldx, ldgo = 0;
+    unsigned long long pos, x, w, bias, out = 0, gout = 0, gx = 0, gw = 0, gbias = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOLLLKKLKKK|KLKKKp", names, &device, &stream_obj, &T, &E, &K, &pos, &x,
+                                     &ldx, &w, &bias, &out, &gout, &ldgo, &gx, &gw, &gbias, &backward))
+        return NULL;
+    const mr_cuda_api *api = mr_py_cuda_api();
+    if (!api) return NULL;
+    mr_cuda_conv_train_args a = {0};
+    if (mr_py_parse_stream(stream_obj, &a.stream) < 0) return NULL;
+    a.S = 1;
+    a.T = T;
+    a.E = E;
+    a.K = K;
+    a.pos = PTR(pos);
+    a.x = PTR(x);
+    a.ldx = ldx;
+    a.w = PTR(w);
+    a.bias = PTR(bias);
+    a.out = PTR(out);
+    a.gout = PTR(gout);
+    a.ldgo = ldgo;
+    a.gx = PTR(gx);
+    a.gw = PTR(gw);
+    a.gbias = PTR(gbias);
+    mr_error err = {0};
+    mr_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = backward ? api->train_conv_silu_backward(device, &a, &err) : api->train_conv_silu(device, &a, &err);
+    Py_END_ALLOW_THREADS
+    return run_status(st, &err);
+}
+
+static PyObject *cuda_train_selective_scan(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    static char *names[] = {"device", "stream", "S", "offsets", "T", "E", "N", "pos", "u", "ldu", "dt", "lddt",
+                            "dt_bias", "A", "B", "C", "ldbc", "D", "z", "ldz", "boundaries", "y", "gy", "ldgy",
+                            "gu", "gdt", "gdt_bias", "gA", "gB", "gC", "gD", "gz", "backward", NULL};
+    int device, backward = 0;
+    PyObject *stream_obj;
+    long long S, T, E, N, ldu, lddt, ldbc, ldz, ldgy = 0;
+    unsigned long long offsets, pos, u, dt, dt_bias, A, B, C, D, z, boundaries, y = 0, gy = 0, gu = 0, gdt = 0,
+                                                                                 gdt_bias = 0, gA = 0, gB = 0, gC = 0,
+                                                                                 gD = 0, gz = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOLKLLLKKLKLKKKKLKKLK|KKLKKKKKKKKp", names, &device, &stream_obj, &S,
+                                     &offsets, &T, &E, &N, &pos, &u, &ldu, &dt, &lddt, &dt_bias, &A, &B, &C, &ldbc,
+                                     &D, &z, &ldz, &boundaries, &y, &gy, &ldgy, &gu, &gdt, &gdt_bias, &gA, &gB, &gC,
+                                     &gD, &gz, &backward))
+        return NULL;
+    const mr_cuda_api *api = mr_py_cuda_api();
+    if (!api) return NULL;
+    mr_cuda_scan_train_args a = {0};
+    if (mr_py_parse_stream(stream_obj, &a.stream) < 0) return NULL;
+    a.S = S;
+    a.T = T;
+    a.E = E;
+    a.N = N;
+    a.offsets = PTR(offsets);
+    a.pos = PTR(pos);
+    a.u = PTR(u);
+    a.ldu = ldu;
+    a.dt = PTR(dt);
+    a.lddt = lddt;
+    a.dt_bias = PTR(dt_bias);
+    a.A = PTR(A);
+    a.B = PTR(B);
+    a.C = PTR(C);
+    a.ldbc = ldbc;
+    a.D = PTR(D);
+    a.z = PTR(z);
+    a.ldz = ldz;
+    a.boundaries = PTR(boundaries);
+    a.y = PTR(y);
+    a.gy = PTR(gy);
+    a.ldgy = ldgy;
+    a.gu = PTR(gu);
+    a.gdt = PTR(gdt);
+    a.gdt_bias = PTR(gdt_bias);
+    a.gA = PTR(gA);
+    a.gB = PTR(gB);
+    a.gC = PTR(gC);
+    a.gD = PTR(gD);
+    a.gz = PTR(gz);
+    if (!a.offsets) {
+        PyErr_SetString(PyExc_ValueError, "offsets must be a host pointer");
+        return NULL;
+    }
+    mr_error err = {0};
+    mr_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = backward ? api->train_selective_scan_backward(device, &a, &err) : api->train_selective_scan(device, &a, &err);
+    Py_END_ALLOW_THREADS
+    return run_status(st, &err);
+}
+
+static PyMethodDef train_cuda_methods[] = {
+    {"cuda_train_conv_silu", (PyCFunction)(void (*)(void))cuda_train_conv_silu, METH_VARARGS | METH_KEYWORDS,
+     "cuda_train_conv_silu(device, stream, T, E, K, pos, x, ldx, w, bias, out, [gout, ldgo, gx, gw, gbias, backward]): "
+     "the packed conv + SiLU (or its backward) on device pointers"},
+    {"cuda_train_selective_scan", (PyCFunction)(void (*)(void))cuda_train_selective_scan,
+     METH_VARARGS | METH_KEYWORDS,
+     "cuda_train_selective_scan(device, stream, S, offsets, T, E, N, pos, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, "
+     "D, z, ldz, boundaries, y, [gy, ldgy, gu, gdt, gdt_bias, gA, gB, gC, gD, gz, backward]): the packed scan (or its "
+     "backward) on device pointers; offsets is a host pointer"},
+    {NULL, NULL, 0, NULL},
+};
+
+int mr_py_add_train_cuda(PyObject *module) { return PyModule_AddFunctions(module, train_cuda_methods); }

@@ -1,0 +1,136 @@
+/* The training entries of the ABI table: argument checks, the device made current for the call,
+ * per-call tables uploaded stream-ordered, then the kernels of conv_silu*.cu and
+ * selective_scan*.cu. */
+#include <stdlib.h>
+
+#include "common.cuh"
+#include "conv_silu.cuh"
+#include "conv_silu_backward.cuh"
+#include "mr_cuda_train.cuh"
+#include "selective_scan.cuh"
+#include "selective_scan_backward.cuh"
+
+/* Makes `device` current for one call and restores the caller's on exit. */
+struct DeviceScope {
+    int previous = -1;
+    mr_status enter(int device, mr_error *err) {
+        mr_status st = mr_cuda_check(cudaGetDevice(&previous), err, "cudaGetDevice");
+        if (!st && previous != device) st = mr_cuda_check(cudaSetDevice(device), err, "cudaSetDevice");
+        return st;
+    }
+    ~DeviceScope() {
+        if (previous >= 0) cudaSetDevice(previous);
+    }
+};
+
+static cudaStream_t stream_of(void *s) {
+    const uintptr_t v = (uintptr_t)s;
+    if (v == 1) return cudaStreamLegacy;
+    if (v == 2) return cudaStreamPerThread;
+    return (cudaStream_t)s;
+}
+
+static mr_status check_conv(const mr_cuda_conv_train_args *a, mr_error *err) {
+    if (a->S < 0 || a->T < 0 || a->E < 0 || a->K < 1 || a->K > 64)
+        return mr_fail(err, MR_ERR_VALUE, "conv: bad shape (S=%lld, T=%lld, E=%lld, K=%lld)", (long long)a->S,
+                       (long long)a->T, (long long)a->E, (long long)a->K);
+    if (a->ldx < a->E) return mr_fail(err, MR_ERR_VALUE, "conv: row stride %lld below width %lld", (long long)a->ldx, (long long)a->E);
+    return MR_OK;
+}
+
+mr_status mr_cuda_train_conv_silu(int device, const mr_cuda_conv_train_args *a, mr_error *err) {
+    DeviceScope scope;
+    mr_status st = check_conv(a, err);
+    if (!st) st = scope.enter(device, err);
+    if (st || a->T == 0) return st;
+    return mr_cuda_conv_silu(MR_DTYPE_F32, a->T, a->E, a->K, a->x, a->ldx, a->w, a->bias, a->pos, NULL, a->out,
+                             a->E, stream_of(a->stream), err);
+}
+
+mr_status mr_cuda_train_conv_silu_backward(int device, const mr_cuda_conv_train_args *a, mr_error *err) {
+    DeviceScope scope;
+    mr_status st = check_conv(a, err);
+    if (!st && a->ldgo < a->E) st = mr_fail(err, MR_ERR_VALUE, "conv backward: gradient row stride below the width");
+    if (!st) st = scope.enter(device, err);
+    if (st) return st;
+    return mr_cuda_conv_silu_backward(a, stream_of(a->stream), err);
+}
+
+static mr_status check_scan(const mr_cuda_scan_train_args *a, mr_error *err) {
+    if (a->S < 1 || a->T < 0 || a->E < 0 || a->N < 1 || a->N > 256 || a->T > INT32_MAX)
+        return mr_fail(err, MR_ERR_VALUE, "selective scan: bad shape (S=%lld, T=%lld, E=%lld, N=%lld)", (long long)a->S,
+                       (long long)a->T, (long long)a->E, (long long)a->N);
+    if (a->offsets[0] != 0 || a->offsets[a->S] != a->T)
+        return mr_fail(err, MR_ERR_VALUE, "selective scan: offsets must run from 0 to %lld", (long long)a->T);
+    for (int64_t s = 0; s < a->S; s++)
+        if (a->offsets[s + 1] < a->offsets[s]) return mr_fail(err, MR_ERR_VALUE, "selective scan: offsets decrease");
+    return MR_OK;
+}
+
+static int64_t chunks_of(int64_t L) { return (L + MR_CUDA_TRAIN_SCAN_CHUNK - 1) / MR_CUDA_TRAIN_SCAN_CHUNK; }
+
+__global__ void scale_kernel(const float *in, int64_t n, float factor, float *out) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) out[i] = in[i] * factor;
+}
+
+mr_status mr_cuda_train_selective_scan(int device, const mr_cuda_scan_train_args *a, mr_error *err) {
+    DeviceScope scope;
+    mr_status st = check_scan(a, err);
+    if (!st) st = scope.enter(device, err);
+    if (st || a->T == 0 || a->E == 0) return st;
+    cudaStream_t stream = stream_of(a->stream);
+    mr_scan_piece *pieces = (mr_scan_piece *)malloc((size_t)a->S * sizeof(mr_scan_piece));
+    if (!pieces) return mr_fail(err, MR_ERR_MEMORY, "selective scan: out of host memory");
+    int64_t n_pieces = 0, kept = 0;
+    for (int64_t s = 0; s < a->S; s++) {
+        const int64_t L = a->offsets[s + 1] - a->offsets[s];
+        if (L == 0) continue;
+        pieces[n_pieces++] = {(int32_t)a->offsets[s], (int32_t)L, 0, 0, (int32_t)kept};
+        kept += chunks_of(L) - 1;
+    }
+    float *A2 = NULL; /* the forward kernel's decay is exp2(delta * A * log2(e)) */
+    st = mr_cuda_check(cudaMallocAsync((void **)&A2, (size_t)(a->E * a->N) * sizeof(float), stream), err,
+                       "cudaMallocAsync(A * log2 e)");
+    if (!st) {
+        scale_kernel<<<mr_blocks(a->E * a->N, 256), 256, 0, stream>>>(a->A, a->E * a->N, 1.4426950408889634f, A2);
+        st = mr_cuda_launched(err, "scale");
+    }
+    if (!st)
+        st = mr_cuda_selective_scan(MR_DTYPE_F32, a->E, a->N, a->u, a->ldu, a->dt, a->lddt, a->dt_bias, A2, a->B, a->C,
+                                    a->ldbc, a->D, a->z, a->ldz, a->pos, pieces, n_pieces, NULL, NULL, a->boundaries,
+                                    a->y, a->E, stream, err);
+    if (A2) cudaFreeAsync(A2, stream);
+    free(pieces);
+    return st;
+}
+
+mr_status mr_cuda_train_selective_scan_backward(int device, const mr_cuda_scan_train_args *a, mr_error *err) {
+    DeviceScope scope;
+    mr_status st = check_scan(a, err);
+    if (!st) st = scope.enter(device, err);
+    if (st || a->E == 0) return st;
+    cudaStream_t stream = stream_of(a->stream);
+    /* offsets and each sequence's first kept state, side by side, for the kernel */
+    const size_t count = (size_t)(2 * a->S + 1);
+    int64_t *table = (int64_t *)malloc(count * sizeof(int64_t));
+    if (!table) return mr_fail(err, MR_ERR_MEMORY, "selective scan backward: out of host memory");
+    int64_t kept = 0;
+    for (int64_t s = 0; s <= a->S; s++) table[s] = a->offsets[s];
+    for (int64_t s = 0; s < a->S; s++) {
+        table[a->S + 1 + s] = kept;
+        const int64_t n = chunks_of(a->offsets[s + 1] - a->offsets[s]);
+        kept += n > 0 ? n - 1 : 0;
+    }
+    int64_t *device_table = NULL;
+    st = mr_cuda_check(cudaMallocAsync((void **)&device_table, count * sizeof(int64_t), stream), err,
+                       "cudaMallocAsync(scan offsets)");
+    /* from pageable memory the copy returns once the table is staged, so it may be freed at once */
+    if (!st)
+        st = mr_cuda_check(cudaMemcpyAsync(device_table, table, count * sizeof(int64_t), cudaMemcpyHostToDevice, stream),
+                           err, "cudaMemcpyAsync(scan offsets)");
+    if (!st) st = mr_cuda_selective_scan_backward(a, device_table, device_table + a->S + 1, stream, err);
+    if (device_table) cudaFreeAsync(device_table, stream);
+    free(table);
+    return st;
+}
