@@ -2,9 +2,13 @@
  * MR_BACKWARD_BLOCK whose lane loops run over contiguous channels; the backward bodies
  * (mr_ops_backward_body.h) are compiled for AVX-512, AVX2 + FMA and portable C, and the widest
  * the CPU runs is chosen at run time (MAMBARET_SIMD limits it, as for the forward). */
-/* exp's clamp is a select the vectoriser may only if-convert when it need not keep FP traps */
+/* exp's clamp is a select the vectoriser may only if-convert when it need not keep FP traps; and
+ * -std=c11 turns off contracting a * b + c into one FMA, which the bodies' polynomials and
+ * gradient sums are written for (it halves their arithmetic on AVX2 + FMA and AVX-512) */
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
+#pragma GCC optimize("no-trapping-math", "fp-contract=fast")
+#elif defined(__clang__)
+#pragma clang fp contract(fast)
 #endif
 #include <math.h>
 #include <string.h>
@@ -57,10 +61,13 @@ void mr_selective_scan_backward_f32(int64_t S, const int64_t *offsets, int64_t c
                                     float *gdt, float *gdt_bias, float *gA, float *gD, float *gz,
                                     float *gB_part, float *gC_part, float *work, int ith, int nth) {
     const int64_t T = offsets[S];
-    memset(gB_part, 0, (size_t)(T * N * BLK) * sizeof(float));
-    memset(gC_part, 0, (size_t)(T * N * BLK) * sizeof(float));
     int64_t lo, hi;
     mr_split_range(E, BLK, ith, nth, &lo, &hi);
+    if (hi <= lo) { /* no channels here: this thread's share of dB and dC is zero */
+        memset(gB_part, 0, (size_t)(T * N) * sizeof(float));
+        memset(gC_part, 0, (size_t)(T * N) * sizeof(float));
+        return;
+    }
 #if defined(__x86_64__) || defined(__i386__)
     switch (mr_cpu_simd_level()) {
     case MR_SIMD_AVX512:
@@ -119,16 +126,17 @@ void mr_selective_scan_packed_f32(int64_t S, const int64_t *offsets, int64_t chu
     }
 }
 
-int64_t mr_scan_backward_work_floats(int64_t chunk, int64_t N) { return (chunk + 1) * N * BLK + 2 * chunk * BLK; }
+int64_t mr_scan_backward_work_floats(int64_t chunk, int64_t E, int64_t N) {
+    const int64_t blocks = (E + BLK - 1) / BLK; /* at most one thread's channel blocks */
+    return (chunk + 1) * N * BLK + 2 * chunk * BLK + 2 * chunk * N * BLK + blocks * (2 * N + 2) * BLK;
+}
 
-void mr_sum_partials_f32(const float *parts, int64_t nparts, int64_t n, int64_t lanes, float *out, int ith,
-                         int nth) {
+void mr_sum_partials_f32(const float *parts, int64_t nparts, int64_t n, float *out, int ith, int nth) {
     int64_t lo, hi;
     mr_split_range(n, 64, ith, nth, &lo, &hi);
     for (int64_t i = lo; i < hi; i++) {
         float sum = 0.0f;
-        for (int64_t p = 0; p < nparts; p++)
-            for (int64_t l = 0; l < lanes; l++) sum += parts[(p * n + i) * lanes + l];
+        for (int64_t p = 0; p < nparts; p++) sum += parts[p * n + i];
         out[i] = sum;
     }
 }

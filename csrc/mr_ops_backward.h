@@ -14,10 +14,10 @@
  *
  * Threads split the channels (thread ith of nth, the caller owns the team as in mr_ops.h), so
  * every per-channel gradient (conv weights and bias, A, D, dt bias) has one writer. dB and dC sum
- * over channels: each thread adds its channels' share into its own partial sums
- * [T, N, MR_BACKWARD_BLOCK] (one slot per vector lane, so the hot loop never sums across lanes),
- * and mr_sum_partials_f32 (after a barrier) adds threads and lanes up, threads splitting the
- * rows; no atomics. Every kernel has a plain single-threaded `_ref` twin. */
+ * over channels: each thread writes its channels' share as its own partial sums [T, N] (summed
+ * over its channels a chunk at a time, lane by lane in the hot loop), and mr_sum_partials_f32
+ * (after a barrier) adds the threads' up, threads splitting the rows; no atomics. Every kernel
+ * has a plain single-threaded `_ref` twin. */
 #ifndef MR_OPS_BACKWARD_H
 #define MR_OPS_BACKWARD_H
 
@@ -51,12 +51,12 @@ void mr_selective_scan_packed_f32(int64_t S, const int64_t *offsets, int64_t chu
                                   int64_t ldbc, const float *D, const float *z, int64_t ldz, float *y,
                                   int64_t ldy, float *boundaries, int ith, int nth);
 
-/* Floats of scratch each thread of mr_selective_scan_backward_f32 needs. */
-int64_t mr_scan_backward_work_floats(int64_t chunk, int64_t N);
+/* Floats of scratch each thread of mr_selective_scan_backward_f32 needs (for any split of E). */
+int64_t mr_scan_backward_work_floats(int64_t chunk, int64_t E, int64_t N);
 
 /* Gradients of y = selective_scan(...) given gy [T, E] (stride ldgy) and the forward's
  * boundaries. Overwritten: gu, gdt, gz [T, E]; gA [E, N]; gdt_bias, gD [E] for this thread's
- * channels, and this thread's partial sums gB_part, gC_part [T, N, MR_BACKWARD_BLOCK].
+ * channels, and this thread's partial sums gB_part, gC_part [T, N].
  * dt_bias/gdt_bias, D/gD and z/gz may be NULL (together). work: mr_scan_backward_work_floats
  * floats of this thread's own. */
 void mr_selective_scan_backward_f32(int64_t S, const int64_t *offsets, int64_t chunk, int64_t E, int64_t N,
@@ -67,9 +67,8 @@ void mr_selective_scan_backward_f32(int64_t S, const int64_t *offsets, int64_t c
                                     float *gdt, float *gdt_bias, float *gA, float *gD, float *gz,
                                     float *gB_part, float *gC_part, float *work, int ith, int nth);
 
-/* out[i] = sum over p < nparts and l < lanes of parts[(p * n + i) * lanes + l], threads splitting i. */
-void mr_sum_partials_f32(const float *parts, int64_t nparts, int64_t n, int64_t lanes, float *out, int ith,
-                         int nth);
+/* out[i] = sum over p < nparts of parts[p * n + i], threads splitting i. */
+void mr_sum_partials_f32(const float *parts, int64_t nparts, int64_t n, float *out, int ith, int nth);
 
 /* Reference twins: same contracts, single-threaded, plain loops. The scan's twin stores every
  * state of a sequence instead of using boundaries: work holds (longest sequence + 1) * N floats,

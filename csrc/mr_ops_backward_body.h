@@ -102,35 +102,51 @@ static MR_BWD_TARGET void MR_BWD_NAME(conv_silu_backward)(int64_t S, const int64
     }
 }
 
+/* Chunk-major: for each chunk of a sequence (from its end), every channel block of this thread in
+ * turn, so the chunk's rows (and their pages) are reused across blocks while they are in cache,
+ * and dB / dC are summed over the thread's channels in a chunk-sized lane buffer before one row
+ * per token goes to this thread's partial sums. Each block's carried d h and dA / dD / d bias
+ * sums wait in `work` between chunks. */
 static MR_BWD_TARGET void MR_BWD_NAME(scan_backward)(
     int64_t S, const int64_t *offsets, int64_t chunk, int64_t E, int64_t N, const float *u, int64_t ldu,
     const float *dt, int64_t lddt, const float *dt_bias, const float *A, const float *B, const float *C,
     int64_t ldbc, const float *D, const float *z, int64_t ldz, const float *boundaries, const float *gy,
     int64_t ldgy, float *gu, float *gdt, float *gdt_bias, float *gA, float *gD, float *gz, float *gB_part,
     float *gC_part, float *work, int64_t lo, int64_t hi) {
-    float *states = work;                        /* [chunk + 1][N][BLK]: states inside a chunk */
-    float *deltas = work + (chunk + 1) * N * BLK; /* [chunk][BLK]: softplus(x) */
-    float *xs = deltas + chunk * BLK;             /* [chunk][BLK]: x = dt + dt_bias */
-    for (int64_t e0 = lo; e0 < hi; e0 += BLK) {
-        const int64_t nb = hi - e0 < BLK ? hi - e0 : BLK;
-        float a[MR_MAX_STATE_SIZE][BLK], gA_acc[MR_MAX_STATE_SIZE][BLK], gh[MR_MAX_STATE_SIZE][BLK];
-        float bias[BLK], skip[BLK], gD_acc[BLK], gbias_acc[BLK];
-        for (int64_t j = 0; j < BLK; j++) {
-            bias[j] = (dt_bias && j < nb) ? dt_bias[e0 + j] : 0.0f;
-            skip[j] = (D && j < nb) ? D[e0 + j] : 0.0f;
-            gD_acc[j] = gbias_acc[j] = 0.0f;
-            for (int64_t n = 0; n < N; n++) {
-                a[n][j] = j < nb ? A[(e0 + j) * N + n] : 0.0f;
-                gA_acc[n][j] = 0.0f;
-            }
-        }
-        const float *boundary = boundaries;
-        for (int64_t s = 0; s < S; s++) {
-            const int64_t start = offsets[s], end = offsets[s + 1];
-            const int64_t nchunks = chunks_of(end - start, chunk);
-            memset(gh, 0, sizeof(float) * (size_t)(N * BLK));
-            for (int64_t c = nchunks - 1; c >= 0; c--) {
-                const int64_t t0 = start + c * chunk, len = end - t0 < chunk ? end - t0 : chunk;
+    const int64_t nblocks = hi > lo ? (hi - lo + BLK - 1) / BLK : 0;
+    float *states = work;                           /* [chunk + 1][N][BLK]: states inside a chunk */
+    float *deltas = states + (chunk + 1) * N * BLK; /* [chunk][BLK]: softplus(x) */
+    float *xs = deltas + chunk * BLK;               /* [chunk][BLK]: x = dt + dt_bias */
+    float *b_lanes = xs + chunk * BLK;              /* [chunk][N][BLK]: the chunk's dB, lane by lane */
+    float *c_lanes = b_lanes + chunk * N * BLK;     /* [chunk][N][BLK]: its dC */
+    float *carried_gh = c_lanes + chunk * N * BLK;  /* [nblocks][N][BLK]: d h into the next row back */
+    float *sums_A = carried_gh + nblocks * N * BLK; /* [nblocks][N][BLK]: dA so far */
+    float *sums_D = sums_A + nblocks * N * BLK;     /* [nblocks][BLK] */
+    float *sums_bias = sums_D + nblocks * BLK;      /* [nblocks][BLK] */
+    memset(sums_A, 0, sizeof(float) * (size_t)(nblocks * (N + 2) * BLK));
+    const float *boundary = boundaries;
+    for (int64_t s = 0; s < S; s++) {
+        const int64_t start = offsets[s], end = offsets[s + 1];
+        const int64_t nchunks = chunks_of(end - start, chunk);
+        memset(carried_gh, 0, sizeof(float) * (size_t)(nblocks * N * BLK));
+        for (int64_t c = nchunks - 1; c >= 0; c--) {
+            const int64_t t0 = start + c * chunk, len = end - t0 < chunk ? end - t0 : chunk;
+            memset(b_lanes, 0, sizeof(float) * (size_t)(2 * chunk * N * BLK));
+            for (int64_t blk = 0; blk < nblocks; blk++) {
+                const int64_t e0 = lo + blk * BLK, nb = hi - e0 < BLK ? hi - e0 : BLK;
+                float a[MR_MAX_STATE_SIZE][BLK], gA_acc[MR_MAX_STATE_SIZE][BLK], gh[MR_MAX_STATE_SIZE][BLK];
+                float bias[BLK], skip[BLK], gD_acc[BLK], gbias_acc[BLK];
+                for (int64_t j = 0; j < BLK; j++) {
+                    bias[j] = (dt_bias && j < nb) ? dt_bias[e0 + j] : 0.0f;
+                    skip[j] = (D && j < nb) ? D[e0 + j] : 0.0f;
+                    gD_acc[j] = sums_D[blk * BLK + j];
+                    gbias_acc[j] = sums_bias[blk * BLK + j];
+                    for (int64_t n = 0; n < N; n++) {
+                        a[n][j] = j < nb ? A[(e0 + j) * N + n] : 0.0f;
+                        gA_acc[n][j] = sums_A[(blk * N + n) * BLK + j];
+                        gh[n][j] = carried_gh[(blk * N + n) * BLK + j];
+                    }
+                }
                 /* the states inside this chunk, from the one entering it */
                 const float *entering = c == 0 ? NULL : boundary + (c - 1) * E * N;
                 for (int64_t n = 0; n < N; n++)
@@ -181,16 +197,15 @@ static MR_BWD_TARGET void MR_BWD_NAME(scan_backward)(
                     }
                     for (int64_t n = 0; n < N; n++) {
                         const float cn = C[t * ldbc + n], bn = B[t * ldbc + n];
-                        /* dB and dC lane by lane: summed over lanes once, after every block */
-                        float *c_lanes = gC_part + (t * N + n) * BLK, *b_lanes = gB_part + (t * N + n) * BLK;
+                        float *c_lane = c_lanes + (i * N + n) * BLK, *b_lane = b_lanes + (i * N + n) * BLK;
                         for (int64_t j = 0; j < BLK; j++) {
-                            c_lanes[j] += g_read[j] * h[n * BLK + j];
+                            c_lane[j] += g_read[j] * h[n * BLK + j];
                             const float g = gh[n][j] + g_read[j] * cn;
                             const float decay = MR_BWD_NAME(exp_lane)(delta[j] * a[n][j]);
                             const float carried = g * decay * h_prev[n * BLK + j];
                             g_delta[j] += a[n][j] * carried + g * bn * ut[j];
                             gA_acc[n][j] += delta[j] * carried;
-                            b_lanes[j] += g * delta[j] * ut[j];
+                            b_lane[j] += g * delta[j] * ut[j];
                             g_u[j] += g * delta[j] * bn;
                             gh[n][j] = g * decay;
                         }
@@ -207,13 +222,36 @@ static MR_BWD_TARGET void MR_BWD_NAME(scan_backward)(
                         gdt[t * E + e0 + j] = g_dt[j];
                     }
                 }
+                for (int64_t j = 0; j < BLK; j++) {
+                    sums_D[blk * BLK + j] = gD_acc[j];
+                    sums_bias[blk * BLK + j] = gbias_acc[j];
+                    for (int64_t n = 0; n < N; n++) {
+                        sums_A[(blk * N + n) * BLK + j] = gA_acc[n][j];
+                        carried_gh[(blk * N + n) * BLK + j] = gh[n][j];
+                    }
+                }
             }
-            boundary += (nchunks > 0 ? nchunks - 1 : 0) * E * N;
+            /* the chunk's dB and dC over this thread's channels: one row per token */
+            for (int64_t i = 0; i < len; i++)
+                for (int64_t n = 0; n < N; n++) {
+                    const float *bl = b_lanes + (i * N + n) * BLK, *cl = c_lanes + (i * N + n) * BLK;
+                    float sb = 0.0f, sc = 0.0f;
+                    for (int64_t j = 0; j < BLK; j++) {
+                        sb += bl[j];
+                        sc += cl[j];
+                    }
+                    gB_part[(t0 + i) * N + n] = sb;
+                    gC_part[(t0 + i) * N + n] = sc;
+                }
         }
+        boundary += (nchunks > 0 ? nchunks - 1 : 0) * E * N;
+    }
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t e0 = lo + blk * BLK, nb = hi - e0 < BLK ? hi - e0 : BLK;
         for (int64_t j = 0; j < nb; j++) {
-            if (gD) gD[e0 + j] = gD_acc[j];
-            if (gdt_bias) gdt_bias[e0 + j] = gbias_acc[j];
-            for (int64_t n = 0; n < N; n++) gA[(e0 + j) * N + n] = gA_acc[n][j];
+            if (gD) gD[e0 + j] = sums_D[blk * BLK + j];
+            if (gdt_bias) gdt_bias[e0 + j] = sums_bias[blk * BLK + j];
+            for (int64_t n = 0; n < N; n++) gA[(e0 + j) * N + n] = sums_A[(blk * N + n) * BLK + j];
         }
     }
 }

@@ -332,8 +332,8 @@ static PyObject *train_selective_scan_backward(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "grad_dt_bias is needed with dt_bias");
         goto done;
     }
-    /* scratch: every thread's gB partial [T, N, lanes], then every thread's gC partial, then its work */
-    const int64_t work_floats = mr_scan_backward_work_floats(chunk, N), part = T * N * MR_BACKWARD_BLOCK;
+    /* scratch: every thread's gB partial [T, N], then every thread's gC partial, then its work */
+    const int64_t work_floats = mr_scan_backward_work_floats(chunk, E, N), part = T * N;
     const size_t floats = reference ? (size_t)((off.longest + 1) * N)
                                     : (size_t)threads * (size_t)(2 * part + work_floats);
     scratch = (float *)malloc((floats ? floats : 1) * sizeof(float));
@@ -363,8 +363,8 @@ static PyObject *train_selective_scan_backward(PyObject *self, PyObject *args) {
                                            g[SG_GZ].data, gB_parts + ith * part, gC_parts + ith * part,
                                            works + ith * work_floats, ith, nth);
 #pragma omp barrier
-            mr_sum_partials_f32(gB_parts, nth, T * N, MR_BACKWARD_BLOCK, g[SG_GB].data, ith, nth);
-            mr_sum_partials_f32(gC_parts, nth, T * N, MR_BACKWARD_BLOCK, g[SG_GC].data, ith, nth);
+            mr_sum_partials_f32(gB_parts, nth, T * N, g[SG_GB].data, ith, nth);
+            mr_sum_partials_f32(gC_parts, nth, T * N, g[SG_GC].data, ith, nth);
         }
     }
     Py_END_ALLOW_THREADS

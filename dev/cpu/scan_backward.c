@@ -5,12 +5,16 @@
  * are the thread's CPU time, steadier on a busy machine; with more, wall-clock time).
  *
  *   make -C dev/cpu scan_backward && dev/cpu/scan_backward [L] [sequences]
+ *
+ * MAMBARET_DEV_HUGEPAGES=1 puts the large arrays on transparent huge pages, to see what TLB misses
+ * of the row-strided access cost (about 10 % since the kernel went chunk-major; up to 30 % before).
  */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "mr_ops.h"
 #include "mr_ops_backward.h"
@@ -28,6 +32,20 @@ static double thread_seconds(int threads) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* MAMBARET_DEV_HUGEPAGES=1: large arrays on transparent huge pages (madvise), to see how much of
+ * the cost is TLB misses from row-strided access */
+static float *big_alloc(int64_t n) {
+    size_t bytes = sizeof(float) * (size_t)n;
+    const char *huge = getenv("MAMBARET_DEV_HUGEPAGES");
+    if (huge && huge[0] == '1' && bytes >= (1u << 21)) {
+        bytes = (bytes + (1u << 21) - 1) & ~(size_t)((1u << 21) - 1);
+        float *p = aligned_alloc(1u << 21, bytes);
+        madvise(p, bytes, MADV_HUGEPAGE);
+        return p;
+    }
+    return malloc(bytes);
+}
+
 static double rel_err(const float *a, const float *ref, int64_t n) {
     double num = 0, den = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -38,7 +56,7 @@ static double rel_err(const float *a, const float *ref, int64_t n) {
 }
 
 static float *filled(int64_t n, unsigned *seed, float lo, float hi) {
-    float *p = malloc(sizeof(float) * (size_t)n);
+    float *p = big_alloc(n);
     for (int64_t i = 0; i < n; i++) p[i] = uniform(seed, lo, hi);
     return p;
 }
@@ -65,10 +83,13 @@ int main(int argc, char **argv) {
     float *g[2][8];
     const int64_t sizes[8] = {T * E, T * E, T * E, E * N, E, E, T * N, T * N};
     for (int v = 0; v < 2; v++)
-        for (int i = 0; i < 8; i++) g[v][i] = calloc((size_t)sizes[i], sizeof(float));
-    const int64_t work_floats = mr_scan_backward_work_floats(CHUNK, N);
-    const int64_t part = T * N * MR_BACKWARD_BLOCK; /* one thread's dB or dC partial sums */
-    float *parts = malloc(sizeof(float) * (size_t)(threads * (2 * part + work_floats)));
+        for (int i = 0; i < 8; i++) {
+            g[v][i] = big_alloc(sizes[i]);
+            memset(g[v][i], 0, sizeof(float) * (size_t)sizes[i]);
+        }
+    const int64_t work_floats = mr_scan_backward_work_floats(CHUNK, E, N);
+    const int64_t part = T * N; /* one thread's dB or dC partial sums */
+    float *parts = big_alloc(threads * (2 * part + work_floats));
     float *ref_work = malloc(sizeof(float) * (size_t)((L + 1) * N));
 
     double t0 = thread_seconds(threads);
@@ -102,8 +123,8 @@ int main(int argc, char **argv) {
                                                g[1][2], parts + ith * part, parts + (threads + ith) * part,
                                                parts + 2 * threads * part + ith * work_floats, ith, nth);
 #pragma omp barrier
-                mr_sum_partials_f32(parts, nth, T * N, MR_BACKWARD_BLOCK, g[1][6], ith, nth);
-                mr_sum_partials_f32(parts + threads * part, nth, T * N, MR_BACKWARD_BLOCK, g[1][7], ith, nth);
+                mr_sum_partials_f32(parts, nth, T * N, g[1][6], ith, nth);
+                mr_sum_partials_f32(parts + threads * part, nth, T * N, g[1][7], ith, nth);
             }
             double t2 = thread_seconds(threads);
             if (t1 - t0 < best_fwd) best_fwd = t1 - t0;
