@@ -18,6 +18,8 @@
 #include "mr_ops_simd.h"
 
 enum { BLK = MR_BACKWARD_BLOCK };
+#define MR_BWD_PREFETCH 8       /* rows ahead that the row-strided loops ask for */
+#define MR_BWD_CONV_FLOATS 2048 /* conv weights (K per channel) of a tile of channels, on the stack */
 
 static inline int64_t chunks_of(int64_t L, int64_t chunk) { return (L + chunk - 1) / chunk; }
 

@@ -6,7 +6,7 @@
 /* exp(x) over the float range, relative error below 2.5e-7 (softplus and sigmoid built on it
  * stay below 3e-7): 2^n by the exponent bits times a degree-6 Taylor polynomial on
  * |r| <= ln2 / 2. Rounding by adding 1.5 * 2^23 keeps it branch-free (vectorisable). */
-static inline MR_BWD_TARGET float MR_BWD_NAME(exp_lane)(float x) {
+static inline __attribute__((always_inline)) MR_BWD_TARGET float MR_BWD_NAME(exp_lane)(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
     const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
@@ -23,14 +23,14 @@ static inline MR_BWD_TARGET float MR_BWD_NAME(exp_lane)(float x) {
     return p * scale.f;
 }
 
-static inline MR_BWD_TARGET float MR_BWD_NAME(sigmoid_lane)(float x) {
+static inline __attribute__((always_inline)) MR_BWD_TARGET float MR_BWD_NAME(sigmoid_lane)(float x) {
     return 1.0f / (1.0f + MR_BWD_NAME(exp_lane)(-x));
 }
 
 
 /* softplus with PyTorch's threshold as max(x, 0) + log1p(exp(-|x|)), log1p by the forward's
  * MR_LOG1P_* polynomial (mr_ops_simd.h), so that it vectorises too */
-static inline MR_BWD_TARGET float MR_BWD_NAME(softplus_lane)(float x) {
+static inline __attribute__((always_inline)) MR_BWD_TARGET float MR_BWD_NAME(softplus_lane)(float x) {
     const float t = MR_BWD_NAME(exp_lane)(-fabsf(x)), s = t / (2.0f + t), s2 = s * s;
     float p = MR_LOG1P_P4;
     p = p * s2 + MR_LOG1P_P3;
@@ -41,63 +41,97 @@ static inline MR_BWD_TARGET float MR_BWD_NAME(softplus_lane)(float x) {
     return x > 20.0f ? x : positive + s * p;
 }
 
+/* dst[0, BLK) = src[0, nb) then zeros: for a full block one straight copy, which vectorises where
+ * a per-lane conditional load does not */
+static inline __attribute__((always_inline)) MR_BWD_TARGET void MR_BWD_NAME(load_lanes)(float *dst, const float *src,
+                                                                                   int64_t nb) {
+    if (nb == BLK) {
+        for (int64_t j = 0; j < BLK; j++) dst[j] = src[j];
+        return;
+    }
+    for (int64_t j = 0; j < BLK; j++) dst[j] = 0.0f;
+    for (int64_t j = 0; j < nb; j++) dst[j] = src[j];
+}
+
+/* Rows outer, a tile of channels inner (as the forward): each row of x, gout and gx is read once
+ * per tile instead of once per 16 channels, and it is other pages than the row before, so the
+ * next rows are prefetched. The tile is as wide as MR_BWD_CONV_FLOATS weights allow. */
 static MR_BWD_TARGET void MR_BWD_NAME(conv_silu_backward)(int64_t S, const int64_t *offsets, int64_t E, int64_t K,
                                                         const float *x, int64_t ldx, const float *w,
                                                         const float *bias, const float *gout, int64_t ldgo,
                                                         float *gx, float *gw, float *gbias, int64_t lo,
                                                         int64_t hi) {
-    for (int64_t e0 = lo; e0 < hi; e0 += BLK) {
-        const int64_t nb = hi - e0 < BLK ? hi - e0 : BLK;
-        float wt[MR_MAX_CONV_KERNEL][BLK], gwt[MR_MAX_CONV_KERNEL][BLK], b[BLK], gb[BLK];
-        for (int64_t j = 0; j < BLK; j++) {
-            b[j] = (bias && j < nb) ? bias[e0 + j] : 0.0f;
+    const int64_t fit = MR_BWD_CONV_FLOATS / K / BLK * BLK, tile = fit > BLK ? fit : BLK;
+    float wt[MR_BWD_CONV_FLOATS > MR_MAX_CONV_KERNEL * BLK ? MR_BWD_CONV_FLOATS : MR_MAX_CONV_KERNEL * BLK];
+    float gwt[sizeof(wt) / sizeof(float)], b[MR_BWD_CONV_FLOATS], gb[MR_BWD_CONV_FLOATS];
+    for (int64_t c0 = lo; c0 < hi; c0 += tile) {
+        const int64_t nc = hi - c0 < tile ? hi - c0 : tile;
+        for (int64_t j = 0; j < nc; j++) {
+            b[j] = bias ? bias[c0 + j] : 0.0f;
             gb[j] = 0.0f;
             for (int64_t k = 0; k < K; k++) {
-                wt[k][j] = j < nb ? w[(e0 + j) * K + k] : 0.0f;
-                gwt[k][j] = 0.0f;
+                wt[k * tile + j] = w[(c0 + j) * K + k];
+                gwt[k * tile + j] = 0.0f;
             }
         }
         for (int64_t s = 0; s < S; s++) {
             const int64_t start = offsets[s], end = offsets[s + 1];
             /* pass 1: the pre-activation gradient g, kept in gx's rows, and the weight sums */
             for (int64_t t = start; t < end; t++) {
-                float acc[BLK];
-                for (int64_t j = 0; j < BLK; j++) acc[j] = b[j];
-                for (int64_t k = 0; k < K; k++) {
-                    const int64_t src = t - (K - 1) + k;
-                    if (src < start) continue;
-                    const float *xs = x + src * ldx + e0;
-                    for (int64_t j = 0; j < nb; j++) acc[j] += wt[k][j] * xs[j];
-                }
-                float *g = gx + t * E + e0;
-                const float *go = gout + t * ldgo + e0;
-                for (int64_t j = 0; j < nb; j++) {
-                    const float sig = MR_BWD_NAME(sigmoid_lane)(acc[j]);
-                    g[j] = go[j] * sig * (1.0f + acc[j] * (1.0f - sig));
-                    gb[j] += g[j];
-                }
-                for (int64_t k = 0; k < K; k++) {
-                    const int64_t src = t - (K - 1) + k;
-                    if (src < start) continue;
-                    const float *xs = x + src * ldx + e0;
-                    for (int64_t j = 0; j < nb; j++) gwt[k][j] += g[j] * xs[j];
+                if (t + MR_BWD_PREFETCH < end)
+                    for (int64_t j = 0; j < nc; j += 16) {
+                        __builtin_prefetch(x + (t + MR_BWD_PREFETCH) * ldx + c0 + j);
+                        __builtin_prefetch(gout + (t + MR_BWD_PREFETCH) * ldgo + c0 + j);
+                    }
+                for (int64_t j0 = 0; j0 < nc; j0 += BLK) {
+                    const int64_t nb = nc - j0 < BLK ? nc - j0 : BLK;
+                    /* over all BLK lanes in locals (a ragged block's extra lanes see zeros), so
+                     * the sigmoid's selects vectorise; stores follow */
+                    float acc[BLK], g[BLK], gol[BLK];
+                    MR_BWD_NAME(load_lanes)(acc, b + j0, nb);
+                    MR_BWD_NAME(load_lanes)(gol, gout + t * ldgo + c0 + j0, nb);
+                    for (int64_t k = 0; k < K; k++) {
+                        const int64_t src = t - (K - 1) + k;
+                        if (src < start) continue;
+                        const float *xs = x + src * ldx + c0 + j0, *wk = wt + k * tile + j0;
+                        for (int64_t j = 0; j < nb; j++) acc[j] += wk[j] * xs[j];
+                    }
+#pragma omp simd
+                    for (int64_t j = 0; j < BLK; j++) {
+                        const float sig = MR_BWD_NAME(sigmoid_lane)(acc[j]);
+                        g[j] = gol[j] * sig * (1.0f + acc[j] * (1.0f - sig));
+                    }
+                    for (int64_t j = 0; j < nb; j++) {
+                        gx[t * E + c0 + j0 + j] = g[j];
+                        gb[j0 + j] += g[j];
+                    }
+                    for (int64_t k = 0; k < K; k++) {
+                        const int64_t src = t - (K - 1) + k;
+                        if (src < start) continue;
+                        const float *xs = x + src * ldx + c0 + j0;
+                        float *gk = gwt + k * tile + j0;
+                        for (int64_t j = 0; j < nb; j++) gk[j] += g[j] * xs[j];
+                    }
                 }
             }
             /* pass 2, in place: gx[t] = sum_k w[k] g[t + K-1 - k]; row t's g is last read here */
             for (int64_t t = start; t < end; t++) {
-                float acc[BLK] = {0};
-                for (int64_t k = 0; k < K; k++) {
-                    const int64_t dst = t + (K - 1) - k;
-                    if (dst >= end) continue;
-                    const float *g = gx + dst * E + e0;
-                    for (int64_t j = 0; j < nb; j++) acc[j] += wt[k][j] * g[j];
+                for (int64_t j0 = 0; j0 < nc; j0 += BLK) {
+                    const int64_t nb = nc - j0 < BLK ? nc - j0 : BLK;
+                    float acc[BLK] = {0};
+                    for (int64_t k = 0; k < K; k++) {
+                        const int64_t dst = t + (K - 1) - k;
+                        if (dst >= end) continue;
+                        const float *g = gx + dst * E + c0 + j0, *wk = wt + k * tile + j0;
+                        for (int64_t j = 0; j < nb; j++) acc[j] += wk[j] * g[j];
+                    }
+                    for (int64_t j = 0; j < nb; j++) gx[t * E + c0 + j0 + j] = acc[j];
                 }
-                for (int64_t j = 0; j < nb; j++) gx[t * E + e0 + j] = acc[j];
             }
         }
-        for (int64_t j = 0; j < nb; j++) {
-            if (gbias) gbias[e0 + j] = gb[j];
-            for (int64_t k = 0; k < K; k++) gw[(e0 + j) * K + k] = gwt[k][j];
+        for (int64_t j = 0; j < nc; j++) {
+            if (gbias) gbias[c0 + j] = gb[j];
+            for (int64_t k = 0; k < K; k++) gw[(c0 + j) * K + k] = gwt[k * tile + j];
         }
     }
 }
@@ -155,10 +189,9 @@ static MR_BWD_TARGET void MR_BWD_NAME(scan_backward)(
                 for (int64_t i = 0; i < len; i++) {
                     const int64_t t = t0 + i;
                     float *delta = deltas + i * BLK, *x = xs + i * BLK, ut[BLK];
-                    for (int64_t j = 0; j < BLK; j++) {
-                        x[j] = j < nb ? dt[t * lddt + e0 + j] + bias[j] : 0.0f;
-                        ut[j] = j < nb ? u[t * ldu + e0 + j] : 0.0f;
-                    }
+                    MR_BWD_NAME(load_lanes)(x, dt + t * lddt + e0, nb);
+                    MR_BWD_NAME(load_lanes)(ut, u + t * ldu + e0, nb);
+                    for (int64_t j = 0; j < BLK; j++) x[j] += bias[j]; /* bias is 0 past nb */
                     for (int64_t j = 0; j < BLK; j++) delta[j] = MR_BWD_NAME(softplus_lane)(x[j]);
                     const float *h_prev = states + i * N * BLK;
                     float *h = states + (i + 1) * N * BLK;
@@ -174,11 +207,9 @@ static MR_BWD_TARGET void MR_BWD_NAME(scan_backward)(
                     const float *delta = deltas + i * BLK;
                     const float *h_prev = states + i * N * BLK, *h = states + (i + 1) * N * BLK;
                     float ut[BLK], g_read[BLK], g_u[BLK], g_delta[BLK], readout[BLK];
-                    for (int64_t j = 0; j < BLK; j++) {
-                        ut[j] = j < nb ? u[t * ldu + e0 + j] : 0.0f;
-                        g_read[j] = j < nb ? gy[t * ldgy + e0 + j] : 0.0f;
-                        readout[j] = skip[j] * ut[j];
-                    }
+                    MR_BWD_NAME(load_lanes)(ut, u + t * ldu + e0, nb);
+                    MR_BWD_NAME(load_lanes)(g_read, gy + t * ldgy + e0, nb);
+                    for (int64_t j = 0; j < BLK; j++) readout[j] = skip[j] * ut[j];
                     for (int64_t n = 0; n < N; n++) {
                         const float cn = C[t * ldbc + n];
                         for (int64_t j = 0; j < BLK; j++) readout[j] += cn * h[n * BLK + j];

@@ -72,7 +72,7 @@ class MambaMixer(nn.Module):
     def forward_packed(self, hidden: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         E, N, R = self.intermediate_size, self.state_size, self.time_step_rank
         xz = self.in_proj(hidden)
-        x, z = xz[:, :E], xz[:, E:]
+        x, z = xz.split([E, E], dim=-1)  # one backward cat; two slices would each zero-fill a [T, 2E] gradient
         x = conv_silu(x, self.conv1d.weight.view(E, -1), self.conv1d.bias, offsets)
         time_step, B, C = self.x_proj(x).split([R, N, N], dim=-1)
         dt = F.linear(time_step, self.dt_proj.weight)  # the bias is added inside the scan
