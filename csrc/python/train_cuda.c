@@ -27,23 +27,10 @@ static PyObject *cuda_train_conv_silu(PyObject *self, PyObject *args, PyObject *
         return NULL;
     const mr_cuda_api *api = mr_py_cuda_api();
     if (!api) return NULL;
-    mr_cuda_conv_train_args a = {0};
+    mr_cuda_conv_train_args a = {.S = 1, .T = T, .E = E, .K = K, .pos = PTR(pos), .x = PTR(x), .ldx = ldx,
+                                 .w = PTR(w), .bias = PTR(bias), .out = PTR(out), .gout = PTR(gout), .ldgo = ldgo,
+                                 .gx = PTR(gx), .gw = PTR(gw), .gbias = PTR(gbias)};
     if (mr_py_parse_stream(stream_obj, &a.stream) < 0) return NULL;
-    a.S = 1;
-    a.T = T;
-    a.E = E;
-    a.K = K;
-    a.pos = PTR(pos);
-    a.x = PTR(x);
-    a.ldx = ldx;
-    a.w = PTR(w);
-    a.bias = PTR(bias);
-    a.out = PTR(out);
-    a.gout = PTR(gout);
-    a.ldgo = ldgo;
-    a.gx = PTR(gx);
-    a.gw = PTR(gw);
-    a.gbias = PTR(gbias);
     mr_error err = {0};
     mr_status st;
     Py_BEGIN_ALLOW_THREADS
@@ -70,38 +57,13 @@ static PyObject *cuda_train_selective_scan(PyObject *self, PyObject *args, PyObj
         return NULL;
     const mr_cuda_api *api = mr_py_cuda_api();
     if (!api) return NULL;
-    mr_cuda_scan_train_args a = {0};
+    mr_cuda_scan_train_args a = {.S = S, .T = T, .E = E, .N = N, .offsets = PTR(offsets), .pos = PTR(pos),
+                                 .u = PTR(u), .ldu = ldu, .dt = PTR(dt), .lddt = lddt, .dt_bias = PTR(dt_bias),
+                                 .A = PTR(A), .B = PTR(B), .C = PTR(C), .ldbc = ldbc, .D = PTR(D), .z = PTR(z),
+                                 .ldz = ldz, .boundaries = PTR(boundaries), .y = PTR(y), .gy = PTR(gy),
+                                 .ldgy = ldgy, .gu = PTR(gu), .gdt = PTR(gdt), .gdt_bias = PTR(gdt_bias),
+                                 .gA = PTR(gA), .gB = PTR(gB), .gC = PTR(gC), .gD = PTR(gD), .gz = PTR(gz)};
     if (mr_py_parse_stream(stream_obj, &a.stream) < 0) return NULL;
-    a.S = S;
-    a.T = T;
-    a.E = E;
-    a.N = N;
-    a.offsets = PTR(offsets);
-    a.pos = PTR(pos);
-    a.u = PTR(u);
-    a.ldu = ldu;
-    a.dt = PTR(dt);
-    a.lddt = lddt;
-    a.dt_bias = PTR(dt_bias);
-    a.A = PTR(A);
-    a.B = PTR(B);
-    a.C = PTR(C);
-    a.ldbc = ldbc;
-    a.D = PTR(D);
-    a.z = PTR(z);
-    a.ldz = ldz;
-    a.boundaries = PTR(boundaries);
-    a.y = PTR(y);
-    a.gy = PTR(gy);
-    a.ldgy = ldgy;
-    a.gu = PTR(gu);
-    a.gdt = PTR(gdt);
-    a.gdt_bias = PTR(gdt_bias);
-    a.gA = PTR(gA);
-    a.gB = PTR(gB);
-    a.gC = PTR(gC);
-    a.gD = PTR(gD);
-    a.gz = PTR(gz);
     if (!a.offsets) {
         PyErr_SetString(PyExc_ValueError, "offsets must be a host pointer");
         return NULL;
