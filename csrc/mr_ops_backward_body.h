@@ -188,6 +188,10 @@ static MR_BWD_TARGET void MR_BWD_NAME(scan_backward)(
                         states[n * BLK + j] = (entering && j < nb) ? entering[(e0 + j) * N + n] : 0.0f;
                 for (int64_t i = 0; i < len; i++) {
                     const int64_t t = t0 + i;
+                    if (i + MR_BWD_PREFETCH < len) { /* rows are other pages: no hardware prefetch */
+                        __builtin_prefetch(dt + (t + MR_BWD_PREFETCH) * lddt + e0);
+                        __builtin_prefetch(u + (t + MR_BWD_PREFETCH) * ldu + e0);
+                    }
                     float *delta = deltas + i * BLK, *x = xs + i * BLK, ut[BLK];
                     MR_BWD_NAME(load_lanes)(x, dt + t * lddt + e0, nb);
                     MR_BWD_NAME(load_lanes)(ut, u + t * ldu + e0, nb);
@@ -204,6 +208,10 @@ static MR_BWD_TARGET void MR_BWD_NAME(scan_backward)(
                 /* backwards through the chunk */
                 for (int64_t i = len - 1; i >= 0; i--) {
                     const int64_t t = t0 + i;
+                    if (i >= MR_BWD_PREFETCH) {
+                        __builtin_prefetch(gy + (t - MR_BWD_PREFETCH) * ldgy + e0);
+                        if (z) __builtin_prefetch(z + (t - MR_BWD_PREFETCH) * ldz + e0);
+                    }
                     const float *delta = deltas + i * BLK;
                     const float *h_prev = states + i * N * BLK, *h = states + (i + 1) * N * BLK;
                     float ut[BLK], g_read[BLK], g_u[BLK], g_delta[BLK], readout[BLK];
