@@ -45,6 +45,25 @@ __device__ __forceinline__ float block_sum(float v, float *scratch) {
     return warp_sum(v);
 }
 
+/* Makes `device` current for a scope and restores the caller's device afterwards, so a call
+ * never changes which device the calling thread (or torch on it) works with. */
+class MrDeviceGuard {
+  public:
+    explicit MrDeviceGuard(int device) : previous_(-1) {
+        if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+        if (previous_ != device) status_ = cudaSetDevice(device);
+    }
+    ~MrDeviceGuard() {
+        int now = -1;
+        if (previous_ >= 0 && cudaGetDevice(&now) == cudaSuccess && now != previous_) cudaSetDevice(previous_);
+    }
+    cudaError_t status() const { return status_; }
+
+  private:
+    int previous_;
+    cudaError_t status_ = cudaSuccess;
+};
+
 /* Dispatches a templated launch on the activation dtype. */
 #define MR_DISPATCH_DTYPE(dtype, T, ...)                                                           \
     do {                                                                                           \

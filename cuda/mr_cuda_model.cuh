@@ -13,23 +13,4 @@ int64_t mr_cuda_model_weight_bytes(const mr_cuda_model *model);
 int64_t mr_cuda_model_workspace_bytes(const mr_cuda_model *model, int64_t tokens);
 mr_status mr_cuda_model_forward(mr_cuda_model *model, const mr_cuda_forward_args *args, mr_error *err);
 
-/* Makes `device` current for a scope and restores the caller's device afterwards, so a call
- * never changes which device the calling thread (or torch on it) works with. */
-class MrDeviceGuard {
-  public:
-    explicit MrDeviceGuard(int device) : previous_(-1) {
-        if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-        if (previous_ != device) status_ = cudaSetDevice(device);
-    }
-    ~MrDeviceGuard() {
-        int now = -1;
-        if (previous_ >= 0 && cudaGetDevice(&now) == cudaSuccess && now != previous_) cudaSetDevice(previous_);
-    }
-    cudaError_t status() const { return status_; }
-
-  private:
-    int previous_;
-    cudaError_t status_ = cudaSuccess;
-};
-
 #endif

@@ -2,6 +2,7 @@
  * per-call tables uploaded stream-ordered, then the kernels of conv_silu*.cu and
  * selective_scan*.cu. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "common.cuh"
 #include "conv_silu.cuh"
@@ -9,26 +10,6 @@
 #include "mr_cuda_train.cuh"
 #include "selective_scan.cuh"
 #include "selective_scan_backward.cuh"
-
-/* Makes `device` current for one call and restores the caller's on exit. */
-struct DeviceScope {
-    int previous = -1;
-    mr_status enter(int device, mr_error *err) {
-        mr_status st = mr_cuda_check(cudaGetDevice(&previous), err, "cudaGetDevice");
-        if (!st && previous != device) st = mr_cuda_check(cudaSetDevice(device), err, "cudaSetDevice");
-        return st;
-    }
-    ~DeviceScope() {
-        if (previous >= 0) cudaSetDevice(previous);
-    }
-};
-
-static cudaStream_t stream_of(void *s) {
-    const uintptr_t v = (uintptr_t)s;
-    if (v == 1) return cudaStreamLegacy;
-    if (v == 2) return cudaStreamPerThread;
-    return (cudaStream_t)s;
-}
 
 static mr_status check_conv(const mr_cuda_conv_train_args *a, mr_error *err) {
     if (a->S < 0 || a->T < 0 || a->E < 0 || a->K < 1 || a->K > 64)
@@ -39,21 +20,21 @@ static mr_status check_conv(const mr_cuda_conv_train_args *a, mr_error *err) {
 }
 
 mr_status mr_cuda_train_conv_silu(int device, const mr_cuda_conv_train_args *a, mr_error *err) {
-    DeviceScope scope;
     mr_status st = check_conv(a, err);
-    if (!st) st = scope.enter(device, err);
     if (st || a->T == 0) return st;
+    MrDeviceGuard guard(device);
+    if ((st = mr_cuda_check(guard.status(), err, "cudaSetDevice"))) return st;
     return mr_cuda_conv_silu(MR_DTYPE_F32, a->T, a->E, a->K, a->x, a->ldx, a->w, a->bias, a->pos, NULL, a->out,
-                             a->E, stream_of(a->stream), err);
+                             a->E, (cudaStream_t)a->stream, err);
 }
 
 mr_status mr_cuda_train_conv_silu_backward(int device, const mr_cuda_conv_train_args *a, mr_error *err) {
-    DeviceScope scope;
     mr_status st = check_conv(a, err);
     if (!st && a->ldgo < a->E) st = mr_fail(err, MR_ERR_VALUE, "conv backward: gradient row stride below the width");
-    if (!st) st = scope.enter(device, err);
     if (st) return st;
-    return mr_cuda_conv_silu_backward(a, stream_of(a->stream), err);
+    MrDeviceGuard guard(device);
+    if ((st = mr_cuda_check(guard.status(), err, "cudaSetDevice"))) return st;
+    return mr_cuda_conv_silu_backward(a, (cudaStream_t)a->stream, err);
 }
 
 static mr_status check_scan(const mr_cuda_scan_train_args *a, mr_error *err) {
@@ -67,7 +48,16 @@ static mr_status check_scan(const mr_cuda_scan_train_args *a, mr_error *err) {
     return MR_OK;
 }
 
-static int64_t chunks_of(int64_t L) { return (L + MR_CUDA_TRAIN_SCAN_CHUNK - 1) / MR_CUDA_TRAIN_SCAN_CHUNK; }
+/* first[s] = the index of sequence s's first kept state (states are kept after every chunk of a
+ * sequence but its last), the layout both the forward and the backward use */
+static void first_kept_states(const int64_t *offsets, int64_t S, int64_t *first) {
+    int64_t kept = 0;
+    for (int64_t s = 0; s < S; s++) {
+        first[s] = kept;
+        const int64_t chunks = (offsets[s + 1] - offsets[s] + MR_CUDA_TRAIN_SCAN_CHUNK - 1) / MR_CUDA_TRAIN_SCAN_CHUNK;
+        kept += chunks > 0 ? chunks - 1 : 0;
+    }
+}
 
 __global__ void scale_kernel(const float *in, int64_t n, float factor, float *out) {
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -75,20 +65,26 @@ __global__ void scale_kernel(const float *in, int64_t n, float factor, float *ou
 }
 
 mr_status mr_cuda_train_selective_scan(int device, const mr_cuda_scan_train_args *a, mr_error *err) {
-    DeviceScope scope;
     mr_status st = check_scan(a, err);
-    if (!st) st = scope.enter(device, err);
     if (st || a->T == 0 || a->E == 0) return st;
-    cudaStream_t stream = stream_of(a->stream);
+    MrDeviceGuard guard(device);
+    if ((st = mr_cuda_check(guard.status(), err, "cudaSetDevice"))) return st;
+    cudaStream_t stream = (cudaStream_t)a->stream;
+    /* one piece a non-empty sequence: the kernel keeps its chunk-entry states */
+    int64_t *first = (int64_t *)malloc((size_t)a->S * sizeof(int64_t));
     mr_scan_piece *pieces = (mr_scan_piece *)malloc((size_t)a->S * sizeof(mr_scan_piece));
-    if (!pieces) return mr_fail(err, MR_ERR_MEMORY, "selective scan: out of host memory");
-    int64_t n_pieces = 0, kept = 0;
-    for (int64_t s = 0; s < a->S; s++) {
-        const int64_t L = a->offsets[s + 1] - a->offsets[s];
-        if (L == 0) continue;
-        pieces[n_pieces++] = {(int32_t)a->offsets[s], (int32_t)L, 0, 0, (int32_t)kept};
-        kept += chunks_of(L) - 1;
+    if (!first || !pieces) {
+        free(first);
+        free(pieces);
+        return mr_fail(err, MR_ERR_MEMORY, "selective scan: out of host memory");
     }
+    first_kept_states(a->offsets, a->S, first);
+    int64_t n_pieces = 0;
+    for (int64_t s = 0; s < a->S; s++)
+        if (a->offsets[s + 1] > a->offsets[s])
+            pieces[n_pieces++] = {(int32_t)a->offsets[s], (int32_t)(a->offsets[s + 1] - a->offsets[s]), 0, 0,
+                                  (int32_t)first[s]};
+    free(first);
     float *A2 = NULL; /* the forward kernel's decay is exp2(delta * A * log2(e)) */
     st = mr_cuda_check(cudaMallocAsync((void **)&A2, (size_t)(a->E * a->N) * sizeof(float), stream), err,
                        "cudaMallocAsync(A * log2 e)");
@@ -106,22 +102,17 @@ mr_status mr_cuda_train_selective_scan(int device, const mr_cuda_scan_train_args
 }
 
 mr_status mr_cuda_train_selective_scan_backward(int device, const mr_cuda_scan_train_args *a, mr_error *err) {
-    DeviceScope scope;
     mr_status st = check_scan(a, err);
-    if (!st) st = scope.enter(device, err);
     if (st || a->E == 0) return st;
-    cudaStream_t stream = stream_of(a->stream);
+    MrDeviceGuard guard(device);
+    if ((st = mr_cuda_check(guard.status(), err, "cudaSetDevice"))) return st;
+    cudaStream_t stream = (cudaStream_t)a->stream;
     /* offsets and each sequence's first kept state, side by side, for the kernel */
     const size_t count = (size_t)(2 * a->S + 1);
     int64_t *table = (int64_t *)malloc(count * sizeof(int64_t));
     if (!table) return mr_fail(err, MR_ERR_MEMORY, "selective scan backward: out of host memory");
-    int64_t kept = 0;
-    for (int64_t s = 0; s <= a->S; s++) table[s] = a->offsets[s];
-    for (int64_t s = 0; s < a->S; s++) {
-        table[a->S + 1 + s] = kept;
-        const int64_t n = chunks_of(a->offsets[s + 1] - a->offsets[s]);
-        kept += n > 0 ? n - 1 : 0;
-    }
+    memcpy(table, a->offsets, (size_t)(a->S + 1) * sizeof(int64_t));
+    first_kept_states(a->offsets, a->S, table + a->S + 1);
     int64_t *device_table = NULL;
     st = mr_cuda_check(cudaMallocAsync((void **)&device_table, count * sizeof(int64_t), stream), err,
                        "cudaMallocAsync(scan offsets)");

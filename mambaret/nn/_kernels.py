@@ -127,21 +127,16 @@ class SelectiveScanFunction(torch.autograd.Function):
 
 
 # ------------------------------------------------------------------------------------------
-# CUDA: float32 device tensors, rows contiguous; the kernels run on torch's current stream
+# CUDA: float32 device tensors (functional.py widens half inputs), rows contiguous; the kernels
+# run on torch's current stream
 
 
 def _ptr(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def _device_rows(t: torch.Tensor | None) -> torch.Tensor | None:
-    """A float32 [T, n] or [n] device tensor with contiguous rows, detached."""
-    return None if t is None else _rows(t.detach().float())
-
-
 def _launch_context(t: torch.Tensor):
-    return t.device.index if t.device.index is not None else torch.cuda.current_device(), \
-        torch.cuda.current_stream(t.device).cuda_stream
+    return t.device.index, torch.cuda.current_stream(t.device).cuda_stream
 
 
 def _row_stride(t: torch.Tensor) -> int:
@@ -151,7 +146,7 @@ def _row_stride(t: torch.Tensor) -> int:
 class CudaConvSiluFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, positions):
-        x, weight, bias = _device_rows(x), weight.detach().float().contiguous(), _device_rows(bias)
+        x, weight, bias = _rows(x), weight.detach().contiguous(), _rows(bias)
         T, E = x.shape
         out = torch.empty((T, E), dtype=torch.float32, device=x.device)
         device, stream = _launch_context(x)
@@ -164,7 +159,7 @@ class CudaConvSiluFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         x, weight, bias, positions = ctx.saved_tensors
-        grad_out = _device_rows(grad_out)
+        grad_out = _rows(grad_out)
         T, E = x.shape
         grad_x = torch.empty((T, E), dtype=torch.float32, device=x.device)
         grad_weight = torch.empty(weight.shape, dtype=torch.float32, device=x.device)
@@ -188,9 +183,9 @@ def _scan_call(u, dt, dt_bias, A, B, C, D, z, offsets, positions, boundaries, **
 class CudaSelectiveScanFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, dt, dt_bias, A, B, C, D, z, offsets, positions):
-        u, dt, dt_bias, z, D = (_device_rows(t) for t in (u, dt, dt_bias, z, D))
-        A = A.detach().float().contiguous()
-        B, C = _bc_pair(_device_rows(B), _device_rows(C))
+        u, dt, dt_bias, z, D = _rows(u), _rows(dt), _rows(dt_bias), _rows(z), _rows(D)
+        A = A.detach().contiguous()
+        B, C = _bc_pair(B, C)
         T, E = u.shape
         count = _native().train_scan_boundary_count(offsets.numpy(), SCAN_CHUNK)
         boundaries = torch.empty(max(count, 1) * E * A.shape[1], dtype=torch.float32, device=u.device)
@@ -204,7 +199,7 @@ class CudaSelectiveScanFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y):
         u, dt, dt_bias, A, B, C, D, z, boundaries, positions = ctx.saved_tensors
-        grad_y = _device_rows(grad_y)
+        grad_y = _rows(grad_y)
         T, E = u.shape
         N = A.shape[1]
 

@@ -106,6 +106,9 @@ def _use_kernels(*tensors) -> bool:
                                         for t in tensors)
 
 
+_WIDENED = (torch.float32, torch.bfloat16, torch.float16)  # the CUDA kernels take these, as float32
+
+
 def _use_cuda_kernels(*tensors) -> bool:
     from . import _kernels
 
@@ -113,9 +116,6 @@ def _use_cuda_kernels(*tensors) -> bool:
     device = present[0].device
     return (device.type == "cuda" and all(t.device == device and t.dtype in _WIDENED for t in present)
             and _kernels.cuda_available())
-
-
-_WIDENED = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _cuda_positions(offsets: torch.Tensor, total: int, device) -> torch.Tensor:
