@@ -139,13 +139,22 @@ def mib(x) -> str:
 def section_search(args, folder, lines):
     vec_path, q_path = make_random(folder, args.n, args.dim, args.nq)
     results = {}
-    for method in ("float", "binary", "binary+rescore", "int8", "int8+rescore"):
-        results[method] = run_child(args, {"section": "search", "method": method, "vec": vec_path, "q": q_path,
-                                           "k": args.k, "repeat": args.repeat, "multiplier": args.multiplier})
-        print(f"  {method}: {results[method]['search_s']:.3f} s", file=sys.stderr)
+    # the methods take turns round after round (each round starting one method later) and each keeps
+    # its best: this machine's speed drifts by more than the differences measured, and a method run
+    # right after the float one measured slower than alone
+    methods = ("float", "binary", "binary+rescore", "int8", "int8+rescore")
+    for r in range(args.rounds):
+        for method in methods[r % len(methods):] + methods[:r % len(methods)]:
+            got = run_child(args, {"section": "search", "method": method, "vec": vec_path, "q": q_path,
+                                   "k": args.k, "repeat": args.repeat, "multiplier": args.multiplier})
+            print(f"  {method}: {got['search_s']:.3f} s", file=sys.stderr)
+            if method not in results or got["search_s"] < results[method]["search_s"]:
+                results[method] = got
+    results = {m: results[m] for m in methods}
     base = results["float"]
     lines += [f"### Flat search, {args.n:,} x {args.dim} random unit vectors, {args.nq} queries, k={args.k}, "
-              f"{args.threads} threads (rescoring depth {args.multiplier} x k)", "",
+              f"{args.threads} threads (rescoring depth {args.multiplier} x k; best of {args.rounds} rounds of "
+              f"{args.repeat})", "",
               "| index | search s | queries/s | speed-up vs float | index MiB | RssAnon MiB | float bytes / index bytes "
               "| rescore file MiB (mmap) | recall@10 vs float |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -320,6 +329,7 @@ def main():
     parser.add_argument("-k", "--k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="search section: the methods in turn this many times")
     parser.add_argument("--multiplier", type=int, default=4, help="rescoring depth (x k) in the search table")
     parser.add_argument("--tiny", action="store_true", help="20k x 64, 50 queries, 1 repeat, 400 docs to encode")
     parser.add_argument("--model", help="model folder: real embeddings for the recall curve, and the encode model")

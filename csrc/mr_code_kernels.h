@@ -23,6 +23,8 @@ void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const in
  * table[v] = popcount(query nibble ^ v), so one byte shuffle looks up 32 rows at once; the
  * Hamming distance is the sum of the lookups over the positions. */
 enum { MR_TILE_ROWS = 32 };
+/* Queries one call of the tile kernels scores at most: each load of a tile's nibbles serves them all. */
+enum { MR_TILE_QUERIES = 8 };
 /* Largest width (bytes) whose distances fit the kernel's 16-bit lanes. */
 #define MR_TILE_MAX_WIDTH ((int64_t)4095)
 
@@ -31,7 +33,7 @@ void mr_hamming_pack_tiles(const uint8_t *rows, int64_t n, int64_t width, uint8_
 void mr_hamming_pack_tiles_avx2(const uint8_t *rows, int64_t n, int64_t width, uint8_t *planes);
 /* tables[2 * width * 16] for one query */
 void mr_hamming_query_tables(const uint8_t *query, int64_t width, uint8_t *tables);
-/* For nq <= 4 queries (tables [nq][2 * width * 16]) against n_tiles tiles: distance[q][row]
+/* For nq <= MR_TILE_QUERIES queries (tables [nq][2 * width * 16]) against n_tiles tiles: distance[q][row]
  * (rows of all tiles in order) and masks[q][tile], bit r set where row r's distance <= limits[q]. */
 void mr_hamming_tiles_portable(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
                                const uint16_t *limits, uint16_t *distance, uint32_t *masks);

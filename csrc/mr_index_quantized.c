@@ -16,7 +16,6 @@ enum { BLOCK_BYTES = 256 * 1024, MIN_BLOCK_ROWS = 64 };
 #ifndef TILE_BLOCK_BYTES
 #define TILE_BLOCK_BYTES (128 * 1024)
 #endif
-enum { TILE_QUERIES = 4 };
 /* Bound on the per-thread heaps of one group of queries; more queries run in several groups. */
 #define HEAP_BYTES_BUDGET ((int64_t)64 << 20)
 /* int8 widths whose int32 sums cannot overflow: 128 * 128 * width < 2^31 */
@@ -115,7 +114,7 @@ static uint16_t entry_limit(const float *heap_scores, const int64_t *heap_ids, f
 }
 
 /* One block of binary rows against a group's queries through the tile kernel: the block is
- * packed into nibble planes once, then scored TILE_QUERIES queries at a time; only the rows
+ * packed into nibble planes once, then scored MR_TILE_QUERIES queries at a time; only the rows
  * whose distance passes the query's heap limit are offered to the heap. */
 static void hamming_block_tiles(const code_block *blk, int64_t width, const uint8_t *tables, int64_t gq,
                                 float *heap_scores, int64_t *heap_ids, int64_t keep, uint8_t *planes,
@@ -125,9 +124,9 @@ static void hamming_block_tiles(const code_block *blk, int64_t width, const uint
     mr_hamming_pack_tiles_avx2(blk->codes, blk->rows, width, planes);
     const int tail = (int)(blk->rows % MR_TILE_ROWS);
     const uint32_t last_tile_rows = tail ? ((uint32_t)1 << tail) - 1 : UINT32_MAX;
-    for (int64_t q = 0; q < gq; q += TILE_QUERIES) {
-        const int nq = gq - q < TILE_QUERIES ? (int)(gq - q) : TILE_QUERIES;
-        uint16_t limits[TILE_QUERIES];
+    for (int64_t q = 0; q < gq; q += MR_TILE_QUERIES) {
+        const int nq = gq - q < MR_TILE_QUERIES ? (int)(gq - q) : MR_TILE_QUERIES;
+        uint16_t limits[MR_TILE_QUERIES];
         for (int i = 0; i < nq; i++) limits[i] = entry_limit(heap_scores + (q + i) * keep, heap_ids + (q + i) * keep, bits);
         mr_hamming_tiles_avx2(tables + q * table_bytes, nq, width, planes, n_tiles, limits, distance, masks);
         for (int i = 0; i < nq; i++) {
@@ -175,7 +174,10 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
     if (group < 1) group = 1;
     if (group > a->nq) group = a->nq;
     int64_t block_rows = BLOCK_BYTES / width;
-    if (tiles) block_rows = (TILE_BLOCK_BYTES / (2 * width * MR_TILE_ROWS)) * MR_TILE_ROWS;
+    if (tiles) { /* an even count of tiles: the kernel takes them two at a time */
+        const int64_t fit = TILE_BLOCK_BYTES / (2 * width * MR_TILE_ROWS);
+        block_rows = (fit > 1 ? fit & ~(int64_t)1 : 1) * MR_TILE_ROWS;
+    }
     if (block_rows < MIN_BLOCK_ROWS) block_rows = MIN_BLOCK_ROWS;
     const int64_t block_tiles = block_rows / MR_TILE_ROWS;
 
@@ -187,8 +189,8 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
     int64_t *heap_ids = malloc((size_t)(nt * group * keep) * sizeof(int64_t));
     uint8_t *tables = tiles ? malloc((size_t)(group * table_bytes)) : NULL;
     uint8_t *planes = tiles ? malloc((size_t)(nt * block_tiles * 2 * width * MR_TILE_ROWS)) : NULL;
-    uint16_t *distance = tiles ? malloc((size_t)(nt * TILE_QUERIES * block_rows) * sizeof(uint16_t)) : NULL;
-    uint32_t *masks = tiles ? malloc((size_t)(nt * TILE_QUERIES * block_tiles) * sizeof(uint32_t)) : NULL;
+    uint16_t *distance = tiles ? malloc((size_t)(nt * MR_TILE_QUERIES * block_rows) * sizeof(uint16_t)) : NULL;
+    uint32_t *masks = tiles ? malloc((size_t)(nt * MR_TILE_QUERIES * block_tiles) * sizeof(uint32_t)) : NULL;
     if (!blocks || (!tiles && !row_scores) || (int8 && !widened) || !heap_scores || !heap_ids ||
         (tiles && (!tables || !planes || !distance || !masks))) {
         free(blocks), free(row_scores), free(widened), free(heap_scores), free(heap_ids);
@@ -218,8 +220,8 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
                 if (tiles) {
                     hamming_block_tiles(blk, width, tables, gq, my_scores, my_ids, keep,
                                         planes + (int64_t)t * block_tiles * 2 * width * MR_TILE_ROWS,
-                                        distance + (int64_t)t * TILE_QUERIES * block_rows,
-                                        masks + (int64_t)t * TILE_QUERIES * block_tiles);
+                                        distance + (int64_t)t * MR_TILE_QUERIES * block_rows,
+                                        masks + (int64_t)t * MR_TILE_QUERIES * block_tiles);
                     continue;
                 }
                 for (int64_t q = 0; q < gq; q++) {
