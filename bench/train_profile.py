@@ -1,6 +1,6 @@
 """Where a training step's time goes: torch's profiler over one step on the Mamba-130M shape.
 
-    python bench/train_profile.py [--length 512] [--threads 2] [--rows 30]
+    python bench/train_profile.py [--length 512] [--threads 2] [--rows 30] [--shapes]
 
 One step = forward through mambaret.nn.MambaModel (packed, one sequence), a loss on the
 normalised last-token state, backward, gradient clipping and the trainer's fused AdamW; two
@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     ap.add_argument("--length", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rows", type=int, default=30)
+    ap.add_argument("--shapes", action="store_true", help="group the ops by their input shapes too")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -52,9 +53,10 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     step()
     print(f"one step, 1 x {args.length} tokens, {args.threads} threads: {time.perf_counter() - t:.2f} s")
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
         step()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    averages = prof.key_averages(group_by_input_shape=args.shapes)
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=args.rows))
     return 0
 
 
