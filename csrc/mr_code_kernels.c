@@ -228,19 +228,23 @@ AVX2 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, con
 
 /* A byte sum gains at most 4 a position, so 63 positions fit in a byte before widening. */
 enum { TILE_BYTE_POSITIONS = 63 };
+/* Queries a pass of the kernel over a pair of tiles; MR_TILE_QUERIES is a multiple of it. */
+enum { TILE_PASS_QUERIES = 6 };
 
-/* The 16-bit distances of 4 queries (tables + table_offset[q]) to two tiles at once:
- * totals[0..3] the low 16 rows of tile0 for each query, [4..7] its high 16, [8..15] tile1's.
- * Each table load serves both tiles (15-30 % faster than a tile at a time, eight queries a
- * nibble load, at 1,000 queries). Byte sums are widened every at most 63 positions, in equal
- * pieces. Named variables and no inlining keep the eight sums in registers. */
+/* The 16-bit distances of TILE_PASS_QUERIES (6) queries (tables + table_offset[q]) to two tiles
+ * at once: totals[q] the low 16 rows of tile0 for query q, totals[6 + q] its high 16, then
+ * tile1's at 12 and 18. Each nibble load serves six queries and each table load both tiles
+ * (12 sums, 2 nibble vectors and a table fill 15 of the 16 registers). Byte sums are widened
+ * every at most 63 positions, in equal pieces. Named variables, added in place, and no inlining
+ * keep the sums in registers. */
 static AVX2 __attribute__((noinline)) void tile_pair_distances_avx2(const uint8_t *tile0, const uint8_t *tile1,
                                                                     const uint8_t *tables, const int64_t *table_offset,
                                                                     int64_t positions, __m256i *totals) {
     const __m256i zero = _mm256_setzero_si256();
-    const int64_t o0 = table_offset[0], o1 = table_offset[1], o2 = table_offset[2], o3 = table_offset[3];
+    const int64_t o0 = table_offset[0], o1 = table_offset[1], o2 = table_offset[2], o3 = table_offset[3],
+                  o4 = table_offset[4], o5 = table_offset[5];
     const int64_t pieces = (positions + TILE_BYTE_POSITIONS - 1) / TILE_BYTE_POSITIONS;
-    for (int i = 0; i < 16; i++) totals[i] = zero;
+    for (int i = 0; i < 4 * TILE_PASS_QUERIES; i++) totals[i] = zero;
 #define TABLE(o) _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(table + (o))))
 /* sum += x in sum's own register: written as an intrinsic, GCC gave each sum a second register
  * and a copy back per position, which cost as much as the additions */
@@ -249,41 +253,48 @@ static AVX2 __attribute__((noinline)) void tile_pair_distances_avx2(const uint8_
         const __m256i add_ = (x);                                       \
         __asm__("vpaddb %1, %0, %0" : "+x"(sum) : "x"(add_));           \
     } while (0)
+#define BOTH(o, a, b)                                                   \
+    do {                                                                \
+        const __m256i lut = TABLE(o);                                   \
+        ACCUMULATE(a, _mm256_shuffle_epi8(lut, n0));                    \
+        ACCUMULATE(b, _mm256_shuffle_epi8(lut, n1));                    \
+    } while (0)
 #define WIDEN(sum, at)                                                                  \
     do {                                                                                \
         totals[at] = _mm256_add_epi16(totals[at], _mm256_unpacklo_epi8(sum, zero));     \
-        totals[(at) + 4] = _mm256_add_epi16(totals[(at) + 4], _mm256_unpackhi_epi8(sum, zero)); \
+        totals[(at) + TILE_PASS_QUERIES] =                                              \
+            _mm256_add_epi16(totals[(at) + TILE_PASS_QUERIES], _mm256_unpackhi_epi8(sum, zero)); \
     } while (0)
     for (int64_t piece = 0; piece < pieces; piece++) {
         const int64_t p0 = positions * piece / pieces, p1 = positions * (piece + 1) / pieces;
-        __m256i a0 = zero, a1 = zero, a2 = zero, a3 = zero, b0 = zero, b1 = zero, b2 = zero, b3 = zero;
+        __m256i a0 = zero, a1 = zero, a2 = zero, a3 = zero, a4 = zero, a5 = zero;
+        __m256i b0 = zero, b1 = zero, b2 = zero, b3 = zero, b4 = zero, b5 = zero;
         for (int64_t p = p0; p < p1; p++) {
             const __m256i n0 = _mm256_loadu_si256((const __m256i *)(tile0 + p * MR_TILE_ROWS));
             const __m256i n1 = _mm256_loadu_si256((const __m256i *)(tile1 + p * MR_TILE_ROWS));
             const uint8_t *table = tables + p * 16;
-            __m256i lut = TABLE(o0);
-            ACCUMULATE(a0, _mm256_shuffle_epi8(lut, n0));
-            ACCUMULATE(b0, _mm256_shuffle_epi8(lut, n1));
-            lut = TABLE(o1);
-            ACCUMULATE(a1, _mm256_shuffle_epi8(lut, n0));
-            ACCUMULATE(b1, _mm256_shuffle_epi8(lut, n1));
-            lut = TABLE(o2);
-            ACCUMULATE(a2, _mm256_shuffle_epi8(lut, n0));
-            ACCUMULATE(b2, _mm256_shuffle_epi8(lut, n1));
-            lut = TABLE(o3);
-            ACCUMULATE(a3, _mm256_shuffle_epi8(lut, n0));
-            ACCUMULATE(b3, _mm256_shuffle_epi8(lut, n1));
+            BOTH(o0, a0, b0);
+            BOTH(o1, a1, b1);
+            BOTH(o2, a2, b2);
+            BOTH(o3, a3, b3);
+            BOTH(o4, a4, b4);
+            BOTH(o5, a5, b5);
         }
         WIDEN(a0, 0);
         WIDEN(a1, 1);
         WIDEN(a2, 2);
         WIDEN(a3, 3);
-        WIDEN(b0, 8);
-        WIDEN(b1, 9);
-        WIDEN(b2, 10);
-        WIDEN(b3, 11);
+        WIDEN(a4, 4);
+        WIDEN(a5, 5);
+        WIDEN(b0, 12);
+        WIDEN(b1, 13);
+        WIDEN(b2, 14);
+        WIDEN(b3, 15);
+        WIDEN(b4, 16);
+        WIDEN(b5, 17);
     }
 #undef WIDEN
+#undef BOTH
 #undef ACCUMULATE
 #undef TABLE
 }
@@ -305,7 +316,7 @@ static inline AVX2 __attribute__((always_inline)) void finish_tile(const __m256i
     }
 }
 
-/* nq <= MR_TILE_QUERIES (8) queries against n_tiles tiles, two tiles and four queries a pass
+/* nq <= MR_TILE_QUERIES (12) queries against n_tiles tiles, two tiles and six queries a pass
  * (a last odd tile is paired with itself). */
 static inline AVX2 __attribute__((always_inline)) void tiles_avx2(const uint8_t *tables, const int nq, int64_t width,
                                                                   const uint8_t *planes, int64_t n_tiles,
@@ -316,12 +327,12 @@ static inline AVX2 __attribute__((always_inline)) void tiles_avx2(const uint8_t 
     for (int q = 0; q < MR_TILE_QUERIES; q++) table_offset[q] = (q < nq ? q : 0) * table_stride;
     for (int64_t t = 0; t < n_tiles; t += 2) {
         const uint8_t *tile0 = planes + t * tile_bytes, *tile1 = t + 1 < n_tiles ? tile0 + tile_bytes : tile0;
-        __m256i low[2][MR_TILE_QUERIES], high[2][MR_TILE_QUERIES], totals[16];
-        for (int q0 = 0; q0 < nq; q0 += 4) {
+        __m256i low[2][MR_TILE_QUERIES], high[2][MR_TILE_QUERIES], totals[4 * TILE_PASS_QUERIES];
+        for (int q0 = 0; q0 < nq; q0 += TILE_PASS_QUERIES) {
             tile_pair_distances_avx2(tile0, tile1, tables, table_offset + q0, positions, totals);
-            for (int q = 0; q < 4; q++) {
-                low[0][q0 + q] = totals[q], high[0][q0 + q] = totals[q + 4];
-                low[1][q0 + q] = totals[q + 8], high[1][q0 + q] = totals[q + 12];
+            for (int q = 0; q < TILE_PASS_QUERIES; q++) {
+                low[0][q0 + q] = totals[q], high[0][q0 + q] = totals[TILE_PASS_QUERIES + q];
+                low[1][q0 + q] = totals[2 * TILE_PASS_QUERIES + q], high[1][q0 + q] = totals[3 * TILE_PASS_QUERIES + q];
             }
         }
         finish_tile(low[0], high[0], nq, t, n_tiles, limits, distance, masks);
@@ -370,6 +381,10 @@ AVX2 void mr_hamming_pack_tiles_avx2(const uint8_t *rows, int64_t n, int64_t wid
 AVX2 void mr_hamming_tiles_avx2(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
                                 const uint16_t *limits, uint16_t *distance, uint32_t *masks) {
     switch (nq) {
+    case 12: tiles_avx2(tables, 12, width, planes, n_tiles, limits, distance, masks); break;
+    case 11: tiles_avx2(tables, 11, width, planes, n_tiles, limits, distance, masks); break;
+    case 10: tiles_avx2(tables, 10, width, planes, n_tiles, limits, distance, masks); break;
+    case 9: tiles_avx2(tables, 9, width, planes, n_tiles, limits, distance, masks); break;
     case 8: tiles_avx2(tables, 8, width, planes, n_tiles, limits, distance, masks); break;
     case 7: tiles_avx2(tables, 7, width, planes, n_tiles, limits, distance, masks); break;
     case 6: tiles_avx2(tables, 6, width, planes, n_tiles, limits, distance, masks); break;

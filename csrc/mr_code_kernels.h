@@ -24,7 +24,7 @@ void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const in
  * Hamming distance is the sum of the lookups over the positions. */
 enum { MR_TILE_ROWS = 32 };
 /* Queries one call of the tile kernels scores at most: each load of a tile's nibbles serves them all. */
-enum { MR_TILE_QUERIES = 8 };
+enum { MR_TILE_QUERIES = 12 };
 /* Largest width (bytes) whose distances fit the kernel's 16-bit lanes. */
 #define MR_TILE_MAX_WIDTH ((int64_t)4095)
 

@@ -65,7 +65,7 @@ def random_codes(rng, n, width, dtype):
 def test_hamming_kernels_equal_reference(width):
     rng = np.random.default_rng(width)
     rows = random_codes(rng, 700, width, np.uint8)
-    # 13: a group of eight and one of five (four and one) in the tile kernel
+    # 13: a group of twelve (two passes of six) and one alone in the tile kernel
     queries = random_codes(rng, 13, width, np.uint8)
     # tiles of 32 rows with partial last tiles (8 and 15 tiles: the 15th paired with itself)
     segments = [rows[:0], rows[:250], rows[250:]]

@@ -1,5 +1,5 @@
 /* Binary (Hamming) search kernels side by side: the row kernels (one query against rows, then
- * a heap push per score) and the tile kernel (rows as nibble planes, two tiles and four queries
+ * a heap push per score) and the tile kernel (rows as nibble planes, two tiles and six queries
  * a pass, only rows within a heap's limit pushed). Each is checked against the plain reference
  * search, then timed on one thread.
  *
