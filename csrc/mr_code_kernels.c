@@ -104,6 +104,20 @@ void mr_hamming_tiles_portable(const uint8_t *tables, int nq, int64_t width, con
 #ifdef MR_X86
 #define AVX2 __attribute__((target("avx2,popcnt")))
 
+/* sum += x in sum's own register. Loops that carry several sums, written with the add
+ * intrinsics, got from GCC a second register per sum and a copy back every step (and spills),
+ * which cost as much as the additions themselves. */
+#define ADD_EPI8_IN_PLACE(sum, x)                                       \
+    do {                                                                \
+        const __m256i addend_ = (x);                                    \
+        __asm__("vpaddb %1, %0, %0" : "+x"(sum) : "x"(addend_));        \
+    } while (0)
+#define ADD_EPI32_IN_PLACE(sum, x)                                      \
+    do {                                                                \
+        const __m256i addend_ = (x);                                    \
+        __asm__("vpaddd %1, %0, %0" : "+x"(sum) : "x"(addend_));        \
+    } while (0)
+
 static inline AVX2 int64_t popcount_tail_avx2(const uint8_t *a, const uint8_t *b, int64_t i, int64_t width) {
     int64_t count = 0;
     for (; i + 8 <= width; i += 8) count += _mm_popcnt_u64(load_u64(a + i) ^ load_u64(b + i));
@@ -186,6 +200,13 @@ static inline AVX2 int32_t int8_tail(const int8_t *query, const int8_t *row, int
     return dot;
 }
 
+/* dots[k] = the sum of the eight int32 lanes of s_k: each 128-bit half of h holds partial sums of
+ * rows 0..3, and the halves are added */
+static inline AVX2 void sum4_epi32(__m256i s0, __m256i s1, __m256i s2, __m256i s3, int32_t *dots) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+    _mm_storeu_si128((__m128i *)dots, _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+}
+
 /* Four rows at a time, so each widened query chunk is loaded once for the four: 16 signed bytes
  * of a row widened to int16, madd multiplies and adds pairs into int32. */
 AVX2 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const int8_t *rows, int64_t n,
@@ -198,16 +219,13 @@ AVX2 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, con
         __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
         for (int64_t i = 0; i < vector_bytes; i += 16) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(query16 + i));
-            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(q, WIDEN(r0)));
-            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(q, WIDEN(r1)));
-            s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(q, WIDEN(r2)));
-            s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(q, WIDEN(r3)));
+            ADD_EPI32_IN_PLACE(s0, _mm256_madd_epi16(q, WIDEN(r0)));
+            ADD_EPI32_IN_PLACE(s1, _mm256_madd_epi16(q, WIDEN(r1)));
+            ADD_EPI32_IN_PLACE(s2, _mm256_madd_epi16(q, WIDEN(r2)));
+            ADD_EPI32_IN_PLACE(s3, _mm256_madd_epi16(q, WIDEN(r3)));
         }
-        /* each 128-bit half of h holds partial sums of rows 0..3; the halves are added */
-        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
-        __m128i total = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
         int32_t dots[4];
-        _mm_storeu_si128((__m128i *)dots, total);
+        sum4_epi32(s0, s1, s2, s3, dots);
         out[j] = (float)(dots[0] + int8_tail(query, r0, vector_bytes, width));
         out[j + 1] = (float)(dots[1] + int8_tail(query, r1, vector_bytes, width));
         out[j + 2] = (float)(dots[2] + int8_tail(query, r2, vector_bytes, width));
@@ -224,6 +242,49 @@ AVX2 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, con
         out[j] = (float)(_mm_cvtsi128_si32(half) + int8_tail(query, r0, vector_bytes, width));
     }
 #undef WIDEN
+}
+
+/* Two queries against four rows at a time: each chunk of 16 bytes of a row is widened once for
+ * both queries; the 8 int32 sums stay in registers. */
+AVX2 void mr_int8_dot_rows2_avx2(const int8_t *query_a, const int16_t *query16_a, const int8_t *query_b,
+                                 const int16_t *query16_b, const int8_t *rows, int64_t n, int64_t width, float *out_a,
+                                 float *out_b) {
+    const int64_t vector_bytes = width & ~(int64_t)15;
+    int64_t j = 0;
+#define WIDEN(r) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)((r) + i)))
+    for (; j + 4 <= n; j += 4) {
+        const int8_t *r0 = rows + j * width, *r1 = r0 + width, *r2 = r1 + width, *r3 = r2 + width;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int64_t i = 0; i < vector_bytes; i += 16) {
+            const __m256i qa = _mm256_loadu_si256((const __m256i *)(query16_a + i));
+            const __m256i qb = _mm256_loadu_si256((const __m256i *)(query16_b + i));
+            __m256i w = WIDEN(r0);
+            ADD_EPI32_IN_PLACE(a0, _mm256_madd_epi16(qa, w));
+            ADD_EPI32_IN_PLACE(b0, _mm256_madd_epi16(qb, w));
+            w = WIDEN(r1);
+            ADD_EPI32_IN_PLACE(a1, _mm256_madd_epi16(qa, w));
+            ADD_EPI32_IN_PLACE(b1, _mm256_madd_epi16(qb, w));
+            w = WIDEN(r2);
+            ADD_EPI32_IN_PLACE(a2, _mm256_madd_epi16(qa, w));
+            ADD_EPI32_IN_PLACE(b2, _mm256_madd_epi16(qb, w));
+            w = WIDEN(r3);
+            ADD_EPI32_IN_PLACE(a3, _mm256_madd_epi16(qa, w));
+            ADD_EPI32_IN_PLACE(b3, _mm256_madd_epi16(qb, w));
+        }
+        int32_t dots[8];
+        sum4_epi32(a0, a1, a2, a3, dots);
+        sum4_epi32(b0, b1, b2, b3, dots + 4);
+        const int8_t *r[4] = {r0, r1, r2, r3};
+        for (int k = 0; k < 4; k++) {
+            out_a[j + k] = (float)(dots[k] + int8_tail(query_a, r[k], vector_bytes, width));
+            out_b[j + k] = (float)(dots[4 + k] + int8_tail(query_b, r[k], vector_bytes, width));
+        }
+    }
+#undef WIDEN
+    if (j < n) {
+        mr_int8_dot_rows_avx2(query_a, query16_a, rows + j * width, n - j, width, out_a + j);
+        mr_int8_dot_rows_avx2(query_b, query16_b, rows + j * width, n - j, width, out_b + j);
+    }
 }
 
 /* A byte sum gains at most 4 a position, so 63 positions fit in a byte before widening. */
@@ -246,18 +307,11 @@ static AVX2 __attribute__((noinline)) void tile_pair_distances_avx2(const uint8_
     const int64_t pieces = (positions + TILE_BYTE_POSITIONS - 1) / TILE_BYTE_POSITIONS;
     for (int i = 0; i < 4 * TILE_PASS_QUERIES; i++) totals[i] = zero;
 #define TABLE(o) _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(table + (o))))
-/* sum += x in sum's own register: written as an intrinsic, GCC gave each sum a second register
- * and a copy back per position, which cost as much as the additions */
-#define ACCUMULATE(sum, x)                                              \
-    do {                                                                \
-        const __m256i add_ = (x);                                       \
-        __asm__("vpaddb %1, %0, %0" : "+x"(sum) : "x"(add_));           \
-    } while (0)
 #define BOTH(o, a, b)                                                   \
     do {                                                                \
         const __m256i lut = TABLE(o);                                   \
-        ACCUMULATE(a, _mm256_shuffle_epi8(lut, n0));                    \
-        ACCUMULATE(b, _mm256_shuffle_epi8(lut, n1));                    \
+        ADD_EPI8_IN_PLACE(a, _mm256_shuffle_epi8(lut, n0));                    \
+        ADD_EPI8_IN_PLACE(b, _mm256_shuffle_epi8(lut, n1));                    \
     } while (0)
 #define WIDEN(sum, at)                                                                  \
     do {                                                                                \
@@ -295,7 +349,6 @@ static AVX2 __attribute__((noinline)) void tile_pair_distances_avx2(const uint8_
     }
 #undef WIDEN
 #undef BOTH
-#undef ACCUMULATE
 #undef TABLE
 }
 
@@ -430,6 +483,12 @@ void mr_hamming_rows_avx512(const uint8_t *query, const uint8_t *rows, int64_t n
 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const int8_t *rows, int64_t n,
                            int64_t width, float *out) {
     mr_int8_dot_rows_portable(query, query16, rows, n, width, out);
+}
+void mr_int8_dot_rows2_avx2(const int8_t *query_a, const int16_t *query16_a, const int8_t *query_b,
+                            const int16_t *query16_b, const int8_t *rows, int64_t n, int64_t width, float *out_a,
+                            float *out_b) {
+    mr_int8_dot_rows_portable(query_a, query16_a, rows, n, width, out_a);
+    mr_int8_dot_rows_portable(query_b, query16_b, rows, n, width, out_b);
 }
 void mr_hamming_tiles_avx2(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
                            const uint16_t *limits, uint16_t *distance, uint32_t *masks) {

@@ -183,7 +183,7 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
 
     int64_t n_blocks = 0;
     code_block *blocks = make_blocks(a, block_rows, &n_blocks);
-    float *row_scores = tiles ? NULL : malloc((size_t)(nt * block_rows) * sizeof(float));
+    float *row_scores = tiles ? NULL : malloc((size_t)(2 * nt * block_rows) * sizeof(float)); /* 2 queries */
     int16_t *widened = int8 ? malloc((size_t)(a->nq * width) * sizeof(int16_t)) : NULL;
     float *heap_scores = malloc((size_t)(nt * group * keep) * sizeof(float));
     int64_t *heap_ids = malloc((size_t)(nt * group * keep) * sizeof(int64_t));
@@ -205,7 +205,7 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
 #pragma omp parallel num_threads(nt)
         {
             const int t = mr_thread_index();
-            float *scores = row_scores ? row_scores + (int64_t)t * block_rows : NULL;
+            float *scores = row_scores ? row_scores + (int64_t)t * 2 * block_rows : NULL;
             float *my_scores = heap_scores + (int64_t)t * group * keep;
             int64_t *my_ids = heap_ids + (int64_t)t * group * keep;
             for (int64_t q = 0; q < gq; q++) mr_topk_heap_clear(my_scores + q * keep, my_ids + q * keep, keep);
@@ -224,7 +224,18 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
                                         masks + (int64_t)t * MR_TILE_QUERIES * block_tiles);
                     continue;
                 }
-                for (int64_t q = 0; q < gq; q++) {
+                int64_t q = 0;
+                if (int8 && kernel == MR_CODE_AVX2) /* two queries a pass: each row widened once for both */
+                    for (; q + 2 <= gq; q += 2) {
+                        const int8_t *qa = (const int8_t *)a->queries + (q0 + q) * width;
+                        const int16_t *wa = widened + (q0 + q) * width;
+                        mr_int8_dot_rows2_avx2(qa, wa, qa + width, wa + width, (const int8_t *)blk->codes, blk->rows,
+                                               width, scores, scores + block_rows);
+                        for (int i = 0; i < 2; i++)
+                            mr_topk_heap_push_row(my_scores + (q + i) * keep, my_ids + (q + i) * keep, keep,
+                                                  scores + i * block_rows, blk->rows, blk->first_id);
+                    }
+                for (; q < gq; q++) {
                     const uint8_t *query = a->queries + (q0 + q) * width;
                     if (int8)
                         dot((const int8_t *)query, widened + (q0 + q) * width, (const int8_t *)blk->codes, blk->rows,

@@ -111,7 +111,7 @@ def test_int8_kernels_equal_reference_and_numpy(width):
     rows = random_codes(rng, 500, width, np.int8)
     rows[0] = -128  # the extremes: -128 * -128 sums must not overflow
     rows[1] = 127
-    queries = random_codes(rng, 11, width, np.int8)
+    queries = random_codes(rng, 11, width, np.int8)  # 11: five pairs and one alone in the AVX2 kernels
     queries[0] = -128
     # queries at the other extremes too (-127 and 127 against the -128 and 127 rows), mixed with
     # queries that hold -128
