@@ -24,8 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-D, LAYERS = 768, 24            # the 130M shape
-E, RANK, STATE = 2 * D, 48, 16
+D, LAYERS = 768, 24            # the 130M shape (train_bench.SHAPES["130m"])
+E, RANK, STATE = 2 * D, 48, 16  # expand 2, dt rank ceil(D / 16), state 16: cpu_bench.flops_per_token's shape
 
 
 def layer_tensors(torch, T: int) -> dict:
@@ -53,11 +53,6 @@ def step_gemms(layers: list[dict]) -> None:
         m["g_xz"].t() @ m["x"]
 
 
-def flops_per_token() -> float:
-    per_layer = 2 * (D * 2 * E + E * (RANK + 2 * STATE) + RANK * E + E * D)
-    return float(LAYERS * per_layer)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--length", type=int, default=512)
@@ -71,7 +66,7 @@ def main(argv=None) -> int:
     import train_bench
 
     torch.set_num_threads(args.threads)
-    T, fpt = args.length, flops_per_token()
+    T, fpt = args.length, cpu_bench.flops_per_token(D, LAYERS, STATE)
     layers = [layer_tensors(torch, T) for _ in range(LAYERS)]
     blas = cpu_bench.OpenBlasSgemm()
     spec = {"model_dir": train_bench.ensure_model(cpu_bench.DEFAULT_CACHE, "130m"), "threads": args.threads,

@@ -48,6 +48,13 @@ void mr_int8_dot_rows_portable(const int8_t *query, const int16_t *query16, cons
     }
 }
 
+void mr_int8_dot_rows2_portable(const int8_t *query_a, const int16_t *query16_a, const int8_t *query_b,
+                                const int16_t *query16_b, const int8_t *rows, int64_t n, int64_t width, float *out_a,
+                                float *out_b) {
+    mr_int8_dot_rows_portable(query_a, query16_a, rows, n, width, out_a);
+    mr_int8_dot_rows_portable(query_b, query16_b, rows, n, width, out_b);
+}
+
 /* The byte of a tile position that holds row r: chosen so that widening the 32 byte sums
  * (unpacklo / unpackhi within each 128-bit lane) gives rows 0-15 and 16-31 in order. */
 static inline int tile_slot(int r) { return r < 8 ? r : r < 16 ? r + 8 : r < 24 ? r - 8 : r; }
@@ -289,8 +296,10 @@ AVX2 void mr_int8_dot_rows2_avx2(const int8_t *query_a, const int16_t *query16_a
 
 /* A byte sum gains at most 4 a position, so 63 positions fit in a byte before widening. */
 enum { TILE_BYTE_POSITIONS = 63 };
-/* Queries a pass of the kernel over a pair of tiles; MR_TILE_QUERIES is a multiple of it. */
+/* Queries a pass of the kernel over a pair of tiles (tile_pair_distances_avx2 names six sums a
+ * tile); a call's MR_TILE_QUERIES come in whole passes. */
 enum { TILE_PASS_QUERIES = 6 };
+_Static_assert(MR_TILE_QUERIES % TILE_PASS_QUERIES == 0, "a call's queries must fill whole passes");
 
 /* The 16-bit distances of TILE_PASS_QUERIES (6) queries (tables + table_offset[q]) to two tiles
  * at once: totals[q] the low 16 rows of tile0 for query q, totals[6 + q] its high 16, then
@@ -369,12 +378,9 @@ static inline AVX2 __attribute__((always_inline)) void finish_tile(const __m256i
     }
 }
 
-/* nq <= MR_TILE_QUERIES (12) queries against n_tiles tiles, two tiles and six queries a pass
- * (a last odd tile is paired with itself). */
-static inline AVX2 __attribute__((always_inline)) void tiles_avx2(const uint8_t *tables, const int nq, int64_t width,
-                                                                  const uint8_t *planes, int64_t n_tiles,
-                                                                  const uint16_t *limits, uint16_t *distance,
-                                                                  uint32_t *masks) {
+/* Two tiles and six queries a pass (a last odd tile is paired with itself). */
+AVX2 void mr_hamming_tiles_avx2(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
+                                const uint16_t *limits, uint16_t *distance, uint32_t *masks) {
     const int64_t positions = 2 * width, table_stride = positions * 16, tile_bytes = positions * MR_TILE_ROWS;
     int64_t table_offset[MR_TILE_QUERIES]; /* a short group repeats query 0's tables */
     for (int q = 0; q < MR_TILE_QUERIES; q++) table_offset[q] = (q < nq ? q : 0) * table_stride;
@@ -431,24 +437,6 @@ AVX2 void mr_hamming_pack_tiles_avx2(const uint8_t *rows, int64_t n, int64_t wid
                               planes + full_tiles * positions * MR_TILE_ROWS);
 }
 
-AVX2 void mr_hamming_tiles_avx2(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
-                                const uint16_t *limits, uint16_t *distance, uint32_t *masks) {
-    switch (nq) {
-    case 12: tiles_avx2(tables, 12, width, planes, n_tiles, limits, distance, masks); break;
-    case 11: tiles_avx2(tables, 11, width, planes, n_tiles, limits, distance, masks); break;
-    case 10: tiles_avx2(tables, 10, width, planes, n_tiles, limits, distance, masks); break;
-    case 9: tiles_avx2(tables, 9, width, planes, n_tiles, limits, distance, masks); break;
-    case 8: tiles_avx2(tables, 8, width, planes, n_tiles, limits, distance, masks); break;
-    case 7: tiles_avx2(tables, 7, width, planes, n_tiles, limits, distance, masks); break;
-    case 6: tiles_avx2(tables, 6, width, planes, n_tiles, limits, distance, masks); break;
-    case 5: tiles_avx2(tables, 5, width, planes, n_tiles, limits, distance, masks); break;
-    case 4: tiles_avx2(tables, 4, width, planes, n_tiles, limits, distance, masks); break;
-    case 3: tiles_avx2(tables, 3, width, planes, n_tiles, limits, distance, masks); break;
-    case 2: tiles_avx2(tables, 2, width, planes, n_tiles, limits, distance, masks); break;
-    default: tiles_avx2(tables, 1, width, planes, n_tiles, limits, distance, masks); break;
-    }
-}
-
 /* ------------------------------------------------------------------ AVX-512 VPOPCNTDQ */
 
 #define AVX512 __attribute__((target("avx512f,avx512vpopcntdq,popcnt")))
@@ -487,8 +475,7 @@ void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const in
 void mr_int8_dot_rows2_avx2(const int8_t *query_a, const int16_t *query16_a, const int8_t *query_b,
                             const int16_t *query16_b, const int8_t *rows, int64_t n, int64_t width, float *out_a,
                             float *out_b) {
-    mr_int8_dot_rows_portable(query_a, query16_a, rows, n, width, out_a);
-    mr_int8_dot_rows_portable(query_b, query16_b, rows, n, width, out_b);
+    mr_int8_dot_rows2_portable(query_a, query16_a, query_b, query16_b, rows, n, width, out_a, out_b);
 }
 void mr_hamming_tiles_avx2(const uint8_t *tables, int nq, int64_t width, const uint8_t *planes, int64_t n_tiles,
                            const uint16_t *limits, uint16_t *distance, uint32_t *masks) {

@@ -16,7 +16,10 @@ void mr_int8_dot_rows_portable(const int8_t *query, const int16_t *query16, cons
                                int64_t width, float *out);
 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const int8_t *rows, int64_t n,
                            int64_t width, float *out);
-/* The same for two queries at once (each row widened once for both) */
+/* The same for two queries at once (the AVX2 kernel widens each row once for both) */
+void mr_int8_dot_rows2_portable(const int8_t *query_a, const int16_t *query16_a, const int8_t *query_b,
+                                const int16_t *query16_b, const int8_t *rows, int64_t n, int64_t width,
+                                float *out_a, float *out_b);
 void mr_int8_dot_rows2_avx2(const int8_t *query_a, const int16_t *query16_a, const int8_t *query_b,
                             const int16_t *query16_b, const int8_t *rows, int64_t n, int64_t width, float *out_a,
                             float *out_b);

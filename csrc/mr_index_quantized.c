@@ -23,6 +23,8 @@ enum { BLOCK_BYTES = 256 * 1024, MIN_BLOCK_ROWS = 64 };
 
 typedef void (*hamming_rows_fn)(const uint8_t *, const uint8_t *, int64_t, int64_t, float *);
 typedef void (*int8_rows_fn)(const int8_t *, const int16_t *, const int8_t *, int64_t, int64_t, float *);
+typedef void (*int8_rows2_fn)(const int8_t *, const int16_t *, const int8_t *, const int16_t *, const int8_t *,
+                              int64_t, int64_t, float *, float *);
 
 typedef struct {
     const uint8_t *codes;
@@ -156,6 +158,7 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
                               : kernel == MR_CODE_AVX2 ? mr_hamming_rows_avx2
                                                        : mr_hamming_rows_portable;
     int8_rows_fn dot = kernel == MR_CODE_AVX2 ? mr_int8_dot_rows_avx2 : mr_int8_dot_rows_portable;
+    int8_rows2_fn dot2 = kernel == MR_CODE_AVX2 ? mr_int8_dot_rows2_avx2 : mr_int8_dot_rows2_portable;
 
     const int64_t k = a->k, width = a->width, keep = k < total ? k : total;
     for (int64_t q = 0; q < a->nq; q++)
@@ -183,7 +186,7 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
 
     int64_t n_blocks = 0;
     code_block *blocks = make_blocks(a, block_rows, &n_blocks);
-    float *row_scores = tiles ? NULL : malloc((size_t)(2 * nt * block_rows) * sizeof(float)); /* 2 queries */
+    float *row_scores = tiles ? NULL : malloc((size_t)(2 * nt * block_rows) * sizeof(float)); /* int8: 2 queries */
     int16_t *widened = int8 ? malloc((size_t)(a->nq * width) * sizeof(int16_t)) : NULL;
     float *heap_scores = malloc((size_t)(nt * group * keep) * sizeof(float));
     int64_t *heap_ids = malloc((size_t)(nt * group * keep) * sizeof(int64_t));
@@ -225,12 +228,12 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
                     continue;
                 }
                 int64_t q = 0;
-                if (int8 && kernel == MR_CODE_AVX2) /* two queries a pass: each row widened once for both */
+                if (int8) /* two queries a pass: each row widened once for both */
                     for (; q + 2 <= gq; q += 2) {
                         const int8_t *qa = (const int8_t *)a->queries + (q0 + q) * width;
                         const int16_t *wa = widened + (q0 + q) * width;
-                        mr_int8_dot_rows2_avx2(qa, wa, qa + width, wa + width, (const int8_t *)blk->codes, blk->rows,
-                                               width, scores, scores + block_rows);
+                        dot2(qa, wa, qa + width, wa + width, (const int8_t *)blk->codes, blk->rows, width, scores,
+                             scores + block_rows);
                         for (int i = 0; i < 2; i++)
                             mr_topk_heap_push_row(my_scores + (q + i) * keep, my_ids + (q + i) * keep, keep,
                                                   scores + i * block_rows, blk->rows, blk->first_id);
