@@ -204,3 +204,41 @@ def test_reuse_teacher_rejects_embeddings_that_do_not_match_the_pairs(tmp_path):
     np.save(tmp_path / "train.positive.npy", np.ones((2, 4), np.float32))
     with pytest.raises(SystemExit, match="does not match"):
         build_data.known_embeddings([str(tmp_path)])
+
+
+def test_sci_doc_reads_each_packages_sphinx_sources(tmp_path, monkeypatch):
+    folder = tmp_path / "html" / "_sources"
+    folder.mkdir(parents=True)
+    (folder / "units.rst.txt").write_text("Units\n=====\n\nPhysical quantities carry a unit and convert between systems.\n")
+
+    class Listed:
+        def __init__(self, code, out):
+            self.returncode, self.stdout = code, out
+
+    def dpkg(command, **kwargs):
+        assert command[:2] == ["dpkg", "-L"]
+        if command[2] == "python-toy-doc":
+            return Listed(0, f"/usr\n{tmp_path}/html\n{folder}\n{folder}/units.rst.txt\n")
+        return Listed(1, "")
+
+    monkeypatch.setattr(build_data.subprocess, "run", dpkg)
+    assert build_data.sphinx_source_folders("python-toy-doc") == [str(folder)]
+    assert list(build_data.sci_doc_pairs(["python-toy-doc"])) == [
+        ("Units", "Physical quantities carry a unit and convert between systems.", "toy:units.rst.txt")]
+    with pytest.raises(SystemExit, match="not installed"):
+        build_data.sphinx_source_folders("python-absent-doc")
+
+
+def test_heldout_packages_are_never_a_training_source():
+    assert not set(build_data.SCI_DOC_HELD_OUT) & set(build_data.SCI_DOC_PACKAGES)
+    assert set(build_data.SCI_DOC_HELD_OUT) <= set(build_data.APT_PACKAGES)
+    assert "sci-doc" in build_data.LICENCES
+
+
+def test_heldout_ndcg_by_hand():
+    import heldout_eval
+
+    # query 0 finds its passage first; query 1 finds passage 0 first, then its own (rank 1)
+    queries = np.array([[1.0, 0.0], [0.8, 0.6]], dtype=np.float32)
+    passages = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    assert heldout_eval.ndcg_at_10(queries, passages) == pytest.approx((1.0 + 1.0 / np.log2(3.0)) / 2)
