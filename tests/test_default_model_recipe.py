@@ -146,3 +146,22 @@ def test_stage_two_reuses_the_teacher_and_continues_from_stage_one(data, stage_o
     first = json.loads((work / "distill" / "final" / "history.json").read_text(encoding="utf-8"))["history"]
     assert start == pytest.approx([h["ndcg@10"] for h in first if "ndcg@10" in h][-1], abs=1e-6)
     assert "package: dev nDCG@10" in log
+
+
+def test_kl_distillation_over_the_mined_negatives(data, stage_one, tmp_path):
+    """--loss kl trains on the teacher's scores of each positive and its mined negatives."""
+    from safetensors.numpy import load_file
+
+    work, package, _ = stage_one
+    start = work / "distill" / "final"
+    work_kl = tmp_path / "kl"
+    run("train.py", "--data", data, "--work", work_kl, "--start", start, "--max-steps", 2, "--batch-size", 8,
+        "--eval-steps", 2, "--save-steps", 2, "--max-length", 64, "--loss", "kl", "--negatives", 2,
+        "--lr", "1e-3", "--package-dir", package, "--stages", "distill")
+    history = json.loads((work_kl / "distill" / "final" / "history.json").read_text(encoding="utf-8"))
+    assert history["args"]["loss"] == "kl" and history["args"]["temperature"] == 0.05
+    assert history["args"]["negatives_per_query"] == 2
+    assert all(np.isfinite(h["loss"]) and h["loss"] >= 0 for h in history["history"])
+    before = load_file(str(start / "model.safetensors"))
+    after = load_file(str(work_kl / "distill" / "final" / "model.safetensors"))
+    assert any(not np.array_equal(before[k], after[k]) for k in before)

@@ -304,7 +304,10 @@ def stage_distill(args) -> None:
     teacher = PrecomputedEmbeddings(texts, vectors)
     tokenizer, files = load_tokenizer(start_dir)
     examples = load_jsonl_pairs(os.path.join(args.data, "train.jsonl"))
-    training = TrainingArguments(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss="mse",
+    # mse matches the teacher's vectors; kl matches its ranking of each query's positive and mined
+    # negatives (the "scores" the data builder's mine stage wrote), a relation rather than a point
+    training = TrainingArguments(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+                                 temperature=args.temperature, negatives_per_query=args.negatives,
                                  max_length=args.max_length, warmup_ratio=0.05, weight_decay=0.0,
                                  save_steps=args.save_steps, save_total_limit=2, eval_steps=args.eval_steps,
                                  max_steps=args.max_steps, seed=args.seed, threads=args.threads,
@@ -429,6 +432,10 @@ def main(argv=None) -> int:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--loss", choices=("mse", "kl"), default="mse",
+                        help="distil the teacher's embeddings (mse) or its scores over the mined negatives (kl)")
+    parser.add_argument("--temperature", type=float, default=0.05, help="kl: softmax temperature on cosines")
+    parser.add_argument("--negatives", type=int, default=None, help="kl: mined negatives per query (default all)")
     parser.add_argument("--max-length", type=int, default=160)
     parser.add_argument("--eval-steps", type=int, default=100)
     parser.add_argument("--save-steps", type=int, default=50)
