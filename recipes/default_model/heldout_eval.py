@@ -11,7 +11,6 @@ training-side packages only: no test collection is read.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -24,8 +23,11 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, REPO)
 
-from build_data import SCI_DOC_HELD_OUT, clean_pair, sci_doc_pairs, stable_hash  # noqa: E402
+from build_data import (SCI_DOC_HELD_OUT, clean_pair, embed_texts, load_teacher, sci_doc_pairs,  # noqa: E402
+                        stable_hash)
 from readers.text import dedup_key  # noqa: E402
+
+from mambaret.evaluate import evaluate  # noqa: E402
 
 CACHE = os.path.join(REPO, "build", "heldout_eval")
 
@@ -44,29 +46,11 @@ def heldout_pairs(limit: int, max_words: int = 96) -> list:
 
 
 def ndcg_at_10(queries: np.ndarray, passages: np.ndarray) -> float:
-    """nDCG@10 with passage i the one relevant passage of query i (ties ranked against it)."""
+    """nDCG@10 with passage i the one relevant passage of query i."""
     scores = queries @ passages.T
-    ranks = (scores > np.diag(scores)[:, None]).sum(axis=1)
-    return float(np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
-
-
-def teacher_embeddings(texts: list, threads: int) -> np.ndarray:
-    key = hashlib.sha1("\n".join(texts).encode("utf-8")).hexdigest()[:12]
-    path = os.path.join(CACHE, f"teacher.{key}.npy")
-    if os.path.isfile(path):
-        return np.load(path)
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    sys.path.insert(0, HERE)
-    from train import teacher_folder
-
-    torch.set_num_threads(threads)
-    model = SentenceTransformer(teacher_folder(), device="cpu")
-    vectors = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-    os.makedirs(CACHE, exist_ok=True)
-    np.save(path, vectors.astype(np.float32))
-    return vectors
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    run = {str(i): {str(j): float(scores[i, j]) for j in row} for i, row in enumerate(top)}
+    return evaluate(run, {str(i): {str(i): 1} for i in range(len(scores))}, ["ndcg@10"])["ndcg@10"]
 
 
 def main(argv=None) -> int:
@@ -83,7 +67,9 @@ def main(argv=None) -> int:
     scores = {}
     if args.teacher:
         started = time.time()
-        vectors = teacher_embeddings(queries + passages, args.threads)
+        os.makedirs(CACHE, exist_ok=True)  # embed_texts keeps the vectors there, one file per chunk
+        vectors = embed_texts(load_teacher(args.threads), queries + passages, os.path.join(CACHE, "teacher"),
+                              chunk=4096, batch_size=64)
         scores["teacher (all-MiniLM-L6-v2)"] = ndcg_at_10(vectors[:len(pairs)], vectors[len(pairs):])
         print(f"teacher: nDCG@10 {scores['teacher (all-MiniLM-L6-v2)']:.4f} ({time.time() - started:.0f} s)", flush=True)
     from mambaret import MambaEncoder
