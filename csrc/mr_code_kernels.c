@@ -319,8 +319,8 @@ static AVX2 __attribute__((noinline)) void tile_pair_distances_avx2(const uint8_
 #define BOTH(o, a, b)                                                   \
     do {                                                                \
         const __m256i lut = TABLE(o);                                   \
-        ADD_EPI8_IN_PLACE(a, _mm256_shuffle_epi8(lut, n0));                    \
-        ADD_EPI8_IN_PLACE(b, _mm256_shuffle_epi8(lut, n1));                    \
+        ADD_EPI8_IN_PLACE(a, _mm256_shuffle_epi8(lut, n0));             \
+        ADD_EPI8_IN_PLACE(b, _mm256_shuffle_epi8(lut, n1));             \
     } while (0)
 #define WIDEN(sum, at)                                                                  \
     do {                                                                                \
