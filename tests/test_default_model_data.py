@@ -242,3 +242,45 @@ def test_heldout_ndcg_by_hand():
     queries = np.array([[1.0, 0.0], [0.8, 0.6]], dtype=np.float32)
     passages = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     assert heldout_eval.ndcg_at_10(queries, passages) == pytest.approx((1.0 + 1.0 / np.log2(3.0)) / 2)
+
+
+def test_crop_pair_spans():
+    text = " ".join(f"w{i}" for i in range(80))
+    for seed in range(50):
+        query, positive = build_data.crop_pair(text, seed)
+        assert 2 <= len(query.split()) <= 12 and 12 <= len(positive.split()) <= 48
+        assert f" {query} " in f" {text} " and f" {positive} " in f" {text} "
+    assert build_data.crop_pair(text, 7) == build_data.crop_pair(text, 7)
+    assert build_data.crop_pair("too short to cut twice", 1) is None
+    assert build_data.crop_pair(" ".join(["1.5"] * 60), 1) is None  # not words
+
+
+def test_collect_crops_every_text_read_and_keeps_each_on_its_parents_side(tmp_path, monkeypatch):
+    texts = {f"debian:{i}": " ".join(f"topic{i} word{j}" for j in range(30)) for i in range(40)}
+
+    def sources(skip=frozenset()):
+        for origin, text in texts.items():
+            yield "debian", f"summary {origin}", text, origin
+
+    monkeypatch.setattr(build_data, "read_all_sources", sources)
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        out.mkdir()
+        build_data.main(["--stages", "collect", "--cap", "debian=10", "--cap", "crops=25", "--max-words", "40",
+                         "--dev-permille", "300", "--out", str(out)])
+        runs.append({split: [json.loads(line) for line in (out / f"pairs.{split}.jsonl").read_text().splitlines()]
+                     for split in ("train", "dev")})
+    assert runs[0] == runs[1]  # deterministic
+    kept = {r["origin"] for rows in runs[0].values() for r in rows if r["source"] == "debian"}
+    crops = [(split, r) for split, rows in runs[0].items() for r in rows if r["source"] == "crops"]
+    assert len(kept) == 10 and len(crops) == 25
+    parents = {r["origin"].removeprefix("crop:") for _, r in crops}
+    assert parents - kept, "crops come from the texts the cap left out too"
+    for split, row in crops:
+        parent = texts[row["origin"].removeprefix("crop:")]
+        assert row["query"] in parent and row["positive"] in parent
+        assert split == build_data.split_of(truncate_words(parent, 40), 300)
+    with pytest.raises(SystemExit, match="fresh collect"):
+        build_data.main(["--stages", "collect", "--reuse-pairs", str(tmp_path / "a"), "--cap", "crops=5",
+                         "--out", str(tmp_path / "c")])

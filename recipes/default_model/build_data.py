@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -89,13 +90,20 @@ LICENCES = {
     "foldoc": ("dict-foldoc", "GFDL-1.1+ (Free On-line Dictionary of Computing)"),
     "vera": ("dict-vera", "GFDL-1.1+, no invariant sections (V.E.R.A. acronyms)"),
     "devil": ("dict-devil", "public domain (Bierce, The Devil's Dictionary)"),
+    "crops": ("the packages of the sources above (the ones a collect reads)",
+              "each crop is a piece of one text of another source, under that text's licence"),
 }
 DICT_SOURCE = {"gcide": "gcide", "wn": "wordnet", "jargon": "jargon", "foldoc": "foldoc", "vera": "vera",
                "devil": "devil"}
 DICT_SOURCES = set(DICT_SOURCE.values())
 # The general dictionaries are large and repetitive ("Of or pertaining to ..."): they are capped so
 # that they do not outweigh the technical sources.
-DEFAULT_CAPS = {"gcide": 20000, "wordnet": 20000}
+DEFAULT_CAPS = {"gcide": 20000, "wordnet": 20000, "crops": 0}
+# A crop pair is two independent spans of one text (a short one as the query, a longer one as the
+# positive), drawn from every text a collect reads, the capped-away ones too: short, varied text
+# that the teacher embeds cheaply, where the student's vectors are furthest from the teacher's.
+CROP_QUERY_WORDS = (2, 12)
+CROP_POSITIVE_WORDS = (12, 48)
 
 
 def log(message: str) -> None:
@@ -180,6 +188,29 @@ def clean_pair(source: str, query: str, positive: str, max_words: int):
     return query, truncate_words(positive, max_words)
 
 
+def crop_pair(text: str, seed: int):
+    """(short span, longer span) of ``text``, drawn independently with a generator seeded by ``seed``;
+    None when the text is too short for two spans or a span is not mostly words."""
+    words = text.split(" ")
+    if len(words) < CROP_POSITIVE_WORDS[0] + CROP_QUERY_WORDS[0]:
+        return None
+    rng = random.Random(seed)
+    spans = []
+    for low, high in (CROP_QUERY_WORDS, CROP_POSITIVE_WORDS):
+        length = rng.randint(low, min(high, len(words)))
+        start = rng.randint(0, len(words) - length)
+        spans.append(" ".join(words[start:start + length]))
+    query, positive = spans
+    if not _mostly_words(query) or not _mostly_words(positive) or dedup_key(query) == dedup_key(positive):
+        return None
+    return query, positive
+
+
+def split_of(positive: str, dev_permille: int) -> str:
+    """A pair's split hangs on its (cut) positive alone, so a passage never sits on both sides."""
+    return "dev" if stable_hash("split:" + dedup_key(positive)) % 1000 < dev_permille else "train"
+
+
 def stage_collect(args) -> dict:
     caps = dict(DEFAULT_CAPS)
     if args.max_per_source is not None:
@@ -191,7 +222,10 @@ def stage_collect(args) -> dict:
         caps[source] = int(count)
     read, dropped, duplicates = Counter(), Counter(), Counter()
     seen_positive = set()
+    crop_parents = []  # (hash, full text, split) of every kept text, for the crops
     by_source = defaultdict(list)
+    if args.reuse_pairs and caps.get("crops"):
+        raise SystemExit("crops are cut from the full texts a collect reads: --cap crops=N needs a fresh collect")
     if args.reuse_pairs:
         # the cleaned, deduplicated pairs of an earlier collect: a smaller cap is the same subset
         # that a fresh collect with that cap would keep, without reading the packages again
@@ -215,18 +249,30 @@ def stage_collect(args) -> dict:
             duplicates[source] += 1
             continue
         seen_positive.add(key)
+        if caps.get("crops"):
+            crop_parents.append((stable_hash("crop:" + key), squash(positive), split_of(pair[1], args.dev_permille),
+                                 origin))
         by_source[source].append({"query": pair[0], "positive": pair[1], "source": source, "origin": origin})
     splits = {"train": [], "dev": []}
     capped = {}
+    crops = []
+    for seed, text, split, origin in sorted(crop_parents, key=lambda c: c[0]):
+        if len(crops) >= caps["crops"]:
+            break
+        pair = crop_pair(text, seed)
+        if pair is not None and dedup_key(pair[1]) not in seen_positive:
+            seen_positive.add(dedup_key(pair[1]))
+            crops.append(({"query": pair[0], "positive": pair[1], "source": "crops", "origin": "crop:" + origin},
+                          split))
     for source in sorted(by_source):
         rows = sorted(by_source[source], key=lambda r: stable_hash(dedup_key(r["positive"])))
         if source in caps:
             capped[source] = max(0, len(rows) - caps[source])
             rows = rows[:caps[source]]
         for row in rows:
-            # the split hangs on the positive alone, so a passage never sits on both sides
-            h = stable_hash("split:" + dedup_key(row["positive"]))
-            splits["dev" if h % 1000 < args.dev_permille else "train"].append(row)
+            splits[split_of(row["positive"], args.dev_permille)].append(row)
+    for row, split in crops:  # a crop sits on its parent text's side
+        splits[split].append(row)
     for split, rows in splits.items():
         for i, row in enumerate(rows):
             row["id"] = f"{split}-{i}"
