@@ -165,3 +165,45 @@ def test_kl_distillation_over_the_mined_negatives(data, stage_one, tmp_path):
     before = load_file(str(start / "model.safetensors"))
     after = load_file(str(work_kl / "distill" / "final" / "model.safetensors"))
     assert any(not np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_grow_adds_an_identity_layer_and_drops_rare_pieces(data, stage_one, tmp_path):
+    """The grown model computes what it grew from on text that keeps its pieces, with one layer
+    more and --drop-pieces fewer pieces, the rare ones; distill then starts from it."""
+    work, package, _ = stage_one
+    start = work / "distill" / "final"
+    work_grow = tmp_path / "grow"
+    log = run("train.py", "--data", data, "--work", work_grow, "--start", start, "--insert-layer", 1,
+              "--drop-pieces", 40, "--max-steps", 1, "--batch-size", 8, "--eval-steps", 1, "--save-steps", 1,
+              "--max-length", 64, "--package-dir", package, "--stages", "grow,distill")
+    grown = work_grow / "grow"
+    config = json.loads((grown / "config.json").read_text(encoding="utf-8"))
+    assert config["num_hidden_layers"] == 3 and config["vocab_size"] == 900 - 40
+    old_vocab = json.loads((start / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    new_vocab = json.loads((grown / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    dropped = set(old_vocab) - set(new_vocab)
+    assert len(dropped) == 40 and "[SEP]" in new_vocab and config["eos_token_id"] == new_vocab["[SEP]"]
+    assert all(len(t.removeprefix("##")) > 1 for t in dropped)  # every word stays spellable
+
+    import mambaret as mr
+
+    before, after = mr.MambaEncoder.from_pretrained(str(start)), mr.MambaEncoder.from_pretrained(str(grown))
+    texts = [json.loads(line)["positive"] for line in (data / "pairs.train.jsonl").read_text(encoding="utf-8").splitlines()]
+    from tokenizers import Tokenizer
+
+    old_tok = Tokenizer.from_file(str(start / "tokenizer.json"))
+    kept = [t for t in texts if not set(old_tok.encode(t).tokens) & dropped]
+    changed = [t for t in texts if set(old_tok.encode(t).tokens) & dropped]
+    assert kept and changed
+    np.testing.assert_allclose(after.encode(kept[:20]), before.encode(kept[:20]), atol=1e-5)
+    queries = [json.loads(line)["query"] for line in (data / "pairs.train.jsonl").read_text(encoding="utf-8").splitlines()]
+    uses = {}
+    for text in texts + queries:
+        for token in old_tok.encode(text).tokens:
+            uses[token] = uses.get(token, 0) + 1
+    assert max(uses.get(t, 0) for t in dropped) <= 5
+    assert "grow: 3 layers (new: 1)" in log
+    history = json.loads((work_grow / "distill" / "final" / "history.json").read_text(encoding="utf-8"))
+    assert [h["step"] for h in history["history"]] == [1]
+    trained = json.loads((work_grow / "distill" / "final" / "config.json").read_text(encoding="utf-8"))
+    assert trained["num_hidden_layers"] == 3

@@ -1,7 +1,7 @@
 """Trains the default model from the data build_data.py wrote, on a CPU, resumably.
 
     python3 recipes/default_model/train.py                    # every stage
-    python3 recipes/default_model/train.py --stages distill   # one stage (vocab, init, distill, package)
+    python3 recipes/default_model/train.py --stages distill   # one stage (vocab, init, grow, distill, package)
 
 Stages, each reading what the previous one wrote under --work (default build/default_model):
   vocab    the teacher's WordPiece vocabulary cut to the --vocab-size pieces the training texts
@@ -12,6 +12,11 @@ Stages, each reading what the previous one wrote under --work (default build/def
            coordinates) weighted by a smooth inverse frequency, summed by the selective scan
            along the sequence and read at the EOS. The layers before it start as identities
            (output projection zero) and learn context. See `pooling_layer` for the arithmetic.
+  grow     a deeper model from a trained one (--start): one layer more at --insert-layer, starting
+           as an identity (output projection zero), paid for within the size budget by dropping
+           --drop-pieces rare pieces (their words are spelt with smaller ones); written to
+           <work>/grow, computing what --start computes on any text that keeps its pieces.
+           distill then starts from it.
   distill  MSE to the teacher's embeddings of every training query and passage (computed once by
            build_data.py), AdamW with warm-up and linear decay, nDCG@10 on the held-out dev pairs
            every --eval-steps, a checkpoint every --save-steps (resumed from when present).
@@ -272,6 +277,86 @@ def stage_init(args) -> None:
     log(f"init: written to {out}; cosine to the static model it imitates: {agreement:.4f}")
 
 
+# ---------------------------------------------------------------- grow
+
+def piece_counts(tokenizer_file: str, texts: list) -> np.ndarray:
+    """How often each piece of the tokenizer occurs in the texts (EOS included)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(tokenizer_file)
+    counts = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
+    for start in range(0, len(texts), 4096):
+        for enc in tokenizer.encode_batch(texts[start:start + 4096]):
+            np.add.at(counts, enc.ids, 1)
+    return counts
+
+
+def rare_pieces(vocab: dict, counts: np.ndarray, teacher_vocab: dict, n: int, max_count: int = 5) -> list:
+    """Ids of ``n`` pieces to drop: among those the training text uses at most ``max_count`` times,
+    the ones the teacher's WordPiece learnt last (its vocabulary is ordered by how early a piece
+    was learnt, so the last are the rarest in its general English). Special tokens and single
+    characters are never dropped: every word stays spellable."""
+    def droppable(token: str) -> bool:
+        char = token[2:] if token.startswith("##") else token
+        return token not in SPECIALS and len(char) > 1 and counts[vocab[token]] <= max_count
+
+    pool = sorted((t for t in vocab if droppable(t)), key=lambda t: -teacher_vocab.get(t, len(teacher_vocab)))
+    if len(pool) < n:
+        raise SystemExit(f"grow: only {len(pool)} pieces occur {max_count} times or fewer; cannot drop {n}")
+    return sorted(vocab[t] for t in pool[:n])
+
+
+def stage_grow(args) -> None:
+    import torch
+
+    from mambaret.nn import MambaModel
+
+    if not args.start or args.insert_layer is None:
+        raise SystemExit("grow needs --start (the trained model to deepen) and --insert-layer")
+    spec = json.load(open(os.path.join(args.start, "tokenizer.json"), encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    rows = read_jsonl(os.path.join(args.data, "pairs.train.jsonl"))
+    counts = piece_counts(os.path.join(args.start, "tokenizer.json"), [r["query"] for r in rows] + [r["positive"] for r in rows])
+    teacher_vocab = json.load(open(os.path.join(teacher_folder(), "tokenizer.json"), encoding="utf-8"))["model"]["vocab"]
+    gone = set(rare_pieces(vocab, counts, teacher_vocab, args.drop_pieces))
+    keep = [i for i in sorted(vocab.values()) if i not in gone]
+    new_id = {old: new for new, old in enumerate(keep)}
+    by_id = {i: t for t, i in vocab.items()}
+    spec["model"]["vocab"] = {by_id[old]: new for old, new in new_id.items()}
+    for token in spec["added_tokens"]:
+        token["id"] = new_id[token["id"]]
+    eos_id = new_id[vocab[EOS]]
+    spec["post_processor"]["special_tokens"][EOS]["ids"] = [eos_id]
+    out = os.path.join(args.work, "grow")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(spec, f, ensure_ascii=False)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copyfile(os.path.join(args.start, name), os.path.join(out, name))
+    old = MambaModel.from_pretrained(args.start).float()
+    config = json.load(open(os.path.join(args.start, "config.json"), encoding="utf-8"))
+    if not 0 <= args.insert_layer <= config["num_hidden_layers"]:
+        raise SystemExit(f"--insert-layer must be within 0..{config['num_hidden_layers']}")
+    config.update(vocab_size=len(keep), num_hidden_layers=config["num_hidden_layers"] + 1,
+                  bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=eos_id)
+    torch.manual_seed(args.seed)
+    model = MambaModel(config)
+    with torch.no_grad():
+        model.embeddings.weight.copy_(old.embeddings.weight[torch.as_tensor(keep)])
+        trained = iter(old.layers)
+        for i, layer in enumerate(model.layers):
+            if i == args.insert_layer:
+                layer.mixer.out_proj.weight.zero_()    # the residual passes through unchanged
+            else:
+                layer.load_state_dict(next(trained).state_dict())
+        model.norm_f.load_state_dict(old.norm_f.state_dict())
+    model.save_pretrained(out, tokenizer_path=os.path.join(out, "tokenizer.json"))
+    share = counts[sorted(gone)].sum() / max(counts.sum(), 1)
+    log(f"grow: {config['num_hidden_layers']} layers (new: {args.insert_layer}), {len(keep)} pieces "
+        f"({len(gone)} dropped, {share:.5f} of the training tokens) in {out}")
+    args.start = out  # a distill stage in the same run continues from the grown model
+
+
 # ---------------------------------------------------------------- distill
 
 def dev_collection(data: str, limit: int | None = None):
@@ -415,7 +500,7 @@ def stage_curve(args) -> None:
     log(f"curve: {args.curve}")
 
 
-STAGES = {"vocab": stage_vocab, "init": stage_init, "distill": stage_distill, "package": stage_package,
+STAGES = {"vocab": stage_vocab, "init": stage_init, "grow": stage_grow, "distill": stage_distill, "package": stage_package,
           "curve": stage_curve}
 
 
@@ -427,7 +512,10 @@ def main(argv=None) -> int:
     parser.add_argument("--vocab-size", type=int, default=20000)
     parser.add_argument("--hidden", type=int, default=384, help="the teacher's width: the pooling init needs it")
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--start", help="distill from this model folder (default: the init stage's)")
+    parser.add_argument("--start", help="grow or distill from this model folder (default for distill: the init "
+                                          "stage's, or the grow stage's when it ran)")
+    parser.add_argument("--insert-layer", type=int, default=None, help="grow: the new layer's index")
+    parser.add_argument("--drop-pieces", type=int, default=1000, help="grow: rare pieces dropped to pay for it")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
