@@ -207,3 +207,24 @@ def test_grow_adds_an_identity_layer_and_drops_rare_pieces(data, stage_one, tmp_
     assert [h["step"] for h in history["history"]] == [1]
     trained = json.loads((work_grow / "distill" / "final" / "config.json").read_text(encoding="utf-8"))
     assert trained["num_hidden_layers"] == 3
+
+
+def test_distill_resumes_from_its_latest_checkpoint(data, stage_one, tmp_path):
+    """Running the same command again after a stop continues from the last checkpoint."""
+    work, package, _ = stage_one
+    args = ["--data", data, "--work", tmp_path / "resume", "--start", work / "distill" / "final", "--max-steps", 3,
+            "--batch-size", 8, "--eval-steps", 3, "--save-steps", 1, "--max-length", 64, "--package-dir", package,
+            "--stages", "distill"]
+    run("train.py", *args)
+    distill = tmp_path / "resume" / "distill"
+    first = json.loads((distill / "final" / "history.json").read_text(encoding="utf-8"))["history"]
+    # as if stopped before the end: no final model, the last checkpoint step 2's
+    import shutil
+
+    shutil.rmtree(distill / "final")
+    assert sorted(p.name for p in distill.glob("checkpoint-*"))[-1] == "checkpoint-2"
+    log = run("train.py", *args)
+    assert f"resuming from {distill / 'checkpoint-2'}" in log
+    again = json.loads((distill / "final" / "history.json").read_text(encoding="utf-8"))["history"]
+    assert [h["step"] for h in again] == [1, 2, 3]
+    assert again[-1]["loss"] == pytest.approx(first[-1]["loss"], rel=1e-4)

@@ -371,7 +371,7 @@ def latest_checkpoint(folder: str) -> str | None:
     from mambaret.train import list_checkpoints
 
     found = list_checkpoints(folder) if os.path.isdir(folder) else []
-    return found[-1] if found else None
+    return found[-1][1] if found else None  # (step, path) pairs, oldest first
 
 
 def stage_distill(args) -> None:
