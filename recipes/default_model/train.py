@@ -63,6 +63,15 @@ def teacher_folder() -> str:
 
 # ---------------------------------------------------------------- vocab
 
+def piece_counts(tokenizer, texts: list, add_special_tokens: bool = True) -> np.ndarray:
+    """How often each piece of a `tokenizers.Tokenizer` occurs in the texts."""
+    counts = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
+    for start in range(0, len(texts), 4096):
+        for enc in tokenizer.encode_batch(texts[start:start + 4096], add_special_tokens=add_special_tokens):
+            np.add.at(counts, enc.ids, 1)
+    return counts
+
+
 def stage_vocab(args) -> None:
     from tokenizers import Tokenizer
 
@@ -71,10 +80,7 @@ def stage_vocab(args) -> None:
     full = Tokenizer.from_file(source)
     rows = read_jsonl(os.path.join(args.data, "pairs.train.jsonl"))
     texts = [r["query"] for r in rows] + [r["positive"] for r in rows]
-    counts = np.zeros(full.get_vocab_size(), dtype=np.int64)
-    for start in range(0, len(texts), 4096):
-        for enc in full.encode_batch(texts[start:start + 4096], add_special_tokens=False):
-            np.add.at(counts, enc.ids, 1)
+    counts = piece_counts(full, texts, add_special_tokens=False)
     vocab = spec["model"]["vocab"]
     by_id = {i: t for t, i in vocab.items()}
     # single characters (ASCII, or seen in the data) and their continuation forms keep words
@@ -279,18 +285,6 @@ def stage_init(args) -> None:
 
 # ---------------------------------------------------------------- grow
 
-def piece_counts(tokenizer_file: str, texts: list) -> np.ndarray:
-    """How often each piece of the tokenizer occurs in the texts (EOS included)."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(tokenizer_file)
-    counts = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
-    for start in range(0, len(texts), 4096):
-        for enc in tokenizer.encode_batch(texts[start:start + 4096]):
-            np.add.at(counts, enc.ids, 1)
-    return counts
-
-
 def rare_pieces(vocab: dict, counts: np.ndarray, teacher_vocab: dict, n: int, max_count: int = 5) -> list:
     """Ids of ``n`` pieces to drop: among those the training text uses at most ``max_count`` times,
     the ones the teacher's WordPiece learnt last (its vocabulary is ordered by how early a piece
@@ -316,7 +310,10 @@ def stage_grow(args) -> None:
     spec = json.load(open(os.path.join(args.start, "tokenizer.json"), encoding="utf-8"))
     vocab = spec["model"]["vocab"]
     rows = read_jsonl(os.path.join(args.data, "pairs.train.jsonl"))
-    counts = piece_counts(os.path.join(args.start, "tokenizer.json"), [r["query"] for r in rows] + [r["positive"] for r in rows])
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(os.path.join(args.start, "tokenizer.json"))
+    counts = piece_counts(tokenizer, [r["query"] for r in rows] + [r["positive"] for r in rows])
     teacher_vocab = json.load(open(os.path.join(teacher_folder(), "tokenizer.json"), encoding="utf-8"))["model"]["vocab"]
     gone = set(rare_pieces(vocab, counts, teacher_vocab, args.drop_pieces))
     keep = [i for i in sorted(vocab.values()) if i not in gone]
