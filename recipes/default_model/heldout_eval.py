@@ -6,7 +6,9 @@ section title is a query, its text the one relevant passage among all the sectio
 
 Every model after the first is compared with the first, query by query: the mean difference in
 nDCG@10 and its 95 % paired-bootstrap interval, so that a gain can be told from the spread of the
-queries. The dev pairs measure what the student learned on the sources it was trained on; these pairs measure
+queries.
+
+The dev pairs measure what the student learned on the sources it was trained on; these pairs measure
 how it carries to a domain it has not seen, as the collections it is judged on will be. Made from
 training-side packages only: no test collection is read.
 """
@@ -29,8 +31,6 @@ from build_data import (SCI_DOC_HELD_OUT, clean_pair, embed_texts, load_teacher,
                         stable_hash)
 from readers.text import dedup_key  # noqa: E402
 
-from mambaret.evaluate import evaluate  # noqa: E402
-
 CACHE = os.path.join(REPO, "build", "heldout_eval")
 
 
@@ -45,14 +45,6 @@ def heldout_pairs(limit: int, max_words: int = 96) -> list:
         pairs.append(pair)
     pairs.sort(key=lambda p: stable_hash(dedup_key(p[1])))
     return pairs[:limit]
-
-
-def ndcg_at_10(queries: np.ndarray, passages: np.ndarray) -> float:
-    """nDCG@10 with passage i the one relevant passage of query i."""
-    scores = queries @ passages.T
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
-    run = {str(i): {str(j): float(scores[i, j]) for j in row} for i, row in enumerate(top)}
-    return evaluate(run, {str(i): {str(i): 1} for i in range(len(scores))}, ["ndcg@10"])["ndcg@10"]
 
 
 def ndcg_at_10_per_query(queries: np.ndarray, passages: np.ndarray) -> np.ndarray:
@@ -93,8 +85,9 @@ def main(argv=None) -> int:
         os.makedirs(CACHE, exist_ok=True)  # embed_texts keeps the vectors there, one file per chunk
         vectors = embed_texts(load_teacher(args.threads), queries + passages, os.path.join(CACHE, "teacher"),
                               chunk=4096, batch_size=64)
-        scores["teacher (all-MiniLM-L6-v2)"] = ndcg_at_10(vectors[:len(pairs)], vectors[len(pairs):])
-        print(f"teacher: nDCG@10 {scores['teacher (all-MiniLM-L6-v2)']:.4f} ({time.time() - started:.0f} s)", flush=True)
+        teacher = float(ndcg_at_10_per_query(vectors[:len(pairs)], vectors[len(pairs):]).mean())
+        scores["teacher (all-MiniLM-L6-v2)"] = teacher
+        print(f"teacher: nDCG@10 {teacher:.4f} ({time.time() - started:.0f} s)", flush=True)
     from mambaret import MambaEncoder
 
     per_query, against_first = {}, {}
@@ -103,8 +96,8 @@ def main(argv=None) -> int:
         encoder = MambaEncoder.from_pretrained(folder, threads=args.threads)
         q = np.asarray(encoder.encode(queries, normalize_embeddings=True, show_progress_bar=False))
         p = np.asarray(encoder.encode(passages, normalize_embeddings=True, show_progress_bar=False))
-        scores[folder] = ndcg_at_10(q, p)
         per_query[folder] = ndcg_at_10_per_query(q, p)
+        scores[folder] = float(per_query[folder].mean())
         print(f"{folder}: nDCG@10 {scores[folder]:.4f} ({time.time() - started:.0f} s)", flush=True)
     first = args.models[0] if args.models else None
     for folder in args.models[1:]:
