@@ -241,7 +241,7 @@ def test_heldout_ndcg_by_hand():
     # query 0 finds its passage first; query 1 finds passage 0 first, then its own (rank 1)
     queries = np.array([[1.0, 0.0], [0.8, 0.6]], dtype=np.float32)
     passages = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
-    assert heldout_eval.ndcg_at_10(queries, passages) == pytest.approx((1.0 + 1.0 / np.log2(3.0)) / 2)
+    assert heldout_eval.ndcg_at_10_per_query(queries, passages) == pytest.approx([1.0, 1.0 / np.log2(3.0)])
 
 
 def test_crop_pair_spans():
