@@ -31,6 +31,8 @@ from build_data import (SCI_DOC_HELD_OUT, clean_pair, embed_texts, load_teacher,
                         stable_hash)
 from readers.text import dedup_key  # noqa: E402
 
+from mambaret.evaluate import evaluate  # noqa: E402
+
 CACHE = os.path.join(REPO, "build", "heldout_eval")
 
 
@@ -48,13 +50,12 @@ def heldout_pairs(limit: int, max_words: int = 96) -> list:
 
 
 def ndcg_at_10_per_query(queries: np.ndarray, passages: np.ndarray) -> np.ndarray:
-    """Each query's nDCG@10 with passage i its one relevant passage: 1 / log2(rank + 1) in the top 10."""
+    """Each query's nDCG@10 (mambaret.evaluate's), with passage i the one relevant passage of query i."""
     scores = queries @ passages.T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
-    hit_rows, hit_ranks = np.nonzero(top == np.arange(len(scores))[:, None])
-    gains = np.zeros(len(scores))
-    gains[hit_rows] = 1.0 / np.log2(hit_ranks + 2.0)
-    return gains
+    run = {str(i): {str(j): float(scores[i, j]) for j in row} for i, row in enumerate(top)}
+    values = evaluate(run, {str(i): {str(i): 1} for i in range(len(scores))}, ["ndcg@10"], per_query=True)
+    return np.array([values[str(i)]["ndcg@10"] for i in range(len(scores))])
 
 
 def paired_bootstrap(new: np.ndarray, old: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
