@@ -23,12 +23,13 @@ def cuda_mode():
 
 
 def core_extension():
-    sources = sorted(glob.glob(os.path.join("csrc", "*.c")) + glob.glob(os.path.join("csrc", "python", "*.c")))
+    # the core's folders (base, gemm, ops, models, search) and the binding (python)
+    sources = sorted(glob.glob(os.path.join("csrc", "*", "*.c")))
     return Extension(
         "mambaret._C",
         sources=sources,
         # rebuild when a header changes
-        depends=sorted(glob.glob(os.path.join("csrc", "*.h")) + glob.glob(os.path.join("csrc", "python", "*.h"))),
+        depends=sorted(glob.glob(os.path.join("csrc", "*.h")) + glob.glob(os.path.join("csrc", "*", "*.h"))),
         include_dirs=["csrc", "csrc/python", numpy.get_include()],
         extra_compile_args=["-O3", "-std=c11", "-fopenmp", "-fno-math-errno", "-Wall", "-Wextra",
                             "-Wno-unused-parameter", "-Wno-missing-field-initializers",

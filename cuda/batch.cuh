@@ -6,7 +6,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "mr_error.h"
+#include "base/mr_error.h"
 
 /* dst[i] = src[i] (int32 or int64 source) for ids in [0, vocab); ids outside become 0 and are
  * counted into *bad (device int, zeroed by the caller). */

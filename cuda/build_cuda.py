@@ -2,7 +2,7 @@
 
 nvcc compiles the .cu kernels (sm_80 and sm_90 machine code plus compute_90 PTX), the C
 compiler the module init and the plain-C core files it shares with mambaret._C
-(csrc/mr_error.c, csrc/mr_sched.c, csrc/mr_tensors.c), and the host linker joins them with the static CUDA
+(csrc/base/mr_error.c, csrc/models/mr_sched.c, csrc/models/mr_tensors.c), and the host linker joins them with the static CUDA
 runtime and cuBLAS. cuBLAS comes from CUDA_HOME (a full toolkit) or, failing that, from the
 `nvidia-cublas` wheel's nvidia/cu13 (or nvidia/cublas) folder; the rpath points at that folder,
 relative to the installed module when both live in the same site-packages.
@@ -29,8 +29,8 @@ ARCH_FLAGS = ["-gencode", "arch=compute_80,code=sm_80",
               "-gencode", "arch=compute_90,code=compute_90"]
 NVCC_FLAGS = ["-O3", "-std=c++17", "-lineinfo", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC,-fvisibility=hidden",
               "-Xptxas", "-warn-spills"]
-SHARED_C_SOURCES = [os.path.join("csrc", "mr_error.c"), os.path.join("csrc", "mr_sched.c"),
-                     os.path.join("csrc", "mr_tensors.c")]
+SHARED_C_SOURCES = [os.path.join("csrc", "base", "mr_error.c"), os.path.join("csrc", "models", "mr_sched.c"),
+                     os.path.join("csrc", "models", "mr_tensors.c")]
 
 
 def cuda_home(nvcc: str) -> str:

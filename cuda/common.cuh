@@ -7,8 +7,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "mr_error.h"
-#include "mr_model.h"
+#include "base/mr_error.h"
+#include "models/mr_model.h"
 
 /* Loads and stores that widen to / narrow from float32, for every activation type. */
 __device__ __forceinline__ float to_f32(float x) { return x; }

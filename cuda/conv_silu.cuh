@@ -5,8 +5,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "mr_error.h"
-#include "mr_model.h"
+#include "base/mr_error.h"
+#include "models/mr_model.h"
 
 /* The rows of a micro-batch hold whole or partial sequences back to back; pos[r] is row r's
  * position within its sequence, so a row never sees inputs of the sequence before it. Row 0's

@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "mr_cuda.h"
-#include "mr_error.h"
+#include "base/mr_error.h"
 
 /* gx [T, E], gw [E, K] and gbias [E] of out = silu(bias + sum_k w[:, k] x[t - (K-1) + k]) given
  * gout, as in mr_conv_silu_backward_f32; rows see only their own sequence (pos). The

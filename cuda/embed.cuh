@@ -5,8 +5,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "mr_error.h"
-#include "mr_model.h"
+#include "base/mr_error.h"
+#include "models/mr_model.h"
 
 /* out[t, :] = table[tokens[t], :] widened to float32; table is [vocab, d] in `dtype`, ids valid. */
 mr_status mr_cuda_embed(mr_dtype dtype, const void *table, int64_t d, const int32_t *tokens, int64_t T,

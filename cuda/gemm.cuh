@@ -6,8 +6,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "mr_error.h"
-#include "mr_model.h"
+#include "base/mr_error.h"
+#include "models/mr_model.h"
 
 /* out[M, N] = beta * out + a[M, K] @ w[N, K]^T, row-major with leading dimensions lda, ldw, ldo.
  * a and w are `dtype`; out is float32 when out_f32, else `dtype`. Accumulation is float32;

@@ -1,5 +1,5 @@
 /* A Mamba-1 backbone on one CUDA device: weights uploaded once, one workspace reused across
- * calls, and the CPU engine's micro-batch scheduler (csrc/mr_sched.c) driving the kernels.
+ * calls, and the CPU engine's micro-batch scheduler (csrc/models/mr_sched.c) driving the kernels.
  *
  * Per micro-batch of T rows and per layer (act = the compute dtype, f32 = float32):
  *   x (f32, residual) += mix; normed (act) = rmsnorm(x)      add_rmsnorm
@@ -25,7 +25,7 @@
 #include "embed.cuh"
 #include "gemm.cuh"
 #include "mr_cuda_model.cuh"
-#include "mr_sched.h"
+#include "models/mr_sched.h"
 #include "pool_l2.cuh"
 #include "rmsnorm.cuh"
 #include "selective_scan.cuh"
@@ -130,6 +130,8 @@ mr_status mr_cuda_model_create(const mr_config *cfg, mr_dtype dtype, int device,
     *out = NULL;
     if (dtype != MR_DTYPE_F32 && dtype != MR_DTYPE_F16 && dtype != MR_DTYPE_BF16)
         return mr_fail(err, MR_ERR_VALUE, "unknown compute dtype %d", (int)dtype);
+    if (cfg->arch != MR_ARCH_MAMBA1)
+        return mr_fail(err, MR_ERR_VALUE, "the CUDA model runs Mamba-1 only (config architecture %d)", (int)cfg->arch);
     if (cfg->d_model < 1 || cfg->n_layer < 1 || cfg->d_inner < 1 || cfg->d_state < 1 || cfg->d_state > 256 ||
         cfg->d_conv < 1 || cfg->d_conv > 64 || cfg->dt_rank < 1 || cfg->vocab_size < 1)
         return mr_fail(err, MR_ERR_VALUE, "invalid model dimensions for the CUDA model");

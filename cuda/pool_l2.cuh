@@ -6,7 +6,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "mr_error.h"
+#include "base/mr_error.h"
 
 /* For each sequence s in [seq_lo, seq_hi) whose last token lies in the micro-batch starting at
  * global token first_token: v = x[row] + mix[row] (mix may be NULL) at that token's row,

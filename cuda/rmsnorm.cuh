@@ -5,8 +5,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "mr_error.h"
-#include "mr_model.h"
+#include "base/mr_error.h"
+#include "models/mr_model.h"
 
 /* For each of T rows of d:
  *   v = x[t] + mix[t]          (mix NULL: v = x[t]); when write_x, x[t] = v (the residual stream)

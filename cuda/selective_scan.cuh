@@ -6,8 +6,8 @@
 #include <stdint.h>
 
 #include "mr_cuda.h"
-#include "mr_error.h"
-#include "mr_model.h"
+#include "base/mr_error.h"
+#include "models/mr_model.h"
 
 /* A run of consecutive rows scanned by one thread block per 32 channels. Pieces hold whole
  * sequence parts (a row with pos 0 restarts the state), so pieces are independent except

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "mr_cuda.h"
-#include "mr_error.h"
+#include "base/mr_error.h"
 
 /* offsets ([S + 1]) and first_boundary ([S]: the index of each sequence's first kept state) are
  * device arrays; everything else is as in mr_cuda_scan_train_args (its host offsets unused).

@@ -25,7 +25,7 @@ def sdist(tmp_path_factory):
 def test_sdist_has_every_source(sdist):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for pattern in ("csrc/*.c", "csrc/*.h", "csrc/python/*.c", "csrc/python/*.h", "cuda/*.cu", "cuda/*.cuh", "cuda/*.h", "cuda/*.c", "cuda/*.py",
+    for pattern in ("csrc/*.h", "csrc/*/*.c", "csrc/*/*.h", "cuda/*.cu", "cuda/*.cuh", "cuda/*.h", "cuda/*.c", "cuda/*.py",
                     "mambaret/*.py", "mambaret/*/*.py"):
         for path in glob.glob(str(REPO_ROOT / pattern)):
             rel = os.path.relpath(path, REPO_ROOT)

@@ -1,4 +1,4 @@
-"""The one table of tensor kinds (csrc/mr_tensors.c) as the Python readers and writers see it."""
+"""The one table of tensor kinds (csrc/models/mr_tensors.c) as the Python readers and writers see it."""
 from __future__ import annotations
 
 import numpy as np

@@ -59,17 +59,16 @@ def conv_backward(case, threads, reference):
     return gx, gw, gb
 
 
-# the widest vector path this CPU runs, and the portable one (MAMBARET_SIMD is read on every call)
+# the widest vector path this CPU runs, and the portable one (MAMBARET_SIMD is read once, at
+# start; _C.set_simd_limit changes the limit for the process)
 SIMD = ["auto", "portable"]
 
 
 @pytest.fixture(params=SIMD)
-def simd(request, monkeypatch):
-    if request.param == "auto":
-        monkeypatch.delenv("MAMBARET_SIMD", raising=False)
-    else:
-        monkeypatch.setenv("MAMBARET_SIMD", request.param)
-    return request.param
+def simd(request):
+    previous = _C.set_simd_limit(request.param)
+    yield request.param
+    _C.set_simd_limit(previous)
 
 
 @pytest.mark.parametrize("lengths", LENGTHS)

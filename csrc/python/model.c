@@ -1,5 +1,5 @@
-/* Model: a Mamba-1 backbone held by the C core. Its weights arrive one checkpoint tensor at a
- * time (set_tensor), finish() freezes them, forward() runs a packed batch with the GIL released. */
+/* Model: a backbone held by the C core (its architecture from the config, Mamba-1 by default).
+ * Its weights arrive one checkpoint tensor at a time (set_tensor), finish() freezes them, forward() runs a packed batch with the GIL released. */
 #include "py_common.h"
 
 #include <stdlib.h>
@@ -56,6 +56,18 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kwargs) {
         config_int(cfg, "conv_kernel", &c.d_conv, 1, 0) || config_int(cfg, "time_step_rank", &c.dt_rank, 1, 0) ||
         config_int(cfg, "use_bias", &use_bias, 0, 0) || config_int(cfg, "use_conv_bias", &use_conv_bias, 0, 1))
         return -1;
+    PyObject *arch = PyDict_GetItemString(cfg, "arch"); /* transformers' model_type; Mamba-1 without it */
+    if (arch) {
+        const char *name = PyUnicode_Check(arch) ? PyUnicode_AsUTF8(arch) : NULL;
+        if (!name && PyErr_Occurred()) return -1;
+        const int kind = mr_arch_parse(name);
+        if (kind < 0) {
+            PyErr_Format(PyExc_ValueError, "config 'arch' must name an architecture the engine runs ('mamba'), got %R",
+                         arch);
+            return -1;
+        }
+        c.arch = (mr_arch_kind)kind;
+    }
     PyObject *eps = PyDict_GetItemString(cfg, "layer_norm_epsilon");
     if (!eps) {
         PyErr_SetString(PyExc_ValueError, "config is missing 'layer_norm_epsilon'");
@@ -95,7 +107,7 @@ static int model_ready(ModelObject *self) {
     return 1;
 }
 
-/* A tensor kind by its name in the table (csrc/mr_tensors.c), e.g. "mixer.in_proj.weight". */
+/* A tensor kind by its name in the table (csrc/models/mr_tensors.c), e.g. "mixer.in_proj.weight". */
 static int parse_kind(PyObject *obj, mr_tensor_kind *kind) {
     const char *s = PyUnicode_AsUTF8(obj);
     if (!s) return -1;
@@ -294,7 +306,7 @@ static PyType_Spec model_spec = {
     .slots = model_slots,
 };
 
-/* The table of tensor kinds (csrc/mr_tensors.c) for the Python readers and writers of checkpoints. */
+/* The table of tensor kinds (csrc/models/mr_tensors.c) for the Python readers and writers of checkpoints. */
 static PyObject *tensor_table(PyObject *module, PyObject *unused) {
     (void)module;
     (void)unused;
@@ -309,9 +321,22 @@ static PyObject *tensor_table(PyObject *module, PyObject *unused) {
             if (!name) Py_CLEAR(dims);
             else PyTuple_SET_ITEM(dims, i, name);
         }
-        PyObject *row = dims ? Py_BuildValue("{s:i,s:s,s:O,s:s,s:N,s:O}", "kind", k, "name", t->name, "per_layer",
+        PyObject *archs = dims ? PyTuple_New(0) : NULL;
+        for (int a = 0; archs && a < MR_ARCH_COUNT; a++) {
+            if (!(t->archs & MR_ARCH_BIT(a))) continue;
+            PyObject *name = PyUnicode_FromString(mr_arch_name((mr_arch_kind)a));
+            if (!name || _PyTuple_Resize(&archs, PyTuple_GET_SIZE(archs) + 1) < 0) {
+                Py_XDECREF(name);
+                Py_CLEAR(archs);
+            } else {
+                PyTuple_SET_ITEM(archs, PyTuple_GET_SIZE(archs) - 1, name);
+            }
+        }
+        if (!archs) Py_CLEAR(dims);
+        PyObject *row = dims ? Py_BuildValue("{s:i,s:s,s:O,s:s,s:N,s:O,s:N}", "kind", k, "name", t->name, "per_layer",
                                              t->per_layer ? Py_True : Py_False, "condition", conditions[t->condition],
-                                             "dims", dims, "is_matrix", t->is_matrix ? Py_True : Py_False)
+                                             "dims", dims, "is_matrix", t->is_matrix ? Py_True : Py_False,
+                                             "architectures", archs)
                              : NULL;
         if (!row) Py_CLEAR(rows);
         else PyTuple_SET_ITEM(rows, k, row);
@@ -321,9 +346,10 @@ static PyObject *tensor_table(PyObject *module, PyObject *unused) {
 
 static PyMethodDef model_functions[] = {
     {"tensor_table", tensor_table, METH_NOARGS,
-     "tensor_table() -> tuple of dicts\nThe tensors of a Mamba-1 checkpoint, one per kind: name (transformers'\n"
+     "tensor_table() -> tuple of dicts\nThe tensors of a checkpoint, one per kind: name (transformers'\n"
      "MambaModel name; per-layer ones follow 'layers.{i}.'), per_layer, condition ('always', 'use_bias',\n"
-     "'use_conv_bias'), dims (config field names, e.g. '2*intermediate_size'), is_matrix."},
+     "'use_conv_bias'), dims (config field names, e.g. '2*intermediate_size'), is_matrix, architectures\n"
+     "(the model_types that have it, e.g. ('mamba',))."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "mr_ops.h"
-#include "mr_parallel.h"
-#include "mr_simd.h"
+#include "ops/mr_ops.h"
+#include "base/mr_parallel.h"
+#include "base/mr_cpu.h"
 
 mr_py_state *mr_py_state_of(PyObject *module) { return (mr_py_state *)PyModule_GetState(module); }
 
@@ -156,11 +156,27 @@ static PyObject *build_info(PyObject *module, PyObject *unused) {
                          "max_threads", mr_max_threads(), "dlpack_version", MR_DLPACK_MAJOR_VERSION);
 }
 
+/* For tests and benchmarks that walk every vector path in one process: MAMBARET_SIMD is read once. */
+static PyObject *set_simd_limit(PyObject *module, PyObject *arg) {
+    (void)module;
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    const int isa = mr_isa_parse(name);
+    if (isa < MR_ISA_AUTO) {
+        PyErr_Format(PyExc_ValueError, "simd limit must be auto, portable, avx2 or avx512, got %s", name);
+        return NULL;
+    }
+    return PyUnicode_FromString(mr_isa_name(mr_cpu_set_isa_limit((mr_isa)isa)));
+}
+
 static PyMethodDef module_methods[] = {
     {"set_blas", (PyCFunction)(void (*)(void))set_blas, METH_VARARGS | METH_KEYWORDS,
      "set_blas(path, sgemm_symbol='cblas_sgemm', threads_symbol='', name='')\n"
      "Loads a BLAS for models created afterwards; path=None selects the built-in fallback."},
     {"build_info", (PyCFunction)build_info, METH_NOARGS, "BLAS, SIMD path and thread facts of this build."},
+    {"set_simd_limit", (PyCFunction)set_simd_limit, METH_O,
+     "set_simd_limit(name) -> previous\n"
+     "Lowers (or, with 'auto', lifts) the vector path for this process, as MAMBARET_SIMD does at start."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -169,7 +185,7 @@ static int module_exec(PyObject *module) {
     mr_blas_init_fallback(&st->blas);
     if (mr_py_add_tensor(module) < 0 || mr_py_add_model(module) < 0 || mr_py_add_cuda(module) < 0 ||
         mr_py_add_ops(module) < 0 || mr_py_add_search(module) < 0 || mr_py_add_train(module) < 0 || mr_py_add_train_cuda(module) < 0 ||
-        mr_py_add_search_quantized(module) < 0)
+        mr_py_add_search_codes(module) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "MAX_STATE_SIZE", MR_MAX_STATE_SIZE) < 0 ||
         PyModule_AddIntConstant(module, "MAX_CONV_KERNEL", MR_MAX_CONV_KERNEL) < 0)

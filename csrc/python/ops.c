@@ -5,10 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mr_ops.h"
-#include "mr_ops_simd.h"
-#include "mr_parallel.h"
-#include "mr_simd.h"
+#include "base/mr_cpu.h"
+#include "base/mr_parallel.h"
+#include "gemm/mr_linear_packed.h"
+#include "ops/mr_ops.h"
+#include "ops/mr_ops_isa.h"
 
 static PyArrayObject *new_f32(int ndim, int64_t d0, int64_t d1) {
     npy_intp dims[2] = {(npy_intp)d0, (npy_intp)d1};
@@ -263,7 +264,7 @@ static PyObject *op_vector_math(PyObject *m, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "isa must be 'avx2' or 'avx512'");
         return NULL;
     }
-    if (mr_cpu_simd_level() < (wide ? MR_SIMD_AVX512 : MR_SIMD_AVX2)) {
+    if (mr_isa_best() < (wide ? MR_ISA_AVX512 : MR_ISA_AVX2)) {
         PyErr_Format(PyExc_RuntimeError, "this CPU (or MAMBARET_SIMD) does not allow %s", isa);
         return NULL;
     }

@@ -15,10 +15,10 @@
 
 #include <stdint.h>
 
-#include "mr_blas.h"
+#include "gemm/mr_blas.h"
 #include "mr_dlpack.h"
-#include "mr_error.h"
-#include "mr_model.h"
+#include "base/mr_error.h"
+#include "models/mr_model.h"
 
 /* ---- module state -------------------------------------------------------------------------- */
 
@@ -42,7 +42,7 @@ int mr_py_add_ops(PyObject *module);
 int mr_py_add_search(PyObject *module);
 int mr_py_add_train(PyObject *module);
 int mr_py_add_train_cuda(PyObject *module);
-int mr_py_add_search_quantized(PyObject *module);
+int mr_py_add_search_codes(PyObject *module);
 
 /* ---- errors and arguments ------------------------------------------------------------------ */
 

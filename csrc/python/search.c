@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "mr_index.h"
+#include "search/mr_index.h"
 
 /* Holds the arrays of one search while the GIL is released. */
 typedef struct {

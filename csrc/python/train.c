@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mr_ops.h"
-#include "mr_ops_backward.h"
-#include "mr_parallel.h"
+#include "ops/mr_ops.h"
+#include "ops/mr_ops_backward.h"
+#include "base/mr_parallel.h"
 
 /* A float32 matrix (or vector) seen through the buffer protocol. */
 typedef struct {

@@ -10,10 +10,10 @@
 #include <string.h>
 
 #include "dev_common.h"
-#include "mr_code_kernels.h"
-#include "mr_index_quantized.h"
-#include "mr_simd.h"
-#include "mr_topk.h"
+#include "search/mr_code_kernels.h"
+#include "search/mr_codes_index.h"
+#include "base/mr_cpu.h"
+#include "search/mr_topk.h"
 
 enum { K = 10 };
 
@@ -50,13 +50,13 @@ int main(int argc, char **argv) {
     float *ref_s = malloc((size_t)(nq * K) * sizeof(float)), *s = malloc((size_t)(nq * K) * sizeof(float));
     int64_t *ref_i = malloc((size_t)(nq * K) * sizeof(int64_t)), *ids = malloc((size_t)(nq * K) * sizeof(int64_t));
     mr_code_segment seg = {rows, n};
-    mr_code_search_args args = {queries, nq, width, &seg, 1, K, 1, MR_CODE_AUTO, ref_s, ref_i};
+    mr_code_search_args args = {queries, nq, width, &seg, 1, K, 1, MR_ISA_AUTO, ref_s, ref_i};
     mr_error err = {0};
     if (mr_hamming_search_ref(&args, &err)) return fprintf(stderr, "%s\n", err.message), 1;
     printf("%lld rows x %lld queries, %lld bytes, k %d, one thread (ns per query-row pair)\n", (long long)n,
            (long long)nq, (long long)width, K);
 
-    const int avx2 = mr_code_kernel_available(MR_CODE_AVX2, 0);
+    const int avx2 = mr_code_kernel_available(MR_ISA_AVX2, 0);
     struct { const char *name; rows_fn fn; int runs; } row_variants[] = {
         {"rows portable + heap", mr_hamming_rows_portable, 1}, {"rows avx2 + heap", mr_hamming_rows_avx2, avx2}};
     for (size_t v = 0; v < sizeof row_variants / sizeof row_variants[0]; v++) {
@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
                same(s, ids, ref_s, ref_i, nq * K) ? "ok" : "MISMATCH");
     }
     /* the tile path as the library runs it (pack, tables, kernel, filtered pushes) */
-    const mr_code_kernel tiles[] = {MR_CODE_AVX2};
+    const mr_isa tiles[] = {MR_ISA_AVX2};
     for (size_t v = 0; v < sizeof tiles / sizeof tiles[0]; v++) {
         if (!mr_code_kernel_available(tiles[v], 0)) continue;
         args.kernel = tiles[v], args.out_scores = s, args.out_ids = ids;

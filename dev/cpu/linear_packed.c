@@ -14,8 +14,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "mr_ops.h"
-#include "mr_ops_simd.h"
+#include "base/mr_cpu.h"
+#include "gemm/mr_linear_packed.h"
 #include "dev_common.h"
 
 typedef void (*linear_fn)(int64_t N, int64_t K, const float *a, int64_t lda, const float *packed, float *out,
@@ -65,9 +65,9 @@ int main(int argc, char **argv) {
     cblas_sgemm_fn sgemm = argc > 2 ? open_blas(argv[2], &blas_name) : NULL;
     const struct { const char *name; int64_t N, K, lda; } shapes[] = {
         {"x_proj", 80, 1536, 1536}, {"dt_proj", 1536, 48, 80}, {"ragged", 75, 33, 40}};
-    const struct { const char *name; linear_fn fn; mr_simd_level needs; } variants[] = {
-        {"avx2", mr_linear_packed_f32_avx2, MR_SIMD_AVX2},
-        {"avx512", mr_linear_packed_f32_avx512, MR_SIMD_AVX512},
+    const struct { const char *name; linear_fn fn; mr_isa needs; } variants[] = {
+        {"avx2", mr_linear_packed_f32_avx2, MR_ISA_AVX2},
+        {"avx512", mr_linear_packed_f32_avx512, MR_ISA_AVX512},
     };
     unsigned seed = 1;
     printf("packed linear, %lld rows, one thread\n", (long long)T);
@@ -84,7 +84,7 @@ int main(int argc, char **argv) {
         const double flop = 2.0 * (double)T * (double)N * (double)K;
         for (size_t v = 0; v <= sizeof variants / sizeof variants[0]; v++) {
             const int is_blas = v == sizeof variants / sizeof variants[0];
-            if (is_blas ? !sgemm : mr_cpu_simd_level() < variants[v].needs) continue;
+            if (is_blas ? !sgemm : mr_isa_best() < variants[v].needs) continue;
             double best = 1e30, err = 0;
             for (int rep = 0; rep < 11; rep++) {
                 memset(out, 0xff, sizeof(float) * T * N); /* NaN: a missed element shows */

@@ -16,10 +16,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "mr_ops.h"
-#include "mr_ops_backward.h"
-#include "mr_ops_simd.h"
-#include "mr_parallel.h"
+#include "base/mr_cpu.h"
+#include "base/mr_parallel.h"
+#include "ops/mr_ops.h"
+#include "ops/mr_ops_backward.h"
 #include "dev_common.h"
 
 enum { CHUNK = 64 };
@@ -64,7 +64,6 @@ static float *filled(int64_t n, unsigned *seed, float lo, float hi) {
 int main(int argc, char **argv) {
     const int64_t L = argc > 1 ? atol(argv[1]) : 512, S = argc > 2 ? atol(argv[2]) : 1, E = 1536, N = 16;
     const int64_t T = L * S;
-    const char *limit = getenv("MAMBARET_SIMD");
     int threads = 1;
 #ifdef _OPENMP
     if (getenv("OMP_NUM_THREADS")) threads = mr_max_threads();
@@ -101,10 +100,10 @@ int main(int argc, char **argv) {
     printf("%-9s  %8.1f ms  %6.2f ns per token-channel\n", "reference", ref_time * 1e3, ref_time * 1e9 / (double)(T * E));
 
     const char *paths[] = {"portable", "avx2", "avx512"};
-    const mr_simd_level needs[] = {MR_SIMD_PORTABLE, MR_SIMD_AVX2, MR_SIMD_AVX512};
+    const mr_isa needs[] = {MR_ISA_PORTABLE, MR_ISA_AVX2, MR_ISA_AVX512};
     for (int p = 0; p < 3; p++) {
-        setenv("MAMBARET_SIMD", paths[p], 1); /* the dispatch reads it on every call */
-        if (mr_cpu_simd_level() < needs[p]) {
+        mr_cpu_set_isa_limit(needs[p]); /* every path in one process: the dispatch follows the limit */
+        if (mr_isa_best() < needs[p]) {
             printf("%-9s  not supported by this CPU\n", paths[p]);
             continue;
         }
@@ -139,7 +138,6 @@ int main(int argc, char **argv) {
                "worst rel err %.2e %s\n", paths[p], best_bwd * 1e3, best_bwd * 1e9 / (double)(T * E),
                ref_time / best_bwd, best_fwd * 1e3, worst, worst < 2e-5 ? "ok" : "FAIL");
     }
-    if (limit) setenv("MAMBARET_SIMD", limit, 1);
     for (int v = 0; v < 2; v++)
         for (int i = 0; i < 8; i++) free(g[v][i]);
     free(offsets); free(u); free(dt); free(z); free(gy); free(B); free(C); free(A); free(bias); free(D);

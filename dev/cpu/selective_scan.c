@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "mr_ops.h"
-#include "mr_ops_simd.h"
+#include "ops/mr_ops.h"
+#include "ops/mr_ops_isa.h"
 #include "dev_common.h"
 
 typedef void (*scan_fn)(int64_t L, int64_t E, int64_t N, const float *u, int64_t ldu, const float *dt,
@@ -46,14 +46,14 @@ int main(int argc, char **argv) {
     }
     mr_selective_scan_f32_ref(L, E, N, u, E, dt, E, bias, A, B, C, N, D, z, E, s_in, s_ref, y_ref, E);
 
-    struct { const char *name; scan_fn fn; mr_simd_level needs; } variants[] = {
-        {"portable", mr_selective_scan_f32_portable, MR_SIMD_PORTABLE},
-        {"avx2", mr_selective_scan_f32_avx2, MR_SIMD_AVX2},
-        {"avx512", mr_selective_scan_f32_avx512, MR_SIMD_AVX512},
+    struct { const char *name; scan_fn fn; mr_isa needs; } variants[] = {
+        {"portable", mr_selective_scan_f32_portable, MR_ISA_PORTABLE},
+        {"avx2", mr_selective_scan_f32_avx2, MR_ISA_AVX2},
+        {"avx512", mr_selective_scan_f32_avx512, MR_ISA_AVX512},
     };
     printf("selective scan, L=%lld E=%lld N=%lld, one thread\n", (long long)L, (long long)E, (long long)N);
     for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
-        if (mr_cpu_simd_level() < variants[v].needs) {
+        if (mr_isa_best() < variants[v].needs) {
             printf("%-9s  not supported by this CPU\n", variants[v].name);
             continue;
         }

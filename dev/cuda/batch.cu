@@ -1,7 +1,7 @@
 /* Per-call batch preparation on the device (cuda/batch.cu): token ids checked against the
  * vocabulary and narrowed to int32 (int32 and int64 sources, bad ids counted and zeroed), and
  * every token's position in its sequence (empty sequences included), checked against the CPU
- * rule that csrc/mr_sched.c applies; then timed.
+ * rule that csrc/models/mr_sched.c applies; then timed.
  *
  * Build: make -C dev/cuda batch; run: ./batch [check] [n_tokens] [n_seqs] */
 #include <vector>

@@ -11,7 +11,7 @@
 
 #include "../../cuda/conv_silu.cu"
 #include "dev_common.h"
-#include "mr_ops.h"
+#include "ops/mr_ops.h"
 
 template <typename T>
 __global__ void conv_silu_flat_kernel(int64_t Trows, int64_t E, int64_t K, const T *in, int64_t ldi, const float *w,

@@ -1,5 +1,5 @@
 /* Conv + SiLU backward (training) variants on one packed batch, checked against the CPU
- * reference (csrc/mr_ops_backward_ref.c) and timed.
+ * reference (csrc/ops/mr_ops_backward_ref.c) and timed.
  *
  *   1  direct: one thread per (row, channel) recomputes the K pre-activation gradients its input
  *      feeds (K^2 work per element) and adds to dw and d bias with atomics.
@@ -13,7 +13,7 @@
 
 #include "../../cuda/conv_silu_backward.cu"
 #include "dev_common.h"
-#include "mr_ops_backward.h"
+#include "ops/mr_ops_backward.h"
 
 __device__ float pre_activation(int64_t r, int64_t e, int64_t E, int64_t K, const float *x, const float *w,
                                 const float *bias, const int32_t *pos) {

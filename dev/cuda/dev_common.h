@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mr_error.h"
+#include "base/mr_error.h"
 
 #define CUDA_CHECK(call)                                                                           \
     do {                                                                                           \

@@ -9,7 +9,7 @@
 
 #include "../../cuda/embed.cu"
 #include "dev_common.h"
-#include "mr_ops.h"
+#include "ops/mr_ops.h"
 
 template <typename T>
 __global__ void embed_flat_kernel(const T *table, int64_t d, const int32_t *tokens, int64_t n, float *out) {

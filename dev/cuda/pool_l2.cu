@@ -11,7 +11,7 @@
 
 #include "../../cuda/pool_l2.cu"
 #include "dev_common.h"
-#include "mr_ops.h"
+#include "ops/mr_ops.h"
 
 static void l2_normalize_host(float *x, int64_t n, int64_t d) {
     for (int64_t r = 0; r < n; r++) {

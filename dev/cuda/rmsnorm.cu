@@ -9,7 +9,7 @@
 
 #include "../../cuda/rmsnorm.cu"
 #include "dev_common.h"
-#include "mr_ops.h"
+#include "ops/mr_ops.h"
 
 template <typename OutT>
 __global__ void add_rmsnorm_warp_kernel(float *x, const float *mix, int write_x, const float *w, int64_t T, int64_t d,

@@ -1,5 +1,5 @@
 /* Selective scan variants on one packed micro-batch, checked against the CPU reference
- * (csrc/mr_ops_ref.c) and timed.
+ * (csrc/ops/mr_ops_ref.c) and timed.
  *
  *   1  sequential: one thread per (sequence part, channel), the whole part in a loop; exp once
  *      per element but only parts x E threads, so long sequences leave the GPU idle.
@@ -11,7 +11,7 @@
 
 #include "../../cuda/selective_scan.cu"
 #include "dev_common.h"
-#include "mr_ops.h"
+#include "ops/mr_ops.h"
 
 /* Variant 1: the simplest correct GPU scan. */
 __global__ void scan_sequential_kernel(int64_t E, int64_t N, const float *u, const float *dt, const float *dt_bias,

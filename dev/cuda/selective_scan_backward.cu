@@ -1,5 +1,5 @@
 /* Selective scan backward (training) variants on one packed batch, checked against the CPU
- * reference (csrc/mr_ops_backward_ref.c: every state stored, one channel at a time) and timed.
+ * reference (csrc/ops/mr_ops_backward_ref.c: every state stored, one channel at a time) and timed.
  * The boundary states come from the production forward (cuda/selective_scan.cu).
  *
  *   1  sequential: one thread per (sequence, channel) walks the chunks backwards, recomputing a
@@ -17,7 +17,7 @@
 #include "../../cuda/selective_scan.cu"
 #include "../../cuda/selective_scan_backward.cu"
 #include "dev_common.h"
-#include "mr_ops_backward.h"
+#include "ops/mr_ops_backward.h"
 
 #define SEQ_MAX_N 16
 

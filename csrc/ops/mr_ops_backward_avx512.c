@@ -1,0 +1,8 @@
+/* The training kernels for AVX-512: the shared body compiled for this instruction set. */
+#include "ops/mr_ops_backward_isa.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define MR_BWD_TARGET __attribute__((target("avx512f,avx512dq,avx2,fma")))
+#define MR_BWD_NAME(name) name##_avx512
+#include "ops/mr_ops_backward_body.h"
+#endif
