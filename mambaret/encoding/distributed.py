@@ -4,9 +4,9 @@
 each actor holding one :class:`~mambaret.MambaEncoder` whose threads are the actor's CPUs, and
 returns a Ray dataset of ``id`` + ``embedding`` rows in the input's order. Ray restarts an actor
 that dies and retries its batches. :func:`write_shards` writes such a dataset as Parquet shards
-(see :mod:`mambaret.shards`), in order, from the calling process.
+(see :mod:`mambaret.encoding.shards`), in order, from the calling process.
 
-    import mambaret.distributed as mrd
+    import mambaret.encoding.distributed as mrd
     ds = mrd.encode("corpus.jsonl", "path/to/model", num_actors=8, normalize_embeddings=True)
     mrd.write_shards(ds, "embeddings/")
     built = mambaret.build_index("embeddings/", "hnsw")
@@ -61,7 +61,7 @@ def connect(address: Optional[str] = None):
 
 
 def _check_model_folder(path: str) -> str:
-    from .models import resolve_model_path
+    from ..arch.paths import resolve_model_path
 
     path = os.path.abspath(os.fspath(resolve_model_path(path)))
     if not os.path.isdir(path):
@@ -119,7 +119,7 @@ class _EncoderActor:
 
 def _read_corpus_files(paths: Sequence[str], fmt: str):
     """(ids, texts) of our corpus formats: TREC <DOC>, BEIR corpus.jsonl, one text per line."""
-    from . import datasets
+    from ..evaluation import datasets
     from .corpus import text_lines
 
     ids, texts = [], []

@@ -2,7 +2,7 @@
 
 Uses the ``bm25s`` package (an optional dependency: ``pip install mambaret[bm25]``), imported only
 when a BM25 index is built. Results come back as a run, ``{qid: {docid: score}}``, ready for
-:func:`mambaret.evaluate` and :func:`mambaret.datasets.write_trec_run`.
+:func:`mambaret.evaluate` and :func:`mambaret.evaluation.datasets.write_trec_run`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import os
 import re
 from typing import Dict, Iterator, Mapping, Optional, Tuple
 
-from ._atomic import atomic_open
+from .._atomic import atomic_open
 
 Run = Dict[str, Dict[str, float]]
 Qrels = Dict[str, Dict[str, int]]

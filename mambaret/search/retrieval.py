@@ -25,7 +25,7 @@ class Collection:
 def load_collection(folder: str) -> Collection:
     """A TREC folder (doc-text.trec, query-text.trec, qrels, as Vaswani's) or a BEIR folder
     (corpus.jsonl, queries.jsonl, qrels/test.tsv)."""
-    from . import datasets
+    from ..evaluation import datasets
 
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"no collection folder {folder!r}")
