@@ -73,9 +73,13 @@ def parse_config(cfg: dict, where: str = "config.json") -> MambaDims:
         raise ValueError(f"{where} must hold a JSON object")
     if "d_model" in cfg and "hidden_size" not in cfg:
         return _parse_mamba_ssm(cfg, where)
-    model_type = cfg.get("model_type", "mamba")
-    if model_type != "mamba":
-        raise ValueError(f"{where}: model_type '{model_type}' is not supported (only Mamba-1, 'mamba')")
+    from .registry import architecture  # the registry imports this module's parsers
+
+    return architecture(cfg.get("model_type", "mamba"), where).parse_config(cfg, where)
+
+
+def parse_transformers_mamba(cfg: dict, where: str = "config.json") -> MambaDims:
+    """Reads a HF MambaConfig dict (model_type "mamba": Mamba-1)."""
     hidden = _int_field(cfg, "hidden_size", where=where)
     eps = cfg.get("layer_norm_epsilon", 1e-5)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
