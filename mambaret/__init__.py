@@ -31,8 +31,16 @@ _INTEGRATIONS = {
     "export_sentence_transformers": ("sentence_transformers", "export"),
 }
 
+# Modules that moved into subpackages and that `import mambaret` loaded before: their old names
+# stay attributes (mambaret.datasets.load_beir, mambaret.quantization.calibrate_ranges).
+_MOVED_MODULES = ("datasets", "quantization")
+
 
 def __getattr__(name: str):
+    if name in _MOVED_MODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     if name == "nn":  # torch modules for training: imported (with torch) only when asked for
         import importlib
 
