@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(HERE, "fuzz"))
 import mambaret as mr  # noqa: E402
 from mambaret import _C  # noqa: E402
 from mambaret._memory import machine_bytes  # noqa: E402
-from mambaret.random_model import write_random_model  # noqa: E402
+from mambaret.arch.random_model import write_random_model  # noqa: E402
 
 
 def cases(tmp: str):

@@ -21,7 +21,7 @@ import numpy as np
 
 import mambaret as mr
 from mambaret import _C
-from mambaret.random_model import write_random_model
+from mambaret.arch.random_model import write_random_model
 
 SYSTEM_CANDIDATES = {
     "Debian OpenBLAS 0.3.21 (pthread)": "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",

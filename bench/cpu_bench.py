@@ -70,8 +70,8 @@ def seqs_for(length: int) -> int:
 # -- model cache ------------------------------------------------------------------------------
 
 def _random_model_module():
-    """mambaret/random_model.py loaded by path: it needs only NumPy, not the compiled extension."""
-    spec = importlib.util.spec_from_file_location("mambaret_random_model", os.path.join(REPO, "mambaret", "random_model.py"))
+    """mambaret/arch/random_model.py loaded by path: it needs only NumPy, not the compiled extension."""
+    spec = importlib.util.spec_from_file_location("mambaret_random_model", os.path.join(REPO, "mambaret", "arch", "random_model.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import mambaret as mr  # noqa: E402
-from mambaret.bm25 import bm25_run  # noqa: E402
-from mambaret.retrieval import load_collection  # noqa: E402
+from mambaret.evaluation.bm25 import bm25_run  # noqa: E402
+from mambaret.search.retrieval import load_collection  # noqa: E402
 from teacher_baseline import print_table  # noqa: E402
 
 METRICS = ["ndcg@10", "mrr@10", "recall@100", "map"]

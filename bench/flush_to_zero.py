@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import mambaret as mr
-    from mambaret.retrieval import load_collection
+    from mambaret.search.retrieval import load_collection
 
     docs = list(load_collection(args.collection).docs.values())[:args.docs]
     encoders = {path: mr.MambaEncoder.from_pretrained(path, threads=1) for path in args.models}

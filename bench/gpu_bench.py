@@ -71,10 +71,10 @@ def main(argv=None):
     import torch
 
     import mambaret as mr
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     if not mr.cuda_available():
-        sys.exit("CUDA is not usable here: " + (mr.cuda._load_cuda_module()[1] or "no GPU"))
+        sys.exit("CUDA is not usable here: " + (mr.encoding.cuda._load_cuda_module()[1] or "no GPU"))
     torch.backends.cuda.matmul.allow_tf32 = False
     device_name = torch.cuda.get_device_name(0)
     bandwidth, gemm_rate = ceilings(torch)

@@ -286,7 +286,7 @@ def _top_k(q: np.ndarray, d: np.ndarray, qids, dids, k: int = 100) -> dict:
 def effectiveness(args, data: dict) -> None:
     import mambaret as mr
     from build_long_docs import read_query_groups
-    from mambaret.datasets import document_text, load_beir
+    from mambaret.evaluation.datasets import document_text, load_beir
 
     corpus, queries, qrels = load_beir(args.collection, args.split)
     dids, texts = list(corpus), [document_text(corpus[d]) for d in corpus]
@@ -296,7 +296,7 @@ def effectiveness(args, data: dict) -> None:
     for engine in args.engines:
         t0 = time.perf_counter()
         if engine == "bm25":
-            from mambaret.bm25 import bm25_run
+            from mambaret.evaluation.bm25 import bm25_run
             runs[engine] = bm25_run(corpus, queries, k=100)
         elif engine == "minilm-chunked":
             m = ChunkedMiniLM(args.threads)
@@ -334,7 +334,7 @@ def training_windows(collection: str, tokenizer_file: str, window_tokens: int, s
     is left out. Returns (pairs, counts per kind: {"kept": n, "left out": n})."""
     from tokenizers import Tokenizer
 
-    from mambaret.datasets import document_text, load_beir
+    from mambaret.evaluation.datasets import document_text, load_beir
 
     corpus, queries, _ = load_beir(collection, split)
     tok = Tokenizer.from_file(tokenizer_file)

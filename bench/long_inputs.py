@@ -36,7 +36,7 @@ def document(tokens: int, hidden: int, layers: int, max_tokens: int, threads: in
     import numpy as np
 
     import mambaret as mr
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     with tempfile.TemporaryDirectory() as folder:
         write_random_model(folder, seed=0, hidden_size=hidden, num_hidden_layers=layers, vocab_size=1024)

@@ -73,7 +73,7 @@ def make_random(folder: str, n: int, dim: int, nq: int, seed: int = 0):
 
 def child_search(method: str, vec_path: str, q_path: str, k: int, repeat: int, multiplier: int) -> dict:
     import mambaret as mr
-    from mambaret.quantization import calibrate_ranges
+    from mambaret.search.quantization import calibrate_ranges
 
     vectors = np.load(vec_path, mmap_mode="r")
     queries = np.load(q_path)
@@ -206,7 +206,7 @@ def section_faiss(args, folder, lines):
 
 
 def _read_texts(path: str, limit=None):
-    from mambaret import datasets
+    from mambaret.evaluation import datasets
     if path.endswith(".jsonl"):
         corpus = datasets.load_beir_corpus(path)
         ids, texts = list(corpus), [datasets.document_text(d) for d in corpus.values()]
@@ -224,7 +224,7 @@ def real_embeddings(args, folder):
     """Normalised embeddings of --corpus (up to --limit documents) and --queries by --model, as
     .npy files in the cache; reused while model, corpus, limit and queries are the same."""
     import mambaret as mr
-    from mambaret.models import resolve_model_path
+    from mambaret.arch.paths import resolve_model_path
 
     model_dir = resolve_model_path(args.model)
     key = {"model": os.path.abspath(model_dir), "corpus": os.path.abspath(args.corpus), "limit": args.limit,
@@ -239,10 +239,10 @@ def real_embeddings(args, folder):
     enc = mr.MambaEncoder.from_pretrained(args.model, threads=args.threads)
     _, docs = _read_texts(args.corpus, args.limit)
     if args.queries.endswith(".jsonl"):
-        queries = list(mr.datasets.load_beir_queries(args.queries).values())
+        queries = list(mr.evaluation.datasets.load_beir_queries(args.queries).values())
     else:
-        queries = list(mr.datasets.load_trec_topics(args.queries).values())
-    from mambaret.corpus import encode_corpus
+        queries = list(mr.evaluation.datasets.load_trec_topics(args.queries).values())
+    from mambaret.encoding.corpus import encode_corpus
     encode_corpus(enc, docs, len(docs), emb_path, batch_size=32, normalize_embeddings=True)
     np.save(q_path, enc.encode_query(queries, normalize_embeddings=True))
     with open(key_path, "w") as f:
@@ -252,7 +252,7 @@ def real_embeddings(args, folder):
 
 def section_recall(args, folder, lines):
     import mambaret as mr
-    from mambaret.quantization import calibrate_ranges
+    from mambaret.search.quantization import calibrate_ranges
 
     emb_path, q_path = real_embeddings(args, folder)
     q = np.load(q_path)
@@ -275,12 +275,12 @@ def section_recall(args, folder, lines):
 
 def section_encode(args, folder, lines):
     import mambaret as mr
-    import mambaret.distributed as mrd
+    import mambaret.encoding.distributed as mrd
     import ray
 
     model = args.model
     if model is None:
-        from mambaret.random_model import write_random_model
+        from mambaret.arch.random_model import write_random_model
         model = os.path.join(folder, "random-model")
         if not os.path.exists(model):
             write_random_model(model, seed=0, tokenizer_json=os.path.join(SHARED, "tokenizers", "gpt-neox-20b.json"),

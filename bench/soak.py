@@ -49,7 +49,7 @@ class Fixture:
         import numpy as np
 
         import mambaret as mr
-        from mambaret.random_model import write_random_model
+        from mambaret.arch.random_model import write_random_model
 
         tokenizer = TOKENIZER if os.path.exists(TOKENIZER) else None
         write_random_model(folder, seed=1, tokenizer_json=tokenizer, hidden_size=DIM, num_hidden_layers=2)

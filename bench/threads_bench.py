@@ -55,8 +55,8 @@ QUICK = dict(busy_docs=100, shape=(64, 2), seqs=2, length=64, main_limit=100, ro
 # -- set-up -------------------------------------------------------------------------------------
 
 def _random_model_module():
-    """mambaret/random_model.py loaded by path: it needs only NumPy, not the compiled extension."""
-    spec = importlib.util.spec_from_file_location("mambaret_random_model", os.path.join(REPO, "mambaret", "random_model.py"))
+    """mambaret/arch/random_model.py loaded by path: it needs only NumPy, not the compiled extension."""
+    spec = importlib.util.spec_from_file_location("mambaret_random_model", os.path.join(REPO, "mambaret", "arch", "random_model.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -132,7 +132,7 @@ def worker(spec: dict) -> dict:
         import contextlib
         import io
 
-        from mambaret.cli import main
+        from mambaret.app.cli import main
 
         # the model and corpus named, so that every build (with or without a default model) runs the same job
         argv = ["encode", spec["model_dir"], VASWANI_DOCS, "--quiet"] + (
@@ -147,7 +147,7 @@ def worker(spec: dict) -> dict:
                 "code": os.path.dirname(mr.__file__)}
     enc = mr.MambaEncoder.from_pretrained(spec["model_dir"], threads=spec["threads"], max_tokens=8192)
     if spec["kind"] == "vaswani":
-        from mambaret.datasets import load_trec_docs
+        from mambaret.evaluation.datasets import load_trec_docs
 
         inputs = list(load_trec_docs(VASWANI_DOCS).values())[:spec["docs"]]
         tokens = sum(len(x) for x in enc.tokenize(inputs))

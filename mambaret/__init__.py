@@ -5,18 +5,18 @@
     emb = enc.encode(["a passage", "another"], normalize_embeddings=True)
 """
 from ._native import configure_blas, default_threads, show_config
-from .build import build_index
-from .checkpoint import parse_config, read_config
-from .cuda import cuda_available
-from .encoder import MambaEncoder
-from .evaluate import evaluate, evaluate_by_group
-from .fusion import fuse
-from .index import FlatIndex
+from .arch.config import parse_config, read_config
+from .encoding.cuda import cuda_available
+from .encoding.encoder import MambaEncoder
+from .encoding.tokenization import PackedBatch
+from .evaluation.fusion import fuse
+from .evaluation.metrics import evaluate, evaluate_by_group
 from .models import DEFAULT_MODEL
-from .quantization import quantize_embeddings
-from .quantized_index import BinaryFlatIndex, Int8FlatIndex
-from .similarity import semantic_search, similarity
-from .tokenization import PackedBatch
+from .search.build import build_index
+from .search.codes import BinaryFlatIndex, Int8FlatIndex
+from .search.index import FlatIndex
+from .search.quantization import quantize_embeddings
+from .search.similarity import semantic_search, similarity
 
 __version__ = "0.1.0"
 
@@ -31,8 +31,16 @@ _INTEGRATIONS = {
     "export_sentence_transformers": ("sentence_transformers", "export"),
 }
 
+# Modules that moved into subpackages and that `import mambaret` loaded before: their old names
+# stay attributes (mambaret.datasets.load_beir, mambaret.quantization.calibrate_ranges).
+_MOVED_MODULES = ("datasets", "quantization")
+
 
 def __getattr__(name: str):
+    if name in _MOVED_MODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     if name == "nn":  # torch modules for training: imported (with torch) only when asked for
         import importlib
 

@@ -106,7 +106,7 @@ def default_threads(threads: int | None = None) -> int:
 
 def show_config(print_out: bool = True) -> dict:
     """Reports the BLAS, the SIMD path, threads and whether the CUDA module can run."""
-    from .cuda import cuda_available
+    from .encoding.cuda import cuda_available
 
     info = dict(_C.build_info())
     if info.get("openmp"):

@@ -52,7 +52,7 @@ Collection format (the folder written)
     queries_meta.jsonl       {"_id", "doc", "kind", "needle", "position", "bucket", "split",
                               "tokens" (the document's)}
     stats.json               the build's settings and counts per bucket, kind and split
-Read it with ``mambaret.datasets.load_beir(folder, split)`` or the TREC loaders, and
+Read it with ``mambaret.evaluation.datasets.load_beir(folder, split)`` or the TREC loaders, and
 :func:`read_query_groups` for the per-bucket / per-position breakdown of
 ``mambaret.evaluate_by_group``.
 """

@@ -88,7 +88,7 @@ def assert_close_to_reference(ours: np.ndarray, ref: np.ndarray, rel_l2: float, 
 @pytest.fixture
 def tiny_model_dir(tmp_path_factory):
     """A small seeded random checkpoint written without torch (fast)."""
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     path = tmp_path_factory.mktemp("tiny")
     return write_random_model(str(path), seed=3, hidden_size=24, num_hidden_layers=2, vocab_size=300,

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from mambaret.bm25 import BM25, bm25_run
+from mambaret.evaluation.bm25 import BM25, bm25_run
 
 CORPUS = {
     "cats": "cats purr and cats sleep all day",

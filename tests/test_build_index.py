@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import mambaret as mr
-from mambaret.build import recall_at_k
-from mambaret.shards import MANIFEST, ShardWriter, iter_embedding_shards, load_shards
+from mambaret.search.build import recall_at_k
+from mambaret.encoding.shards import MANIFEST, ShardWriter, iter_embedding_shards, load_shards
 
 pytest.importorskip("pyarrow")
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, shared_file
-from mambaret.cli import main
-from mambaret.random_model import write_random_model
+from mambaret.app.cli import main
+from mambaret.arch.random_model import write_random_model
 from tiny_collection import DOCS, QRELS, TOPICS
 
 
@@ -73,8 +73,8 @@ def test_eval_table(model_dir, collection, capsys):
 
 def test_eval_table_has_the_fusion_row(model_dir, collection, capsys):
     pytest.importorskip("bm25s")
-    from mambaret.bm25 import bm25_run
-    from mambaret.datasets import load_trec_run
+    from mambaret.evaluation.bm25 import bm25_run
+    from mambaret.evaluation.datasets import load_trec_run
     import mambaret as mr
 
     run_path = collection / "model.run"
@@ -83,7 +83,7 @@ def test_eval_table_has_the_fusion_row(model_dir, collection, capsys):
     rows = {line.split("  ")[0].strip(): line.split()[-4:] for line in capsys.readouterr().out.splitlines()[2:]}
     fusion = next(name for name in rows if name.startswith("fusion (zscore"))
     # the row is the fusion of the two runs the other rows score
-    from mambaret.retrieval import load_collection
+    from mambaret.search.retrieval import load_collection
     coll = load_collection(str(collection))
     fused = mr.fuse([load_trec_run(str(run_path)), bm25_run(coll.docs, coll.queries, k=1000)], method="zscore")
     expected = mr.evaluate(fused, coll.qrels)
@@ -95,8 +95,8 @@ def test_eval_table_has_the_fusion_row(model_dir, collection, capsys):
 def test_search_hybrid_fuses_dense_and_bm25(model_dir, collection, tmp_path):
     pytest.importorskip("bm25s")
     import mambaret as mr
-    from mambaret.bm25 import bm25_run
-    from mambaret.datasets import load_trec_run, load_trec_topics
+    from mambaret.evaluation.bm25 import bm25_run
+    from mambaret.evaluation.datasets import load_trec_run, load_trec_topics
 
     docs = collection / "doc-text.trec"
     index = tmp_path / "docs.index"
@@ -106,7 +106,7 @@ def test_search_hybrid_fuses_dense_and_bm25(model_dir, collection, tmp_path):
     assert main(["search", model_dir, str(index), topics, "-k", "3", "-o", str(dense)]) == 0
     assert main(["search", model_dir, str(index), topics, "-k", "2", "-o", str(hybrid), "--hybrid", str(docs)]) == 0
     queries = load_trec_topics(topics)
-    sparse = bm25_run(mr.datasets.load_trec_docs(str(docs)), queries, k=100)
+    sparse = bm25_run(mr.evaluation.datasets.load_trec_docs(str(docs)), queries, k=100)
     expected = mr.fuse([load_trec_run(str(dense)), sparse], method="rrf", top_k=2)
     got = load_trec_run(str(hybrid))
     assert set(got) == {"1", "2"}
@@ -159,9 +159,9 @@ def test_installed_entry_point_help():
 
 def test_encode_shows_progress_on_a_terminal_unless_quiet(model_dir, collection, monkeypatch, capsys):
     """A small corpus gets a progress bar on a terminal too; only --quiet hides it."""
-    import mambaret.encoder
+    import mambaret.encoding.encoder
 
-    monkeypatch.setattr(mambaret.encoder, "_is_interactive", lambda: True)
+    monkeypatch.setattr(mambaret.encoding.encoder, "_is_interactive", lambda: True)
     corpus = str(collection / "doc-text.trec")
     assert main(["encode", model_dir, corpus, "--threads", "1"]) == 0
     assert "Encoding corpus" in capsys.readouterr().err
@@ -172,7 +172,7 @@ def test_encode_shows_progress_on_a_terminal_unless_quiet(model_dir, collection,
 def test_encode_and_index_apply_the_same_document_prompt(model_dir, collection, tmp_path, capsys):
     """`encode` and `index` embed documents alike for a model with prompts."""
     import mambaret as mr
-    from mambaret.index import FlatIndex
+    from mambaret.search.index import FlatIndex
 
     enc = mr.MambaEncoder.from_pretrained(model_dir, threads=1, prompts={"query": "query: ", "document": "passage: "})
     folder = mr.export_sentence_transformers(enc, str(tmp_path / "st"))

@@ -10,7 +10,7 @@ import pytest
 import mambaret as mr
 from mambaret import _C
 from mambaret._memory import machine_bytes
-from mambaret.random_model import write_random_model
+from mambaret.arch.random_model import write_random_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

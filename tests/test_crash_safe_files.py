@@ -135,9 +135,9 @@ def test_replaced_mmap_keeps_searching_the_mapped_file(tmp_path):
 
 
 def test_encode_corpus_npy_is_replaced_only_when_complete(tmp_path):
-    from mambaret.corpus import encode_corpus
+    from mambaret.encoding.corpus import encode_corpus
 
-    from mambaret.tokenization import TruncationStats
+    from mambaret.encoding.tokenization import TruncationStats
 
     class FailingEncoder:
         truncation, max_length = TruncationStats(), None

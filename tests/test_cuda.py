@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import mambaret as mr
-from mambaret.cuda import _load_cuda_module
+from mambaret.encoding.cuda import _load_cuda_module
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not mr.cuda_available(),
@@ -75,7 +75,7 @@ def test_float32_matches_transformers_on_gpu(torch_gpu, tmp_path, name, cfg):
 
 
 def test_gpu_float32_matches_cpu_engine(tmp_path):
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     path = write_random_model(str(tmp_path / "m"), seed=5, hidden_size=96, num_hidden_layers=3, vocab_size=500)
     cpu = mr.MambaEncoder.from_pretrained(path, threads=2)
@@ -119,7 +119,7 @@ def test_reduced_precision_embeddings_are_close_to_float32(tmp_path, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_micro_batches_match_one_pass(tmp_path, dtype):
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     path = write_random_model(str(tmp_path / "m"), seed=9, hidden_size=64, num_hidden_layers=2, vocab_size=200,
                               state_size=8, conv_kernel=4)
@@ -138,7 +138,7 @@ def test_micro_batches_match_one_pass(tmp_path, dtype):
 
 def test_dlpack_round_trip_with_torch_streams(torch_gpu, tmp_path):
     torch = torch_gpu
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     path = write_random_model(str(tmp_path / "m"), seed=2, hidden_size=64, num_hidden_layers=2, vocab_size=100)
     enc = mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="float32")
@@ -174,7 +174,7 @@ def test_dlpack_round_trip_with_torch_streams(torch_gpu, tmp_path):
 
 def test_bad_input_is_an_exception(torch_gpu, tmp_path):
     torch = torch_gpu
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     path = write_random_model(str(tmp_path / "m"), seed=1, hidden_size=32, num_hidden_layers=1, vocab_size=50)
     enc = mr.MambaEncoder.from_pretrained(path, device="cuda")
@@ -199,7 +199,7 @@ def test_bad_input_is_an_exception(torch_gpu, tmp_path):
 
 def test_allocation_failure_is_memory_error(torch_gpu, tmp_path):
     torch = torch_gpu
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     path = write_random_model(str(tmp_path / "m"), seed=1, hidden_size=256, num_hidden_layers=1, vocab_size=50)
     enc = mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="float32")
@@ -225,7 +225,7 @@ def _sanitizer():
 
 @pytest.mark.skipif(_sanitizer() is None, reason="compute-sanitizer is not on PATH")
 def test_compute_sanitizer_memcheck_is_clean(tmp_path):
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     path = write_random_model(str(tmp_path / "m"), seed=4, hidden_size=40, num_hidden_layers=2, vocab_size=60,
                               state_size=4, conv_kernel=3)
@@ -248,7 +248,7 @@ def test_compute_sanitizer_memcheck_is_clean(tmp_path):
 
 
 def _write(tmp_path, name, **cfg):
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     return write_random_model(str(tmp_path / name), **cfg)
 
@@ -324,7 +324,7 @@ def test_wide_models_large_states_and_k1_match_transformers(torch_gpu, tmp_path,
 
 
 def _small_gpu_encoder(tmp_path, seed=3, hidden_size=64, **kwargs):
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     path = write_random_model(str(tmp_path / f"m{seed}"), seed=seed, hidden_size=hidden_size, num_hidden_layers=2,
                               vocab_size=100)
@@ -388,8 +388,8 @@ def test_per_thread_streams_from_two_threads_share_one_model(torch_gpu, tmp_path
 
 def test_failed_weight_upload_does_not_poison_the_next_forward(torch_gpu, tmp_path):
     torch = torch_gpu
-    from mambaret.cuda_backend import upload
-    from mambaret.random_model import write_random_model
+    from mambaret.encoding.cuda_backend import upload
+    from mambaret.arch.random_model import write_random_model
 
     enc = _small_gpu_encoder(tmp_path, device="cuda")
     seqs = _sequences(100, (10, 50), seed=2)

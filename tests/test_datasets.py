@@ -4,7 +4,7 @@ import json
 import pytest
 from conftest import shared_file
 
-from mambaret import datasets
+from mambaret.evaluation import datasets
 
 
 def vaswani(name):

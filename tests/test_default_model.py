@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import mambaret as mr
-from mambaret import cli
-from mambaret.cli import build_parser, main
-from mambaret.models import DEFAULT_MODEL, resolve_model_path
+from mambaret.app import cli
+from mambaret.app.cli import build_parser, main
+from mambaret.models import DEFAULT_MODEL
+from mambaret.arch.paths import resolve_model_path
 from tiny_collection import DOCS, QRELS, TOPICS
 
 TEXTS = ["hello world", "what is a state space model?", "x",
@@ -63,7 +64,7 @@ def test_the_name_default_resolves_unless_a_path_of_that_name_exists(encoder, tm
     loaded = mr.MambaEncoder.from_pretrained("default", threads=1)
     assert loaded.model_dir == DEFAULT_MODEL
     np.testing.assert_array_equal(loaded.encode(TEXTS[:2]), encoder.encode(TEXTS[:2]))
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     write_random_model(str(tmp_path / "default"), seed=1, hidden_size=8, num_hidden_layers=1, vocab_size=40)
     assert resolve_model_path("default") == "default"  # an existing path wins
@@ -72,7 +73,7 @@ def test_the_name_default_resolves_unless_a_path_of_that_name_exists(encoder, tm
 
 def test_training_and_ray_entry_points_resolve_default(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from mambaret.distributed import _check_model_folder
+    from mambaret.encoding.distributed import _check_model_folder
 
     assert _check_model_folder("default") == DEFAULT_MODEL
     pytest.importorskip("torch")

@@ -88,7 +88,7 @@ def test_pooling_layer_arithmetic():
     finally:
         sys.path.remove(str(RECIPE))
     from mambaret.nn import MambaModel
-    from mambaret.random_model import random_config
+    from mambaret.arch.random_model import random_config
 
     rng = np.random.default_rng(0)
     vocab, hidden = 50, 32
@@ -239,7 +239,7 @@ def test_heldout_per_query_scores_and_paired_bootstrap():
         from heldout_eval import ndcg_at_10_per_query, paired_bootstrap
     finally:
         sys.path.remove(str(RECIPE))
-    from mambaret.evaluate import evaluate
+    from mambaret.evaluation.metrics import evaluate
     rng = np.random.default_rng(3)
     passages = rng.normal(size=(200, 16))
     passages /= np.linalg.norm(passages, axis=1, keepdims=True)

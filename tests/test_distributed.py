@@ -1,4 +1,4 @@
-"""mambaret.distributed on a two-node Ray cluster on this machine: the embeddings equal the
+"""mambaret.encoding.distributed on a two-node Ray cluster on this machine: the embeddings equal the
 single-process ones, in order, with no row lost or repeated, also when an actor dies mid-job;
 bad input gives clear errors and no shard folder that looks complete.
 
@@ -28,8 +28,8 @@ def run_scenarios(out: str, model_dir: str) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    import mambaret.distributed as mrd
-    from mambaret import cli
+    import mambaret.encoding.distributed as mrd
+    from mambaret.app import cli
 
     results = {}
 
@@ -131,7 +131,7 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(TOKENIZER), reason="needs ../
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     path = str(tmp_path_factory.mktemp("model") / "tiny")
     write_random_model(path, seed=3, tokenizer_json=TOKENIZER, hidden_size=32, num_hidden_layers=2)
@@ -165,7 +165,7 @@ def result(ray_run, name):
 
 
 def check_folder(folder, expected, ids=IDS):
-    from mambaret.shards import load_shards
+    from mambaret.encoding.shards import load_shards
 
     got_ids, embeddings = load_shards(folder)
     assert got_ids.tolist() == ids  # in order, none lost, none repeated
@@ -204,7 +204,7 @@ def test_unreachable_address_fails_fast(monkeypatch):
 
     import ray
 
-    import mambaret.distributed as mrd
+    import mambaret.encoding.distributed as mrd
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     with socket.socket() as s:  # a port nothing listens on

@@ -272,7 +272,7 @@ def test_empty_batch(encoder):
 def test_released_checkpoint_pages_still_read_back(tiny_model_dir):
     """Loading hands each tensor's mapped file pages back once copied; a view kept past that
     still reads the file's values (the pages fault back in)."""
-    from mambaret.checkpoint import iter_weights
+    from mambaret.arch.weights import iter_weights
 
     expected = load_file(os.path.join(tiny_model_dir, "model.safetensors"))
     kept = []
@@ -353,7 +353,7 @@ def test_vocab_padded_as_mamba_ssm_does_loads_quietly(tmp_path, config):
     """The hub's Mamba checkpoints say vocab_size 50277 and hold 50280 rows (padded to a multiple of 8)."""
     import warnings
 
-    from mambaret.random_model import write_random_model
+    from mambaret.arch.random_model import write_random_model
 
     path = write_random_model(str(tmp_path / "m"), seed=1, hidden_size=8, num_hidden_layers=1, vocab_size=50280,
                               state_size=4)

@@ -4,7 +4,7 @@ import pytest
 from conftest import shared_file
 
 import mambaret as mr
-from mambaret import datasets
+from mambaret.evaluation import datasets
 
 # our name -> pytrec_eval's measure and result key
 PYTREC = {
@@ -115,7 +115,7 @@ def test_bad_runs_and_qrels():
 
 def test_vaswani_bm25_run_matches_pytrec_eval(tmp_path):
     pytest.importorskip("bm25s")
-    from mambaret.bm25 import bm25_run
+    from mambaret.evaluation.bm25 import bm25_run
 
     qrels = datasets.load_qrels(shared_file("vaswani", "qrels"))
     run = bm25_run(datasets.load_trec_docs(shared_file("vaswani", "doc-text.trec")),

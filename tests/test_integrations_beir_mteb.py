@@ -10,7 +10,7 @@ import pytest
 import mambaret as mr
 from mambaret.integrations.beir import BeirEncoder, corpus_texts
 from mambaret.integrations.mteb import MtebEncoder
-from mambaret.random_model import write_random_model
+from mambaret.arch.random_model import write_random_model
 
 PROMPTS = {"query": "query: ", "document": "passage: "}
 CORPUS = {

@@ -12,7 +12,7 @@ import pytest
 
 import mambaret as mr
 from mambaret.integrations.langchain import LANGCHAIN_AVAILABLE, MambaEmbeddings
-from mambaret.random_model import write_random_model
+from mambaret.arch.random_model import write_random_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = {"query": "query: ", "document": "passage: "}
@@ -122,7 +122,7 @@ def test_hybrid_retriever_is_the_fusion_of_dense_and_bm25(encoder, method):
     pytest.importorskip("bm25s")
     from langchain_core.retrievers import BaseRetriever
 
-    from mambaret.bm25 import bm25_run
+    from mambaret.evaluation.bm25 import bm25_run
     from mambaret.integrations.langchain import MambaHybridRetriever
 
     retriever = MambaHybridRetriever.from_texts(DOCS, encoder, metadatas=[{"n": i} for i in range(len(DOCS))],

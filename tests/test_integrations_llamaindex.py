@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mambaret as mr
-from mambaret.random_model import write_random_model
+from mambaret.arch.random_model import write_random_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = {"query": "query: ", "document": "passage: "}

@@ -11,8 +11,8 @@ import pytest
 
 import mambaret as mr
 from mambaret.integrations.sentence_transformers import export
-from mambaret.st_folder import read_folder
-from mambaret.random_model import write_random_model
+from mambaret.arch.st_folder import read_folder
+from mambaret.arch.random_model import write_random_model
 
 PROMPTS = {"query": "query: ", "document": "passage: "}
 TEXTS = ["hello world", "Mamba encoders read left to right, so the last token sees the whole text.",

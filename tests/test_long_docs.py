@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import mambaret as mr
-from mambaret import datasets
+from mambaret.evaluation import datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
@@ -209,7 +209,7 @@ def test_splits_and_formats_agree(built):
 
 def test_bm25_by_group_on_the_collection(built):
     pytest.importorskip("bm25s")
-    from mambaret.bm25 import bm25_run
+    from mambaret.evaluation.bm25 import bm25_run
 
     out, _ = built
     corpus, queries, qrels = datasets.load_beir(out, "test")

@@ -41,7 +41,7 @@ def test_sdist_installs_and_runs(sdist, tmp_path):
     script = (
         "import numpy as np, mambaret as mr, sys\n"
         "assert mr.__file__.startswith(sys.argv[1]), mr.__file__\n"
-        "from mambaret.random_model import write_random_model\n"
+        "from mambaret.arch.random_model import write_random_model\n"
         "path = write_random_model(sys.argv[2], seed=0, hidden_size=16, num_hidden_layers=1, vocab_size=50)\n"
         "enc = mr.MambaEncoder.from_pretrained(path, threads=1)\n"
         "print(enc.encode([[1, 2, 3]]).shape)\n"

@@ -7,7 +7,7 @@ import pytest
 
 import mambaret as mr
 from mambaret import _C
-from mambaret.quantization import binary_to_ubinary, calibrate_ranges
+from mambaret.search.quantization import binary_to_ubinary, calibrate_ranges
 
 WIDTHS = [1, 7, 8, 15, 16, 31, 32, 33, 63, 64, 65, 96, 100, 129]
 

@@ -6,7 +6,8 @@ import pytest
 
 import mambaret as mr
 from mambaret import _C
-from mambaret.checkpoint import core_tensor, hf_name, read_config, tensor_kinds, tensor_shape
+from mambaret.arch.config import read_config
+from mambaret.arch.weights import core_tensor, hf_name, tensor_kinds, tensor_shape
 
 HF_NAMES = {"embeddings.weight", "norm_f.weight", "norm.weight", "mixer.in_proj.weight", "mixer.in_proj.bias",
             "mixer.conv1d.weight", "mixer.conv1d.bias", "mixer.x_proj.weight", "mixer.dt_proj.weight",

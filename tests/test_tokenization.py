@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mambaret as mr
-from mambaret.random_model import write_random_model
+from mambaret.arch.random_model import write_random_model
 
 # ids from ../shared/data/tokenizers/gpt-neox-20b.json, without special tokens
 PINNED = {
@@ -97,7 +97,7 @@ def _varied_texts(seed: int, count: int) -> list[str]:
 def tokenizers_pair(tokenizer_json):
     from tokenizers import Tokenizer
 
-    from mambaret.tokenization import TextTokenizer
+    from mambaret.encoding.tokenization import TextTokenizer
 
     return Tokenizer.from_file(str(tokenizer_json)), TextTokenizer.from_file(str(tokenizer_json))
 
@@ -106,7 +106,7 @@ def tokenizers_pair(tokenizer_json):
 def test_truncating_while_tokenizing_gives_the_whole_texts_ids(tokenizers_pair, max_length):
     """With max_length a long text is tokenized only up to a cut; its ids are those of the
     whole text, cut by the rule ids[:max_length-1] + [eos]."""
-    from mambaret.tokenization import TruncationStats
+    from mambaret.encoding.tokenization import TruncationStats
 
     whole, ours = tokenizers_pair
     assert ours.cuts_cleanly
@@ -125,7 +125,7 @@ def test_truncating_while_tokenizing_gives_the_whole_texts_ids(tokenizers_pair, 
 def test_long_text_is_not_tokenized_whole(encoder, tokenizer_json):
     """A 1M-character text with max_length=512 is tokenized only up to a few thousand
     characters (it took seconds and gigabytes when tokenized whole)."""
-    from mambaret.tokenization import TextTokenizer
+    from mambaret.encoding.tokenization import TextTokenizer
 
     seen: list[int] = []
 
@@ -148,7 +148,7 @@ def test_long_text_is_not_tokenized_whole(encoder, tokenizer_json):
     text = "The quick brown fox jumps over the lazy dog. " * 22_000
     expected = tok.tokenizer.encode(text[:20_000], add_special_tokens=False).ids[:511] + [EOS]
     tok.tokenizer = Recording(tok.tokenizer)
-    stats = mr.tokenization.TruncationStats()
+    stats = mr.encoding.tokenization.TruncationStats()
     assert tok.encode([text], 512, stats) == [expected]
     assert max(seen) < 10_000 and stats.truncated == 1
 

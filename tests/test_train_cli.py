@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 
 from train_support import synthetic_pairs, write_pairs_jsonl, write_tiny_model  # noqa: E402
 
-from mambaret.cli import main  # noqa: E402
+from mambaret.app.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_import_and_cli_parser_never_import_torch():
 
     from conftest import REPO_ROOT
 
-    code = ("import sys, mambaret, mambaret.cli; mambaret.cli.build_parser().parse_args(['train', 'm', '--train', 'x', "
+    code = ("import sys, mambaret, mambaret.app.cli; mambaret.app.cli.build_parser().parse_args(['train', 'm', '--train', 'x', "
             "'--output', 'o']); assert 'torch' not in sys.modules, 'torch was imported'")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(REPO_ROOT))

@@ -16,7 +16,7 @@ pytest.importorskip("accelerate")
 
 from train_support import synthetic_pairs, write_tiny_model  # noqa: E402
 
-from mambaret.tokenization import TruncationStats  # noqa: E402
+from mambaret.encoding.tokenization import TruncationStats  # noqa: E402
 from mambaret.train import Trainer, TrainExample, TrainingArguments, load_model, load_tokenizer  # noqa: E402
 
 try:

@@ -6,7 +6,7 @@ import json
 import os
 import random
 
-from mambaret.random_model import write_random_model
+from mambaret.arch.random_model import write_random_model
 
 COMMON = [f"c{i}" for i in range(100)]
 RARE = [f"r{i}" for i in range(60)]

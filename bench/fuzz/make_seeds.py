@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from mambaret import FlatIndex  # noqa: E402
-from mambaret.random_model import random_config, random_weights  # noqa: E402
+from mambaret.arch.random_model import random_config, random_weights  # noqa: E402
 
 
 def safetensors_bytes(tensors: dict) -> bytes:

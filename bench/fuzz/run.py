@@ -40,8 +40,9 @@ def child(target: str, libfuzzer_args: list[str]) -> None:
 
     with atheris.instrument_imports(include=["mambaret"]):
         import mambaret  # noqa: F401 - instrumented for coverage
-        import mambaret.checkpoint, mambaret.datasets, mambaret.encoder, mambaret.index  # noqa: E401,F401
-        import mambaret.tokenization  # noqa: F401
+        import mambaret.arch.config, mambaret.arch.weights, mambaret.arch.loader  # noqa: E401,F401
+        import mambaret.evaluation.datasets, mambaret.encoding.encoder, mambaret.search.index  # noqa: E401,F401
+        import mambaret.encoding.tokenization  # noqa: F401
         if target == "train_jsonl":  # its package loads torch: only where it is fuzzed
             import mambaret.train.data  # noqa: F401
     sys.path.insert(0, HERE)

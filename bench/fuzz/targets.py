@@ -45,7 +45,7 @@ def _folder(name: str, files: dict) -> str:
 # ------------------------------------------------------------------ model files
 
 def safetensors(data: bytes) -> None:
-    from mambaret.checkpoint import _read_safetensors
+    from mambaret.arch.weights import _read_safetensors
 
     for name, tensor in _read_safetensors(_file("model.safetensors", data)):
         float(np.asarray(tensor.array, dtype=np.float64).sum())  # touch every byte it claims
@@ -53,14 +53,14 @@ def safetensors(data: bytes) -> None:
 
 
 def config(data: bytes) -> None:
-    from mambaret.checkpoint import read_config
+    from mambaret.arch.config import read_config
 
     dims = read_config(_folder("config", {"config.json": data}))
     dims.core_config(vocab_rows=dims.vocab_size)
 
 
 def tokenizer(data: bytes) -> None:
-    from mambaret.tokenization import TextTokenizer, TruncationStats
+    from mambaret.encoding.tokenization import TextTokenizer, TruncationStats
 
     tok = TextTokenizer.from_file(_file("tokenizer.json", data), eos_token_id=0)
     tok.encode(["a state space model", "", "Ünïcödé ✓"], max_length=8, stats=TruncationStats())
@@ -68,7 +68,7 @@ def tokenizer(data: bytes) -> None:
 
 def model_folder(data: bytes) -> None:
     """A whole checkpoint: the first 4 bytes split the input into config.json and safetensors."""
-    from mambaret.encoder import load_core_model
+    from mambaret.arch.loader import load_core_model
 
     if len(data) < 4:
         raise ValueError("too short")
@@ -100,26 +100,26 @@ def npy_index(data: bytes) -> None:
 # ------------------------------------------------------------------ collections
 
 def trec_topics(data: bytes) -> None:
-    from mambaret.datasets import load_trec_topics
+    from mambaret.evaluation.datasets import load_trec_topics
 
     load_trec_topics(_file("topics.txt", data))
 
 
 def trec_docs(data: bytes) -> None:
-    from mambaret.datasets import load_trec_docs
+    from mambaret.evaluation.datasets import load_trec_docs
 
     load_trec_docs(_file("docs.trec", data))
 
 
 def trec_qrels(data: bytes) -> None:
-    from mambaret.datasets import load_qrels
+    from mambaret.evaluation.datasets import load_qrels
 
     load_qrels(_file("qrels.txt", data))
 
 
 def trec_run(data: bytes) -> None:
     from mambaret import evaluate
-    from mambaret.datasets import load_trec_run
+    from mambaret.evaluation.datasets import load_trec_run
 
     run = load_trec_run(_file("run.txt", data))
     if run:
@@ -127,20 +127,20 @@ def trec_run(data: bytes) -> None:
 
 
 def beir_corpus(data: bytes) -> None:
-    from mambaret.datasets import document_text, load_beir_corpus
+    from mambaret.evaluation.datasets import document_text, load_beir_corpus
 
     for doc in load_beir_corpus(_file("corpus.jsonl", data)).values():
         document_text(doc)
 
 
 def beir_queries(data: bytes) -> None:
-    from mambaret.datasets import load_beir_queries
+    from mambaret.evaluation.datasets import load_beir_queries
 
     load_beir_queries(_file("queries.jsonl", data))
 
 
 def beir_qrels(data: bytes) -> None:
-    from mambaret.datasets import load_beir_qrels
+    from mambaret.evaluation.datasets import load_beir_qrels
 
     load_beir_qrels(_file("test.tsv", data))
 
@@ -161,8 +161,8 @@ _MODEL = None
 def _tiny_model():
     global _MODEL
     if _MODEL is None:
-        from mambaret.encoder import load_core_model
-        from mambaret.random_model import write_random_model
+        from mambaret.arch.loader import load_core_model
+        from mambaret.arch.random_model import write_random_model
 
         folder = write_random_model(os.path.join(_SCRATCH, "tiny"), hidden_size=8, num_hidden_layers=1,
                                     vocab_size=64)
@@ -191,8 +191,8 @@ def packed_batch(data: bytes) -> None:
 
 def token_ids(data: bytes) -> None:
     """Token-id lists through the encoder's Python checks into the C core."""
-    from mambaret.encoder import MambaEncoder
-    from mambaret.checkpoint import read_config
+    from mambaret.encoding.encoder import MambaEncoder
+    from mambaret.arch.config import read_config
 
     model = _tiny_model()
     encoder = MambaEncoder(model, read_config(os.path.join(_SCRATCH, "tiny")), threads=1, max_tokens=7)

@@ -8,7 +8,7 @@ import os
 def load_encoder(model, model_kwargs: dict | None):
     """A MambaEncoder as given, or loaded from a path / hub id / "default" (the packaged model) with
     model_kwargs."""
-    from ..encoder import MambaEncoder
+    from ..encoding.encoder import MambaEncoder
 
     if isinstance(model, MambaEncoder):
         if model_kwargs:

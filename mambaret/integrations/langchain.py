@@ -86,7 +86,7 @@ class MambaEmbeddings(_EmbeddingsBase):
 
 def _hybrid_run(encoder, index, bm25, query: str, method: str, weights, k: int, depth: int) -> dict:
     """The fused run of one query: the dense ranking and BM25's, each ``depth`` deep, cut to k."""
-    from ..fusion import fuse
+    from ..evaluation.fusion import fuse
 
     vector = encoder.encode_query([query], normalize_embeddings=True, show_progress_bar=False)
     scores, ids = index.search(vector, k=min(depth, index.ntotal))
@@ -124,8 +124,8 @@ if LANGCHAIN_AVAILABLE:
                            bm25_kwargs: dict[str, Any] | None = None, batch_size: int = 32,
                            **kwargs: Any) -> "MambaHybridRetriever":
             """Encodes and BM25-indexes ``documents`` (LangChain Documents) in one call."""
-            from ..bm25 import BM25
-            from ..index import FlatIndex
+            from ..evaluation.bm25 import BM25
+            from ..search.index import FlatIndex
 
             documents = list(documents)
             if not documents:

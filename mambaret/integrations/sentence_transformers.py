@@ -1,4 +1,4 @@
-"""sentence-transformers model folders written from a MambaEncoder (mambaret.st_folder reads
+"""sentence-transformers model folders written from a MambaEncoder (mambaret.arch.st_folder reads
 them back).
 
 The folder is the usual layout that `SentenceTransformer(folder)` loads:
@@ -21,8 +21,9 @@ import os
 
 import numpy as np
 
-from ..checkpoint import core_tensor, hf_name, iter_weights, read_config
-from ..st_folder import _LEGACY_POOLING_KEYS, _POOLING_TO_ST, NORMALIZE_TYPE, POOLING_TYPE, TRANSFORMER_TYPE
+from ..arch.config import read_config
+from ..arch.weights import core_tensor, hf_name, iter_weights
+from ..arch.st_folder import _LEGACY_POOLING_KEYS, _POOLING_TO_ST, NORMALIZE_TYPE, POOLING_TYPE, TRANSFORMER_TYPE
 
 
 # ------------------------------------------------------------------------------------------

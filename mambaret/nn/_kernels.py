@@ -32,7 +32,7 @@ def cuda_available() -> bool:
     native = _native()
     if native is None or not hasattr(native, "cuda_train_selective_scan"):
         return False
-    from ..cuda import cuda_available as module_usable
+    from ..encoding.cuda import cuda_available as module_usable
 
     return module_usable()
 

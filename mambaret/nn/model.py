@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import MambaDims, core_tensor, iter_weights, parse_config, read_config
+from ..arch.config import MambaDims, parse_config, read_config
+from ..arch.weights import core_tensor, iter_weights
 from .functional import check_offsets, conv_silu, selective_scan
 
 
@@ -155,7 +156,7 @@ class MambaModel(nn.Module):
         """Reads every layout MambaEncoder reads (HF or mamba_ssm config; safetensors single or
         sharded, or pytorch_model.bin; fp32, fp16 or bf16 weights, loaded as float32); "default"
         is the packaged default model (mambaret.DEFAULT_MODEL) unless a path of that name exists."""
-        from ..models import resolve_model_path
+        from ..arch.paths import resolve_model_path
 
         model_dir = resolve_model_path(model_dir)
         dims = read_config(model_dir)

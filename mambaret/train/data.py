@@ -71,7 +71,7 @@ def load_jsonl_pairs(path: str) -> list[TrainExample]:
 def load_beir_pairs(folder: str, split: str = "train") -> tuple[list[TrainExample], dict[str, str]]:
     """(examples, corpus texts) from a BEIR folder: one example per judged (query, document)
     pair with relevance > 0 in qrels/<split>.tsv. The corpus is the pool for mining negatives."""
-    from .. import datasets
+    from ..evaluation import datasets
 
     corpus, queries, qrels = datasets.load_beir(folder, split=split)
     texts = {doc_id: datasets.document_text(doc) for doc_id, doc in corpus.items()}
@@ -125,7 +125,7 @@ def mine_hard_negative_ids(embed_texts, examples: list[TrainExample], pool: list
 
     embed_texts(list[str]) -> float32 [n, d] normalised NumPy embeddings.
     """
-    from ..index import FlatIndex
+    from ..search.index import FlatIndex
 
     if not pool:
         raise ValueError("the pool to mine hard negatives from is empty")

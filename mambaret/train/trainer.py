@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..tokenization import TextTokenizer, TruncationStats
+from ..encoding.tokenization import TextTokenizer, TruncationStats
 from . import saving
 from .data import TrainExample, batches_per_epoch, epoch_order, mine_hard_negative_ids, mining_pool
 from .losses import (CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss, kl_distillation_loss,
@@ -104,8 +104,8 @@ def set_rng_state(state: dict) -> None:
 def resolve_model_dir(path: str) -> str:
     """The checkpoint folder of an HF folder or of a sentence-transformers folder ("default":
     the packaged default model, unless a path of that name exists)."""
-    from ..models import resolve_model_path
-    from ..st_folder import is_sentence_transformers_folder, read_folder
+    from ..arch.paths import resolve_model_path
+    from ..arch.st_folder import is_sentence_transformers_folder, read_folder
 
     path = resolve_model_path(path)
 
@@ -120,7 +120,7 @@ def resolve_model_dir(path: str) -> str:
 
 def load_tokenizer(model_dir: str) -> tuple[TextTokenizer, list[str]]:
     """Our tokenizer (with the encoder's EOS rule) and the files to copy into saved models."""
-    from ..checkpoint import read_config
+    from ..arch.config import read_config
 
     path = os.path.join(model_dir, "tokenizer.json")
     if not os.path.isfile(path):
@@ -191,8 +191,8 @@ class BiEncoder:
 
 def dev_ndcg(biencoder: BiEncoder, collection, k: int = 10) -> float:
     """nDCG@k of the current model on a collection (exact search with FlatIndex)."""
-    from ..evaluate import evaluate
-    from ..index import FlatIndex
+    from ..evaluation.metrics import evaluate
+    from ..search.index import FlatIndex
 
     doc_ids = list(collection.docs)
     index = FlatIndex(biencoder.model.config.hidden_size)
@@ -220,7 +220,7 @@ class Trainer:
 
     model: a mambaret.nn.MambaModel; tokenizer: a TextTokenizer; examples: TrainExamples.
     corpus: the pool to mine hard negatives from (default: the training texts). dev: a
-    mambaret.retrieval.Collection for nDCG@10. teacher: anything with
+    mambaret.search.retrieval.Collection for nDCG@10. teacher: anything with
     `encode(texts, normalize_embeddings=True)` (a MambaEncoder, a SentenceTransformer, or
     PrecomputedEmbeddings) for "mse", and for "kl" when the data carries no scores.
     """

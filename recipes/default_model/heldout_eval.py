@@ -31,7 +31,7 @@ from build_data import (SCI_DOC_HELD_OUT, clean_pair, embed_texts, load_teacher,
                         stable_hash)
 from readers.text import dedup_key  # noqa: E402
 
-from mambaret.evaluate import evaluate  # noqa: E402
+from mambaret.evaluation.metrics import evaluate  # noqa: E402
 
 CACHE = os.path.join(REPO, "build", "heldout_eval")
 

@@ -238,7 +238,7 @@ def stage_init(args) -> None:
     import torch
 
     from mambaret.nn import MambaModel
-    from mambaret.random_model import random_config
+    from mambaret.arch.random_model import random_config
 
     tok_dir = os.path.join(args.work, "tokenizer")
     teacher_ids = np.load(os.path.join(tok_dir, "teacher_ids.npy"))
@@ -265,7 +265,7 @@ def stage_init(args) -> None:
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         shutil.copyfile(os.path.join(tok_dir, name), os.path.join(out, name))
     # the pooling is what it claims: compare with the static model computed directly
-    from mambaret.tokenization import TruncationStats
+    from mambaret.encoding.tokenization import TruncationStats
     from mambaret.train import BiEncoder, load_tokenizer
 
     tokenizer, _ = load_tokenizer(out)
@@ -357,7 +357,7 @@ def stage_grow(args) -> None:
 # ---------------------------------------------------------------- distill
 
 def dev_collection(data: str, limit: int | None = None):
-    from mambaret.retrieval import Collection
+    from mambaret.search.retrieval import Collection
 
     rows = read_jsonl(os.path.join(data, "dev.jsonl"))[:limit]
     return Collection(docs={r["id"]: r["positive"] for r in rows}, queries={r["id"]: r["query"] for r in rows},
@@ -422,8 +422,8 @@ def stage_distill(args) -> None:
 
 def dev_score(model_dir: str, data: str) -> float:
     from mambaret import MambaEncoder
-    from mambaret.evaluate import evaluate
-    from mambaret.retrieval import build_index, search_run
+    from mambaret.evaluation.metrics import evaluate
+    from mambaret.search.retrieval import build_index, search_run
 
     collection = dev_collection(data)
     encoder = MambaEncoder.from_pretrained(model_dir)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from . import _C
+from .. import _C
 from .cuda import require_cuda
 from .tokenization import check_poolable, token_budget_batches
 

@@ -45,11 +45,11 @@ from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _C
-from ._atomic import atomic_path
-from ._memory import check_allocation
-from ._native import default_threads
-from ._rwlock import ReadWriteLock
+from .. import _C
+from .._atomic import atomic_path
+from .._memory import check_allocation
+from .._native import default_threads
+from .._rwlock import ReadWriteLock
 
 __all__ = ["FlatIndex"]
 

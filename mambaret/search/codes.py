@@ -2,7 +2,7 @@
 and int8 codes searched by integer inner product, both in the C core, with optional rescoring of
 the best candidates by float32 (or int8) vectors.
 
-They keep :class:`~mambaret.index.FlatIndex`'s contract (ids, ``add`` / ``search`` / ``remove_ids``
+They keep :class:`~mambaret.search.index.FlatIndex`'s contract (ids, ``add`` / ``search`` / ``remove_ids``
 / ``save`` / ``load(mmap=...)``) and its result layout: ``(scores float32 [nq, k], ids [nq, k])``,
 best first, padded with ``-inf`` and ``-1`` / ``None``. Without rescoring the scores are those of
 the codes:
@@ -24,8 +24,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import _C
-from ._native import default_threads
+from .. import _C
+from .._native import default_threads
 from .index import FlatIndex, _as_vectors, _check_k
 from .quantization import binary_to_ubinary, calibrate_ranges, int8_steps, quantize_embeddings
 

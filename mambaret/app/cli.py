@@ -9,7 +9,7 @@ import sys
 import warnings
 from dataclasses import asdict
 
-from .models import DEFAULT_MODEL
+from ..models import DEFAULT_MODEL
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # What the commands use when no corpus or collection is given: Vaswani from ../shared/data,
@@ -40,8 +40,8 @@ def _load_encoder(path: str, args):
 
 def _read_corpus(path: str, fmt: str):
     """(ids, texts) of a corpus file: TREC <DOC> files, BEIR corpus.jsonl, or one text per line."""
-    from . import datasets
-    from .corpus import text_lines
+    from ..evaluation import datasets
+    from ..encoding.corpus import text_lines
 
     if not os.path.isfile(path):
         raise UsageError(f"no corpus file {path!r}")
@@ -58,7 +58,7 @@ def _read_corpus(path: str, fmt: str):
 
 
 def _model_name(model: str) -> str:
-    from .models import resolve_model_path
+    from ..arch.paths import resolve_model_path
 
     path = resolve_model_path(model)
     if os.path.isdir(path) and os.path.samefile(path, DEFAULT_MODEL):
@@ -78,7 +78,7 @@ def cmd_encode(args) -> int:
 
 
 def _encode(args) -> int:
-    from .corpus import encode_corpus
+    from ..encoding.corpus import encode_corpus
 
     if args.ray is not None:
         return _encode_ray(args)
@@ -109,7 +109,7 @@ def _encode_ray(args) -> int:
     import time
 
     try:
-        from . import distributed
+        from ..encoding import distributed
 
         distributed._ray()
     except ImportError as exc:
@@ -132,7 +132,7 @@ def _encode_ray(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from .retrieval import build_index
+    from ..search.retrieval import build_index
 
     encoder = _load_encoder(args.model, args)
     ids, texts = _read_corpus(args.corpus, args.format)
@@ -146,7 +146,7 @@ def cmd_index(args) -> int:
 
 
 def _read_queries(path: str) -> dict:
-    from . import datasets
+    from ..evaluation import datasets
 
     if not os.path.isfile(path):
         raise UsageError(f"no queries file {path!r}")
@@ -168,9 +168,9 @@ def _read_queries(path: str) -> dict:
 
 
 def cmd_search(args) -> int:
-    from .datasets import write_trec_run
-    from .index import FlatIndex
-    from .retrieval import search_run
+    from ..evaluation.datasets import write_trec_run
+    from ..search.index import FlatIndex
+    from ..search.retrieval import search_run
 
     if not os.path.exists(args.index):
         raise UsageError(f"no index file {args.index!r}")
@@ -183,8 +183,8 @@ def cmd_search(args) -> int:
     depth = max(args.k, 100) if args.hybrid else args.k
     run = search_run(encoder, index, queries, k=depth, batch_size=args.batch_size)
     if args.hybrid:
-        from .bm25 import bm25_run
-        from .fusion import fuse
+        from ..evaluation.bm25 import bm25_run
+        from ..evaluation.fusion import fuse
 
         ids, texts = _read_corpus(args.hybrid, "auto")
         run = fuse([run, bm25_run(dict(zip(ids, texts)), queries, k=depth)], method=args.fusion, top_k=args.k)
@@ -199,11 +199,11 @@ def cmd_search(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .corpus import encode_corpus
-    from .datasets import write_trec_run
-    from .evaluate import evaluate
-    from .index import FlatIndex
-    from .retrieval import load_collection, search_run
+    from ..encoding.corpus import encode_corpus
+    from ..evaluation.datasets import write_trec_run
+    from ..evaluation.metrics import evaluate
+    from ..search.index import FlatIndex
+    from ..search.retrieval import load_collection, search_run
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     folder = args.collection
@@ -232,12 +232,12 @@ def cmd_eval(args) -> int:
         if args.run_output:
             write_trec_run(run, args.run_output, tag="mambaret")
     if not args.no_bm25:
-        from .bm25 import bm25_run
+        from ..evaluation.bm25 import bm25_run
 
         runs.append(bm25_run(collection.docs, collection.queries, k=args.k))
         rows.append(("BM25 (bm25s)", evaluate(runs[-1], collection.qrels, metrics)))
     if len(runs) == 2 and args.fusion != "none":
-        from .fusion import fuse
+        from ..evaluation.fusion import fuse
 
         fused = fuse(runs, method=args.fusion, top_k=args.k)
         rows.append((f"fusion ({args.fusion}: model + BM25)", evaluate(fused, collection.qrels, metrics)))
@@ -270,8 +270,8 @@ def cmd_train(args) -> int:
         import torch
     except ImportError:
         raise UsageError('training needs torch and tqdm: pip install "mambaret[train]"') from None
-    from .train import Trainer, TrainingArguments, list_checkpoints, load_model, load_tokenizer, resolve_model_dir
-    from .train.data import load_training_data
+    from ..train import Trainer, TrainingArguments, list_checkpoints, load_model, load_tokenizer, resolve_model_dir
+    from ..train.data import load_training_data
 
     output = args.output
     if os.path.exists(output) and not os.path.isdir(output):
@@ -296,7 +296,7 @@ def cmd_train(args) -> int:
     examples, corpus = load_training_data(args.train, split=args.split)
     dev = None
     if args.dev is not None:
-        from .retrieval import load_collection
+        from ..search.retrieval import load_collection
 
         dev = load_collection(args.dev)
         if not dev.docs or not dev.queries:
@@ -331,7 +331,7 @@ def cmd_train(args) -> int:
         if created and not list_checkpoints(output):
             shutil.rmtree(output, ignore_errors=True)  # a run that failed before saving anything leaves no folder
         raise
-    from .train.saving import atomic_json
+    from ..train.saving import atomic_json
 
     atomic_json(os.path.join(output, "training_args.json"), {**asdict(training_args), "model": args.model,
                                                                "train": args.train})

@@ -7,70 +7,15 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import _C
-from ._native import default_threads
-from ._memory import check_allocation, model_weight_bytes
-from .checkpoint import MambaDims, check_vocab_rows, core_tensor, iter_weights, read_config
+from .. import _C
+from .._native import default_threads
+from ..arch.config import MambaDims
+from ..arch.loader import load_core_model
+from ..arch.paths import find_model_dir
 from .tokenization import (PackedBatch, TextTokenizer, TruncationStats, apply_eos, check_poolable,
                            token_budget_batches, truncate_ids, warn_truncation)
 
-_HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "*.safetensors",
-              "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
-              "config_sentence_transformers.json", "*/config.json"]
 POOLING_MODES = ("last", "mean")
-
-
-def _resolve_model_dir(name_or_path: str, revision: str | None, cache_dir: str | None) -> str:
-    from .models import resolve_model_path
-
-    name_or_path = resolve_model_path(name_or_path)  # "default": the packaged model, unless ./default exists
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    if os.path.exists(name_or_path):
-        raise ValueError(f"{name_or_path!r} is a file; pass the checkpoint directory")
-    if name_or_path.count("/") != 1 or name_or_path.startswith((".", "/")):
-        raise FileNotFoundError(f"no model directory {name_or_path!r}")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise FileNotFoundError(f"no directory {name_or_path!r}; to fetch it from the hub install huggingface_hub "
-                                f"(pip install 'mambaret[hub]')") from None
-    return snapshot_download(name_or_path, revision=revision, cache_dir=cache_dir, allow_patterns=_HUB_FILES)
-
-
-def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.Model, MambaDims]:
-    """Builds the C model from a checkpoint directory, checking every tensor name and shape."""
-    dims = dims or read_config(model_dir)
-    tensors: dict[tuple[str, int], tuple[str, Any]] = {}
-    for name, tensor in iter_weights(model_dir):
-        target = core_tensor(name)
-        if target is None:
-            continue
-        if target in tensors:
-            raise ValueError(f"tensor '{name}' appears twice in the checkpoint (also as '{tensors[target][0]}')")
-        tensors[target] = (name, tensor)
-    if ("embeddings.weight", 0) not in tensors:
-        raise ValueError("missing tensor 'backbone.embeddings.weight' (or 'backbone.embedding.weight')")
-    embedding = tensors[("embeddings.weight", 0)][1].array
-    if embedding.ndim != 2:
-        raise ValueError(f"tensor '{tensors[('embeddings.weight', 0)][0]}' must be 2-D, got shape {embedding.shape}")
-    if embedding.shape[1] != dims.hidden_size:
-        raise ValueError(f"tensor '{tensors[('embeddings.weight', 0)][0]}' has {embedding.shape[1]} columns, "
-                         f"the config's hidden_size is {dims.hidden_size}")
-    check_vocab_rows(dims, int(embedding.shape[0]), model_dir)
-    check_allocation(model_weight_bytes(dims, int(embedding.shape[0])), "the model's weights")
-    model = _C.Model(dims.core_config(vocab_rows=int(embedding.shape[0])))
-    for (kind, layer), (name, tensor) in tensors.items():
-        if layer >= dims.num_hidden_layers:
-            raise ValueError(f"unexpected tensor '{name}': the config has {dims.num_hidden_layers} layers")
-        tensor.check_finite(name)  # here, so each tensor's pages are read once, then copied and released
-        try:
-            model.set_tensor(kind, layer, tensor.array, bfloat16=tensor.bfloat16)
-        except ValueError as exc:
-            raise ValueError(f"{exc} (checkpoint tensor '{name}')") from None
-        tensor.copied()
-    model.finish()
-    return model, dims
 
 
 def _is_interactive() -> bool:
@@ -138,10 +83,10 @@ class MambaEncoder:
             from .cuda import require_cuda
 
             require_cuda()  # fail before reading the checkpoint
-        model_dir = _resolve_model_dir(str(model_name_or_path), revision, cache_dir)
+        model_dir = find_model_dir(str(model_name_or_path), revision, cache_dir)
         # A sentence-transformers folder: its modules say where the checkpoint is, how to pool,
         # whether to normalise, and which prompts to use; explicit arguments win.
-        from .st_folder import is_sentence_transformers_folder, read_folder
+        from ..arch.st_folder import is_sentence_transformers_folder, read_folder
 
         if is_sentence_transformers_folder(model_dir):
             folder = read_folder(model_dir)

@@ -10,7 +10,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .tokenization import warn_truncation
-from ._atomic import atomic_path
+from .._atomic import atomic_path
 
 
 @dataclass
@@ -115,6 +115,6 @@ def _fill(encoder, texts: Iterable[str], out: np.ndarray, out_path: str | None, 
 
 def text_lines(path: str) -> Sequence[str]:
     """A plain-text corpus: one document per non-empty line."""
-    from .datasets import utf8_lines
+    from ..evaluation.datasets import utf8_lines
 
     return [line.rstrip("\n") for _, line in utf8_lines(path) if line.strip()]

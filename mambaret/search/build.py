@@ -1,7 +1,7 @@
 """Indexes from embedding shards, with their recall measured against exact search.
 
 ``build_index(source, kind)`` reads embeddings shard by shard (an array, ``.npy`` files, Parquet
-shard folders: see :mod:`mambaret.shards`) into
+shard folders: see :mod:`mambaret.encoding.shards`) into
 
 - ``"flat"``: our exact :class:`~mambaret.FlatIndex`; with ``output=`` the vectors are written
   shard by shard into a ``.npy`` file and searched memory-mapped, so the index may exceed RAM;
@@ -19,9 +19,9 @@ from typing import Optional
 
 import numpy as np
 
-from ._native import default_threads
+from .._native import default_threads
 from .index import FlatIndex
-from .shards import count_rows, iter_embedding_shards
+from ..encoding.shards import count_rows, iter_embedding_shards
 
 __all__ = ["build_index", "BuiltIndex", "KINDS", "recall_at_k"]
 
@@ -247,6 +247,6 @@ def build_index(embeddings_or_shards, kind: str = "flat", *, ids=None, output=No
 
 def _exact_positions(index: FlatIndex, q: np.ndarray, k: int, threads: int):
     """Exact top-k as row positions (not ids), to compare with FAISS's labels."""
-    from . import _C
+    from .. import _C
 
     return _C.flat_search(q, index._segments(), k, threads=threads)

@@ -1,7 +1,7 @@
 """Similarity helpers shaped like sentence-transformers' ``util.cos_sim`` / ``semantic_search``.
 
 Inputs may be NumPy arrays, lists or CPU torch tensors; outputs are NumPy. ``semantic_search``
-runs the C top-k search of :mod:`mambaret.index` on normalised copies of the embeddings.
+runs the C top-k search of :mod:`mambaret.search.index` on normalised copies of the embeddings.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import _C
-from ._native import default_threads
+from .. import _C
+from .._native import default_threads
 
 __all__ = ["similarity", "semantic_search"]
 

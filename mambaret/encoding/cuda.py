@@ -7,7 +7,7 @@ import functools
 @functools.lru_cache(maxsize=None)
 def _load_cuda_module():
     try:
-        from . import _cuda  # built only when nvcc was found at install time
+        from .. import _cuda  # built only when nvcc was found at install time
     except ImportError as exc:
         return None, f"mambaret was built without CUDA or its libraries are missing ({exc})"
     try:

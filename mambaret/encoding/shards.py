@@ -1,6 +1,6 @@
 """Embedding shards on disk: a folder of Parquet files of ``id`` + ``embedding`` rows.
 
-Layout written by :class:`ShardWriter` (and :func:`mambaret.distributed.write_shards`)::
+Layout written by :class:`ShardWriter` (and :func:`mambaret.encoding.distributed.write_shards`)::
 
     folder/part-00000.parquet   id (string or int64), embedding (fixed-size list of float32)
     folder/part-00001.parquet
