@@ -173,7 +173,7 @@ def iter_weights(model_dir: str) -> Iterator[tuple[str, LoadedTensor]]:
 
 @functools.lru_cache(maxsize=None)
 def tensor_kinds() -> dict[str, dict]:
-    """The C core's table of tensor kinds (csrc/mr_tensors.c) by transformers name: per_layer,
+    """The C core's table of tensor kinds (csrc/models/mr_tensors.c) by transformers name: per_layer,
     condition, dims (config field names) and is_matrix. The one list of a checkpoint's tensors."""
     return {row["name"]: row for row in _C.tensor_table()}
 
