@@ -1,0 +1,87 @@
+"""Encode speed of two checkouts of mambaret, in alternating rounds: did a change slow the engine?
+
+    git worktree add /tmp/mambaret-old REV && (cd /tmp/mambaret-old && MAMBARET_CUDA=0 python3 setup.py build_ext --inplace)
+    python bench/encode_ab.py --old /tmp/mambaret-old [--new .] [--rounds 6] [--threads 2] [--length 512]
+
+Each checkout runs in a subprocess of its own (its mambaret imported from that folder), on the same
+seeded random checkpoint of mamba-130m-hf's shape (d 768, 24 layers, N 16, vocab 50280) and the same
+tokens: a batch of `--batch` sequences of `--length` tokens, last-token pooling, `--reps` timed
+forwards after a warm-up, the best kept. Rounds alternate which checkout goes first; the report gives
+each round's tokens/s, the best of each checkout over the rounds, and new / old.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SHAPE = dict(hidden_size=768, num_hidden_layers=24, vocab_size=50280, state_size=16, conv_kernel=4, expand=2)
+
+
+def worker(checkout: str, model_dir: str, batch: int, length: int, threads: int, reps: int) -> None:
+    sys.path.insert(0, os.path.abspath(checkout))
+    import mambaret as mr
+
+    assert os.path.abspath(mr.__file__).startswith(os.path.abspath(checkout)), mr.__file__
+    enc = mr.MambaEncoder.from_pretrained(model_dir, threads=threads, max_tokens=8192)
+    tokens = np.random.default_rng(0).integers(0, SHAPE["vocab_size"], batch * length).astype(np.int32)
+    offsets = np.arange(0, batch * length + 1, length, dtype=np.int64)
+    enc.model.forward(tokens, offsets, threads=threads, max_tokens=8192)  # warm-up: pages, workspace
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        enc.model.forward(tokens, offsets, threads=threads, max_tokens=8192)
+        best = min(best, time.perf_counter() - start)
+    print(f"{batch * length / best:.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--old", required=True, help="the checkout to compare against (its _C built in place)")
+    ap.add_argument("--new", default=REPO)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--length", type=int, default=512)
+    ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "mambaret-bench", "ab-130m"))
+    ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker[0], args.worker[1], args.batch, args.length, args.threads, args.reps)
+        return
+    if not os.path.exists(os.path.join(args.cache, "config.json")):
+        sys.path.insert(0, REPO)
+        from mambaret.random_model import write_random_model
+
+        write_random_model(args.cache, seed=0, **SHAPE)
+    simd = subprocess.run([sys.executable, "-c", "import mambaret; print(mambaret._C.build_info()['simd'])"],
+                          cwd=args.new, capture_output=True, text=True, check=True).stdout.strip()
+    print(f"130M shape, {args.batch} x {args.length} tokens, {args.threads} threads, SIMD {simd}; "
+          f"best of {args.reps} forwards per run, {args.rounds} alternating rounds")
+    results: dict[str, list[float]] = {"old": [], "new": []}
+    for r in range(args.rounds):
+        order = ["old", "new"] if r % 2 == 0 else ["new", "old"]
+        row = {}
+        for name in order:
+            checkout = getattr(args, name)
+            cmd = [sys.executable, os.path.abspath(__file__), "--old", args.old, "--worker", checkout, args.cache,
+                   "--batch", str(args.batch), "--length", str(args.length), "--threads", str(args.threads),
+                   "--reps", str(args.reps)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd="/")
+            row[name] = float(out.stdout.strip().splitlines()[-1])
+            results[name].append(row[name])
+        print(f"round {r + 1}: old {row['old']:.0f} tokens/s, new {row['new']:.0f} tokens/s, "
+              f"new / old {row['new'] / row['old']:.3f}")
+    best_old, best_new = max(results["old"]), max(results["new"])
+    print(f"best: old {best_old:.0f} tokens/s, new {best_new:.0f} tokens/s, new / old {best_new / best_old:.3f}")
+
+
+if __name__ == "__main__":
+    main()
