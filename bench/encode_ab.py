@@ -1,7 +1,12 @@
-"""Encode speed of two checkouts of mambaret, in alternating rounds: did a change slow the engine?
+"""Two checkouts of mambaret side by side: did a change alter the embeddings or slow the engine?
 
     git worktree add /tmp/mambaret-old REV && (cd /tmp/mambaret-old && MAMBARET_CUDA=0 python3 setup.py build_ext --inplace)
+    python bench/encode_ab.py --old /tmp/mambaret-old --embeddings     # bit for bit, every SIMD path
     python bench/encode_ab.py --old /tmp/mambaret-old [--new .] [--rounds 6] [--threads 2] [--length 512]
+
+--embeddings: each checkout encodes the same texts and token ids with the packaged default model and
+a small random model, at 1 and 2 threads, max_tokens 50 / 64 / 8192, last, mean and all pooling,
+normalised or not, under MAMBARET_SIMD=avx512, avx2 and portable; every array must be equal.
 
 Each checkout runs in a subprocess of its own (its mambaret imported from that folder), on the same
 seeded random checkpoint of mamba-130m-hf's shape (d 768, 24 layers, N 16, vocab 50280) and the same
@@ -41,6 +46,48 @@ def worker(checkout: str, model_dir: str, batch: int, length: int, threads: int,
     print(f"{batch * length / best:.1f}")
 
 
+def embeddings_worker(checkout: str, out: str) -> None:
+    sys.path.insert(0, os.path.abspath(checkout))
+    import mambaret as mr
+    from mambaret.random_model import write_random_model
+
+    assert os.path.abspath(mr.__file__).startswith(os.path.abspath(checkout)), mr.__file__
+    texts = [("state space models scale linearly " * (i % 37 + 1)) for i in range(60)]
+    arrays = {}
+    for threads in (1, 2):
+        for max_tokens in (64, 8192):
+            enc = mr.MambaEncoder.from_pretrained(mr.DEFAULT_MODEL, threads=threads, max_tokens=max_tokens)
+            arrays[f"default_t{threads}_m{max_tokens}"] = enc.encode(texts)
+            arrays[f"default_normalized_t{threads}_m{max_tokens}"] = enc.encode(texts, normalize_embeddings=True)
+    path = write_random_model(os.path.join(os.path.dirname(out), "random"), seed=3, hidden_size=48,
+                              num_hidden_layers=3, vocab_size=300)
+    model = mr.MambaEncoder.from_pretrained(path, threads=2, max_tokens=50).model
+    ids = [np.random.default_rng(i).integers(0, 300, 5 + 13 * i).astype(np.int32) for i in range(12)]
+    tokens = np.concatenate(ids)
+    offsets = np.cumsum([0] + [len(x) for x in ids]).astype(np.int64)
+    for pooling in ("last", "mean", "all"):
+        arrays[f"random_{pooling}"] = np.asarray(model.forward(tokens, offsets, pooling=pooling, max_tokens=50,
+                                                               threads=2))
+    np.savez(out, **arrays)
+
+
+def compare_embeddings(args) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for simd in ("avx512", "avx2", "portable"):
+            files = {}
+            for name in ("old", "new"):
+                files[name] = os.path.join(tmp, f"{name}_{simd}.npz")
+                cmd = [sys.executable, os.path.abspath(__file__), "--old", args.old, "--embeddings-worker",
+                       getattr(args, name), files[name]]
+                subprocess.run(cmd, check=True, cwd="/", env=dict(os.environ, MAMBARET_SIMD=simd))
+            old, new = np.load(files["old"]), np.load(files["new"])
+            differ = [k for k in old.files if not np.array_equal(old[k], new[k])]
+            print(f"MAMBARET_SIMD={simd}: {len(old.files)} arrays, "
+                  + (f"DIFFER: {', '.join(differ)}" if differ else "all bit-identical"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", required=True, help="the checkout to compare against (its _C built in place)")
@@ -51,8 +98,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--length", type=int, default=512)
     ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "mambaret-bench", "ab-130m"))
+    ap.add_argument("--embeddings", action="store_true", help="compare embeddings bit for bit instead of speed")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--embeddings-worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.embeddings_worker:
+        embeddings_worker(*args.embeddings_worker)
+        return
+    if args.embeddings:
+        compare_embeddings(args)
+        return
     if args.worker:
         worker(args.worker[0], args.worker[1], args.batch, args.length, args.threads, args.reps)
         return
