@@ -29,11 +29,17 @@ REPO = os.path.dirname(HERE)
 SHAPE = dict(hidden_size=768, num_hidden_layers=24, vocab_size=50280, state_size=16, conv_kernel=4, expand=2)
 
 
-def worker(checkout: str, model_dir: str, batch: int, length: int, threads: int, reps: int) -> None:
+def import_checkout(checkout: str):
+    """mambaret from that folder, not the installed one."""
     sys.path.insert(0, os.path.abspath(checkout))
-    import mambaret as mr
+    import mambaret
 
-    assert os.path.abspath(mr.__file__).startswith(os.path.abspath(checkout)), mr.__file__
+    assert os.path.abspath(mambaret.__file__).startswith(os.path.abspath(checkout)), mambaret.__file__
+    return mambaret
+
+
+def worker(checkout: str, model_dir: str, batch: int, length: int, threads: int, reps: int) -> None:
+    mr = import_checkout(checkout)
     enc = mr.MambaEncoder.from_pretrained(model_dir, threads=threads, max_tokens=8192)
     tokens = np.random.default_rng(0).integers(0, SHAPE["vocab_size"], batch * length).astype(np.int32)
     offsets = np.arange(0, batch * length + 1, length, dtype=np.int64)
@@ -47,11 +53,9 @@ def worker(checkout: str, model_dir: str, batch: int, length: int, threads: int,
 
 
 def embeddings_worker(checkout: str, out: str) -> None:
-    sys.path.insert(0, os.path.abspath(checkout))
-    import mambaret as mr
+    mr = import_checkout(checkout)
     from mambaret.random_model import write_random_model
 
-    assert os.path.abspath(mr.__file__).startswith(os.path.abspath(checkout)), mr.__file__
     texts = [("state space models scale linearly " * (i % 37 + 1)) for i in range(60)]
     arrays = {}
     for threads in (1, 2):

@@ -68,3 +68,16 @@ def test_forward_normalizes_pooled_rows_in_the_core(tiny_model_dir):
         normed = enc.model.forward(tokens, offsets, pooling=pooling, normalize=True)
         np.testing.assert_allclose(normed, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-6, atol=1e-7)
     assert enc.model.forward(tokens, offsets, pooling="all", normalize=True).shape == (5, raw.shape[1])
+
+
+def test_table_names_the_architectures_of_each_tensor():
+    rows = _C.tensor_table()
+    assert all(row["architectures"] == ("mamba",) for row in rows)
+
+
+def test_core_model_takes_its_architecture_from_the_config(tiny_model_dir):
+    config = mr.read_config(tiny_model_dir).core_config(vocab_rows=64)
+    _C.Model({**config, "arch": "mamba"})  # Mamba-1, the same as no "arch"
+    for arch in ("mamba2", "", 2):
+        with pytest.raises(ValueError, match="config 'arch' must name an architecture the engine runs"):
+            _C.Model({**config, "arch": arch})

@@ -321,16 +321,14 @@ static PyObject *tensor_table(PyObject *module, PyObject *unused) {
             if (!name) Py_CLEAR(dims);
             else PyTuple_SET_ITEM(dims, i, name);
         }
-        PyObject *archs = dims ? PyTuple_New(0) : NULL;
-        for (int a = 0; archs && a < MR_ARCH_COUNT; a++) {
+        int n_archs = 0; /* the model_types that have this tensor */
+        for (int a = 0; a < MR_ARCH_COUNT; a++) n_archs += (t->archs & MR_ARCH_BIT(a)) != 0;
+        PyObject *archs = dims ? PyTuple_New(n_archs) : NULL;
+        for (int a = 0, i = 0; archs && a < MR_ARCH_COUNT; a++) {
             if (!(t->archs & MR_ARCH_BIT(a))) continue;
             PyObject *name = PyUnicode_FromString(mr_arch_name((mr_arch_kind)a));
-            if (!name || _PyTuple_Resize(&archs, PyTuple_GET_SIZE(archs) + 1) < 0) {
-                Py_XDECREF(name);
-                Py_CLEAR(archs);
-            } else {
-                PyTuple_SET_ITEM(archs, PyTuple_GET_SIZE(archs) - 1, name);
-            }
+            if (!name) Py_CLEAR(archs);
+            else PyTuple_SET_ITEM(archs, i++, name);
         }
         if (!archs) Py_CLEAR(dims);
         PyObject *row = dims ? Py_BuildValue("{s:i,s:s,s:O,s:s,s:N,s:O,s:N}", "kind", k, "name", t->name, "per_layer",

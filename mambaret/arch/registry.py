@@ -1,8 +1,9 @@
 """The architectures mambaret runs, by config.json's ``model_type``: today one, Mamba-1 ("mamba").
 
-An entry names the architecture and holds its config parser and its loader, so that another
-architecture (Mamba-2, FalconMamba) is one more entry. Original mamba_ssm configs carry no
-model_type; they are always Mamba-1 (arch/config.py reads them).
+An entry names the architecture and holds its config parser, so that another architecture
+(Mamba-2, FalconMamba) is one more entry; the C model is built by arch/loader.py from the one
+tensor table for every architecture. Original mamba_ssm configs carry no model_type; they are
+always Mamba-1 (arch/config.py reads them).
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .config import parse_transformers_mamba
-from .loader import load_core_model
 
 
 @dataclass(frozen=True)
@@ -18,11 +18,10 @@ class Architecture:
     model_type: str  # config.json's model_type
     name: str  # how messages name it
     parse_config: Callable  # (config dict, where) -> MambaDims
-    load: Callable  # (model_dir, dims=None) -> (C model, MambaDims)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "mamba": Architecture("mamba", "Mamba-1", parse_transformers_mamba, load_core_model),
+    "mamba": Architecture("mamba", "Mamba-1", parse_transformers_mamba),
 }
 
 
