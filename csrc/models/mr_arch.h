@@ -55,7 +55,8 @@ typedef struct {
                                mr_error *err);
 } mr_arch;
 
-extern const mr_arch mr_arch_mamba1;
+extern const mr_arch mr_arch_mamba1; /* also FalconMamba's */
+extern const mr_arch mr_arch_mamba2;
 
 /* MR_ERR_VALUE "config NAME = V is outside [LO, HI]" unless lo <= value <= hi. */
 mr_status mr_config_check_range(const char *name, int64_t value, int64_t lo, int64_t hi, mr_error *err);

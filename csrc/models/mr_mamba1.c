@@ -1,4 +1,5 @@
-/* Mamba-1 (transformers' MambaModel): its config fields, derived weights, buffers and layer.
+/* Mamba-1 (transformers' MambaModel) and FalconMamba (its FalconMambaModel: the same layer with
+ * weightless RMS norms on dt, B and C): their config fields, derived weights, buffers and layer.
  *
  *   [u | z] = in_proj(RMSNorm(x));  u = SiLU(conv(u) + conv_bias);  [dt | B | C] = x_proj(u);
  *   delta = softplus(dt_proj(dt) + dt_bias);  y = scan(u, delta, A, B, C, D) * SiLU(z);
@@ -33,6 +34,8 @@ static mr_status check_config(const mr_config *c, mr_error *err) {
         (st = mr_config_check_range("conv_kernel", c->d_conv, 1, MR_MAX_CONV_KERNEL, err)) ||
         (st = mr_config_check_range("time_step_rank", c->dt_rank, 1, 1 << 20, err)))
         return st;
+    if (c->arch == MR_ARCH_FALCON_MAMBA && !(c->mixer_eps >= 0.0f && isfinite(c->mixer_eps)))
+        return mr_fail(err, MR_ERR_VALUE, "config mixer_rms_eps must be finite and >= 0");
     return MR_OK;
 }
 
@@ -117,15 +120,26 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
     }
 #pragma omp barrier
     /* each thread's dt rows need only its own x_proj rows (both split rows alike): no barrier */
-    if (L->x_proj_packed) {
+    if (L->x_proj_packed)
         mr_linear_packed_f32(T, ldx, E, u, E, L->x_proj_packed, xdbl, ldx, ith, nth);
-        mr_linear_packed_f32(T, E, R, xdbl, ldx, L->dt_proj_packed, dt, E, ith, nth);
-    } else {
-        if (st == MR_OK)
-            st = mr_gemm_rows_f32(&m->blas, T, ldx, E, u, E, W[MR_T_X_PROJ_W], NULL, 0.0f, xdbl, ldx, ith, nth, err);
-        if (st == MR_OK)
-            st = mr_gemm_rows_f32(&m->blas, T, E, R, xdbl, ldx, W[MR_T_DT_PROJ_W], NULL, 0.0f, dt, E, ith, nth, err);
+    else if (st == MR_OK)
+        st = mr_gemm_rows_f32(&m->blas, T, ldx, E, u, E, W[MR_T_X_PROJ_W], NULL, 0.0f, xdbl, ldx, ith, nth, err);
+    if (c->arch == MR_ARCH_FALCON_MAMBA) {
+        /* FalconMamba: weightless RMS norms over dt's rank, B and C, before dt_proj */
+#pragma omp barrier
+        mr_split_range(T, 1, ith, nth, &lo, &hi);
+        for (int64_t t = lo; t < hi; t++) {
+            float *row = xdbl + t * ldx;
+            mr_rmsnorm_f32(row, ldx, NULL, 1, R, c->mixer_eps, row, ldx, 0, 1);
+            mr_rmsnorm_f32(row + R, ldx, NULL, 1, N, c->mixer_eps, row + R, ldx, 0, 1);
+            mr_rmsnorm_f32(row + R + N, ldx, NULL, 1, N, c->mixer_eps, row + R + N, ldx, 0, 1);
+        }
+#pragma omp barrier
     }
+    if (L->dt_proj_packed)
+        mr_linear_packed_f32(T, E, R, xdbl, ldx, L->dt_proj_packed, dt, E, ith, nth);
+    else if (st == MR_OK)
+        st = mr_gemm_rows_f32(&m->blas, T, E, R, xdbl, ldx, W[MR_T_DT_PROJ_W], NULL, 0.0f, dt, E, ith, nth, err);
 #pragma omp barrier
     for (int64_t s = 0; s < b->nseg; s++) {
         const mr_segment *g = &b->segs[s];

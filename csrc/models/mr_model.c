@@ -31,7 +31,9 @@ mr_status mr_config_check_range(const char *name, int64_t value, int64_t lo, int
 
 static const mr_arch *arch_of(mr_arch_kind kind) {
     switch (kind) {
-    case MR_ARCH_MAMBA1: return &mr_arch_mamba1;
+    case MR_ARCH_MAMBA1:
+    case MR_ARCH_FALCON_MAMBA: return &mr_arch_mamba1;
+    case MR_ARCH_MAMBA2: return &mr_arch_mamba2;
     default: return NULL;
     }
 }

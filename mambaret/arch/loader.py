@@ -1,4 +1,4 @@
-"""Builds the C core's Mamba-1 model from a checkpoint folder (config.json and weights)."""
+"""Builds the C core's model (Mamba-1, Mamba-2 or FalconMamba, as the config says) from a checkpoint folder (config.json and weights)."""
 from __future__ import annotations
 
 from typing import Any
@@ -14,7 +14,7 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
     dims = dims or read_config(model_dir)
     tensors: dict[tuple[str, int], tuple[str, Any]] = {}
     for name, tensor in iter_weights(model_dir):
-        target = core_tensor(name)
+        target = core_tensor(name, dims.arch)
         if target is None:
             continue
         if target in tensors:
