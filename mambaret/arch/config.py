@@ -125,9 +125,24 @@ def _eps_field(cfg: dict, key: str, default: float, where: str) -> float:
     return float(eps)
 
 
+def _json_float(value):
+    """A float as config files write them: a number, "inf", or transformers' {"__float__": "Infinity"}
+    (JSON has no infinity); anything else unchanged, for the caller to refuse."""
+    if isinstance(value, dict) and set(value) == {"__float__"}:
+        value = value["__float__"]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _time_step_limit(value, where: str) -> tuple[float, float]:
     if value is None:
         return 0.0, math.inf
+    if isinstance(value, (list, tuple)):
+        value = [_json_float(v) for v in value]
     ok = (isinstance(value, (list, tuple)) and len(value) == 2
           and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
     if not ok or not (0 <= value[0] <= value[1]):  # NaN fails the comparison
