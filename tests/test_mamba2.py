@@ -248,3 +248,87 @@ def test_bad_mamba2_tensors(tmp_path, tensor, shape, match):
     save_file(state, f"{path}/model.safetensors")
     with pytest.raises(ValueError, match=match):
         mr.MambaEncoder.from_pretrained(path)
+
+
+# --- training: mambaret.nn under transformers' names, the C scan's gradients, `mambaret train`
+
+NN_CONFIGS = {
+    "mamba2": dict(hidden_size=32, num_hidden_layers=2, vocab_size=60, num_heads=4, head_dim=16, n_groups=2,
+                   state_size=8, conv_kernel=4, expand=2, time_step_limit=(0.0, 0.7)),
+    "falcon_mamba": dict(hidden_size=32, num_hidden_layers=2, vocab_size=60, state_size=8, conv_kernel=4, expand=2,
+                         mixer_rms_eps=1e-4),
+}
+
+
+@pytest.mark.parametrize("family", sorted(NN_CONFIGS))
+def test_nn_module_matches_transformers_and_its_gradients(tmp_path, family):
+    import torch
+
+    from mambaret.nn import MambaModel
+
+    hf = build_hf_model(NN_CONFIGS[family], seed=2, family=family)
+    path = save_hf_model(hf, tmp_path / family)
+    ours = MambaModel.from_pretrained(path)
+    ours.load_state_dict(hf.state_dict(), strict=True)  # the same names both ways
+    hf.load_state_dict(ours.state_dict(), strict=True)
+    ids = torch.randint(0, 60, (2, 17), generator=torch.Generator().manual_seed(0))
+    hf64, ours64 = hf.double(), MambaModel.from_pretrained(path).double()
+    reference = hf64(ids).last_hidden_state
+    grad_out = torch.randn(reference.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    names = [name for name, _ in hf64.named_parameters()]
+    expected = dict(zip(names, torch.autograd.grad((reference * grad_out).sum(), list(hf64.parameters()))))
+    for model in (ours64, ours64.float()):  # float64: the torch reference; float32: the C kernels
+        out = model(ids)
+        assert_close_to_reference(out.detach().double().numpy(), reference.detach().numpy(), 1e-5, family)
+        grads = torch.autograd.grad((out * grad_out.to(out.dtype)).sum(), list(model.parameters()))
+        for (name, _), grad in zip(model.named_parameters(), grads):
+            err = float((grad.double() - expected[name]).norm() / expected[name].norm().clamp_min(1e-30))
+            assert err <= 1e-4, f"{family} {out.dtype} gradient of {name}: relative error {err:.3g}"
+    saved = ours.save_pretrained(str(tmp_path / "saved"))
+    assert mr.read_config(saved).arch == family
+    texts = [[1, 2, 3], list(range(5, 40))]
+    np.testing.assert_allclose(mr.MambaEncoder.from_pretrained(saved).encode(texts),
+                               mr.MambaEncoder.from_pretrained(path).encode(texts), rtol=1e-6, atol=1e-7)
+
+
+def test_ssd_scan_kernel_gradients_match_the_reference():
+    import torch
+
+    from mambaret.nn.functional import ssd_scan, ssd_scan_reference
+
+    torch.manual_seed(0)
+    T, H, P, G, N = 75, 4, 8, 2, 5
+    offsets = torch.tensor([0, 7, 8, 75])  # 75 tokens: more than two of the backward's chunks
+    make = lambda *shape: torch.randn(*shape, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    inputs = [make(T, H * P), make(T, H), make(H), (-torch.rand(H, dtype=torch.float64) - 0.1).requires_grad_(),
+              make(T, G * N), make(T, G * N), make(H)]
+    limit = (0.05, 1.5)  # some deltas clamp on both sides
+    reference = ssd_scan_reference(*inputs, offsets, H, G, limit)
+    grad_y = torch.randn_like(reference)
+    expected = torch.autograd.grad(reference, inputs, grad_y)
+    floats = [t.detach().float().requires_grad_() for t in inputs]
+    ours = ssd_scan(*floats, offsets, H, G, limit)
+    assert_close_to_reference(ours.detach().double().numpy(), reference.detach().numpy(), 1e-6, "forward")
+    for name, got, want in zip("x dt dt_bias A B C D".split(), torch.autograd.grad(ours, floats, grad_y.float()),
+                               expected):
+        assert_close_to_reference(got.double().numpy(), want.numpy(), 1e-5, f"gradient of {name}")
+
+
+@pytest.mark.parametrize("family", sorted(NN_CONFIGS))
+def test_train_fine_tunes_the_other_architectures(tmp_path, family):
+    from train_support import COMMON, RARE, synthetic_pairs, write_pairs_jsonl, write_word_tokenizer
+
+    from mambaret.app.cli import main
+
+    vocab = len(COMMON) + len(RARE) + 2
+    model = build_hf_model({**NN_CONFIGS[family], "vocab_size": vocab}, seed=3, family=family)
+    path = save_hf_model(model, tmp_path / "model")
+    write_word_tokenizer(f"{path}/tokenizer.json", COMMON + RARE)
+    pairs = write_pairs_jsonl(str(tmp_path / "pairs.jsonl"), synthetic_pairs(8, seed=1))
+    out = str(tmp_path / "out")
+    assert main(["train", path, "--train", pairs, "--output", out, "--epochs", "1", "--batch-size", "4", "--lr",
+                 "1e-3", "--max-length", "12", "--threads", "1", "--quiet"]) == 0
+    trained = mr.MambaEncoder.from_pretrained(out, threads=1)
+    assert trained.dims.arch == family
+    texts = ["c1 r2 c3", "r4 c5"]
+    assert not np.allclose(trained.encode(texts), mr.MambaEncoder.from_pretrained(path, threads=1).encode(texts))

@@ -284,6 +284,47 @@ def _parse_mamba_ssm_mamba2(cfg: dict, ssm: dict, hidden: int, vocab: int, multi
     )
 
 
+_TRANSFORMERS_CLASSES = {"mamba": "MambaModel", "mamba2": "Mamba2Model", "falcon_mamba": "FalconMambaModel"}
+
+
+def transformers_config(dims: MambaDims, vocab_rows: int) -> dict:
+    """config.json in transformers' terms for the architecture (MambaConfig, Mamba2Config or
+    FalconMambaConfig): what MambaEncoder, transformers and sentence-transformers read."""
+    expand = dims.intermediate_size / dims.hidden_size
+    if int(expand * dims.hidden_size) != dims.intermediate_size:
+        raise ValueError(f"intermediate size {dims.intermediate_size} is not expand x hidden size {dims.hidden_size}")
+    eos = dims.eos_token_id if dims.eos_token_id is not None else 0
+    config = {
+        "model_type": dims.arch,
+        "architectures": [_TRANSFORMERS_CLASSES[dims.arch]],
+        "hidden_size": dims.hidden_size,
+        "num_hidden_layers": dims.num_hidden_layers,
+        "vocab_size": vocab_rows,
+        "state_size": dims.state_size,
+        "conv_kernel": dims.conv_kernel,
+        "expand": int(expand) if expand == int(expand) else expand,
+        "intermediate_size": dims.intermediate_size,
+        "time_step_rank": dims.time_step_rank,
+        "use_bias": dims.use_bias,
+        "use_conv_bias": dims.use_conv_bias,
+        "layer_norm_epsilon": dims.layer_norm_epsilon,
+        "residual_in_fp32": True,
+        "hidden_act": "silu",
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "pad_token_id": eos,
+        "torch_dtype": "float32",
+    }
+    if dims.arch == "mamba2":
+        del config["intermediate_size"]  # Mamba2Config derives it from expand
+        config.update(num_heads=dims.num_heads, head_dim=dims.head_dim, n_groups=dims.n_groups,
+                      chunk_size=dims.chunk_size, time_step_limit=list(dims.time_step_limit),
+                      tie_word_embeddings=False)
+    elif dims.arch == "falcon_mamba":
+        config["mixer_rms_eps"] = dims.mixer_rms_eps
+    return config
+
+
 def _pad_multiple(cfg: dict) -> int:
     value = cfg.get("pad_vocab_size_multiple", 8)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1

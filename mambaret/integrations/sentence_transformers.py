@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from ..arch.config import read_config
+from ..arch.config import read_config, transformers_config
 from ..arch.weights import core_tensor, hf_name, iter_weights
 from ..arch.st_folder import _LEGACY_POOLING_KEYS, _POOLING_TO_ST, NORMALIZE_TYPE, POOLING_TYPE, TRANSFORMER_TYPE
 
@@ -41,20 +41,10 @@ def _checkpoint_config(model_dir: str, vocab_rows: int, eos_id: int) -> dict:
     if dims.source_format == "transformers":
         with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
-    else:  # mamba_ssm's config: restate it in MambaConfig's terms
-        expand = dims.intermediate_size / dims.hidden_size
-        if expand != int(expand):
-            raise ValueError(f"intermediate size {dims.intermediate_size} is not a multiple of hidden size "
-                             f"{dims.hidden_size}; transformers' MambaConfig cannot express it")
-        config = {
-            "model_type": "mamba", "hidden_size": dims.hidden_size, "num_hidden_layers": dims.num_hidden_layers,
-            "state_size": dims.state_size, "conv_kernel": dims.conv_kernel, "expand": int(expand),
-            "intermediate_size": dims.intermediate_size, "time_step_rank": dims.time_step_rank,
-            "layer_norm_epsilon": dims.layer_norm_epsilon, "use_bias": dims.use_bias,
-            "use_conv_bias": dims.use_conv_bias, "residual_in_fp32": True,
-            "bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": eos_id,
-        }
-    config["architectures"] = ["MambaModel"]
+    else:  # mamba_ssm's config: restate it in transformers' terms
+        config = transformers_config(dims, vocab_rows)
+        config.update(bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=eos_id)
+    config["architectures"] = [transformers_config(dims, vocab_rows)["architectures"][0]]
     config["vocab_size"] = vocab_rows  # transformers sizes the embedding from it
     config.pop("dtype", None)
     config["torch_dtype"] = "float32"
@@ -66,8 +56,9 @@ def _write_weights(model_dir: str, path: str) -> int:
     from safetensors.numpy import save_file
 
     tensors: dict[str, np.ndarray] = {}
+    arch = read_config(model_dir).arch
     for name, tensor in iter_weights(model_dir):
-        target = core_tensor(name)
+        target = core_tensor(name, arch)
         if target is not None:
             tensors[hf_name(*target)] = _as_float32(tensor)
     if "embeddings.weight" not in tensors:
