@@ -332,3 +332,34 @@ def test_train_fine_tunes_the_other_architectures(tmp_path, family):
     assert trained.dims.arch == family
     texts = ["c1 r2 c3", "r4 c5"]
     assert not np.allclose(trained.encode(texts), mr.MambaEncoder.from_pretrained(path, threads=1).encode(texts))
+
+
+# --- sentence-transformers: a Mamba-2 model behind the layout embedding models publish
+
+@pytest.mark.parametrize("family", ["mamba2", "falcon_mamba"])
+def test_sentence_transformers_folder_of_another_architecture(tmp_path, tokenizer_json, family):
+    """An embedding model's published layout (modules.json with last-token pooling and Normalize,
+    prompts, the tokenizer) around a Mamba-2 or FalconMamba checkpoint: from_pretrained reads it,
+    and SentenceTransformer on the exported folder computes the same embeddings."""
+    st = pytest.importorskip("sentence_transformers")
+    from mambaret.integrations.sentence_transformers import export
+
+    cfg = {**NN_CONFIGS[family], "vocab_size": 50280}
+    model = build_hf_model(cfg, seed=4, family=family)
+    path = save_hf_model(model, tmp_path / "ckpt")
+    import shutil
+
+    shutil.copyfile(tokenizer_json, f"{path}/tokenizer.json")
+    prompts = {"query": "Instruct: Given a web search query, retrieve relevant passages\nQuery: ", "document": ""}
+    encoder = mr.MambaEncoder.from_pretrained(path, threads=1, prompts=prompts)
+    folder = export(encoder, str(tmp_path / "st"))
+    reread = mr.MambaEncoder.from_pretrained(folder, threads=1)
+    assert reread.dims.arch == family and reread.prompts == prompts
+    texts = ["state space models read left to right", "x", "what is a selective scan?"]
+    ours = reread.encode_query(texts)
+    direct = encoder.encode_query(texts)
+    if reread.normalize and not encoder.normalize:
+        direct = direct / np.linalg.norm(direct, axis=1, keepdims=True)
+    np.testing.assert_allclose(ours, direct, rtol=1e-5, atol=1e-6)
+    theirs = st.SentenceTransformer(folder, device="cpu").encode(texts, prompt_name="query")
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=2e-5)
