@@ -94,6 +94,17 @@ def assert_close_to_reference(ours: np.ndarray, ref: np.ndarray, rel_l2: float, 
     assert max_abs <= bound, f"{what}: max abs error {max_abs:.3g} > {bound:.3g}"
 
 
+def assert_encoder_matches(enc, reference, sequences, what: str, rel_l2: float = 1e-5, **encode_kwargs) -> None:
+    """Every token state and the pooled embedding of each sequence (encoded together, so a packed
+    batch with micro-batch boundaries where max_tokens puts them) against the transformers model."""
+    pooled = enc.encode(sequences, **encode_kwargs)
+    states = enc.encode(sequences, output_value="token_embeddings", **encode_kwargs)
+    for ids, emb, tokens in zip(sequences, pooled, states):
+        ref = hf_states(reference, ids)
+        assert_close_to_reference(tokens, ref, rel_l2, f"{what} all states, length {len(ids)}")
+        assert_close_to_reference(emb, ref[-1], rel_l2, f"{what} pooled, length {len(ids)}")
+
+
 @pytest.fixture
 def tiny_model_dir(tmp_path_factory):
     """A small seeded random checkpoint written without torch (fast)."""

@@ -98,26 +98,17 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
     const mr_config *c = &m->cfg;
     float *const *W = m->weights[l];
     const mamba1_layer *L = &((const mamba1_data *)m->arch_data)->layers[l];
-    const int64_t d = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
+    const int64_t E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
     const int64_t ldx = R + 2 * N, T = b->T;
     float *xz = b->buffers[BUF_XZ], *u = b->buffers[BUF_U], *xdbl = b->buffers[BUF_XDBL];
     float *dt = b->scratch; /* after in_proj has read the normed input from it */
     mr_status st;
 
     /* token-parallel: norm and in_proj of this thread's rows */
-    int64_t lo, hi;
-    mr_split_range(T, 4, ith, nth, &lo, &hi);
-    if (hi > lo) mr_rmsnorm_f32(b->x + lo * d, d, W[MR_T_NORM], hi - lo, d, c->norm_eps, b->scratch + lo * d, d, 0, 1);
-    st = mr_gemm_rows_f32(&m->blas, T, 2 * E, d, b->scratch, d, W[MR_T_IN_PROJ_W], W[MR_T_IN_PROJ_B], 0.0f, xz,
-                          2 * E, ith, nth, err);
+    st = mr_layer_in_proj(m, l, b, W[MR_T_IN_PROJ_W], W[MR_T_IN_PROJ_B], 2 * E, xz, ith, nth, err);
 #pragma omp barrier
     /* channel-parallel: conv over each sequence part in order */
-    for (int64_t s = 0; s < b->nseg; s++) {
-        const mr_segment *g = &b->segs[s];
-        mr_conv_silu_f32(g->len, E, K, xz + g->row * 2 * E, 2 * E, W[MR_T_CONV_W], W[MR_T_CONV_B],
-                         g->first ? NULL : b->conv_carry, g->last ? NULL : b->conv_carry, u + g->row * E, E, ith,
-                         nth);
-    }
+    mr_layer_conv(b, xz, 2 * E, E, K, W[MR_T_CONV_W], W[MR_T_CONV_B], u, E, ith, nth);
 #pragma omp barrier
     /* each thread's dt rows need only its own x_proj rows (both split rows alike): no barrier */
     if (L->x_proj_packed)
@@ -127,6 +118,7 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
     if (c->arch == MR_ARCH_FALCON_MAMBA) {
         /* FalconMamba: weightless RMS norms over dt's rank, B and C, before dt_proj */
 #pragma omp barrier
+        int64_t lo, hi;
         mr_split_range(T, 1, ith, nth, &lo, &hi);
         for (int64_t t = lo; t < hi; t++) {
             float *row = xdbl + t * ldx;
@@ -150,10 +142,7 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
                               ith, nth);
     }
 #pragma omp barrier
-    /* beta = 1 adds the mixer output onto the residual stream in place */
-    if (st == MR_OK)
-        st = mr_gemm_rows_f32(&m->blas, T, d, E, u, E, W[MR_T_OUT_PROJ_W], W[MR_T_OUT_PROJ_B], 1.0f, b->x, d, ith,
-                              nth, err);
+    if (st == MR_OK) st = mr_layer_out_proj(m, l, b, u, E, ith, nth, err);
 #pragma omp barrier
     return st;
 }

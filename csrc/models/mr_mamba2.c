@@ -80,26 +80,17 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
     const mr_config *c = &m->cfg;
     float *const *W = m->weights[l];
     const float *A = ((const mamba2_data *)m->arch_data)->A + l * c->n_heads;
-    const int64_t d = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, H = c->n_heads;
+    const int64_t E = c->d_inner, N = c->d_state, K = c->d_conv, H = c->n_heads;
     const int64_t G = c->n_groups, P = c->head_dim, T = b->T;
     const int64_t ldp = proj_width(c), ldc = conv_width(c);
     float *zxbcdt = b->buffers[BUF_ZXBCDT], *xbc = b->buffers[BUF_XBC];
     mr_status st;
 
     /* token-parallel: norm and in_proj of this thread's rows */
-    int64_t lo, hi;
-    mr_split_range(T, 4, ith, nth, &lo, &hi);
-    if (hi > lo) mr_rmsnorm_f32(b->x + lo * d, d, W[MR_T_NORM], hi - lo, d, c->norm_eps, b->scratch + lo * d, d, 0, 1);
-    st = mr_gemm_rows_f32(&m->blas, T, ldp, d, b->scratch, d, W[MR_T_M2_IN_PROJ_W], W[MR_T_M2_IN_PROJ_B], 0.0f,
-                          zxbcdt, ldp, ith, nth, err);
+    st = mr_layer_in_proj(m, l, b, W[MR_T_M2_IN_PROJ_W], W[MR_T_M2_IN_PROJ_B], ldp, zxbcdt, ith, nth, err);
 #pragma omp barrier
     /* channel-parallel: conv of x | B | C over each sequence part in order */
-    for (int64_t s = 0; s < b->nseg; s++) {
-        const mr_segment *g = &b->segs[s];
-        mr_conv_silu_f32(g->len, ldc, K, zxbcdt + g->row * ldp + E, ldp, W[MR_T_M2_CONV_W], W[MR_T_M2_CONV_B],
-                         g->first ? NULL : b->conv_carry, g->last ? NULL : b->conv_carry, xbc + g->row * ldc, ldc,
-                         ith, nth);
-    }
+    mr_layer_conv(b, zxbcdt + E, ldp, ldc, K, W[MR_T_M2_CONV_W], W[MR_T_M2_CONV_B], xbc, ldc, ith, nth);
 #pragma omp barrier
     /* head-parallel: the scan writes y over u. A thread keeps the same heads for every part, so
      * the carry can hold a finished sequence's state once the part that read it is done. */
@@ -114,9 +105,7 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
     /* token-parallel: gate and norm into the scratch, then out_proj onto the residual stream */
     mr_gated_rmsnorm_f32(T, E, E / G, xbc, ldc, zxbcdt, ldp, W[MR_T_M2_NORM], c->norm_eps, b->scratch, E, ith, nth);
 #pragma omp barrier
-    if (st == MR_OK)
-        st = mr_gemm_rows_f32(&m->blas, T, d, E, b->scratch, E, W[MR_T_OUT_PROJ_W], W[MR_T_OUT_PROJ_B], 1.0f, b->x, d,
-                              ith, nth, err);
+    if (st == MR_OK) st = mr_layer_out_proj(m, l, b, b->scratch, E, ith, nth, err);
 #pragma omp barrier
     return st;
 }

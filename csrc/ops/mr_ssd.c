@@ -24,6 +24,12 @@ void mr_ssd_discretize(int64_t t0, int64_t t1, int64_t h, const float *dt, int64
     }
 }
 
+void mr_ssd_state_start(int64_t h, int64_t NP, const float *state_in, float *state_out) {
+    float *s = state_out + h * NP;
+    if (!state_in) memset(s, 0, (size_t)NP * sizeof *s);
+    else if (state_in != state_out) memcpy(s, state_in + h * NP, (size_t)NP * sizeof *s);
+}
+
 void mr_ssd_scan_f32(int64_t L, int64_t H, int64_t P, int64_t G, int64_t N, const float *x, int64_t ldx,
                      const float *dt, int64_t lddt, const float *dt_bias, const float *A, float dt_min,
                      float dt_max, const float *B, const float *C, int64_t ldbc, const float *D,

@@ -29,8 +29,7 @@ TARGET void SUFFIX(mr_ssd_scan_f32)(MR_SSD_ARGS) {
     for (int64_t h = h_lo; h < h_hi; h++) {
         const int64_t g = h / heads_per_group;
         float *s = state_out + h * N * P;
-        if (!state_in) memset(s, 0, (size_t)(N * P) * sizeof *s);
-        else if (state_in != state_out) memcpy(s, state_in + h * N * P, (size_t)(N * P) * sizeof *s);
+        mr_ssd_state_start(h, N * P, state_in, state_out);
         const VEC skip = VSET1(D ? D[h] : 0.0f);
         for (int64_t t0 = 0; t0 < L; t0 += TC) {
             const int64_t t1 = t0 + TC < L ? t0 + TC : L, nt = t1 - t0;

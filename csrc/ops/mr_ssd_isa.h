@@ -24,4 +24,7 @@ void mr_ssd_scan_f32_avx512(MR_SSD_ARGS);
 void mr_ssd_discretize(int64_t t0, int64_t t1, int64_t h, const float *dt, int64_t lddt, const float *dt_bias,
                        const float *A, float dt_min, float dt_max, float *delta, float *decay);
 
+/* Head h's state [N, P] at a segment's start: state_in's (zeros when NULL) in state_out. */
+void mr_ssd_state_start(int64_t h, int64_t NP, const float *state_in, float *state_out);
+
 #endif

@@ -1,6 +1,5 @@
 /* The SSD scan's portable path: plain C over blocks of a head's channels, which the compiler
  * vectorises; the dispatcher (mr_ssd.c) gives each thread its heads [h_lo, h_hi). */
-#include <string.h>
 
 #include "ops/mr_ops.h"
 #include "ops/mr_ssd_isa.h"
@@ -11,8 +10,7 @@ void mr_ssd_scan_f32_portable(MR_SSD_ARGS) {
     for (int64_t h = h_lo; h < h_hi; h++) {
         const int64_t g = h / heads_per_group;
         float *s = state_out + h * N * P;
-        if (!state_in) memset(s, 0, (size_t)(N * P) * sizeof *s);
-        else if (state_in != state_out) memcpy(s, state_in + h * N * P, (size_t)(N * P) * sizeof *s);
+        mr_ssd_state_start(h, N * P, state_in, state_out);
         for (int64_t t0 = 0; t0 < L; t0 += TC) {
             const int64_t t1 = t0 + TC < L ? t0 + TC : L;
             float delta[TC], decay[TC];

@@ -209,6 +209,8 @@ done:
 }
 
 /* Mamba-2's scan on x [L, H*P] with heads=H; B and C are [L, G*N]; state is [H, N*P]. */
+enum { SSD_X, SSD_DT, SSD_A, SSD_B, SSD_C, SSD_DT_BIAS, SSD_D, SSD_STATE, SSD_Y, SSD_STATE_OUT, SSD_ARRAYS };
+
 static PyObject *op_ssd_scan(PyObject *m, PyObject *args, PyObject *kwargs) {
     (void)m;
     static char *kwlist[] = {"x", "dt", "A", "B", "C", "heads", "groups", "dt_bias", "D", "state", "dt_min", "dt_max",
@@ -223,55 +225,46 @@ static PyObject *op_ssd_scan(PyObject *m, PyObject *args, PyObject *kwargs) {
         return NULL;
     if (parse_variant(variant_s, &variant) < 0 || mr_py_parse_threads(threads_obj, &threads) < 0) return NULL;
     PyObject *result = NULL;
-    PyArrayObject *x = mr_py_require_array(xo, NPY_FLOAT32, 2, "x"), *dt = NULL, *A = NULL, *B = NULL, *C = NULL,
-                  *db = NULL, *D = NULL, *s = NULL, *y = NULL, *s_out = NULL;
-    if (!x) return NULL;
-    const int64_t L = PyArray_DIM(x, 0), E = PyArray_DIM(x, 1), H = heads, G = groups;
+    PyArrayObject *a[SSD_ARRAYS] = {0};
+    if (!(a[SSD_X] = mr_py_require_array(xo, NPY_FLOAT32, 2, "x"))) return NULL;
+    const int64_t L = PyArray_DIM(a[SSD_X], 0), E = PyArray_DIM(a[SSD_X], 1), H = heads, G = groups;
     if (H < 1 || G < 1 || E % H || H % G) {
         PyErr_SetString(PyExc_ValueError, "heads must divide x's width and groups must divide heads");
         goto done;
     }
     const int64_t P = E / H;
-    if (!(dt = optional_f32(dto, 2, "dt", L, H)) || !(A = optional_f32(Ao, 1, "A", H, 0))) goto done;
-    if (!(B = mr_py_require_array(Bo, NPY_FLOAT32, 2, "B"))) goto done;
-    const int64_t N = PyArray_DIM(B, 1) / G;
-    if (PyArray_DIM(B, 0) != L || N < 1 || N * G != PyArray_DIM(B, 1)) {
+    if (!(a[SSD_DT] = optional_f32(dto, 2, "dt", L, H)) || !(a[SSD_A] = optional_f32(Ao, 1, "A", H, 0)) ||
+        !(a[SSD_B] = mr_py_require_array(Bo, NPY_FLOAT32, 2, "B")))
+        goto done;
+    const int64_t N = PyArray_DIM(a[SSD_B], 1) / G;
+    if (PyArray_DIM(a[SSD_B], 0) != L || N < 1 || N * G != PyArray_DIM(a[SSD_B], 1)) {
         PyErr_SetString(PyExc_ValueError, "B must be [L, groups * N]");
         goto done;
     }
-    if (!(C = optional_f32(Co, 2, "C", L, G * N))) goto done;
-    if (!(db = optional_f32(dbo, 1, "dt_bias", H, 0)) && PyErr_Occurred()) goto done;
-    if (!(D = optional_f32(Do, 1, "D", H, 0)) && PyErr_Occurred()) goto done;
-    if (!(s = optional_f32(so, 2, "state", H, N * P)) && PyErr_Occurred()) goto done;
-    y = new_f32(2, L, E);
-    s_out = new_f32(2, H, N * P);
-    if (!y || !s_out) goto done;
+    if (!(a[SSD_C] = optional_f32(Co, 2, "C", L, G * N))) goto done;
+    if ((!(a[SSD_DT_BIAS] = optional_f32(dbo, 1, "dt_bias", H, 0)) && PyErr_Occurred()) ||
+        (!(a[SSD_D] = optional_f32(Do, 1, "D", H, 0)) && PyErr_Occurred()) ||
+        (!(a[SSD_STATE] = optional_f32(so, 2, "state", H, N * P)) && PyErr_Occurred()))
+        goto done;
+    if (!(a[SSD_Y] = new_f32(2, L, E)) || !(a[SSD_STATE_OUT] = new_f32(2, H, N * P))) goto done;
+    float *x = F32(a[SSD_X]), *dt = F32(a[SSD_DT]), *db = F32(a[SSD_DT_BIAS]), *A = F32(a[SSD_A]), *B = F32(a[SSD_B]),
+          *C = F32(a[SSD_C]), *D = F32(a[SSD_D]), *s = F32(a[SSD_STATE]), *y = F32(a[SSD_Y]),
+          *s_out = F32(a[SSD_STATE_OUT]);
     const float lo = (float)dt_min, hi = (float)dt_max;
     Py_BEGIN_ALLOW_THREADS
     if (variant == VARIANT_REFERENCE)
-        mr_ssd_scan_f32_ref(L, H, P, G, N, F32(x), E, F32(dt), H, F32(db), F32(A), lo, hi, F32(B), F32(C), G * N,
-                            F32(D), F32(s), F32(s_out), F32(y), E);
+        mr_ssd_scan_f32_ref(L, H, P, G, N, x, E, dt, H, db, A, lo, hi, B, C, G * N, D, s, s_out, y, E);
     else if (variant == VARIANT_PORTABLE)
-        mr_ssd_scan_f32_portable(L, H, P, G, N, F32(x), E, F32(dt), H, F32(db), F32(A), lo, hi, F32(B), F32(C),
-                                 G * N, F32(D), F32(s), F32(s_out), F32(y), E, 0, H);
+        mr_ssd_scan_f32_portable(L, H, P, G, N, x, E, dt, H, db, A, lo, hi, B, C, G * N, D, s, s_out, y, E, 0, H);
     else {
 #pragma omp parallel num_threads(threads)
-        mr_ssd_scan_f32(L, H, P, G, N, F32(x), E, F32(dt), H, F32(db), F32(A), lo, hi, F32(B), F32(C), G * N, F32(D),
-                        F32(s), F32(s_out), F32(y), E, mr_thread_index(), mr_thread_count());
+        mr_ssd_scan_f32(L, H, P, G, N, x, E, dt, H, db, A, lo, hi, B, C, G * N, D, s, s_out, y, E, mr_thread_index(),
+                        mr_thread_count());
     }
     Py_END_ALLOW_THREADS
-    result = Py_BuildValue("(OO)", y, s_out);
+    result = Py_BuildValue("(OO)", a[SSD_Y], a[SSD_STATE_OUT]);
 done:
-    Py_XDECREF(x);
-    Py_XDECREF(dt);
-    Py_XDECREF(A);
-    Py_XDECREF(B);
-    Py_XDECREF(C);
-    Py_XDECREF(db);
-    Py_XDECREF(D);
-    Py_XDECREF(s);
-    Py_XDECREF(y);
-    Py_XDECREF(s_out);
+    for (int i = 0; i < SSD_ARRAYS; i++) Py_XDECREF(a[i]);
     return result;
 }
 

@@ -3,6 +3,7 @@ mamba_ssm configs (Mamba1 or Mamba2 layers), parsed into MambaDims (the shapes t
 built with)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -196,9 +197,8 @@ def parse_transformers_falcon_mamba(cfg: dict, where: str = "config.json") -> Ma
     """Reads a HF FalconMambaConfig dict (model_type "falcon_mamba"): Mamba-1 with weightless RMS
     norms on dt, B and C. intermediate_size wins over expand, which some published configs state
     wrongly."""
-    dims = parse_transformers_mamba(cfg, where)
-    return MambaDims(**{**dims.__dict__, "arch": "falcon_mamba",
-                        "mixer_rms_eps": _eps_field(cfg, "mixer_rms_eps", 1e-6, where)})
+    return dataclasses.replace(parse_transformers_mamba(cfg, where), arch="falcon_mamba",
+                               mixer_rms_eps=_eps_field(cfg, "mixer_rms_eps", 1e-6, where))
 
 
 def _parse_mamba_ssm(cfg: dict, where: str) -> MambaDims:
@@ -259,29 +259,16 @@ def _parse_mamba_ssm_mamba2(cfg: dict, ssm: dict, hidden: int, vocab: int, multi
         raise ValueError(f"{sub}: 'headdim' must be a positive integer, got {head_dim!r}")
     if intermediate % head_dim:
         raise ValueError(f"{sub}: headdim {head_dim} must divide d_inner {intermediate}")
-    heads, head_dim, groups = _mamba2_heads(intermediate, head_dim, intermediate // head_dim,
-                                            ssm.get("ngroups", 1), sub)
-    return MambaDims(
-        hidden_size=hidden,
-        num_hidden_layers=_int_field(cfg, "n_layer", where=where),
-        vocab_size=vocab,
-        intermediate_size=intermediate,
-        state_size=_int_field(ssm, "d_state", 128, where=sub),
-        conv_kernel=_int_field(ssm, "d_conv", 4, where=sub),
-        time_step_rank=math.ceil(hidden / 16),
-        layer_norm_epsilon=eps,
-        use_bias=bool(ssm.get("bias", False)),
-        use_conv_bias=bool(ssm.get("conv_bias", True)),
-        eos_token_id=None,
-        source_format="mamba_ssm",
-        pad_vocab_size_multiple=multiple,
-        arch="mamba2",
-        num_heads=heads,
-        head_dim=head_dim,
-        n_groups=groups,
-        chunk_size=_int_field(ssm, "chunk_size", 256, where=sub),
-        time_step_limit=_time_step_limit(ssm.get("dt_limit"), sub),
-    )
+    # the same fields in Mamba2Config's terms, read by its parser (ssm_cfg's keys checked there)
+    translated = {"hidden_size": hidden, "num_hidden_layers": _int_field(cfg, "n_layer", where=where),
+                  "vocab_size": vocab, "expand": ssm.get("expand", 2), "head_dim": head_dim,
+                  "num_heads": intermediate // head_dim, "n_groups": ssm.get("ngroups", 1),
+                  "state_size": ssm.get("d_state", 128), "conv_kernel": ssm.get("d_conv", 4),
+                  "layer_norm_epsilon": eps, "use_bias": ssm.get("bias", False),
+                  "use_conv_bias": ssm.get("conv_bias", True), "chunk_size": ssm.get("chunk_size", 256),
+                  "time_step_limit": ssm.get("dt_limit")}
+    dims = parse_transformers_mamba2(translated, where=sub)
+    return dataclasses.replace(dims, source_format="mamba_ssm", pad_vocab_size_multiple=multiple, eos_token_id=None)
 
 
 _TRANSFORMERS_CLASSES = {"mamba": "MambaModel", "mamba2": "Mamba2Model", "falcon_mamba": "FalconMambaModel"}

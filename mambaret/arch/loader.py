@@ -55,4 +55,5 @@ def _check_shapes(tensors: dict, config: dict) -> None:
         got = tuple(tensor.array.shape)
         if got != want:
             dims = ", ".join(f"{dim} = {size}" for dim, size in zip(kinds[kind]["dims"], want))
-            raise ValueError(f"tensor '{name}' has shape {got}; the config gives {want} ({dims})")
+            raise ValueError(f"tensor '{name}' has shape ({', '.join(map(str, got))}), expected "
+                             f"({', '.join(map(str, want))}) from the config ({dims})")
