@@ -176,6 +176,7 @@ class TextTokenizer:
         try:
             return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
         except Exception as exc:  # tokenizers raises a bare Exception when its own file is inconsistent
+            _check_encodable(texts)  # a lone surrogate: name the input rather than tokenizers' type error
             source = f" {self.path!r}" if getattr(self, "path", None) else ""
             raise ValueError(f"the tokenizer{source} cannot encode these texts: {exc}") from None
 
@@ -204,6 +205,17 @@ class TextTokenizer:
                 if cut is None:
                     break
         return [apply_eos(x, self.eos_token_id, max_length, stats) for x in ids]
+
+
+def _check_encodable(texts: Sequence[str]) -> None:
+    """A ValueError naming the first text that is not valid Unicode (a lone surrogate, as
+    decoding with errors="surrogateescape" leaves), which tokenizers cannot take."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"input {i} is not valid Unicode: a lone surrogate {text[exc.start]!r} at character "
+                             f"{exc.start}; decode its bytes with errors='replace' or drop the character") from None
 
 
 def apply_eos(ids: Sequence[int] | np.ndarray, eos: int, max_length: int | None,
