@@ -487,7 +487,7 @@ class FlatIndex:
             if magic != cls._MAGIC:
                 written_by = _index_class_of(magic)
                 if written_by is not None:
-                    raise ValueError(f"{path} is a {written_by} file, not a {cls.__name__} one: load it with "
+                    raise ValueError(f"{path} is a file of {written_by}, not of {cls.__name__}: load it with "
                                      f"mambaret.{written_by}.load")
                 raise ValueError(f"{path}: not a mambaret {cls.__name__} file (bad magic)")
             if version != _VERSION:
