@@ -128,6 +128,13 @@ class MambaEncoder:
         return (f"MambaEncoder(d={d.hidden_size}, layers={d.num_hidden_layers}, pooling={self.pooling!r}, "
                 f"threads={self.threads}, max_tokens={self.max_tokens}, blas={self.model.blas!r})")
 
+    def similarity(self, embeddings1, embeddings2) -> np.ndarray:
+        """Cosine similarity of every row of embeddings1 with every row of embeddings2, float32
+        [n1, n2] (sentence-transformers' model.similarity; the model is trained for cosine)."""
+        from ..search.similarity import similarity
+
+        return similarity(embeddings1, embeddings2)
+
     def release_memory(self) -> None:
         """Frees the working memory kept from the last encode call (it is reused by the next one,
         which saves the page faults of a fresh allocation; a long-lived idle encoder may not
