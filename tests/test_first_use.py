@@ -397,3 +397,32 @@ def test_encode_output_is_normalised_like_index(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(np.load(out), axis=1), 1.0, rtol=1e-5)
     assert main(["encode", str(folder), str(corpus), "-o", str(out), "--quiet", "--no-normalize"]) == 0
     assert not np.allclose(np.linalg.norm(np.load(out), axis=1), 1.0)
+
+
+def test_build_index_reads_a_folder_of_npy_files(tmp_path):
+    import mambaret as mr
+
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal((n, 8)).astype(np.float32) for n in (50, 30)]
+    for i, part in enumerate(parts):
+        np.save(tmp_path / f"part-{i:05d}.npy", part)
+    built = mr.build_index(str(tmp_path), "flat")
+    assert built.index.ntotal == 80
+    scores, ids = built.index.search(parts[1][:1], k=1)
+    assert ids[0][0] == 50  # rows in file-name order
+
+
+def test_encoder_similarity_is_the_cosine():
+    import mambaret as mr
+
+    encoder = mr.MambaEncoder.from_pretrained("default", threads=1)
+    a = encoder.encode(["a state space model", "pasta"])
+    b = encoder.encode(["sequence models"])
+    np.testing.assert_allclose(encoder.similarity(a, b), mr.similarity(a, b))
+    assert encoder.similarity(a, b).shape == (2, 1)
+
+
+def test_the_main_job_reports_both_fusions(collection, capsys):
+    assert main(["eval", "--collection", str(collection), "--quiet", "--threads", "1"]) == 0
+    names = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines()]
+    assert "fusion (rrf: model + BM25)" in names and "fusion (zscore: model + BM25)" in names
