@@ -426,3 +426,11 @@ def test_the_main_job_reports_both_fusions(collection, capsys):
     assert main(["eval", "--collection", str(collection), "--quiet", "--threads", "1"]) == 0
     names = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines()]
     assert "fusion (rrf: model + BM25)" in names and "fusion (zscore: model + BM25)" in names
+
+
+def test_bm25_shows_progress_on_a_terminal_unless_quiet(collection, monkeypatch, capsys):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["eval", "--no-model", "--collection", str(collection)]) == 0
+    assert "it/s" in capsys.readouterr().err  # bm25s's bars
+    assert main(["eval", "--no-model", "--collection", str(collection), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

@@ -79,6 +79,21 @@ def _require_bm25s() -> None:
         raise UsageError(str(exc)) from None
 
 
+def _progress(args) -> bool | None:
+    """Progress bars: None (on a terminal only) unless --quiet."""
+    return False if args.quiet else None
+
+
+def _bars_on(args) -> bool:
+    """Whether to draw the bars of work that takes a plain bool (BM25's): on a terminal, unless --quiet."""
+    if args.quiet:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _model_name(model: str) -> str:
     from ..arch.paths import resolve_model_path
 
@@ -212,13 +227,14 @@ def cmd_search(args) -> int:
         raise UsageError(f"{args.index!r} has integer ids; `mambaret index` writes document ids")
     # fusion looks deeper than k in each ranking: a document low in one can rise with the other
     depth = max(args.k, 100) if args.hybrid else args.k
-    run = search_run(encoder, index, queries, k=depth, batch_size=args.batch_size)
+    run = search_run(encoder, index, queries, k=depth, batch_size=args.batch_size, show_progress_bar=_progress(args))
     if args.hybrid:
         from ..evaluation.bm25 import bm25_run
         from ..evaluation.fusion import fuse
 
         ids, texts = _read_corpus(args.hybrid, "auto")
-        run = fuse([run, bm25_run(dict(zip(ids, texts)), queries, k=depth)], method=args.fusion, top_k=args.k)
+        sparse = bm25_run(dict(zip(ids, texts)), queries, k=depth, show_progress=_bars_on(args))
+        run = fuse([run, sparse], method=args.fusion, top_k=args.k)
     if args.output:
         write_trec_run(run, args.output, tag="mambaret")
         print(f"wrote a run of {len(run)} queries to {args.output}")
@@ -259,7 +275,8 @@ def cmd_eval(args) -> int:
                                             show_progress_bar=False if args.quiet else None)
         index = FlatIndex(encoder.embedding_dim, threads=encoder.threads)
         index.add(vectors, ids=ids)
-        run = search_run(encoder, index, collection.queries, k=args.k, batch_size=args.batch_size)
+        run = search_run(encoder, index, collection.queries, k=args.k, batch_size=args.batch_size,
+                         show_progress_bar=_progress(args))
         rows.append((f"mambaret ({_model_name(args.model)})", evaluate(run, collection.qrels, metrics)))
         runs.append(run)
         if args.run_output:
@@ -267,7 +284,7 @@ def cmd_eval(args) -> int:
     if not args.no_bm25:
         from ..evaluation.bm25 import bm25_run
 
-        runs.append(bm25_run(collection.docs, collection.queries, k=args.k))
+        runs.append(bm25_run(collection.docs, collection.queries, k=args.k, show_progress=_bars_on(args)))
         rows.append(("BM25 (bm25s)", evaluate(runs[-1], collection.qrels, metrics)))
     if len(runs) == 2 and args.fusion != "none":
         from ..evaluation.fusion import fuse

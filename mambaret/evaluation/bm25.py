@@ -51,11 +51,12 @@ class BM25:
 
     ``k1``, ``b`` and ``method`` are bm25s's (``"lucene"`` by default); ``stopwords`` is a
     language code or a list of words (None keeps every word); ``stemmer`` is None, a callable
-    over a list of words, or a language name for PyStemmer.
+    over a list of words, or a language name for PyStemmer. ``show_progress`` draws bm25s's
+    progress bars while indexing and searching (long on a large corpus).
     """
 
     def __init__(self, corpus: Mapping[str, Document], k1: float = 1.5, b: float = 0.75,
-                 method: str = "lucene", stopwords="en", stemmer=None):
+                 method: str = "lucene", stopwords="en", stemmer=None, show_progress: bool = False):
         bm25s = require_bm25s()
         if not isinstance(corpus, Mapping):
             raise ValueError("corpus must be a dict {docid: text}")
@@ -64,15 +65,16 @@ class BM25:
         self._bm25s = bm25s
         self._stopwords = stopwords
         self._stemmer = _resolve_stemmer(stemmer)
+        self.show_progress = bool(show_progress)
         self.doc_ids = [str(docid) for docid in corpus]
         tokens = bm25s.tokenize([document_text(doc) for doc in corpus.values()],
-                                stopwords=stopwords, stemmer=self._stemmer, show_progress=False)
+                                stopwords=stopwords, stemmer=self._stemmer, show_progress=self.show_progress)
         self._retriever = None
         # a corpus of stopwords only has no term to index (bm25s would fail on it): every search
         # then finds nothing, as no query term can match
         if _has_terms(tokens):
             self._retriever = bm25s.BM25(k1=k1, b=b, method=method)
-            self._retriever.index(tokens, show_progress=False)
+            self._retriever.index(tokens, show_progress=self.show_progress)
 
     def search(self, queries: Mapping[str, str], k: int = 1000) -> Dict[str, Dict[str, float]]:
         """The top ``k`` documents of each query as a run. Documents that share no term with the
@@ -93,7 +95,7 @@ class BM25:
         if not _has_terms(tokens):  # only stopwords in every query: nothing can match
             return run
         top = min(k, len(self.doc_ids))
-        positions, scores = self._retriever.retrieve(tokens, k=top, show_progress=False)
+        positions, scores = self._retriever.retrieve(tokens, k=top, show_progress=self.show_progress)
         for qid, row_positions, row_scores in zip(queries, positions, scores):
             run[qid] = {self.doc_ids[int(p)]: float(s)
                         for p, s in zip(row_positions, row_scores) if s > 0}
