@@ -331,7 +331,7 @@ def cmd_train(args) -> int:
     try:
         import torch
     except ImportError:
-        raise UsageError('training needs torch and tqdm: pip install "mambaret[train]"') from None
+        raise UsageError('training needs torch: pip install torch==2.13.0 (or pip install ".[train]" in the mambaret repository)') from None
     from ..train import Trainer, TrainingArguments, list_checkpoints, load_model, load_tokenizer, resolve_model_dir
     from ..train.data import load_training_data
 

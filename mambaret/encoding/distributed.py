@@ -1,4 +1,4 @@
-"""Encoding corpora on a Ray cluster (``pip install "mambaret[ray]"``).
+"""Encoding corpora on a Ray cluster (``pip install ".[ray]"`` in the repository).
 
 :func:`encode` maps a Ray dataset of texts through an actor pool (``ray.data`` ``map_batches``),
 each actor holding one :class:`~mambaret.MambaEncoder` whose threads are the actor's CPUs, and
@@ -32,7 +32,7 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise ImportError("mambaret.distributed needs Ray: pip install \"mambaret[ray]\"") from None
+        raise ImportError("mambaret.distributed needs Ray: pip install \"ray[data]\" (or pip install \".[ray]\" in the mambaret repository)") from None
     return ray
 
 

@@ -119,7 +119,7 @@ if LANGCHAIN_AVAILABLE:
             docs = retriever.invoke("a question")    # Documents, metadata["score"] the fused score
 
         method: ``"rrf"`` or ``"zscore"``; weights: (dense, BM25), default equal; depth: how deep
-        each ranking is read before fusing. BM25 needs bm25s (``pip install 'mambaret[bm25]'``).
+        each ranking is read before fusing. BM25 uses bm25s (part of the base install).
         """
 
         encoder: Any
@@ -194,10 +194,10 @@ if LANGCHAIN_AVAILABLE:
             return found
 else:
     class MambaHybridRetriever:  # the retriever returns LangChain Documents: it needs langchain-core
-        """Needs langchain-core: ``pip install 'mambaret[langchain]'``."""
+        """Needs langchain-core: ``pip install langchain-core`` (or ``'.[langchain]'`` in the repository)."""
 
         def __init__(self, *args, **kwargs):
-            raise ImportError("MambaHybridRetriever needs langchain-core: pip install 'mambaret[langchain]'")
+            raise ImportError("MambaHybridRetriever needs langchain-core: pip install langchain-core (or pip install '.[langchain]' in the mambaret repository)")
 
         @classmethod
         def from_texts(cls, *args, **kwargs):
