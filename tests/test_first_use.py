@@ -434,3 +434,20 @@ def test_bm25_shows_progress_on_a_terminal_unless_quiet(collection, monkeypatch,
     assert "it/s" in capsys.readouterr().err  # bm25s's bars
     assert main(["eval", "--no-model", "--collection", str(collection), "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_encode_on_ray_prints_no_info_lines(tmp_path):
+    pytest.importorskip("ray")
+    pytest.importorskip("pyarrow")
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("state space models\ncooking pasta\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("RAY_BACKEND_LOG_LEVEL", None)
+    done = subprocess.run([sys.executable, "-m", "mambaret", "encode", str(corpus), "--ray", "--num-actors", "1",
+                           "--threads", "1", "-o", str(tmp_path / "shards")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "encoded 2 documents on Ray" in done.stdout
+    noisy = [line for line in done.stderr.splitlines() if " INFO " in line or "core_worker" in line
+             or "authentication" in line or "logging_progress" in line]
+    assert not noisy, done.stderr

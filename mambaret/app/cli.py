@@ -157,6 +157,10 @@ def _encode_ray(args) -> int:
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     start = time.perf_counter()
+    # only Ray's warnings and errors; its C++ core's notes (a benign actor-restart line on
+    # every run) only when RAY_BACKEND_LOG_LEVEL asks for them
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    distributed.connect(args.ray or None, quiet=True)
     ds = distributed.encode([args.corpus], args.model, batch_size=args.batch_size, num_actors=args.num_actors,
                             cpus_per_actor=args.threads or 1, normalize_embeddings=args.normalize,
                             address=args.ray or None, format=args.format, max_length=args.max_length,

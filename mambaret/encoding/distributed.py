@@ -48,15 +48,22 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise ConnectionError(f"cannot reach a Ray cluster at {address}: {e}") from None
 
 
-def connect(address: Optional[str] = None):
+def connect(address: Optional[str] = None, quiet: bool = False):
     """Uses the Ray connection this process has, else connects to ``address``, else starts a
-    local Ray. Returns the ray module."""
+    local Ray. Returns the ray module. quiet: only Ray's errors and Ray Data's warnings reach
+    the terminal, no INFO lines (the command line asks for it)."""
     ray = _ray()
+    if quiet:
+        import logging
+
+        # Ray Data logs its progress and plan every few seconds when not on a terminal
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return ray
     if address is not None and address != "auto":
         _check_reachable(address)
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    init = {"logging_level": "ERROR"} if quiet else {}
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **init)
     return ray
 
 
