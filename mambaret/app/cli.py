@@ -37,9 +37,12 @@ def positive_int(text: str) -> int:
 
 def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="texts per call into the engine (default 64)")
-    p.add_argument("--max-length", type=positive_int, default=None, help="truncate texts to this many tokens (EOS kept)")
-    p.add_argument("--max-tokens", type=positive_int, default=8192, help="tokens per micro-batch: bounds memory (default 8192)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--max-length", type=positive_int, default=None,
+                   help="truncate texts to this many tokens (EOS kept); default: the model folder's max_seq_length")
+    p.add_argument("--max-tokens", type=positive_int, default=8192,
+                   help="tokens per micro-batch: bounds memory (default 8192)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -335,7 +338,8 @@ def cmd_train(args) -> int:
     try:
         import torch
     except ImportError:
-        raise UsageError('training needs torch: pip install torch==2.13.0 (or pip install ".[train]" in the mambaret repository)') from None
+        raise UsageError('training needs torch: pip install torch==2.13.0 '
+                         '(or pip install ".[train]" in the mambaret repository)') from None
     from ..train import Trainer, TrainingArguments, list_checkpoints, load_model, load_tokenizer, resolve_model_dir
     from ..train.data import load_training_data
 
@@ -494,8 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate the model, BM25 and their fusion on a test collection",
                        description="Index a collection's documents, run its queries and print nDCG@10, "
                                    "MRR@10, Recall@100 and MAP for the model, BM25 and their fusions (RRF and "
-                                   "z-score) in one table, and the model's encoding speed. With no arguments: the packaged "
-                                   "default model on the Vaswani collection from ../shared/data.")
+                                   "z-score) in one table, and the model's encoding speed. With no arguments: the "
+                                   "packaged default model on the Vaswani collection from ../shared/data.")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--collection", default=None,
                    help="TREC folder (doc-text.trec, query-text.trec, qrels) or BEIR folder "

@@ -32,7 +32,8 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise ImportError("mambaret.distributed needs Ray: pip install \"ray[data]\" (or pip install \".[ray]\" in the mambaret repository)") from None
+        raise ImportError("mambaret.distributed needs Ray: pip install \"ray[data]\" "
+                          "(or pip install \".[ray]\" in the mambaret repository)") from None
     return ray
 
 

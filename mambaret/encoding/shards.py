@@ -33,7 +33,8 @@ def _pyarrow():
         import pyarrow
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise ImportError("Parquet shards need pyarrow: pip install pyarrow (or pip install \".[ray]\" in the mambaret repository)") from None
+        raise ImportError("Parquet shards need pyarrow: pip install pyarrow "
+                          "(or pip install \".[ray]\" in the mambaret repository)") from None
     return pyarrow
 
 

@@ -2,8 +2,8 @@
 
 Uses the ``bm25s`` package (a dependency of the base install since 0.2.0; the ``bm25`` extra,
 ``pip install ".[bm25]"``, names it too), imported only when a BM25 index is built; callers that
-do other work first check it with :func:`require_bm25s`. Results come back as a run, ``{qid: {docid: score}}``, ready for
-:func:`mambaret.evaluate` and :func:`mambaret.evaluation.datasets.write_trec_run`.
+do other work first check it with :func:`require_bm25s`. Results come back as a run,
+``{qid: {docid: score}}``, ready for :func:`mambaret.evaluate` and :func:`mambaret.evaluation.datasets.write_trec_run`.
 """
 
 from __future__ import annotations

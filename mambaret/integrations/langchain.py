@@ -197,7 +197,8 @@ else:
         """Needs langchain-core: ``pip install langchain-core`` (or ``'.[langchain]'`` in the repository)."""
 
         def __init__(self, *args, **kwargs):
-            raise ImportError("MambaHybridRetriever needs langchain-core: pip install langchain-core (or pip install '.[langchain]' in the mambaret repository)")
+            raise ImportError("MambaHybridRetriever needs langchain-core: pip install langchain-core "
+                              "(or pip install '.[langchain]' in the mambaret repository)")
 
         @classmethod
         def from_texts(cls, *args, **kwargs):

@@ -7,7 +7,8 @@ kernels (forward and backward), on packed batches (1-D tokens + sequence offsets
 try:
     import torch  # noqa: F401
 except ImportError as exc:  # torch is the "train" extra, never a core dependency
-    raise ImportError('mambaret.nn needs torch: pip install torch==2.13.0 (or pip install ".[train]" in the mambaret repository)') from exc
+    raise ImportError('mambaret.nn needs torch: pip install torch==2.13.0 '
+                      '(or pip install ".[train]" in the mambaret repository)') from exc
 
 from .functional import conv_silu, selective_scan
 from .model import MambaModel, last_token_embeddings, offsets_from_lengths

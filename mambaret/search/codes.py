@@ -114,8 +114,8 @@ class _CodeFlatIndex(FlatIndex):
         index's precision. With rescore vectors attached and ``rescore_multiplier`` >= 1, the
         ``rescore_multiplier * k`` best rows by code are rescored with the float queries (then
         the queries must be float). Without rescore vectors (``set_rescore_vectors``) the
-        multiplier, 4 by default, does nothing: the ranking is by codes alone. ``kernel`` picks the code kernel ("auto", "portable",
-        "avx2", "avx512", "reference"), for tests and benchmarks.
+        multiplier, 4 by default, does nothing: the ranking is by codes alone. ``kernel`` picks the
+        code kernel ("auto", "portable", "avx2", "avx512", "reference"), for tests and benchmarks.
         """
         k = _check_k(k)
         multiplier = _check_multiplier(rescore_multiplier)
