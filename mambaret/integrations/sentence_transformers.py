@@ -106,19 +106,24 @@ def write_eos_tokenizer(text_tokenizer, folder: str, max_length: int | None = No
     tokenizer.no_padding()
     tokenizer.no_truncation()
     tokenizer.save(os.path.join(folder, "tokenizer.json"))
-    tokenizer_config = {
-        # the generic fast class keeps tokenizer.json's post-processor as written
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "eos_token": eos,
-        "bos_token": eos,
-        "pad_token": eos,
-        # right padding: the real last token is where the attention mask last reads 1
-        "padding_side": "right",
-        "clean_up_tokenization_spaces": False,
-    }
+    # a tokenizer_config.json already there (copied with the tokenizer) keeps its other tokens
+    config_path = os.path.join(folder, "tokenizer_config.json")
+    tokenizer_config = {}
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            loaded = json.load(f)
+        tokenizer_config = loaded if isinstance(loaded, dict) else {}
+    # the generic fast class keeps tokenizer.json's post-processor as written
+    tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tokenizer_config["eos_token"] = eos
+    tokenizer_config.setdefault("bos_token", eos)
+    tokenizer_config.setdefault("pad_token", eos)
+    # right padding: the real last token is where the attention mask last reads 1
+    tokenizer_config["padding_side"] = "right"
+    tokenizer_config.setdefault("clean_up_tokenization_spaces", False)
     if max_length is not None:
         tokenizer_config["model_max_length"] = max_length
-    _dump(os.path.join(folder, "tokenizer_config.json"), tokenizer_config)
+    _dump(config_path, tokenizer_config)
     return eos
 
 
