@@ -133,6 +133,10 @@ def test_sentence_transformers_loads_a_trained_model_as_mambaret_embeds(trained)
     encoder = mr.MambaEncoder.from_pretrained(out, threads=1)
     assert encoder.normalize and encoder.max_length == 16  # the training --max-length
     np.testing.assert_allclose(model.encode(texts, convert_to_numpy=True), encoder.encode(texts), atol=1e-5)
+    # a checkpoint folder is a model folder too
+    checkpoint = os.path.join(out, "checkpoint-2")
+    np.testing.assert_allclose(_sentence_transformer(checkpoint).encode(texts, convert_to_numpy=True),
+                               mr.MambaEncoder.from_pretrained(checkpoint, threads=1).encode(texts), atol=1e-5)
 
 
 # ---------------------------------------------------------------- 3. encode CORPUS
@@ -200,10 +204,10 @@ def test_train_refuses_mnrl_with_nothing_to_contrast(tmp_path, capsys):
 def test_trained_model_files_are_readable_by_others(trained):
     out = trained["output"]
     assert stat.S_IMODE(os.stat(os.path.join(out, "model.safetensors")).st_mode) == 0o644
-    checkpoint = os.path.join(out, "checkpoint-2")
-    assert stat.S_IMODE(os.stat(checkpoint).st_mode) == 0o755
-    for name in os.listdir(checkpoint):
-        assert stat.S_IMODE(os.stat(os.path.join(checkpoint, name)).st_mode) == 0o644, name
+    for root, folders, files in os.walk(out):
+        assert stat.S_IMODE(os.stat(root).st_mode) == 0o755, root
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o644, os.path.join(root, name)
 
 
 def test_exported_weights_are_readable_by_others(tmp_path):

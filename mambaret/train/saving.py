@@ -80,13 +80,14 @@ def save_model_files(model, tokenizer_files: list[str], folder: str, write_more=
 
 
 def write_checkpoint(output_dir: str, step: int, model, tokenizer_files: list[str], optimizer, scheduler,
-                     rng_state: dict, trainer_state: dict) -> str:
-    """output_dir/checkpoint-<step>/: the model (HF folder with tokenizer), optimizer, scheduler,
-    RNG states and the trainer's position; assembled under a temporary name, then renamed."""
+                     rng_state: dict, trainer_state: dict, write_more=None) -> str:
+    """output_dir/checkpoint-<step>/: the model (HF folder with tokenizer; write_more(folder) adds
+    files, as for save_model_files), optimizer, scheduler, RNG states and the trainer's position;
+    assembled under a temporary name, then renamed."""
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
     remove_stale_folders(output_dir, TEMPORARY_PREFIX)
     with locked_temporary_folder(output_dir, TEMPORARY_PREFIX) as tmp:
-        save_model_files(model, tokenizer_files, tmp)
+        save_model_files(model, tokenizer_files, tmp, write_more=write_more)
         atomic_torch_save(os.path.join(tmp, OPTIMIZER_FILE), optimizer.state_dict())
         atomic_torch_save(os.path.join(tmp, SCHEDULER_FILE), scheduler.state_dict())
         atomic_torch_save(os.path.join(tmp, RNG_FILE), rng_state)

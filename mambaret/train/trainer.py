@@ -341,7 +341,8 @@ class Trainer:
     def save_checkpoint(self) -> str:
         os.makedirs(self.output_dir, exist_ok=True)
         path = saving.write_checkpoint(self.output_dir, self.state.global_step, self.model, self.tokenizer_files,
-                                       self.optimizer, self.scheduler, rng_state(), self._trainer_state())
+                                       self.optimizer, self.scheduler, rng_state(), self._trainer_state(),
+                                       write_more=self._write_st_files)  # a checkpoint is a usable model too
         saving.prune_checkpoints(self.output_dir, self.args.save_total_limit)
         return path
 
