@@ -147,6 +147,8 @@ def test_encode_takes_a_lone_corpus_file_with_the_default_model(collection, tmp_
     assert np.load(out).shape == (3, DEFAULT_DIM)
     assert main(["encode", str(collection / "doc-text.trec"), "--limit", "1", "--quiet", "--threads", "1"]) == 0
     assert "encoded 1 documents" in capsys.readouterr().out
+    assert main(["encode", str(collection / "missing.trec"), "--quiet"]) == 2  # a typo names the corpus
+    assert "no corpus file" in _one_line_error(capsys, "encode")
 
 
 # ---------------------------------------------------------------- 4, 6, 10: train

@@ -17,6 +17,7 @@ EXIT_BROKEN_PIPE = 141  # what a shell reports for a command that SIGPIPE ended
 # relative to the working directory (the repository root). Read when a command runs.
 DEMO_COLLECTION = os.path.join("..", "shared", "data", "vaswani")
 DEMO_CORPUS = os.path.join(DEMO_COLLECTION, "doc-text.trec")
+CORPUS_SUFFIXES = (".trec", ".jsonl", ".txt", ".xml", ".sgml", ".tsv")
 MODEL_HELP = "model directory (HF or sentence-transformers format); default: the packaged default model"
 
 
@@ -107,8 +108,9 @@ def _model_name(model: str) -> str:
 
 
 def cmd_encode(args) -> int:
-    if args.corpus is None and os.path.isfile(args.model):
-        # one positional that is a file is the corpus (a model is a folder or a hub id)
+    if args.corpus is None and (os.path.isfile(args.model) or
+                                (not os.path.isdir(args.model) and args.model.endswith(CORPUS_SUFFIXES))):
+        # one positional that is a file (or names one) is the corpus: a model is a folder or a hub id
         args.model, args.corpus = DEFAULT_MODEL, args.model
     if args.corpus is None:
         demo = DEMO_CORPUS
