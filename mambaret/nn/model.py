@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._atomic import give_default_mode
 from ..arch.config import MambaDims, parse_config, read_config, transformers_config
 from ..arch.weights import core_tensor, iter_weights
 from .functional import check_offsets, conv_silu, selective_scan, ssd_scan
@@ -224,6 +225,7 @@ class MambaModel(nn.Module):
         vocab_rows = tensors["embeddings.weight"].shape[0]
         partial = os.path.join(save_dir, "model.safetensors.partial")
         save_file(tensors, partial, metadata={"format": "pt"})
+        give_default_mode(partial)  # safetensors creates 0600
         os.replace(partial, os.path.join(save_dir, "model.safetensors"))
         with open(os.path.join(save_dir, "config.json"), "w", encoding="utf-8") as f:
             json.dump(hf_config_dict(self.config, vocab_rows), f, indent=2)
