@@ -353,3 +353,20 @@ def test_sentence_transformers_folder_of_another_architecture(tmp_path, tokenize
     np.testing.assert_allclose(ours, direct, rtol=1e-5, atol=1e-6)
     theirs = st.SentenceTransformer(folder, device="cpu").encode(texts, prompt_name="query")
     np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=2e-5)
+
+
+def test_cli_encodes_with_a_mamba2_folder(tmp_path, tokenizer_json):
+    import shutil
+
+    from mambaret.app.cli import main
+
+    model = build_hf_model({**NN_CONFIGS["mamba2"], "vocab_size": 50280}, seed=6, family="mamba2")
+    path = save_hf_model(model, tmp_path / "m2")
+    shutil.copyfile(tokenizer_json, f"{path}/tokenizer.json")
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("state space models\nselective scans read left to right\n")
+    out = tmp_path / "emb.npy"
+    assert main(["encode", path, str(corpus), "-o", str(out), "--quiet", "--threads", "1"]) == 0
+    expected = mr.MambaEncoder.from_pretrained(path, threads=1).encode(
+        ["state space models", "selective scans read left to right"], normalize_embeddings=True)
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6)

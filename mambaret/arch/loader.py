@@ -30,8 +30,8 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
                          f"the config's hidden_size is {dims.hidden_size}")
     check_vocab_rows(dims, int(embedding.shape[0]), model_dir)
     config = dims.core_config(vocab_rows=int(embedding.shape[0]))
-    _check_shapes(tensors, config)  # from the headers: a wrong shape costs no allocation
     check_allocation(model_weight_bytes(dims, int(embedding.shape[0])), "the model's weights")
+    _check_shapes(tensors, config)  # from the headers: a wrong shape costs no allocation
     model = _C.Model(config)
     for (kind, layer), (name, tensor) in tensors.items():
         if layer >= dims.num_hidden_layers:
