@@ -123,11 +123,11 @@ def parse_inputs(value: Any, name: str, config: ServeConfig, allow_token_ids: bo
                 raise ApiError(422, f"{name}[{i}] is an empty string: there is nothing to embed",
                                code="empty_input", param=name)
         return Inputs(texts=value)
-    token_ids = _token_id_lists(value)
+    token_ids = _token_id_lists(value) if allow_token_ids else None
     if token_ids is None:
         bad = next(i for i, v in enumerate(value) if not isinstance(v, str))
         raise ApiError(422, f"{name}[{bad}] must be a string, got a JSON {_json_type(value[bad])}", param=name)
-    if not allow_token_ids or not config.accept_token_ids:
+    if not config.accept_token_ids:
         raise ApiError(422, TOKEN_IDS_REFUSED, code="token_ids_not_accepted", param=name)
     return Inputs(token_ids=token_ids)
 
