@@ -382,3 +382,17 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(encoder):
     for chunk, rows in results:
         assert_rows_equal(rows, encoder.encode(chunk, normalize_embeddings=True))
     assert "requests accepted" in "".join(running.stdout)
+
+
+def test_bad_command_lines_exit_2_with_a_message(tmp_path):
+    import subprocess
+    import sys
+
+    from serve_support import REPO_ROOT
+
+    for args, words in ((["--hybrid", "corpus.trec"], "--hybrid needs --index"),
+                        (["--index", str(tmp_path / "missing.index")], "no index file"),
+                        (["--max-inputs", "0"], "max_inputs must be a positive integer")):
+        done = subprocess.run([sys.executable, "-m", "mambaret", "serve", "--port", "0", *args], cwd=str(REPO_ROOT),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
