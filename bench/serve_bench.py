@@ -53,6 +53,7 @@ import mambaret as mr  # noqa: E402
 from serve_support import ServerProcess, port_open  # noqa: E402
 
 VASWANI = os.path.join(REPO, "..", "shared", "data", "vaswani", "doc-text.trec")
+NOTES_MARKER = "<!-- findings: written by hand, kept when the report is regenerated -->"
 
 
 # -- texts ----------------------------------------------------------------------------------------
@@ -497,8 +498,16 @@ def main() -> None:
     results["others_before"], results["others_after"] = others_before, other_load()
     with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
         json.dump(results, f, indent=1, default=float)
-    with open(args.output, "w") as f:
-        f.write(report(results, args))
+    text = report(results, args)
+    try:  # hand-written findings below the marker survive a regenerated report
+        with open(args.output, encoding="utf-8") as f:
+            previous = f.read()
+        if NOTES_MARKER in previous:
+            text += "\n" + NOTES_MARKER + previous.split(NOTES_MARKER, 1)[1]
+    except FileNotFoundError:
+        pass
+    with open(args.output, "w", encoding="utf-8") as f:
+        f.write(text)
     print(f"wrote {args.output}")
 
 

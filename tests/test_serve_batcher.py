@@ -126,3 +126,24 @@ def test_prompts_follow_encode_query_and_encode_document():
     texts = ["what is a state space model?", "pasta"]
     rows = asyncio.run(embed(texts, service.prompt_prefix(None, role="query")))
     np.testing.assert_allclose(rows, encoder.encode_query(texts, normalize_embeddings=True), atol=1e-6, rtol=0)
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    forward = RecordingForward()
+
+    async def body(batcher):
+        # max_wait is 60 s: a request that waited for company would run into the timeout
+        first = await asyncio.wait_for(batcher.embed([[1]], True), 10)
+        second = await asyncio.wait_for(batcher.embed([[2]], True), 10)
+        return first, second
+
+    async def main():
+        batcher = DynamicBatcher(forward, 60.0, 100, Metrics(), company_possible=lambda: False)
+        batcher.start()
+        try:
+            return await body(batcher)
+        finally:
+            await batcher.stop()
+
+    first, second = asyncio.run(main())
+    assert forward.calls == [[[1]], [[2]]] and first[0, 0] == 1 and second[0, 0] == 2

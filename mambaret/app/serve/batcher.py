@@ -2,7 +2,7 @@
 
 Requests queue their token-id lists; one worker takes the oldest request, waits up to max_wait
 (from that request's arrival) for company while the merged batch holds fewer than
-max_batch_tokens tokens, runs one forward on the engine thread (the C core releases the GIL, so
+max_batch_tokens tokens and another request could still join (company_possible), runs one forward on the engine thread (the C core releases the GIL, so
 the event loop keeps serving), and hands each request its own rows, in order. An embedding does
 not depend on which other inputs share its forward, so merging changes no result.
 """
@@ -38,8 +38,10 @@ class DynamicBatcher:
     """Merges concurrent embed() calls into forwards of at most max_batch_tokens tokens (a single
     larger request runs alone). forward(ids, normalize) -> float32 [len(ids), d]."""
 
-    def __init__(self, forward: Forward, max_wait_s: float, max_batch_tokens: int, metrics: Metrics):
+    def __init__(self, forward: Forward, max_wait_s: float, max_batch_tokens: int, metrics: Metrics,
+                 company_possible: Callable[[], bool] = lambda: True):
         self._forward = forward
+        self._company_possible = company_possible
         self._max_wait_s = max_wait_s
         self._max_batch_tokens = max_batch_tokens
         self._metrics = metrics
@@ -49,6 +51,10 @@ class DynamicBatcher:
         # one thread: one forward at a time per model, as the engine's workspace wants
         self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mambaret-engine")
         self._worker: Optional[asyncio.Task] = None
+
+    @property
+    def queued_requests(self) -> int:
+        return len(self._queue)
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="mambaret-batcher")
@@ -92,7 +98,7 @@ class DynamicBatcher:
 
     async def _wait_for_company(self) -> None:
         deadline = self._queue[0].arrived + self._max_wait_s
-        while self._queued_tokens < self._max_batch_tokens:
+        while self._queued_tokens < self._max_batch_tokens and self._company_possible():
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return

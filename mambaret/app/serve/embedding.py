@@ -38,7 +38,9 @@ class EmbeddingService:
         self.config = config
         self.metrics = metrics
         self.dim = encoder.embedding_dim
-        self.batcher = DynamicBatcher(self._forward, config.max_wait_ms / 1000.0, config.max_batch_tokens, metrics)
+        # a lone request does not wait for company: no other request is in flight to join it
+        self.batcher = DynamicBatcher(self._forward, config.max_wait_ms / 1000.0, config.max_batch_tokens, metrics,
+                                      company_possible=lambda: metrics.in_flight > self.batcher.queued_requests)
 
     def _forward(self, ids: Sequence[Sequence[int]], normalize: bool) -> np.ndarray:
         # runs on the engine thread; the C core releases the GIL

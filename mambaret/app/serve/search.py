@@ -30,7 +30,7 @@ class SearchService:
                            code="hybrid_not_available", param="hybrid")
         use_bm25 = self.bm25 is not None and hybrid is not False
         prefix = self.embedding.prompt_prefix(None, role="query")
-        ids = await self.embedding.tokenize(queries, prefix, truncate=True)
+        ids = await self.embedding.tokenize(queries, prefix)
         vectors = await self.embedding.embed(ids, normalize=True)
         depth = max(k, FUSION_DEPTH) if use_bm25 else k
         depth = min(depth, max(self.index.ntotal, 1))
