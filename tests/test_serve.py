@@ -208,20 +208,28 @@ def _metric(url: str, name: str) -> float:
 
 def test_concurrent_requests_share_forwards_and_get_their_own_rows(open_server, encoder):
     texts = [f"request {i}: " + " ".join(f"word{j}" for j in range(i % 7 + 1)) for i in range(24)]
-    forwards_before = _metric(open_server.url, "mambaret_batch_inputs_count")
+    long_texts = [" ".join(f"busy{i}x{j}" for j in range(160)) for i in range(16)]
 
-    def send(i: int):
-        chunk = texts[i:i + 3]
+    def send(chunk):
         with httpx.Client() as http:
             body = http.post(f"{open_server.url}/v1/embeddings", json={"input": chunk, "encoding_format": "float"},
-                             timeout=60).json()
+                             timeout=120).json()
         return chunk, [d["embedding"] for d in body["data"]]
 
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(send, range(0, 24, 3)))
+    with concurrent.futures.ThreadPoolExecutor(9) as pool:
+        # a long forward first, so that the small requests below arrive while the engine is busy
+        busy = pool.submit(send, long_texts)
+        deadline = time.monotonic() + 60
+        while _metric(open_server.url, "mambaret_queued_inputs") == 0 and not busy.done():
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        forwards_before = _metric(open_server.url, "mambaret_batch_inputs_count")
+        results = list(pool.map(send, [texts[i:i + 3] for i in range(0, 24, 3)]))
+        busy.result()
     for chunk, rows in results:
         assert_rows_equal(rows, encoder.encode(chunk, normalize_embeddings=True))
     forwards = _metric(open_server.url, "mambaret_batch_inputs_count") - forwards_before
+    # the long request's forward may end after forwards_before was read: at most one forward more
     assert 1 <= forwards < len(results), f"{len(results)} concurrent requests took {forwards} forwards"
 
 
