@@ -50,3 +50,19 @@ def test_the_command_line_parser_does_not_import_the_server():
     code = ("import sys; from mambaret.app.cli import build_parser; build_parser(); "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn')], 'ASGI imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO_ROOT))
+
+
+def test_a_model_without_a_tokenizer_takes_its_own_token_ids(tmp_path):
+    from mambaret.arch.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / "model"), seed=0, hidden_size=16, num_hidden_layers=1, vocab_size=50)
+    encoder = mr.MambaEncoder.from_pretrained(path, threads=1)
+    assert encoder.tokenizer is None
+    with TestClient(create_app(encoder, ServeConfig(accept_token_ids=True, model_id="tiny"))) as client:
+        refused = client.post("/v1/embeddings", json={"input": "text"})
+        assert refused.status_code == 422 and "no tokenizer" in refused.json()["error"]["message"]
+        ids = [[1, 2, 3], [4, 5]]
+        rows = client.post("/v1/embeddings", json={"input": ids, "model": "tiny", "encoding_format": "float"}).json()
+        np.testing.assert_allclose([d["embedding"] for d in rows["data"]], encoder.encode(ids, normalize_embeddings=True),
+                                   atol=1e-6, rtol=0)
+        assert rows["usage"]["prompt_tokens"] == 5
