@@ -23,8 +23,9 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig, frame) -> None:
         super().handle_exit(sig, frame)
-        if sig == signal.SIGTERM:
-            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+        captured = getattr(self, "_captured_signals", None)  # uvicorn's list of signals to re-raise
+        if sig == signal.SIGTERM and captured is not None:
+            captured[:] = [s for s in captured if s != signal.SIGTERM]
 
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets=sockets)
