@@ -9,7 +9,6 @@ import logging
 import time
 from typing import Awaitable, Callable, Optional
 
-import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
