@@ -1,7 +1,8 @@
-/* A Mamba-1 backbone on one CUDA device: weights uploaded once, one workspace reused across
- * calls, and the CPU engine's micro-batch scheduler (csrc/models/mr_sched.c) driving the kernels.
+/* A Mamba-1 or Mamba-2 backbone on one CUDA device: weights uploaded once, one workspace reused
+ * across calls, and the CPU engine's micro-batch scheduler (csrc/models/mr_sched.c) driving the
+ * kernels.
  *
- * Per micro-batch of T rows and per layer (act = the compute dtype, f32 = float32):
+ * Per micro-batch of T rows and per Mamba-1 layer (act = the compute dtype, f32 = float32):
  *   x (f32, residual) += mix; normed (act) = rmsnorm(x)      add_rmsnorm
  *   xz (act, [T, 2E]) = normed @ in_proj^T                   cuBLAS
  *   u (act) = silu(conv(xz[:, :E]))                          conv_silu (+ carried conv state)
@@ -9,6 +10,9 @@
  *   dt (act) = xdbl[:, :R] @ dt_proj^T                       cuBLAS
  *   y (act) = scan(u, dt, B, C, z = xz[:, E:])               selective_scan (+ carried state)
  *   mix (f32) = y @ out_proj^T                               cuBLAS, float32 output
+ * A Mamba-2 layer: zxbcdt (act, [T, 2E + 2GN + H]) = normed @ in_proj^T; xbc = silu(conv(xBC))
+ * (+ carried conv state); y = ssd_scan(x, dt, B, C) (+ carried state); y = gated_rmsnorm(y, z);
+ * mix = y @ out_proj^T.
  * The final norm is fused into pooling. The host only enqueues: the one wait inside a forward
  * is the final copy when the caller wants host memory (and the range check of token ids that
  * arrive already on the device, which must answer before anything runs). */
@@ -29,6 +33,7 @@
 #include "pool_l2.cuh"
 #include "rmsnorm.cuh"
 #include "selective_scan.cuh"
+#include "ssd_scan.cuh"
 
 #define MR_CUBLAS_WORKSPACE ((size_t)32 << 20)       /* what cuBLAS asks for on Hopper */
 #define MR_ALIGN 256
@@ -37,6 +42,7 @@
 typedef struct {
     void *in_w, *x_w, *dt_w, *out_w; /* act */
     float *norm, *in_b, *conv_w, *conv_b, *dt_b, *A2, *D, *out_b;
+    float *gnorm; /* Mamba-2's gated norm weight */
 } cuda_layer;
 
 struct mr_cuda_model {
@@ -114,6 +120,14 @@ static void **tensor_slot(mr_cuda_model *m, int kind, int64_t layer) {
     case MR_T_D: return (void **)&L->D;
     case MR_T_OUT_PROJ_W: return &L->out_w;
     case MR_T_OUT_PROJ_B: return (void **)&L->out_b;
+    case MR_T_M2_IN_PROJ_W: return &L->in_w;
+    case MR_T_M2_IN_PROJ_B: return (void **)&L->in_b;
+    case MR_T_M2_CONV_W: return (void **)&L->conv_w;
+    case MR_T_M2_CONV_B: return (void **)&L->conv_b;
+    case MR_T_M2_DT_BIAS: return (void **)&L->dt_b;
+    case MR_T_M2_A_LOG: return (void **)&L->A2;
+    case MR_T_M2_D: return (void **)&L->D;
+    case MR_T_M2_NORM: return (void **)&L->gnorm;
     default: return NULL;
     }
 }
@@ -130,10 +144,14 @@ mr_status mr_cuda_model_create(const mr_config *cfg, mr_dtype dtype, int device,
     *out = NULL;
     if (dtype != MR_DTYPE_F32 && dtype != MR_DTYPE_F16 && dtype != MR_DTYPE_BF16)
         return mr_fail(err, MR_ERR_VALUE, "unknown compute dtype %d", (int)dtype);
-    if (cfg->arch != MR_ARCH_MAMBA1)
-        return mr_fail(err, MR_ERR_VALUE, "the CUDA model runs Mamba-1 only (config architecture %d)", (int)cfg->arch);
+    const int mamba2 = cfg->arch == MR_ARCH_MAMBA2;
+    if (cfg->arch != MR_ARCH_MAMBA1 && !mamba2)
+        return mr_fail(err, MR_ERR_VALUE, "the CUDA model runs Mamba-1 and Mamba-2, not architecture %d%s",
+                       (int)cfg->arch, cfg->arch == MR_ARCH_FALCON_MAMBA ? " (FalconMamba)" : "");
     if (cfg->d_model < 1 || cfg->n_layer < 1 || cfg->d_inner < 1 || cfg->d_state < 1 || cfg->d_state > 256 ||
-        cfg->d_conv < 1 || cfg->d_conv > 64 || cfg->dt_rank < 1 || cfg->vocab_size < 1)
+        cfg->d_conv < 1 || cfg->d_conv > 64 || (!mamba2 && cfg->dt_rank < 1) || cfg->vocab_size < 1 ||
+        (mamba2 && (cfg->n_heads < 1 || cfg->n_groups < 1 || cfg->n_heads % cfg->n_groups ||
+                    cfg->n_heads * cfg->head_dim != cfg->d_inner)))
         return mr_fail(err, MR_ERR_VALUE, "invalid model dimensions for the CUDA model");
     int count = 0;
     mr_status st = mr_cuda_check(cudaGetDeviceCount(&count), err, "cudaGetDeviceCount");
@@ -240,7 +258,7 @@ mr_status mr_cuda_model_set_tensor(mr_cuda_model *m, mr_tensor_kind kind, int64_
     const size_t elem = mr_tensor_table[kind].is_matrix ? mr_dtype_size(m->dtype) : 4;
     void *staged = malloc((size_t)want * elem + 1);
     if (!staged) return mr_fail(err, MR_ERR_MEMORY, "out of host memory staging a tensor for the GPU");
-    if (kind == MR_T_A_LOG) { /* the scan's decay is exp2(delta * A2), A2 = -exp(A_log) * log2(e) */
+    if (kind == MR_T_A_LOG || kind == MR_T_M2_A_LOG) { /* decay = exp2(delta * A2), A2 = -exp(A_log) * log2(e) */
         for (int64_t i = 0; i < want; i++) ((float *)staged)[i] = (float)(-exp((double)host[i]) * MR_LOG2_E);
     } else if (elem == 4) {
         memcpy(staged, host, (size_t)want * 4);
@@ -274,21 +292,32 @@ int64_t mr_cuda_model_weight_bytes(const mr_cuda_model *m) { return (int64_t)m->
 /* ------------------------------------------------------------------------------------------ */
 /* workspace                                                                                   */
 
+/* Mamba-2's widths: the conv's channels (x | B | C) and in_proj's rows (z | xBC | dt); Mamba-1's
+ * are E and 2E. */
+static int64_t conv_channels(const mr_config *c) {
+    return c->arch == MR_ARCH_MAMBA2 ? c->d_inner + 2 * c->n_groups * c->d_state : c->d_inner;
+}
+static int64_t in_proj_rows(const mr_config *c) {
+    return c->arch == MR_ARCH_MAMBA2 ? c->d_inner + conv_channels(c) + c->n_heads : 2 * c->d_inner;
+}
+
 /* Byte offsets of the workspace buffers for micro-batches of T rows; returns the total. */
 static size_t workspace_layout(const mr_cuda_model *m, int64_t T, size_t off[10]) {
     const mr_config *c = &m->cfg;
     const size_t a = mr_dtype_size(m->dtype), t = (size_t)T;
     const size_t d = (size_t)c->d_model, E = (size_t)c->d_inner, N = (size_t)c->d_state;
+    const size_t CH = (size_t)conv_channels(c);
+    const int mamba1 = c->arch != MR_ARCH_MAMBA2;
     const size_t sizes[10] = {
         t * d * 4,                                   /* x */
         t * d * 4,                                   /* mix */
-        2 * (size_t)c->n_layer * (size_t)(c->d_conv - 1) * E * 4, /* conv carry, two generations */
-        2 * (size_t)c->n_layer * E * N * 4,          /* ssm carry, two generations */
+        2 * (size_t)c->n_layer * (size_t)(c->d_conv - 1) * CH * 4, /* conv carry, two generations */
+        2 * (size_t)c->n_layer * E * N * 4,          /* ssm carry, two generations (Mamba-2: H * N * P) */
         t * d * a,                                   /* normed */
-        t * 2 * E * a,                               /* xz */
-        t * E * a,                                   /* u */
-        t * (size_t)(c->dt_rank + 2 * c->d_state) * a, /* xdbl */
-        t * E * a,                                   /* dt */
+        t * (size_t)in_proj_rows(c) * a,             /* xz (Mamba-2: zxbcdt) */
+        t * CH * a,                                  /* u (Mamba-2: xbc) */
+        mamba1 ? t * (size_t)(c->dt_rank + 2 * c->d_state) * a : 0, /* xdbl */
+        mamba1 ? t * E * a : 0,                      /* dt */
         t * E * a,                                   /* y */
     };
     size_t total = 0;
@@ -478,6 +507,42 @@ static mr_status layer_forward(mr_cuda_model *m, int64_t l, int64_t T, const int
     return MR_OK;
 }
 
+static mr_status layer_forward_mamba2(mr_cuda_model *m, int64_t l, int64_t T, const int32_t *pos, int carry_in,
+                                      int carry_out, int generation, cudaStream_t s, mr_error *err) {
+    const mr_config *c = &m->cfg;
+    const cuda_layer *L = &m->layers[l];
+    const int64_t d = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, H = c->n_heads, G = c->n_groups;
+    const int64_t CH = conv_channels(c), ldp = in_proj_rows(c);
+    const size_t a = mr_dtype_size(m->dtype);
+    const mr_dtype dt = m->dtype;
+    float *conv_in = m->conv_carry + ((size_t)generation * c->n_layer + l) * (K - 1) * CH;
+    float *conv_out = m->conv_carry + ((size_t)(1 - generation) * c->n_layer + l) * (K - 1) * CH;
+    float *ssm_in = m->ssm_carry + ((size_t)generation * c->n_layer + l) * E * N;
+    float *ssm_out = m->ssm_carry + ((size_t)(1 - generation) * c->n_layer + l) * E * N;
+    char *zxbcdt = (char *)m->xz, *xbc = (char *)m->u;
+    mr_status st;
+
+    if ((st = mr_cuda_add_rmsnorm(m->x, l == 0 ? NULL : m->mix, 1, L->norm, T, d, c->norm_eps, m->normed, dt, d, s, err)))
+        return st;
+    if ((st = mr_cuda_gemm(m->blas, dt, T, ldp, d, m->normed, d, L->in_w, d, zxbcdt, ldp, 0, 0.0f, err))) return st;
+    if (L->in_b && (st = mr_cuda_add_bias(dt, zxbcdt, T, ldp, ldp, L->in_b, s, err))) return st;
+    if ((st = mr_cuda_conv_silu(dt, T, CH, K, zxbcdt + (size_t)E * a, ldp, L->conv_w, L->conv_b, pos,
+                                carry_in ? conv_in : NULL, xbc, CH, s, err)))
+        return st;
+    if (carry_out && (st = mr_cuda_conv_save_state(dt, T, CH, K, zxbcdt + (size_t)E * a, ldp, pos,
+                                                   carry_in ? conv_in : NULL, conv_out, s, err)))
+        return st;
+    if ((st = mr_cuda_ssd_scan(dt, T, H, c->head_dim, G, N, xbc, CH, zxbcdt + (size_t)(E + CH) * a, ldp, L->dt_b,
+                               L->A2, c->dt_min, c->dt_max, xbc + (size_t)E * a, xbc + (size_t)(E + G * N) * a, CH,
+                               L->D, pos, carry_in ? ssm_in : NULL, carry_out ? ssm_out : NULL, m->y, E, s, err)))
+        return st;
+    if ((st = mr_cuda_gated_rmsnorm(dt, T, E, E / G, m->y, E, zxbcdt, ldp, L->gnorm, c->norm_eps, m->y, E, s, err)))
+        return st;
+    if ((st = mr_cuda_gemm(m->blas, dt, T, d, E, m->y, E, L->out_w, E, m->mix, d, 1, 0.0f, err))) return st;
+    if (L->out_b && (st = mr_cuda_add_bias(MR_DTYPE_F32, m->mix, T, d, d, L->out_b, s, err))) return st;
+    return MR_OK;
+}
+
 static mr_status forward_locked(mr_cuda_model *m, const mr_cuda_forward_args *a, mr_error *err) {
     const mr_config *c = &m->cfg;
     const int64_t d = c->d_model;
@@ -555,8 +620,10 @@ static mr_status forward_locked(mr_cuda_model *m, const mr_cuda_forward_args *a,
             if ((st = mr_cuda_embed(m->dtype, m->embedding, d, m->tokens_dev + first_token, step_tokens, m->x, s, err)))
                 return st;
             for (int64_t l = 0; l < c->n_layer; l++)
-                if ((st = layer_forward(m, l, step_tokens, pos, carry_in, carry_out, generation, m->pieces, n_pieces, s,
-                                        err)))
+                if ((st = c->arch == MR_ARCH_MAMBA2
+                              ? layer_forward_mamba2(m, l, step_tokens, pos, carry_in, carry_out, generation, s, err)
+                              : layer_forward(m, l, step_tokens, pos, carry_in, carry_out, generation, m->pieces,
+                                              n_pieces, s, err)))
                     return st;
             if (a->pooling == MR_POOL_LAST) {
                 st = mr_cuda_pool_last(m->x, m->mix, m->norm_f, d, c->norm_eps, m->offsets_dev, first->seq,

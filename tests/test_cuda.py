@@ -437,3 +437,42 @@ def test_freeing_a_result_lets_other_threads_run(torch_gpu, tmp_path):
     th.join()
     torch.cuda.synchronize()
     assert during >= 10, f"the ticker ran {during} times while the result was freed"
+
+
+# Mamba-2 on the GPU: heads of 16 and 64 channels (a warp's 32 lanes half used, then two blocks
+# per head), one and two groups, a finite time_step_limit, micro-batches carrying the state
+MAMBA2_CONFIGS = [
+    ("m2-g1-p16", dict(hidden_size=32, num_hidden_layers=2, vocab_size=97, num_heads=4, head_dim=16, n_groups=1,
+                       state_size=16, conv_kernel=4, expand=2)),
+    ("m2-g2-p64-limit", dict(hidden_size=64, num_hidden_layers=2, vocab_size=90, num_heads=2, head_dim=64,
+                             n_groups=2, state_size=128, conv_kernel=3, expand=2, use_bias=True,
+                             time_step_limit=(0.0, 0.3))),
+]
+
+
+@pytest.mark.parametrize("name,cfg", MAMBA2_CONFIGS, ids=[c[0] for c in MAMBA2_CONFIGS])
+def test_mamba2_float32_matches_the_cpu_engine_across_micro_batches(tmp_path, name, cfg):
+    from conftest import build_hf_model, save_hf_model
+
+    path = save_hf_model(build_hf_model(cfg, seed=len(name), family="mamba2"), tmp_path / name)
+    cpu = mr.MambaEncoder.from_pretrained(path, threads=2)
+    gpu = mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="float32")
+    seqs = _sequences(cfg["vocab_size"], (1, 2, 9, 40, 77, 300, 1200), seed=2)
+    tokens, offsets = _packed(seqs)
+    ref = cpu.model.forward(tokens, offsets, pooling="all", threads=2)
+    for max_tokens in (64, 500, 1 << 16):
+        got = gpu.model.forward(tokens, offsets, pooling="all", max_tokens=max_tokens)
+        assert np.linalg.norm(got - ref) / np.linalg.norm(ref) <= 1e-5, (name, max_tokens)
+    pooled = gpu.encode(seqs)
+    assert np.linalg.norm(pooled - cpu.encode(seqs)) / np.linalg.norm(pooled) <= 1e-5
+
+
+def test_mamba2_bfloat16_is_close_to_float32(tmp_path):
+    from conftest import build_hf_model, save_hf_model
+
+    path = save_hf_model(build_hf_model(MAMBA2_CONFIGS[1][1], seed=3, family="mamba2"), tmp_path / "m")
+    a = mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="float32").encode(
+        _sequences(90, (5, 50, 700), seed=3), normalize_embeddings=True)
+    b = mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="bfloat16").encode(
+        _sequences(90, (5, 50, 700), seed=3), normalize_embeddings=True)
+    assert np.sum(a * b, axis=1).min() >= 0.999

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 DEV_CUDA = pathlib.Path(__file__).resolve().parent.parent / "dev" / "cuda"
-OPS = ["embed", "rmsnorm", "conv_silu", "selective_scan", "pool_l2", "gemm", "batch"]
+OPS = ["embed", "rmsnorm", "conv_silu", "selective_scan", "ssd_scan", "pool_l2", "gemm", "batch"]
 
 
 def _gpu_visible() -> bool:
