@@ -215,3 +215,26 @@ def test_untrained_values_warn_once_and_listed_ones_do_not(model_dir, tmp_path):
     bad = _with_heads(model_dir, str(tmp_path / "badlist"), {}, {"matryoshka_dims": [64]})
     with pytest.raises(ValueError, match="matryoshka_dims"):
         mr.MambaEncoder.from_pretrained(bad)
+
+
+def test_cli_takes_truncate_dim_and_exit_layer(tmp_path, capsys):
+    from train_support import write_tiny_model
+
+    from mambaret.app.cli import main
+
+    folder = write_tiny_model(str(tmp_path / "m"), seed=4, hidden_size=16, num_hidden_layers=2)
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("c1 c2 r3\nc4 r5 r6 c7\nc8\n")
+    out = tmp_path / "emb.npy"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # untrained values warn; the warning is tested above
+        assert main(["encode", folder, str(corpus), "-o", str(out), "--quiet", "--truncate-dim", "8",
+                     "--exit-layer", "1", "--normalize"]) == 0
+        enc = mr.MambaEncoder.from_pretrained(folder)
+        ref = enc.encode(["c1 c2 r3", "c4 r5 r6 c7", "c8"], truncate_dim=8, exit_layer=1, normalize_embeddings=True)
+    np.testing.assert_allclose(np.load(out), ref, rtol=1e-6, atol=1e-7)
+    capsys.readouterr()
+    assert main(["encode", folder, str(corpus), "--quiet", "--truncate-dim", "17"]) == 2
+    assert "truncate_dim" in capsys.readouterr().err
+    assert main(["encode", folder, str(corpus), "--quiet", "--exit-layer", "0"]) == 2
+    assert "exit_layer" in capsys.readouterr().err

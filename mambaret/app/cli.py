@@ -29,13 +29,18 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=8192, help="tokens per micro-batch: bounds memory (default 8192)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--truncate-dim", type=int, default=None,
+                   help="keep the embeddings' first K dimensions (Matryoshka; default: all)")
+    p.add_argument("--exit-layer", type=int, default=None,
+                   help="embed with the state after layer K (1-based) and run no later layer (default: the last)")
 
 
 def _load_encoder(path: str, args):
     import mambaret as mr
 
     return mr.MambaEncoder.from_pretrained(path, max_length=args.max_length, max_tokens=args.max_tokens,
-                                           threads=args.threads)
+                                           threads=args.threads, truncate_dim=args.truncate_dim,
+                                           exit_layer=args.exit_layer)
 
 
 def _read_corpus(path: str, fmt: str):
