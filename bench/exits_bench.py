@@ -100,33 +100,46 @@ def cmd_identical(args, result):
     print(f"identical: {result['identical']}", flush=True)
 
 
-def cmd_speed(args, result):
-    enc = _encoder(args.model, args.threads)
-    c = _vaswani()
-    texts = [c.docs[i] for i in list(c.docs)[:args.speed_docs]]
+def _speed(model: str, threads: int, texts: list[str], rounds: int, chunk: int) -> dict:
+    enc = _encoder(model, threads)
     n = enc.dims.num_hidden_layers
     tokens = sum(len(x) for x in enc.tokenize(texts))
     enc.encode_document(texts[:200], show_progress_bar=False)  # warm the workspace and the BLAS
     layers = list(range(1, n + 1))
     seconds = {k: [] for k in layers}
-    for r in range(args.rounds):
-        order = layers if r % 2 == 0 else layers[::-1]  # alternate, so drift in the machine's load spreads
-        for k in order:
-            start = time.perf_counter()
-            enc.encode_document(texts, show_progress_bar=False, exit_layer=k, normalize_embeddings=True)
-            seconds[k].append(time.perf_counter() - start)
-        print(f"round {r + 1}: " + ", ".join(f"{k}: {len(texts) / seconds[k][-1]:.1f} docs/s" for k in layers),
-              flush=True)
-    ratios = {k: [seconds[n][i] / seconds[k][i] for i in range(args.rounds)] for k in layers}
-    result["speed"] = {
-        "documents": len(texts), "tokens": tokens, "rounds": args.rounds, "threads": enc.threads,
-        "simd": mr._C.build_info().get("simd") if hasattr(mr._C, "build_info") else None,
+    for r in range(rounds):
+        spent = dict.fromkeys(layers, 0.0)
+        # every exit on each chunk back to back, in alternating order: a change in the machine's
+        # load (it is shared) falls on all exits alike, and the ratios are taken within a round
+        for c, start in enumerate(range(0, len(texts), chunk)):
+            part = texts[start:start + chunk]
+            for k in (layers if (r + c) % 2 == 0 else layers[::-1]):
+                began = time.perf_counter()
+                enc.encode_document(part, show_progress_bar=False, exit_layer=k, normalize_embeddings=True)
+                spent[k] += time.perf_counter() - began
+        for k in layers:
+            seconds[k].append(spent[k])
+        print(f"threads {threads}, round {r + 1}: " + ", ".join(f"{k}: {len(texts) / spent[k]:.1f} docs/s"
+                                                                 for k in layers), flush=True)
+    ratios = {k: [seconds[n][i] / seconds[k][i] for i in range(rounds)] for k in layers}
+    return {
+        "documents": len(texts), "tokens": tokens, "rounds": rounds, "chunk": chunk, "threads": enc.threads,
+        "simd": mr._C.build_info().get("simd"), "blas": enc.model.blas,
         "docs_per_s": {k: len(texts) / float(np.median(seconds[k])) for k in layers},
         "speedup_median": {k: float(np.median(ratios[k])) for k in layers},
         "speedup_min": {k: float(np.min(ratios[k])) for k in layers},
+        "speedup_max": {k: float(np.max(ratios[k])) for k in layers},
         "seconds": {k: seconds[k] for k in layers},
     }
-    print(f"speed: {result['speed']['speedup_median']}", flush=True)
+
+
+def cmd_speed(args, result):
+    c = _vaswani()
+    texts = [c.docs[i] for i in list(c.docs)[:args.speed_docs]]
+    for threads in args.threads_list:
+        key = "speed" if threads == args.threads else f"speed_threads{threads}"
+        result[key] = _speed(args.model, threads, texts, args.rounds, args.chunk)
+        print(f"threads {threads}: speed-up over the full depth {result[key]['speedup_median']}", flush=True)
 
 
 def _exit_embeddings(enc, queries, docs):
@@ -280,7 +293,7 @@ def cmd_chart(args):
     ax.set_ylabel("nDCG@10 (Vaswani)")
     ax.set_title("Default model: layers x dims (Vaswani reports; it chooses nothing)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
     fig.savefig(args.png, dpi=120)
     print(f"wrote {args.png}")
@@ -291,8 +304,11 @@ def main(argv=None) -> int:
     parser.add_argument("what", choices=["identical", "speed", "quality", "all", "chart"])
     parser.add_argument("--model", default="default")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--speed-docs", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--speed-docs", type=int, default=1500)
+    parser.add_argument("--chunk", type=int, default=250, help="documents per timed call")
+    parser.add_argument("--threads-list", type=lambda v: [int(x) for x in v.split(",")], default=[2, 1],
+                        help="thread counts to time (the first, --threads', is the chart's)")
     parser.add_argument("--identical-docs", type=int, default=11429)
     parser.add_argument("--dev-limit", type=int, default=None)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "exits.json"))
