@@ -60,7 +60,9 @@ def embeddings_worker(checkout: str, out: str) -> None:
     arrays = {}
     for threads in (1, 2):
         for max_tokens in (64, 8192):
-            enc = mr.MambaEncoder.from_pretrained(mr.DEFAULT_MODEL, threads=threads, max_tokens=max_tokens)
+            # normalize=False: the engine's output whatever the folder's default (0.2.0 made it True)
+            enc = mr.MambaEncoder.from_pretrained(mr.DEFAULT_MODEL, threads=threads, max_tokens=max_tokens,
+                                                  normalize=False)
             arrays[f"default_t{threads}_m{max_tokens}"] = enc.encode(texts)
             arrays[f"default_normalized_t{threads}_m{max_tokens}"] = enc.encode(texts, normalize_embeddings=True)
     path = write_random_model(os.path.join(os.path.dirname(out), "random"), seed=3, hidden_size=48,

@@ -140,6 +140,7 @@ def worker_mambaret(spec: dict) -> dict:
     import mambaret as mr
 
     enc = mr.MambaEncoder.from_pretrained(spec["model_dir"], threads=spec["threads"], max_tokens=spec["max_tokens"])
+    enc.max_length = None  # whole documents: the default model's folder would cut them to 512 tokens
     rss_loaded = current_rss_mib()
     ids = bench_tokens(1, spec["length"], _vocab(spec["model_dir"]), TOKEN_SEED)[0]
     enc.encode([ids[:min(len(ids), 512)]], batch_size=1)  # warm-up: threads, BLAS, working memory
@@ -308,6 +309,7 @@ def effectiveness(args, data: dict) -> None:
     for name, path in args.model:
         t0 = time.perf_counter()
         enc = mr.MambaEncoder.from_pretrained(path, threads=args.threads, max_tokens=args.max_tokens)
+        enc.max_length = None  # whole documents, as measured: a folder's max_seq_length would cut them
         d = enc.encode_document(texts, batch_size=4, normalize_embeddings=True)
         q = enc.encode_query([queries[x] for x in qids], batch_size=64, normalize_embeddings=True)
         runs[f"mambaret-{name}"] = _top_k(q, d, qids, dids)

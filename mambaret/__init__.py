@@ -18,7 +18,7 @@ from .search.index import FlatIndex
 from .search.quantization import quantize_embeddings
 from .search.similarity import semantic_search, similarity
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Adapters load on first use, so `import mambaret` never imports LangChain or LlamaIndex; they
 # stay out of __all__ so that a star import does not either.

@@ -22,8 +22,8 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-__all__ = ["atomic_path", "atomic_open", "fsync_folder", "locked_temporary_folder", "remove_stale_folders",
-           "remove_stale_temporaries"]
+__all__ = ["atomic_path", "atomic_open", "fsync_folder", "give_default_mode", "locked_temporary_folder",
+           "remove_stale_folders", "remove_stale_temporaries"]
 
 _TMP_MARK = ".tmp-"
 
@@ -160,6 +160,15 @@ def atomic_open(path, mode: str = "wb", **kwargs) -> Iterator[IO]:
             f.flush()
 
 
+def give_default_mode(path) -> None:
+    """Sets the permissions a plain open() or mkdir() would have given (0666 / 0777 less the
+    umask). Temporary folders (mkdtemp) and some writers (safetensors) create 0700 / 0600, which
+    would leave a model shared through a group or a volume unreadable once renamed into place."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
+
+
 # ------------------------------------------------------------------ folders
 
 def remove_stale_folders(parent: str, prefix: str) -> int:
@@ -185,6 +194,7 @@ def locked_temporary_folder(parent: str, prefix: str) -> Iterator[str]:
 
     def create():
         folder = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        give_default_mode(folder)  # it is renamed into place as it is
         return folder, os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
     folder, fd = _locked_new(create)

@@ -32,10 +32,17 @@ def check_allocation(nbytes: int, what: str) -> None:
 
 
 def model_weight_bytes(dims, vocab_rows: int) -> int:
-    """Bytes of float32 weights that a Mamba-1 model of these dimensions holds (Python integers,
-    so absurd configs cannot overflow)."""
-    d, E, N, K, R = (dims.hidden_size, dims.intermediate_size, dims.state_size, dims.conv_kernel,
-                     dims.time_step_rank)
-    per_layer = (d + 2 * E * d + E * K + (R + 2 * N) * E + E * R + E + 2 * E * N + E + d * E
-                 + (2 * E + d if dims.use_bias else 0) + (E if dims.use_conv_bias else 0))
-    return 4 * (vocab_rows * d + d + per_layer * dims.num_hidden_layers)
+    """Bytes of float32 weights that a model of these dimensions holds, from the tensor table
+    (Python integers, so absurd configs cannot overflow)."""
+    import math
+
+    from .arch.weights import tensor_kinds, tensor_shape
+
+    config = dims.core_config(vocab_rows)
+    flags = {"always": True, "use_bias": dims.use_bias, "use_conv_bias": dims.use_conv_bias}
+    total = 0
+    for name, row in tensor_kinds(dims.arch).items():
+        if flags[row["condition"]]:
+            count = math.prod(tensor_shape(name, config))
+            total += count * (dims.num_hidden_layers if row["per_layer"] else 1)
+    return 4 * total

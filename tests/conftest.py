@@ -29,16 +29,25 @@ def tokenizer_json() -> pathlib.Path:
     return shared_file("tokenizers", "gpt-neox-20b.json")
 
 
-def build_hf_model(config_kwargs: dict, *, seed: int = 0, causal_lm: bool = False, perturb: float = 0.05,
-                   embedding_perturb: float | None = None):
-    """A seeded transformers Mamba model whose every parameter is perturbed after init, so D,
-    biases and norm weights are not 1 or 0. Returns the fp32 model in eval mode."""
-    import torch
-    from transformers import MambaConfig, MambaForCausalLM, MambaModel
+def hf_classes(family: str):
+    """transformers' (config, model, causal LM) classes of an architecture's model_type."""
+    import transformers
 
+    prefix = {"mamba": "Mamba", "mamba2": "Mamba2", "falcon_mamba": "FalconMamba"}[family]
+    return tuple(getattr(transformers, prefix + suffix) for suffix in ("Config", "Model", "ForCausalLM"))
+
+
+def build_hf_model(config_kwargs: dict, *, seed: int = 0, causal_lm: bool = False, perturb: float = 0.05,
+                   embedding_perturb: float | None = None, family: str = "mamba"):
+    """A seeded transformers model of one architecture (Mamba, Mamba2 or FalconMamba) whose every
+    parameter is perturbed after init, so D, biases and norm weights are not 1 or 0. Returns the
+    fp32 model in eval mode."""
+    import torch
+
+    config_class, model_class, lm_class = hf_classes(family)
     torch.manual_seed(seed)
-    config = MambaConfig(**config_kwargs)
-    model = (MambaForCausalLM if causal_lm else MambaModel)(config).eval()
+    config = config_class(**config_kwargs)
+    model = (lm_class if causal_lm else model_class)(config).eval()
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -83,6 +92,17 @@ def assert_close_to_reference(ours: np.ndarray, ref: np.ndarray, rel_l2: float, 
     max_abs = np.abs(ours - ref).max() if ours.size else 0.0
     bound = 1e-4 * max(1.0, np.abs(ref).max() if ref.size else 0.0)
     assert max_abs <= bound, f"{what}: max abs error {max_abs:.3g} > {bound:.3g}"
+
+
+def assert_encoder_matches(enc, reference, sequences, what: str, rel_l2: float = 1e-5, **encode_kwargs) -> None:
+    """Every token state and the pooled embedding of each sequence (encoded together, so a packed
+    batch with micro-batch boundaries where max_tokens puts them) against the transformers model."""
+    pooled = enc.encode(sequences, **encode_kwargs)
+    states = enc.encode(sequences, output_value="token_embeddings", **encode_kwargs)
+    for ids, emb, tokens in zip(sequences, pooled, states):
+        ref = hf_states(reference, ids)
+        assert_close_to_reference(tokens, ref, rel_l2, f"{what} all states, length {len(ids)}")
+        assert_close_to_reference(emb, ref[-1], rel_l2, f"{what} pooled, length {len(ids)}")
 
 
 @pytest.fixture

@@ -42,5 +42,5 @@ def test_bad_corpus():
 
 def test_missing_package_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "bm25s", None)  # makes `import bm25s` fail
-    with pytest.raises(ImportError, match=r"pip install 'mambaret\[bm25\]'"):
+    with pytest.raises(ImportError, match=r"pip install bm25s \(or pip install \"\.\[bm25\]\""):
         BM25(CORPUS)

@@ -46,7 +46,9 @@ def test_encode_plain_text_matches_api(model_dir, tmp_path):
     corpus.write_text("first text\n\nsecond text\n")
     out = tmp_path / "e.npy"
     assert main(["encode", model_dir, str(corpus), "-o", str(out), "--quiet", "--threads", "1"]) == 0
-    expect = mr.MambaEncoder.from_pretrained(model_dir, threads=1).encode(["first text", "second text"])
+    # normalised by default since 0.2.0, as `index` does
+    expect = mr.MambaEncoder.from_pretrained(model_dir, threads=1).encode(["first text", "second text"],
+                                                                          normalize_embeddings=True)
     np.testing.assert_allclose(np.load(out), expect, rtol=1e-6, atol=1e-7)
 
 

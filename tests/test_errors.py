@@ -68,8 +68,8 @@ def test_config_bad_value(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("cfg,match", [
-    ({"model_type": "mamba2", "hidden_size": 8, "num_hidden_layers": 1}, "mamba2"),
-    ({"d_model": 8, "n_layer": 1, "ssm_cfg": {"layer": "Mamba2"}}, "Mamba2"),
+    ({"model_type": "zamba2", "hidden_size": 8, "num_hidden_layers": 1}, "zamba2"),
+    ({"d_model": 8, "n_layer": 1, "ssm_cfg": {"layer": "Mamba3"}}, "Mamba3"),
     ({"d_model": 8, "n_layer": 1, "rms_norm": False}, "rms_norm"),
     ({"d_model": 8, "n_layer": 1, "d_intermediate": 32}, "d_intermediate"),
     ({"d_model": 8, "n_layer": 1, "attn_layer_idx": [0]}, "attention"),

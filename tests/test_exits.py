@@ -238,3 +238,36 @@ def test_cli_takes_truncate_dim_and_exit_layer(tmp_path, capsys):
     assert "truncate_dim" in capsys.readouterr().err
     assert main(["encode", folder, str(corpus), "--quiet", "--exit-layer", "0"]) == 2
     assert "exit_layer" in capsys.readouterr().err
+
+
+def test_mamba2_exit_is_hidden_states_k_through_the_final_norm(tmp_path):
+    """The shared engine's exit on another architecture: transformers' Mamba2Model starts its
+    hidden_states with the embedding output, so block k's output is hidden_states[k]."""
+    torch = pytest.importorskip("torch")
+    from conftest import build_hf_model, save_hf_model
+
+    from mambaret.nn import MambaModel, last_token_embeddings, offsets_from_lengths
+
+    cfg = dict(hidden_size=32, num_hidden_layers=3, vocab_size=60, num_heads=4, head_dim=16, n_groups=2,
+               state_size=8, conv_kernel=4, expand=2, chunk_size=8)
+    hf = build_hf_model(cfg, seed=3, family="mamba2")
+    folder = save_hf_model(hf, tmp_path / "m2")
+    enc = mr.MambaEncoder.from_pretrained(folder, threads=1, max_tokens=16)
+    nn_model = MambaModel.from_pretrained(folder).eval()
+    gain = hf.norm_f.weight.detach().double().numpy()
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(0, 60, size=n).tolist() for n in (5, 23, 40)]
+    offsets = offsets_from_lengths([len(x) for x in ids])
+    tokens = torch.tensor([t for x in ids for t in x])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for k in (1, 2, 3):
+            ours = enc.encode(ids, exit_layer=k)
+            with torch.no_grad():
+                via_nn = last_token_embeddings(nn_model.forward_packed(tokens, offsets, exit_layer=k), offsets).numpy()
+            np.testing.assert_allclose(ours, via_nn, rtol=1e-4, atol=1e-5)
+            for row, x in zip(ours, ids):
+                with torch.no_grad():
+                    states = hf(torch.tensor([x]), output_hidden_states=True).hidden_states
+                ref = _rms(states[k][0, -1].double().numpy(), gain) if k < 3 else states[-1][0, -1].numpy()
+                np.testing.assert_allclose(row, ref, rtol=1e-4, atol=1e-5)

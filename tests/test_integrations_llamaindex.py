@@ -122,4 +122,4 @@ def test_clear_import_error_without_llama_index():
                             env={**os.environ, "PYTHONPATH": REPO_ROOT})
     assert result.returncode == 0, result.stderr
     assert "ImportError: MambaLlamaIndexEmbedding needs llama-index-core" in result.stdout
-    assert "pip install 'mambaret[llamaindex]'" in result.stdout
+    assert "pip install '.[llamaindex]'" in result.stdout

@@ -46,9 +46,13 @@ def test_the_library_does_not_import_the_command_line():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO_ROOT))
 
 
-def test_architecture_registry_has_mamba_1():
+def test_architecture_registry_runs_three_model_types():
     from mambaret.arch.registry import ARCHITECTURES
 
-    assert list(ARCHITECTURES) == ["mamba"] and ARCHITECTURES["mamba"].name == "Mamba-1"
-    with pytest.raises(ValueError, match=r"model_type 'mamba2' is not supported \(only Mamba-1, 'mamba'\)"):
-        mr.parse_config({"model_type": "mamba2", "hidden_size": 8, "num_hidden_layers": 1})
+    assert {k: a.name for k, a in ARCHITECTURES.items()} == {"mamba": "Mamba-1", "mamba2": "Mamba-2",
+                                                             "falcon_mamba": "FalconMamba"}
+    with pytest.raises(ValueError, match=r"model_type 'jamba' \(a hybrid with attention layers\) is not supported; "
+                                         r"mambaret runs Mamba-1 'mamba', Mamba-2 'mamba2', FalconMamba"):
+        mr.parse_config({"model_type": "jamba", "hidden_size": 8, "num_hidden_layers": 1})
+    with pytest.raises(ValueError, match=r"model_type 'bert' is not supported"):
+        mr.parse_config({"model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1})

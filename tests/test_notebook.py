@@ -41,8 +41,8 @@ def _stream_text(cell) -> str:
 
 
 def test_quickstart_notebook_runs(python3_kernel):
-    if not (SHARED_DATA / "vaswani").is_dir() or not (SHARED_DATA / "tokenizers").is_dir():
-        pytest.skip(f"{SHARED_DATA} (Vaswani and the tokenizer) not found: it sits beside the repository in CI only")
+    if not (SHARED_DATA / "vaswani").is_dir():
+        pytest.skip(f"{SHARED_DATA} (Vaswani) not found: it sits beside the repository in CI only")
     nbformat = _require("nbformat", "it reads the notebook")
     nbclient = _require("nbclient", "it executes the notebook")
     _require("matplotlib", "the notebook plots")
@@ -74,8 +74,10 @@ def test_quickstart_notebook_runs(python3_kernel):
         assert all(0.0 <= v <= 1.0 for v in values.values()), (system, values)
     # BM25 on Vaswani scores about 0.35 nDCG@10; far less means loading or evaluation broke
     assert results["BM25"]["ndcg@10"] > 0.2, results["BM25"]
+    # the packaged default model scores 0.35 nDCG@10 on Vaswani (README); far less means the
+    # notebook no longer shows the real model
     dense = next(values for system, values in results.items() if system != "BM25")
-    assert results["BM25"]["ndcg@10"] > dense["ndcg@10"], "a random encoder should not beat BM25"
+    assert dense["ndcg@10"] > 0.3, dense
 
     plot = [cell for cell in code_cells if "plt." in cell.source]
     assert plot and any("image/png" in out.get("data", {}) for out in plot[0].outputs), "no figure was drawn"

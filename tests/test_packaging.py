@@ -26,7 +26,8 @@ def test_sdist_has_every_source(sdist):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for pattern in ("csrc/*.h", "csrc/*/*.c", "csrc/*/*.h", "cuda/*.cu", "cuda/*.cuh", "cuda/*.h", "cuda/*.c", "cuda/*.py",
-                    "mambaret/*.py", "mambaret/*/*.py"):
+                    "mambaret/*.py", "mambaret/*/*.py", "mambaret/models/default/*",
+                    "mambaret/models/default/*/*"):
         for path in glob.glob(str(REPO_ROOT / pattern)):
             rel = os.path.relpath(path, REPO_ROOT)
             assert rel in names, f"{rel} is missing from the sdist"
@@ -47,6 +48,9 @@ def test_sdist_installs_and_runs(sdist, tmp_path):
         "print(enc.encode([[1, 2, 3]]).shape)\n"
         "import importlib.util; assert importlib.util.find_spec('mambaret.nn'), 'mambaret.nn not installed'\n"
         "assert hasattr(mr._C, 'train_selective_scan_backward')\n"
+        "import os\n"
+        "for name in ('modules.json', '1_Pooling/config.json', '2_Normalize/config.json', 'model.safetensors'):\n"
+        "    assert os.path.isfile(os.path.join(mr.DEFAULT_MODEL, name)), name  # the sentence-transformers files\n"
     )
     result = subprocess.run([sys.executable, "-c", script, str(target), str(tmp_path / "model")],
                             cwd=str(tmp_path), env={**env, "PYTHONPATH": str(target)}, capture_output=True, text=True)

@@ -10,7 +10,7 @@ import pytest
 
 import mambaret as mr
 from mambaret import _C
-from conftest import assert_close_to_reference, build_hf_model, hf_states, save_hf_model
+from conftest import assert_close_to_reference, assert_encoder_matches, build_hf_model, hf_states, save_hf_model
 
 # (id, config kwargs, causal_lm, checkpoint dtype, extra build kwargs)
 CONFIGS = [
@@ -53,12 +53,7 @@ def test_matches_transformers(tmp_path, name, cfg, causal_lm, dtype, extra):
     enc = mr.MambaEncoder.from_pretrained(path, threads=2)
     rng = np.random.default_rng(0)
     sequences = [rng.integers(0, cfg["vocab_size"], n).tolist() for n in (1, 2, 9, 40, 77)]
-    pooled = enc.encode(sequences)
-    states = enc.encode(sequences, output_value="token_embeddings")
-    for ids, emb, tokens in zip(sequences, pooled, states):
-        ref = hf_states(reference, ids)
-        assert_close_to_reference(tokens, ref, 1e-5, f"{name} all states, length {len(ids)}")
-        assert_close_to_reference(emb, ref[-1], 1e-5, f"{name} pooled, length {len(ids)}")
+    assert_encoder_matches(enc, reference, sequences, name)
 
 
 def test_mixed_lengths_across_micro_batches(tmp_path):
@@ -70,12 +65,8 @@ def test_mixed_lengths_across_micro_batches(tmp_path):
     rng = np.random.default_rng(1)
     lengths = [1, 1200, 3, 499, 500, 501, 17, 1000, 2]
     sequences = [rng.integers(0, 120, n).tolist() for n in lengths]
-    pooled = enc.encode(sequences, batch_size=len(sequences))  # one packed batch, many micro-batches
-    states = enc.encode(sequences, output_value="token_embeddings", batch_size=len(sequences))
-    for ids, emb, tokens in zip(sequences, pooled, states):
-        ref = hf_states(model, ids)
-        assert_close_to_reference(tokens, ref, 1e-5, f"length {len(ids)} all states")
-        assert_close_to_reference(emb, ref[-1], 1e-5, f"length {len(ids)} pooled")
+    # one packed batch, many micro-batches
+    assert_encoder_matches(enc, model, sequences, "mixed lengths", batch_size=len(sequences))
 
 
 @pytest.mark.skipif(bool(os.environ.get("MAMBARET_SIMD")), reason="already narrowed to one instruction set")

@@ -191,7 +191,7 @@ def test_int8_index_equals_numpy_and_ids_and_files(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="corrupt"):
         mr.Int8FlatIndex.load(path)
-    with pytest.raises(ValueError, match="bad magic"):
+    with pytest.raises(ValueError, match="is a file of Int8FlatIndex, not of BinaryFlatIndex"):
         mr.BinaryFlatIndex.load(path)
 
 

@@ -55,7 +55,21 @@ typedef struct {
                                mr_error *err);
 } mr_arch;
 
-extern const mr_arch mr_arch_mamba1;
+/* Steps every architecture's layer shares, run by every thread of the team (no barrier inside):
+ *   mr_layer_in_proj: RMSNorm (the layer's norm.weight) of this thread's rows of the residual
+ *     stream into the scratch, then their in_proj: out[T, n] = normed @ w^T + bias;
+ *   mr_layer_conv: causal conv + SiLU over each sequence part of the micro-batch in order, `in`
+ *     [T, channels] of stride ldi to `out` of stride ldo, carrying the window across parts;
+ *   mr_layer_out_proj: x += y @ w^T + bias, y [T, E] of stride ldy, onto the residual stream. */
+mr_status mr_layer_in_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, const float *w,
+                           const float *bias, int64_t n, float *out, int ith, int nth, mr_error *err);
+void mr_layer_conv(const mr_layer_batch *b, const float *in, int64_t ldi, int64_t channels, int64_t K,
+                   const float *w, const float *bias, float *out, int64_t ldo, int ith, int nth);
+mr_status mr_layer_out_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, const float *y, int64_t ldy,
+                            int ith, int nth, mr_error *err);
+
+extern const mr_arch mr_arch_mamba1; /* also FalconMamba's */
+extern const mr_arch mr_arch_mamba2;
 
 /* MR_ERR_VALUE "config NAME = V is outside [LO, HI]" unless lo <= value <= hi. */
 mr_status mr_config_check_range(const char *name, int64_t value, int64_t lo, int64_t hi, mr_error *err);

@@ -1,4 +1,5 @@
-/* Mamba-1 (transformers' MambaModel): its config fields, derived weights, buffers and layer.
+/* Mamba-1 (transformers' MambaModel) and FalconMamba (its FalconMambaModel: the same layer with
+ * weightless RMS norms on dt, B and C): their config fields, derived weights, buffers and layer.
  *
  *   [u | z] = in_proj(RMSNorm(x));  u = SiLU(conv(u) + conv_bias);  [dt | B | C] = x_proj(u);
  *   delta = softplus(dt_proj(dt) + dt_bias);  y = scan(u, delta, A, B, C, D) * SiLU(z);
@@ -33,6 +34,8 @@ static mr_status check_config(const mr_config *c, mr_error *err) {
         (st = mr_config_check_range("conv_kernel", c->d_conv, 1, MR_MAX_CONV_KERNEL, err)) ||
         (st = mr_config_check_range("time_step_rank", c->dt_rank, 1, 1 << 20, err)))
         return st;
+    if (c->arch == MR_ARCH_FALCON_MAMBA && !(c->mixer_eps >= 0.0f && isfinite(c->mixer_eps)))
+        return mr_fail(err, MR_ERR_VALUE, "config mixer_rms_eps must be finite and >= 0");
     return MR_OK;
 }
 
@@ -95,37 +98,40 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
     const mr_config *c = &m->cfg;
     float *const *W = m->weights[l];
     const mamba1_layer *L = &((const mamba1_data *)m->arch_data)->layers[l];
-    const int64_t d = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
+    const int64_t E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
     const int64_t ldx = R + 2 * N, T = b->T;
     float *xz = b->buffers[BUF_XZ], *u = b->buffers[BUF_U], *xdbl = b->buffers[BUF_XDBL];
     float *dt = b->scratch; /* after in_proj has read the normed input from it */
     mr_status st;
 
     /* token-parallel: norm and in_proj of this thread's rows */
-    int64_t lo, hi;
-    mr_split_range(T, 4, ith, nth, &lo, &hi);
-    if (hi > lo) mr_rmsnorm_f32(b->x + lo * d, d, W[MR_T_NORM], hi - lo, d, c->norm_eps, b->scratch + lo * d, d, 0, 1);
-    st = mr_gemm_rows_f32(&m->blas, T, 2 * E, d, b->scratch, d, W[MR_T_IN_PROJ_W], W[MR_T_IN_PROJ_B], 0.0f, xz,
-                          2 * E, ith, nth, err);
+    st = mr_layer_in_proj(m, l, b, W[MR_T_IN_PROJ_W], W[MR_T_IN_PROJ_B], 2 * E, xz, ith, nth, err);
 #pragma omp barrier
     /* channel-parallel: conv over each sequence part in order */
-    for (int64_t s = 0; s < b->nseg; s++) {
-        const mr_segment *g = &b->segs[s];
-        mr_conv_silu_f32(g->len, E, K, xz + g->row * 2 * E, 2 * E, W[MR_T_CONV_W], W[MR_T_CONV_B],
-                         g->first ? NULL : b->conv_carry, g->last ? NULL : b->conv_carry, u + g->row * E, E, ith,
-                         nth);
-    }
+    mr_layer_conv(b, xz, 2 * E, E, K, W[MR_T_CONV_W], W[MR_T_CONV_B], u, E, ith, nth);
 #pragma omp barrier
     /* each thread's dt rows need only its own x_proj rows (both split rows alike): no barrier */
-    if (L->x_proj_packed) {
+    if (L->x_proj_packed)
         mr_linear_packed_f32(T, ldx, E, u, E, L->x_proj_packed, xdbl, ldx, ith, nth);
-        mr_linear_packed_f32(T, E, R, xdbl, ldx, L->dt_proj_packed, dt, E, ith, nth);
-    } else {
-        if (st == MR_OK)
-            st = mr_gemm_rows_f32(&m->blas, T, ldx, E, u, E, W[MR_T_X_PROJ_W], NULL, 0.0f, xdbl, ldx, ith, nth, err);
-        if (st == MR_OK)
-            st = mr_gemm_rows_f32(&m->blas, T, E, R, xdbl, ldx, W[MR_T_DT_PROJ_W], NULL, 0.0f, dt, E, ith, nth, err);
+    else if (st == MR_OK)
+        st = mr_gemm_rows_f32(&m->blas, T, ldx, E, u, E, W[MR_T_X_PROJ_W], NULL, 0.0f, xdbl, ldx, ith, nth, err);
+    if (c->arch == MR_ARCH_FALCON_MAMBA) {
+        /* FalconMamba: weightless RMS norms over dt's rank, B and C, before dt_proj */
+#pragma omp barrier
+        int64_t lo, hi;
+        mr_split_range(T, 1, ith, nth, &lo, &hi);
+        for (int64_t t = lo; t < hi; t++) {
+            float *row = xdbl + t * ldx;
+            mr_rmsnorm_f32(row, ldx, NULL, 1, R, c->mixer_eps, row, ldx, 0, 1);
+            mr_rmsnorm_f32(row + R, ldx, NULL, 1, N, c->mixer_eps, row + R, ldx, 0, 1);
+            mr_rmsnorm_f32(row + R + N, ldx, NULL, 1, N, c->mixer_eps, row + R + N, ldx, 0, 1);
+        }
+#pragma omp barrier
     }
+    if (L->dt_proj_packed)
+        mr_linear_packed_f32(T, E, R, xdbl, ldx, L->dt_proj_packed, dt, E, ith, nth);
+    else if (st == MR_OK)
+        st = mr_gemm_rows_f32(&m->blas, T, E, R, xdbl, ldx, W[MR_T_DT_PROJ_W], NULL, 0.0f, dt, E, ith, nth, err);
 #pragma omp barrier
     for (int64_t s = 0; s < b->nseg; s++) {
         const mr_segment *g = &b->segs[s];
@@ -136,10 +142,7 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
                               ith, nth);
     }
 #pragma omp barrier
-    /* beta = 1 adds the mixer output onto the residual stream in place */
-    if (st == MR_OK)
-        st = mr_gemm_rows_f32(&m->blas, T, d, E, u, E, W[MR_T_OUT_PROJ_W], W[MR_T_OUT_PROJ_B], 1.0f, b->x, d, ith,
-                              nth, err);
+    if (st == MR_OK) st = mr_layer_out_proj(m, l, b, u, E, ith, nth, err);
 #pragma omp barrier
     return st;
 }

@@ -31,7 +31,9 @@ mr_status mr_config_check_range(const char *name, int64_t value, int64_t lo, int
 
 static const mr_arch *arch_of(mr_arch_kind kind) {
     switch (kind) {
-    case MR_ARCH_MAMBA1: return &mr_arch_mamba1;
+    case MR_ARCH_MAMBA1:
+    case MR_ARCH_FALCON_MAMBA: return &mr_arch_mamba1;
+    case MR_ARCH_MAMBA2: return &mr_arch_mamba2;
     default: return NULL;
     }
 }
@@ -358,6 +360,35 @@ static mr_status workspace_alloc(const mr_model *m, int64_t T, mr_workspace *w, 
 static void workspace_release(const mr_model *m, mr_workspace *w) {
     if (w->cached) atomic_flag_clear(&m->cache->in_use);
     else free(w->block);
+}
+
+mr_status mr_layer_in_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, const float *w,
+                           const float *bias, int64_t n, float *out, int ith, int nth, mr_error *err) {
+    const int64_t d = m->cfg.d_model;
+    int64_t lo, hi;
+    mr_split_range(b->T, 4, ith, nth, &lo, &hi); /* mr_gemm_rows_f32's split: each thread reads its own rows */
+    if (hi > lo)
+        mr_rmsnorm_f32(b->x + lo * d, d, m->weights[layer][MR_T_NORM], hi - lo, d, m->cfg.norm_eps, b->scratch + lo * d,
+                       d, 0, 1);
+    return mr_gemm_rows_f32(&m->blas, b->T, n, d, b->scratch, d, w, bias, 0.0f, out, n, ith, nth, err);
+}
+
+void mr_layer_conv(const mr_layer_batch *b, const float *in, int64_t ldi, int64_t channels, int64_t K,
+                   const float *w, const float *bias, float *out, int64_t ldo, int ith, int nth) {
+    for (int64_t s = 0; s < b->nseg; s++) {
+        const mr_segment *g = &b->segs[s];
+        mr_conv_silu_f32(g->len, channels, K, in + g->row * ldi, ldi, w, bias, g->first ? NULL : b->conv_carry,
+                         g->last ? NULL : b->conv_carry, out + g->row * ldo, ldo, ith, nth);
+    }
+}
+
+mr_status mr_layer_out_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, const float *y, int64_t ldy,
+                            int ith, int nth, mr_error *err) {
+    const int64_t d = m->cfg.d_model;
+    float *const *W = m->weights[layer];
+    /* beta = 1 adds the mixer output onto the residual stream in place */
+    return mr_gemm_rows_f32(&m->blas, b->T, d, m->cfg.d_inner, y, ldy, W[MR_T_OUT_PROJ_W], W[MR_T_OUT_PROJ_B], 1.0f,
+                            b->x, d, ith, nth, err);
 }
 
 /* Layer l over one micro-batch, run by every thread of the team. */

@@ -1,13 +1,17 @@
 #include "models/mr_tensors.h"
 
 #include <stdio.h>
+#include <string.h>
 
-#define MAMBA1 MR_ARCH_BIT(MR_ARCH_MAMBA1)
+/* FalconMamba has Mamba-1's tensors: its three extra norms are weightless */
+#define MAMBA1 (MR_ARCH_BIT(MR_ARCH_MAMBA1) | MR_ARCH_BIT(MR_ARCH_FALCON_MAMBA))
+#define MAMBA2 MR_ARCH_BIT(MR_ARCH_MAMBA2)
+#define ALL (MAMBA1 | MAMBA2)
 
 const mr_tensor_info mr_tensor_table[MR_T_COUNT] = {
-    [MR_T_EMBEDDING] = {"embeddings.weight", 0, MR_ALWAYS, 2, {MR_DIM_VOCAB, MR_DIM_D}, 1, MAMBA1},
-    [MR_T_NORM_F] = {"norm_f.weight", 0, MR_ALWAYS, 1, {MR_DIM_D}, 0, MAMBA1},
-    [MR_T_NORM] = {"norm.weight", 1, MR_ALWAYS, 1, {MR_DIM_D}, 0, MAMBA1},
+    [MR_T_EMBEDDING] = {"embeddings.weight", 0, MR_ALWAYS, 2, {MR_DIM_VOCAB, MR_DIM_D}, 1, ALL},
+    [MR_T_NORM_F] = {"norm_f.weight", 0, MR_ALWAYS, 1, {MR_DIM_D}, 0, ALL},
+    [MR_T_NORM] = {"norm.weight", 1, MR_ALWAYS, 1, {MR_DIM_D}, 0, ALL},
     [MR_T_IN_PROJ_W] = {"mixer.in_proj.weight", 1, MR_ALWAYS, 2, {MR_DIM_2E, MR_DIM_D}, 1, MAMBA1},
     [MR_T_IN_PROJ_B] = {"mixer.in_proj.bias", 1, MR_IF_BIAS, 1, {MR_DIM_2E}, 0, MAMBA1},
     [MR_T_CONV_W] = {"mixer.conv1d.weight", 1, MR_ALWAYS, 3, {MR_DIM_E, MR_DIM_ONE, MR_DIM_K}, 0, MAMBA1},
@@ -17,8 +21,16 @@ const mr_tensor_info mr_tensor_table[MR_T_COUNT] = {
     [MR_T_DT_PROJ_B] = {"mixer.dt_proj.bias", 1, MR_ALWAYS, 1, {MR_DIM_E}, 0, MAMBA1},
     [MR_T_A_LOG] = {"mixer.A_log", 1, MR_ALWAYS, 2, {MR_DIM_E, MR_DIM_N}, 0, MAMBA1},
     [MR_T_D] = {"mixer.D", 1, MR_ALWAYS, 1, {MR_DIM_E}, 0, MAMBA1},
-    [MR_T_OUT_PROJ_W] = {"mixer.out_proj.weight", 1, MR_ALWAYS, 2, {MR_DIM_D, MR_DIM_E}, 1, MAMBA1},
-    [MR_T_OUT_PROJ_B] = {"mixer.out_proj.bias", 1, MR_IF_BIAS, 1, {MR_DIM_D}, 0, MAMBA1},
+    [MR_T_OUT_PROJ_W] = {"mixer.out_proj.weight", 1, MR_ALWAYS, 2, {MR_DIM_D, MR_DIM_E}, 1, ALL},
+    [MR_T_OUT_PROJ_B] = {"mixer.out_proj.bias", 1, MR_IF_BIAS, 1, {MR_DIM_D}, 0, ALL},
+    [MR_T_M2_IN_PROJ_W] = {"mixer.in_proj.weight", 1, MR_ALWAYS, 2, {MR_DIM_M2_PROJ, MR_DIM_D}, 1, MAMBA2},
+    [MR_T_M2_IN_PROJ_B] = {"mixer.in_proj.bias", 1, MR_IF_BIAS, 1, {MR_DIM_M2_PROJ}, 0, MAMBA2},
+    [MR_T_M2_CONV_W] = {"mixer.conv1d.weight", 1, MR_ALWAYS, 3, {MR_DIM_M2_CONV, MR_DIM_ONE, MR_DIM_K}, 0, MAMBA2},
+    [MR_T_M2_CONV_B] = {"mixer.conv1d.bias", 1, MR_IF_CONV_BIAS, 1, {MR_DIM_M2_CONV}, 0, MAMBA2},
+    [MR_T_M2_DT_BIAS] = {"mixer.dt_bias", 1, MR_ALWAYS, 1, {MR_DIM_H}, 0, MAMBA2},
+    [MR_T_M2_A_LOG] = {"mixer.A_log", 1, MR_ALWAYS, 1, {MR_DIM_H}, 0, MAMBA2},
+    [MR_T_M2_D] = {"mixer.D", 1, MR_ALWAYS, 1, {MR_DIM_H}, 0, MAMBA2},
+    [MR_T_M2_NORM] = {"mixer.norm.weight", 1, MR_ALWAYS, 1, {MR_DIM_E}, 0, MAMBA2},
 };
 
 static const char *const dim_names[MR_DIM_COUNT] = {
@@ -31,6 +43,9 @@ static const char *const dim_names[MR_DIM_COUNT] = {
     [MR_DIM_K] = "conv_kernel",
     [MR_DIM_R] = "time_step_rank",
     [MR_DIM_R_2N] = "time_step_rank+2*state_size",
+    [MR_DIM_H] = "num_heads",
+    [MR_DIM_M2_CONV] = "intermediate_size+2*n_groups*state_size",
+    [MR_DIM_M2_PROJ] = "2*intermediate_size+2*n_groups*state_size+num_heads",
 };
 
 const char *mr_dim_name(mr_dim dim) { return (int)dim >= 0 && dim < MR_DIM_COUNT ? dim_names[dim] : "?"; }
@@ -46,6 +61,9 @@ int64_t mr_dim_size(const mr_config *c, mr_dim dim) {
     case MR_DIM_K: return c->d_conv;
     case MR_DIM_R: return c->dt_rank;
     case MR_DIM_R_2N: return c->dt_rank + 2 * c->d_state;
+    case MR_DIM_H: return c->n_heads;
+    case MR_DIM_M2_CONV: return c->d_inner + 2 * c->n_groups * c->d_state;
+    case MR_DIM_M2_PROJ: return 2 * c->d_inner + 2 * c->n_groups * c->d_state + c->n_heads;
     default: return 0;
     }
 }
@@ -79,6 +97,14 @@ int64_t mr_tensor_numel(const mr_config *c, mr_tensor_kind kind) {
 
 int64_t mr_tensor_instances(const mr_config *c, mr_tensor_kind kind) {
     return known(kind) && mr_tensor_table[kind].per_layer ? c->n_layer : 1;
+}
+
+int mr_tensor_find(const mr_config *c, const char *name) {
+    for (int k = 0; name && k < MR_T_COUNT; k++)
+        if (strcmp(name, mr_tensor_table[k].name) == 0 && (int)c->arch >= 0 && c->arch < MR_ARCH_COUNT &&
+            (mr_tensor_table[k].archs & MR_ARCH_BIT(c->arch)))
+            return k;
+    return -1;
 }
 
 void mr_tensor_name(mr_tensor_kind kind, int64_t layer, char *buf, int size) {

@@ -29,6 +29,15 @@ typedef enum {
     MR_T_D,
     MR_T_OUT_PROJ_W,
     MR_T_OUT_PROJ_B,
+    /* Mamba-2's own: same names as Mamba-1's where transformers shares them, other shapes */
+    MR_T_M2_IN_PROJ_W,
+    MR_T_M2_IN_PROJ_B,
+    MR_T_M2_CONV_W,
+    MR_T_M2_CONV_B,
+    MR_T_M2_DT_BIAS,
+    MR_T_M2_A_LOG,
+    MR_T_M2_D,
+    MR_T_M2_NORM,
     MR_T_COUNT
 } mr_tensor_kind;
 
@@ -45,13 +54,18 @@ typedef enum {
     MR_DIM_K,        /* conv_kernel */
     MR_DIM_R,        /* time_step_rank */
     MR_DIM_R_2N,     /* time_step_rank + 2 * state_size */
+    MR_DIM_H,        /* num_heads (Mamba-2) */
+    MR_DIM_M2_CONV,  /* intermediate_size + 2 * n_groups * state_size: Mamba-2's x | B | C */
+    MR_DIM_M2_PROJ,  /* 2 * intermediate_size + 2 * n_groups * state_size + num_heads: z | xBC | dt */
     MR_DIM_COUNT
 } mr_dim;
 
 typedef enum { MR_ALWAYS = 0, MR_IF_BIAS, MR_IF_CONV_BIAS } mr_tensor_condition;
 
+/* A name may appear in several rows, one per shape (Mamba-1's and Mamba-2's "mixer.A_log"): the
+ * rows of one name have disjoint architectures, so (name, architecture) finds one row. */
 typedef struct {
-    const char *name;              /* HF MambaModel name; per-layer ones follow "layers.{i}." */
+    const char *name;              /* HF name; per-layer ones follow "layers.{i}." */
     int per_layer;
     mr_tensor_condition condition; /* present always, or only with use_bias / use_conv_bias */
     int ndim;
@@ -75,6 +89,8 @@ int mr_tensor_shape(const mr_config *c, mr_tensor_kind kind, int64_t shape[3]);
 int64_t mr_tensor_numel(const mr_config *c, mr_tensor_kind kind);
 /* 1 for model-wide kinds, else the config's layer count. */
 int64_t mr_tensor_instances(const mr_config *c, mr_tensor_kind kind);
+/* The kind named `name` in this config's architecture, -1 when it has none. */
+int mr_tensor_find(const mr_config *c, const char *name);
 /* Human-readable HF name, for messages ("layers.3.mixer.in_proj.weight"). */
 void mr_tensor_name(mr_tensor_kind kind, int64_t layer, char *buf, int size);
 

@@ -31,7 +31,10 @@ void mr_rmsnorm_f32(const float *x, int64_t ldx, const float *w, int64_t T, int6
         for (int j = 0; j < 8; j++) sum += partial[j];
         for (; i < d; i++) sum += row[i] * row[i];
         float scale = 1.0f / sqrtf(sum / (float)d + eps);
-        for (i = 0; i < d; i++) dst[i] = w[i] * (row[i] * scale);
+        if (w)
+            for (i = 0; i < d; i++) dst[i] = w[i] * (row[i] * scale);
+        else
+            for (i = 0; i < d; i++) dst[i] = row[i] * scale;
     }
 }
 

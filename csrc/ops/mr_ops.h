@@ -1,4 +1,4 @@
-/* CPU kernels of the Mamba-1 forward pass, one declaration per op (matrix products are in gemm/).
+/* CPU kernels of the forward pass (Mamba-1, Mamba-2), one declaration per op (matrix products are in gemm/).
  *
  * Layout conventions (frozen: the CUDA path and the tests rely on them):
  *   activations are token-major, row t of a [T, n] matrix starts at p + t*ld;
@@ -27,7 +27,8 @@ extern "C" {
 void mr_embed_gather_f32(const float *table, int64_t d, const int32_t *tokens, int64_t T,
                          float *out, int ith, int nth);
 
-/* out[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * w; out may equal x. */
+/* out[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * w; out may equal x; w NULL is a
+ * weightless norm (FalconMamba's). */
 void mr_rmsnorm_f32(const float *x, int64_t ldx, const float *w, int64_t T, int64_t d, float eps,
                     float *out, int64_t ldo, int ith, int nth);
 
@@ -53,6 +54,24 @@ void mr_selective_scan_f32(int64_t L, int64_t E, int64_t N, const float *u, int6
                            const float *z, int64_t ldz, const float *state_in,
                            float *state_out, float *y, int64_t ldy, int ith, int nth);
 
+/* Mamba-2's selective scan (SSD, recurrent form) over one sequence segment of L tokens, heads
+ * split by thread. H heads of P channels (x is [L, H*P]); head h reads group g = h / (H / G) of
+ * B and C ([L, G*N] each, rows of stride ldbc):
+ *   delta = min(max(softplus(dt[t, h] + dt_bias[h]), dt_min), dt_max)
+ *   h[n, p] = exp(delta * A[h]) * h[n, p] + delta * B[t, g, n] * x[t, h, p]
+ *   y[t, h, p] = sum_n C[t, g, n] * h[n, p] + D[h] * x[t, h, p]
+ * A[h] already holds -exp(A_log[h]). State is [H, N, P]: it starts from state_in (zeros when
+ * NULL) and ends in state_out, which is required (the scan runs in it) and may equal state_in;
+ * a thread touches only its heads' part. y may alias x. */
+void mr_ssd_scan_f32(int64_t L, int64_t H, int64_t P, int64_t G, int64_t N, const float *x, int64_t ldx,
+                     const float *dt, int64_t lddt, const float *dt_bias, const float *A, float dt_min,
+                     float dt_max, const float *B, const float *C, int64_t ldbc, const float *D,
+                     const float *state_in, float *state_out, float *y, int64_t ldy, int ith, int nth);
+/* Mamba-2's gated RMSNorm over groups of `group` channels (norm_before_gate=False):
+ *   v = y[t, :] * silu(z[t, :]);  out[t, i] = w[i] * v[i] / sqrt(mean over i's group of v^2 + eps)
+ * Threads split the rows; out may alias y. */
+void mr_gated_rmsnorm_f32(int64_t T, int64_t E, int64_t group, const float *y, int64_t ldy, const float *z,
+                          int64_t ldz, const float *w, float eps, float *out, int64_t ldo, int ith, int nth);
 /* x[r, :] /= max(||x[r, :]||, 1e-12) for n rows of d (torch.nn.functional.normalize's rule, so
  * a zero row stays zero); threads split the rows. */
 void mr_l2_normalize_f32(float *x, int64_t n, int64_t d, int ith, int nth);
@@ -77,6 +96,12 @@ void mr_selective_scan_f32_ref(int64_t L, int64_t E, int64_t N, const float *u, 
                                const float *D, const float *z, int64_t ldz,
                                const float *state_in, float *state_out, float *y, int64_t ldy);
 void mr_l2_normalize_f32_ref(float *x, int64_t n, int64_t d);
+void mr_ssd_scan_f32_ref(int64_t L, int64_t H, int64_t P, int64_t G, int64_t N, const float *x, int64_t ldx,
+                         const float *dt, int64_t lddt, const float *dt_bias, const float *A, float dt_min,
+                         float dt_max, const float *B, const float *C, int64_t ldbc, const float *D,
+                         const float *state_in, float *state_out, float *y, int64_t ldy);
+void mr_gated_rmsnorm_f32_ref(int64_t T, int64_t E, int64_t group, const float *y, int64_t ldy, const float *z,
+                              int64_t ldz, const float *w, float eps, float *out, int64_t ldo);
 
 #ifdef __cplusplus
 }

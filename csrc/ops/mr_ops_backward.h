@@ -67,6 +67,30 @@ void mr_selective_scan_backward_f32(int64_t S, const int64_t *offsets, int64_t c
                                     float *gdt, float *gdt_bias, float *gA, float *gD, float *gz,
                                     float *gB_part, float *gC_part, float *work, int ith, int nth);
 
+/* Mamba-2's SSD scan over a packed batch (mr_ssd_scan_f32 sequence by sequence, zero state at
+ * each start). x [T, H*P], dt [T, H], B and C [T, G*N], y [T, H*P], all dense. state: H*N*P
+ * floats of scratch shared by the team (threads own heads). */
+void mr_ssd_scan_packed_f32(int64_t S, const int64_t *offsets, int64_t H, int64_t P, int64_t G, int64_t N,
+                            const float *x, const float *dt, const float *dt_bias, const float *A, float dt_min,
+                            float dt_max, const float *B, const float *C, const float *D, float *y, float *state,
+                            int ith, int nth);
+
+/* Floats of scratch each thread of mr_ssd_scan_backward_f32 needs for sequences of up to
+ * `longest` tokens. */
+int64_t mr_ssd_backward_work_floats(int64_t longest, int64_t P, int64_t N);
+
+/* Gradients of y = mr_ssd_scan_packed_f32(...) given gy [T, H*P]: gx [T, H*P], gdt [T, H] (of
+ * dt before its bias), gB_heads and gC_heads [T, H, N] (each head's share: the caller sums the
+ * heads of a group), gA (of A = -exp(A_log)), gD and gdt_bias [H], all overwritten for this
+ * thread's heads. The backward recomputes the states from checkpoints every MR_SSD_TOKEN_CHUNK
+ * tokens; work: mr_ssd_backward_work_floats floats of this thread's own. D and gD may be NULL
+ * (together), dt_bias and gdt_bias too. */
+void mr_ssd_scan_backward_f32(int64_t S, const int64_t *offsets, int64_t H, int64_t P, int64_t G, int64_t N,
+                              const float *x, const float *dt, const float *dt_bias, const float *A, float dt_min,
+                              float dt_max, const float *B, const float *C, const float *D, const float *gy,
+                              float *gx, float *gdt, float *gdt_bias, float *gA, float *gD, float *gB_heads,
+                              float *gC_heads, float *work, int ith, int nth);
+
 /* out[i] = sum over p < nparts of parts[p * n + i], threads splitting i. */
 void mr_sum_partials_f32(const float *parts, int64_t nparts, int64_t n, float *out, int ith, int nth);
 

@@ -22,7 +22,7 @@ void mr_rmsnorm_f32_ref(const float *x, int64_t ldx, const float *w, int64_t T, 
         float sum = 0.0f;
         for (int64_t i = 0; i < d; i++) sum += row[i] * row[i];
         float scale = 1.0f / sqrtf(sum / (float)d + eps);
-        for (int64_t i = 0; i < d; i++) out[t * ldo + i] = w[i] * (row[i] * scale);
+        for (int64_t i = 0; i < d; i++) out[t * ldo + i] = w ? w[i] * (row[i] * scale) : row[i] * scale;
     }
 }
 

@@ -2,6 +2,7 @@
  * Its weights arrive one checkpoint tensor at a time (set_tensor), finish() freezes them, forward() runs a packed batch with the GIL released. */
 #include "py_common.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +45,44 @@ static int config_int(PyObject *cfg, const char *key, int64_t *out, int required
     return 0;
 }
 
+/* An optional float; NaN passes through to the architecture's check, which names the field. */
+static int config_float(PyObject *cfg, const char *key, double *out) {
+    PyObject *v = PyDict_GetItemString(cfg, key); /* borrowed */
+    if (!v) return 0;
+    if (!PyFloat_Check(v) && !PyLong_Check(v)) {
+        PyErr_Format(PyExc_ValueError, "config '%s' must be a number, got %s", key, Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) return -1;
+    *out = x;
+    return 0;
+}
+
+/* An optional pair of numbers, such as time_step_limit (min, max). */
+static int config_pair(PyObject *cfg, const char *key, double out[2]) {
+    PyObject *v = PyDict_GetItemString(cfg, key); /* borrowed */
+    if (!v) return 0;
+    PyObject *seq = PySequence_Fast(v, "");
+    if (!seq || PySequence_Fast_GET_SIZE(seq) != 2) {
+        Py_XDECREF(seq);
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "config '%s' must be a pair of numbers (min, max)", key);
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyFloat_Check(item) && !PyLong_Check(item)) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "config '%s' must be a pair of numbers (min, max)", key);
+            return -1;
+        }
+        out[i] = PyFloat_AsDouble(item);
+    }
+    Py_DECREF(seq);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 static int model_init(ModelObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"config", NULL};
     PyObject *cfg;
@@ -53,17 +92,25 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kwargs) {
     if (config_int(cfg, "hidden_size", &c.d_model, 1, 0) || config_int(cfg, "num_hidden_layers", &c.n_layer, 1, 0) ||
         config_int(cfg, "vocab_size", &c.vocab_size, 1, 0) ||
         config_int(cfg, "intermediate_size", &c.d_inner, 1, 0) || config_int(cfg, "state_size", &c.d_state, 1, 0) ||
-        config_int(cfg, "conv_kernel", &c.d_conv, 1, 0) || config_int(cfg, "time_step_rank", &c.dt_rank, 1, 0) ||
-        config_int(cfg, "use_bias", &use_bias, 0, 0) || config_int(cfg, "use_conv_bias", &use_conv_bias, 0, 1))
+        config_int(cfg, "conv_kernel", &c.d_conv, 1, 0) || config_int(cfg, "time_step_rank", &c.dt_rank, 0, 0) ||
+        config_int(cfg, "use_bias", &use_bias, 0, 0) || config_int(cfg, "use_conv_bias", &use_conv_bias, 0, 1) ||
+        config_int(cfg, "num_heads", &c.n_heads, 0, 0) || config_int(cfg, "head_dim", &c.head_dim, 0, 0) ||
+        config_int(cfg, "n_groups", &c.n_groups, 0, 1))
         return -1;
+    double mixer_eps = 1e-6, dt_limit[2] = {0.0, INFINITY};
+    if (config_float(cfg, "mixer_rms_eps", &mixer_eps) || config_pair(cfg, "time_step_limit", dt_limit)) return -1;
+    c.mixer_eps = (float)mixer_eps;
+    c.dt_min = (float)dt_limit[0];
+    c.dt_max = (float)dt_limit[1];
     PyObject *arch = PyDict_GetItemString(cfg, "arch"); /* transformers' model_type; Mamba-1 without it */
     if (arch) {
         const char *name = PyUnicode_Check(arch) ? PyUnicode_AsUTF8(arch) : NULL;
         if (!name && PyErr_Occurred()) return -1;
         const int kind = mr_arch_parse(name);
         if (kind < 0) {
-            PyErr_Format(PyExc_ValueError, "config 'arch' must name an architecture the engine runs ('mamba'), got %R",
-                         arch);
+            PyErr_Format(PyExc_ValueError,
+                         "config 'arch' must name an architecture the engine runs ('mamba', 'mamba2' or "
+                         "'falcon_mamba'), got %R", arch);
             return -1;
         }
         c.arch = (mr_arch_kind)kind;
@@ -108,13 +155,19 @@ static int model_ready(ModelObject *self) {
 }
 
 /* A tensor kind by its name in the table (csrc/models/mr_tensors.c), e.g. "mixer.in_proj.weight". */
-static int parse_kind(PyObject *obj, mr_tensor_kind *kind) {
+static int parse_kind(const mr_model *m, PyObject *obj, mr_tensor_kind *kind) {
     const char *s = PyUnicode_AsUTF8(obj);
     if (!s) return -1;
-    for (int k = 0; k < MR_T_COUNT; k++)
-        if (strcmp(s, mr_tensor_table[k].name) == 0) {
-            *kind = (mr_tensor_kind)k;
-            return 0;
+    const int k = mr_tensor_find(mr_model_config(m), s);
+    if (k >= 0) {
+        *kind = (mr_tensor_kind)k;
+        return 0;
+    }
+    for (int j = 0; j < MR_T_COUNT; j++)
+        if (strcmp(s, mr_tensor_table[j].name) == 0) {
+            PyErr_Format(PyExc_ValueError, "unexpected tensor '%s' (not part of a %s model)", s,
+                         mr_arch_name(mr_model_config(m)->arch));
+            return -1;
         }
     PyErr_Format(PyExc_ValueError, "unknown tensor kind '%s'", s);
     return -1;
@@ -129,7 +182,7 @@ static PyObject *model_set_tensor(ModelObject *self, PyObject *args, PyObject *k
         return NULL;
     if (!model_ready(self)) return NULL;
     mr_tensor_kind kind;
-    if (parse_kind(kind_obj, &kind) < 0) return NULL;
+    if (parse_kind(self->model, kind_obj, &kind) < 0) return NULL;
     if (!PyArray_Check(arr_obj)) {
         PyErr_SetString(PyExc_TypeError, "array must be a numpy.ndarray");
         return NULL;

@@ -2,6 +2,7 @@
  * inputs, so the tests can compare them. */
 #include "py_common.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@
 #include "gemm/mr_linear_packed.h"
 #include "ops/mr_ops.h"
 #include "ops/mr_ops_isa.h"
+#include "ops/mr_ssd_isa.h"
 
 static PyArrayObject *new_f32(int ndim, int64_t d0, int64_t d1) {
     npy_intp dims[2] = {(npy_intp)d0, (npy_intp)d1};
@@ -206,6 +208,108 @@ done:
     return result;
 }
 
+/* Mamba-2's scan on x [L, H*P] with heads=H; B and C are [L, G*N]; state is [H, N*P]. */
+enum { SSD_X, SSD_DT, SSD_A, SSD_B, SSD_C, SSD_DT_BIAS, SSD_D, SSD_STATE, SSD_Y, SSD_STATE_OUT, SSD_ARRAYS };
+
+static PyObject *op_ssd_scan(PyObject *m, PyObject *args, PyObject *kwargs) {
+    (void)m;
+    static char *kwlist[] = {"x", "dt", "A", "B", "C", "heads", "groups", "dt_bias", "D", "state", "dt_min", "dt_max",
+                             "variant", "threads", NULL};
+    PyObject *xo, *dto, *Ao, *Bo, *Co, *dbo = Py_None, *Do = Py_None, *so = Py_None, *threads_obj = Py_None;
+    long long heads, groups;
+    double dt_min = 0.0, dt_max = INFINITY;
+    const char *variant_s = "auto";
+    int variant, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOLL|OOOddsO", kwlist, &xo, &dto, &Ao, &Bo, &Co, &heads,
+                                     &groups, &dbo, &Do, &so, &dt_min, &dt_max, &variant_s, &threads_obj))
+        return NULL;
+    if (parse_variant(variant_s, &variant) < 0 || mr_py_parse_threads(threads_obj, &threads) < 0) return NULL;
+    PyObject *result = NULL;
+    PyArrayObject *a[SSD_ARRAYS] = {0};
+    if (!(a[SSD_X] = mr_py_require_array(xo, NPY_FLOAT32, 2, "x"))) return NULL;
+    const int64_t L = PyArray_DIM(a[SSD_X], 0), E = PyArray_DIM(a[SSD_X], 1), H = heads, G = groups;
+    if (H < 1 || G < 1 || E % H || H % G) {
+        PyErr_SetString(PyExc_ValueError, "heads must divide x's width and groups must divide heads");
+        goto done;
+    }
+    const int64_t P = E / H;
+    if (!(a[SSD_DT] = optional_f32(dto, 2, "dt", L, H)) || !(a[SSD_A] = optional_f32(Ao, 1, "A", H, 0)) ||
+        !(a[SSD_B] = mr_py_require_array(Bo, NPY_FLOAT32, 2, "B")))
+        goto done;
+    const int64_t N = PyArray_DIM(a[SSD_B], 1) / G;
+    if (PyArray_DIM(a[SSD_B], 0) != L || N < 1 || N * G != PyArray_DIM(a[SSD_B], 1)) {
+        PyErr_SetString(PyExc_ValueError, "B must be [L, groups * N]");
+        goto done;
+    }
+    if (!(a[SSD_C] = optional_f32(Co, 2, "C", L, G * N))) goto done;
+    if ((!(a[SSD_DT_BIAS] = optional_f32(dbo, 1, "dt_bias", H, 0)) && PyErr_Occurred()) ||
+        (!(a[SSD_D] = optional_f32(Do, 1, "D", H, 0)) && PyErr_Occurred()) ||
+        (!(a[SSD_STATE] = optional_f32(so, 2, "state", H, N * P)) && PyErr_Occurred()))
+        goto done;
+    if (!(a[SSD_Y] = new_f32(2, L, E)) || !(a[SSD_STATE_OUT] = new_f32(2, H, N * P))) goto done;
+    float *x = F32(a[SSD_X]), *dt = F32(a[SSD_DT]), *db = F32(a[SSD_DT_BIAS]), *A = F32(a[SSD_A]), *B = F32(a[SSD_B]),
+          *C = F32(a[SSD_C]), *D = F32(a[SSD_D]), *s = F32(a[SSD_STATE]), *y = F32(a[SSD_Y]),
+          *s_out = F32(a[SSD_STATE_OUT]);
+    const float lo = (float)dt_min, hi = (float)dt_max;
+    Py_BEGIN_ALLOW_THREADS
+    if (variant == VARIANT_REFERENCE)
+        mr_ssd_scan_f32_ref(L, H, P, G, N, x, E, dt, H, db, A, lo, hi, B, C, G * N, D, s, s_out, y, E);
+    else if (variant == VARIANT_PORTABLE)
+        mr_ssd_scan_f32_portable(L, H, P, G, N, x, E, dt, H, db, A, lo, hi, B, C, G * N, D, s, s_out, y, E, 0, H);
+    else {
+#pragma omp parallel num_threads(threads)
+        mr_ssd_scan_f32(L, H, P, G, N, x, E, dt, H, db, A, lo, hi, B, C, G * N, D, s, s_out, y, E, mr_thread_index(),
+                        mr_thread_count());
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(OO)", a[SSD_Y], a[SSD_STATE_OUT]);
+done:
+    for (int i = 0; i < SSD_ARRAYS; i++) Py_XDECREF(a[i]);
+    return result;
+}
+
+/* Mamba-2's gated RMSNorm of y [T, E] by z [T, E] over groups of `group` channels. */
+static PyObject *op_gated_rmsnorm(PyObject *m, PyObject *args, PyObject *kwargs) {
+    (void)m;
+    static char *kwlist[] = {"y", "z", "weight", "group", "eps", "variant", "threads", NULL};
+    PyObject *yo, *zo, *wo, *threads_obj = Py_None;
+    long long group;
+    double eps;
+    const char *variant_s = "auto";
+    int variant, threads;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOLd|sO", kwlist, &yo, &zo, &wo, &group, &eps, &variant_s,
+                                     &threads_obj))
+        return NULL;
+    if (parse_variant(variant_s, &variant) < 0 || mr_py_parse_threads(threads_obj, &threads) < 0) return NULL;
+    PyObject *result = NULL;
+    PyArrayObject *y = mr_py_require_array(yo, NPY_FLOAT32, 2, "y"), *z = NULL, *w = NULL, *out = NULL;
+    if (!y) return NULL;
+    const int64_t T = PyArray_DIM(y, 0), E = PyArray_DIM(y, 1);
+    if (group < 1 || E % group) {
+        PyErr_SetString(PyExc_ValueError, "group must divide y's width");
+        goto done;
+    }
+    if (!(z = optional_f32(zo, 2, "z", T, E)) || !(w = optional_f32(wo, 1, "weight", E, 0))) goto done;
+    if (!(out = new_f32(2, T, E))) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    if (variant == VARIANT_REFERENCE)
+        mr_gated_rmsnorm_f32_ref(T, E, group, F32(y), E, F32(z), E, F32(w), (float)eps, F32(out), E);
+    else {
+#pragma omp parallel num_threads(threads)
+        mr_gated_rmsnorm_f32(T, E, group, F32(y), E, F32(z), E, F32(w), (float)eps, F32(out), E, mr_thread_index(),
+                             mr_thread_count());
+    }
+    Py_END_ALLOW_THREADS
+    result = (PyObject *)out;
+    out = NULL;
+done:
+    Py_XDECREF(y);
+    Py_XDECREF(z);
+    Py_XDECREF(w);
+    Py_XDECREF(out);
+    return result;
+}
+
 /* out = a[:, :K] @ w.T with w [N, K] packed here as the model packs it; a is [T, lda >= K]. */
 static PyObject *op_linear_packed(PyObject *m, PyObject *args, PyObject *kwargs) {
     (void)m;
@@ -350,6 +454,11 @@ static PyMethodDef ops_functions[] = {
     {"op_selective_scan", (PyCFunction)(void (*)(void))op_selective_scan, METH_VARARGS | METH_KEYWORDS,
      "op_selective_scan(u, dt, A, B, C, dt_bias=None, D=None, z=None, state=None, variant='auto', threads=1)"
      " -> (y, state)"},
+    {"op_ssd_scan", (PyCFunction)(void (*)(void))op_ssd_scan, METH_VARARGS | METH_KEYWORDS,
+     "op_ssd_scan(x, dt, A, B, C, heads, groups, dt_bias=None, D=None, state=None, dt_min=0, dt_max=inf, "
+     "variant='auto', threads=1) -> (y, state)"},
+    {"op_gated_rmsnorm", (PyCFunction)(void (*)(void))op_gated_rmsnorm, METH_VARARGS | METH_KEYWORDS,
+     "op_gated_rmsnorm(y, z, weight, group, eps, variant='auto', threads=1) -> out"},
     {"op_vector_math", (PyCFunction)op_vector_math, METH_VARARGS,
      "op_vector_math(fn, isa, x): 'exp' or 'softplus' of the 'avx2' or 'avx512' path over a float32 vector."},
     {"op_gemm", (PyCFunction)(void (*)(void))op_gemm, METH_VARARGS | METH_KEYWORDS,

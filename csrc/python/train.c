@@ -377,6 +377,151 @@ done:
     return result;
 }
 
+/* Mamba-2's SSD scan: the inputs both directions read, all dense and float32. */
+enum { SS_X, SS_DT, SS_DT_BIAS, SS_A, SS_B, SS_C, SS_D, SS_INPUTS };
+
+typedef struct {
+    matrix_view v[SS_INPUTS];
+    int64_t T, H, P, G, N;
+} ssd_inputs;
+
+static int get_ssd_inputs(PyObject *const *obj, int64_t T, long long heads, long long groups, ssd_inputs *in) {
+    in->T = T;
+    if (get_matrix(obj[SS_X], "x", 2, T, -1, 0, 0, &in->v[SS_X]) < 0) return -1;
+    const int64_t E = in->v[SS_X].cols;
+    if (heads < 1 || groups < 1 || E % heads || heads % groups) {
+        PyErr_SetString(PyExc_ValueError, "heads must divide x's width and groups must divide heads");
+        return -1;
+    }
+    in->H = heads;
+    in->G = groups;
+    in->P = E / heads;
+    if (get_matrix(obj[SS_B], "B", 2, T, -1, 0, 0, &in->v[SS_B]) < 0) return -1;
+    in->N = in->v[SS_B].cols / groups;
+    if (in->N < 1 || in->N * groups != in->v[SS_B].cols) {
+        PyErr_SetString(PyExc_ValueError, "B must be [T, groups * N]");
+        return -1;
+    }
+    if (get_matrix(obj[SS_DT], "dt", 2, T, in->H, 0, 0, &in->v[SS_DT]) < 0 ||
+        get_matrix(obj[SS_DT_BIAS], "dt_bias", 1, in->H, 1, 0, 1, &in->v[SS_DT_BIAS]) < 0 ||
+        get_matrix(obj[SS_A], "A", 1, in->H, 1, 0, 0, &in->v[SS_A]) < 0 ||
+        get_matrix(obj[SS_C], "C", 2, T, groups * in->N, 0, 0, &in->v[SS_C]) < 0 ||
+        get_matrix(obj[SS_D], "D", 1, in->H, 1, 0, 1, &in->v[SS_D]) < 0)
+        return -1;
+    for (int i = 0; i < SS_INPUTS; i++)
+        if (in->v[i].data && in->v[i].rows > 1 && in->v[i].ld != in->v[i].cols) {
+            PyErr_SetString(PyExc_ValueError, "the SSD scan's inputs must be dense");
+            return -1;
+        }
+    return 0;
+}
+
+/* train_ssd_scan(x, dt, dt_bias, A, B, C, D, offsets, heads, groups, dt_min, dt_max, y, threads) */
+static PyObject *train_ssd_scan(PyObject *self, PyObject *args) {
+    PyObject *obj[SS_INPUTS], *offsets_obj, *y_obj;
+    long long heads, groups;
+    double dt_min, dt_max;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOLLddOi", &obj[SS_X], &obj[SS_DT], &obj[SS_DT_BIAS], &obj[SS_A], &obj[SS_B],
+                          &obj[SS_C], &obj[SS_D], &offsets_obj, &heads, &groups, &dt_min, &dt_max, &y_obj, &threads))
+        return NULL;
+    ssd_inputs in;
+    memset(&in, 0, sizeof(in));
+    matrix_view out = {0};
+    offsets_view off = {0};
+    PyObject *result = NULL;
+    float *state = NULL;
+    if (mr_py_check_threads(threads) < 0 || get_offsets(offsets_obj, &off) < 0) goto done;
+    if (get_ssd_inputs(obj, off.data[off.count], heads, groups, &in) < 0) goto done;
+    if (get_matrix(y_obj, "y", 2, in.T, in.H * in.P, 1, 0, &out) < 0) goto done;
+    state = malloc((size_t)(in.H * in.N * in.P) * sizeof *state);
+    if (!state) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    matrix_view *v = in.v;
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel num_threads(threads)
+    mr_ssd_scan_packed_f32(off.count, off.data, in.H, in.P, in.G, in.N, v[SS_X].data, v[SS_DT].data,
+                           v[SS_DT_BIAS].data, v[SS_A].data, (float)dt_min, (float)dt_max, v[SS_B].data, v[SS_C].data,
+                           v[SS_D].data, out.data, state, mr_thread_index(), mr_thread_count());
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    free(state);
+    release_views(in.v, SS_INPUTS);
+    release_views(&out, 1);
+    release_offsets(&off);
+    return result;
+}
+
+enum { SSG_GY, SSG_GX, SSG_GDT, SSG_GDT_BIAS, SSG_GA, SSG_GB, SSG_GC, SSG_GD, SSG_COUNT };
+
+/* train_ssd_scan_backward(x, dt, dt_bias, A, B, C, D, offsets, heads, groups, dt_min, dt_max, grad_y,
+ *     grad_x, grad_dt, grad_dt_bias | None, grad_A, grad_B_heads, grad_C_heads, grad_D | None, threads) */
+static PyObject *train_ssd_scan_backward(PyObject *self, PyObject *args) {
+    PyObject *obj[SS_INPUTS], *g_obj[SSG_COUNT], *offsets_obj;
+    long long heads, groups;
+    double dt_min, dt_max;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOLLddOOOOOOOOi", &obj[SS_X], &obj[SS_DT], &obj[SS_DT_BIAS], &obj[SS_A],
+                          &obj[SS_B], &obj[SS_C], &obj[SS_D], &offsets_obj, &heads, &groups, &dt_min, &dt_max,
+                          &g_obj[SSG_GY], &g_obj[SSG_GX], &g_obj[SSG_GDT], &g_obj[SSG_GDT_BIAS], &g_obj[SSG_GA],
+                          &g_obj[SSG_GB], &g_obj[SSG_GC], &g_obj[SSG_GD], &threads))
+        return NULL;
+    ssd_inputs in;
+    memset(&in, 0, sizeof(in));
+    matrix_view g[SSG_COUNT];
+    memset(g, 0, sizeof(g));
+    offsets_view off = {0};
+    PyObject *result = NULL;
+    float *work = NULL;
+    if (mr_py_check_threads(threads) < 0 || get_offsets(offsets_obj, &off) < 0) goto done;
+    if (get_ssd_inputs(obj, off.data[off.count], heads, groups, &in) < 0) goto done;
+    const int64_t T = in.T, H = in.H, E = in.H * in.P;
+    if (get_matrix(g_obj[SSG_GY], "grad_y", 2, T, E, 0, 0, &g[SSG_GY]) < 0 ||
+        get_matrix(g_obj[SSG_GX], "grad_x", 2, T, E, 1, 0, &g[SSG_GX]) < 0 ||
+        get_matrix(g_obj[SSG_GDT], "grad_dt", 2, T, H, 1, 0, &g[SSG_GDT]) < 0 ||
+        get_matrix(g_obj[SSG_GDT_BIAS], "grad_dt_bias", 1, H, 1, 1, 1, &g[SSG_GDT_BIAS]) < 0 ||
+        get_matrix(g_obj[SSG_GA], "grad_A", 1, H, 1, 1, 0, &g[SSG_GA]) < 0 ||
+        get_matrix(g_obj[SSG_GB], "grad_B_heads", 2, T, H * in.N, 1, 0, &g[SSG_GB]) < 0 ||
+        get_matrix(g_obj[SSG_GC], "grad_C_heads", 2, T, H * in.N, 1, 0, &g[SSG_GC]) < 0 ||
+        get_matrix(g_obj[SSG_GD], "grad_D", 1, H, 1, 1, 1, &g[SSG_GD]) < 0)
+        goto done;
+    for (int i = 0; i < SSG_COUNT; i++)
+        if (g[i].data && g[i].rows > 1 && g[i].ld != g[i].cols) {
+            PyErr_SetString(PyExc_ValueError, "the SSD scan's gradients must be dense");
+            goto done;
+        }
+    if ((in.v[SS_D].data == NULL) != (g[SSG_GD].data == NULL) ||
+        (in.v[SS_DT_BIAS].data == NULL) != (g[SSG_GDT_BIAS].data == NULL)) {
+        PyErr_SetString(PyExc_ValueError, "D and grad_D, dt_bias and grad_dt_bias must be given together");
+        goto done;
+    }
+    const int64_t per_thread = mr_ssd_backward_work_floats(off.longest, in.P, in.N);
+    work = malloc((size_t)(per_thread * threads) * sizeof *work);
+    if (!work) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    matrix_view *v = in.v;
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel num_threads(threads)
+    mr_ssd_scan_backward_f32(off.count, off.data, in.H, in.P, in.G, in.N, v[SS_X].data, v[SS_DT].data,
+                             v[SS_DT_BIAS].data, v[SS_A].data, (float)dt_min, (float)dt_max, v[SS_B].data,
+                             v[SS_C].data, v[SS_D].data, g[SSG_GY].data, g[SSG_GX].data, g[SSG_GDT].data,
+                             g[SSG_GDT_BIAS].data, g[SSG_GA].data, g[SSG_GD].data, g[SSG_GB].data, g[SSG_GC].data,
+                             work + per_thread * mr_thread_index(), mr_thread_index(), mr_thread_count());
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    free(work);
+    release_views(in.v, SS_INPUTS);
+    release_views(g, SSG_COUNT);
+    release_offsets(&off);
+    return result;
+}
+
 static PyMethodDef train_methods[] = {
     {"train_scan_boundary_count", train_scan_boundary_count, METH_VARARGS,
      "train_scan_boundary_count(offsets, chunk) -> states the scan's forward keeps"},
@@ -390,6 +535,12 @@ static PyMethodDef train_methods[] = {
     {"train_selective_scan_backward", train_selective_scan_backward, METH_VARARGS,
      "train_selective_scan_backward(u, dt, dt_bias, A, B, C, D, z, offsets, chunk, boundaries, grad_y, grad_u, "
      "grad_dt, grad_dt_bias, grad_A, grad_B, grad_C, grad_D, grad_z, threads, reference)"},
+    {"train_ssd_scan", train_ssd_scan, METH_VARARGS,
+     "train_ssd_scan(x, dt, dt_bias, A, B, C, D, offsets, heads, groups, dt_min, dt_max, y, threads): Mamba-2's "
+     "scan over a packed batch"},
+    {"train_ssd_scan_backward", train_ssd_scan_backward, METH_VARARGS,
+     "train_ssd_scan_backward(x, dt, dt_bias, A, B, C, D, offsets, heads, groups, dt_min, dt_max, grad_y, grad_x, "
+     "grad_dt, grad_dt_bias, grad_A, grad_B_heads, grad_C_heads, grad_D, threads)"},
     {NULL, NULL, 0, NULL},
 };
 

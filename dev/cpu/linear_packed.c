@@ -20,9 +20,6 @@
 
 typedef void (*linear_fn)(int64_t N, int64_t K, const float *a, int64_t lda, const float *packed, float *out,
                           int64_t ldo, int64_t lo, int64_t hi);
-typedef void (*cblas_sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int, float,
-                               float *, int);
-
 static double rel_err(const float *x, const float *ref, int64_t rows, int64_t cols, int64_t ld) {
     double num = 0, den = 0;
     for (int64_t t = 0; t < rows; t++)
@@ -32,31 +29,6 @@ static double rel_err(const float *x, const float *ref, int64_t rows, int64_t co
             den += (double)ref[t * ld + n] * ref[t * ld + n];
         }
     return sqrt(num / den);
-}
-
-static cblas_sgemm_fn open_blas(const char *path, const char **name) {
-    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        fprintf(stderr, "cannot load %s: %s\n", path, dlerror());
-        return NULL;
-    }
-    const char *symbols[][2] = {{"scipy_cblas_sgemm", "scipy_openblas_set_num_threads"},
-                                {"cblas_sgemm", "openblas_set_num_threads"}};
-    for (int i = 0; i < 2; i++) {
-        void *sgemm = dlsym(lib, symbols[i][0]), *threads = dlsym(lib, symbols[i][1]);
-        if (!sgemm) continue;
-        if (threads) {
-            void (*set_threads)(int);
-            memcpy(&set_threads, &threads, sizeof threads);
-            set_threads(1);
-        }
-        cblas_sgemm_fn fn;
-        memcpy(&fn, &sgemm, sizeof sgemm);
-        *name = symbols[i][0];
-        return fn;
-    }
-    fprintf(stderr, "%s exports no cblas_sgemm\n", path);
-    return NULL;
 }
 
 int main(int argc, char **argv) {

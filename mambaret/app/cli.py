@@ -12,10 +12,12 @@ from dataclasses import asdict
 from ..models import DEFAULT_MODEL
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a command that SIGPIPE ended
 # What the commands use when no corpus or collection is given: Vaswani from ../shared/data,
 # relative to the working directory (the repository root). Read when a command runs.
 DEMO_COLLECTION = os.path.join("..", "shared", "data", "vaswani")
 DEMO_CORPUS = os.path.join(DEMO_COLLECTION, "doc-text.trec")
+CORPUS_SUFFIXES = (".trec", ".jsonl", ".txt", ".xml", ".sgml", ".tsv")
 MODEL_HELP = "model directory (HF or sentence-transformers format); default: the packaged default model"
 
 
@@ -23,11 +25,25 @@ class UsageError(Exception):
     """Bad arguments or unreadable input: exit code 2."""
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a count that must be at least 1 (a negative --limit once meant 'all but')."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def _add_encoder_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=64, help="texts per call into the engine (default 64)")
-    p.add_argument("--max-length", type=int, default=None, help="truncate texts to this many tokens (EOS kept)")
-    p.add_argument("--max-tokens", type=int, default=8192, help="tokens per micro-batch: bounds memory (default 8192)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="texts per call into the engine (default 64)")
+    p.add_argument("--max-length", type=positive_int, default=None,
+                   help="truncate texts to this many tokens (EOS kept); default: the model folder's max_seq_length")
+    p.add_argument("--max-tokens", type=positive_int, default=8192,
+                   help="tokens per micro-batch: bounds memory (default 8192)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--truncate-dim", type=int, default=None,
                    help="keep the embeddings' first K dimensions (Matryoshka; default: all)")
@@ -62,6 +78,31 @@ def _read_corpus(path: str, fmt: str):
     return [str(i) for i in range(len(lines))], lines
 
 
+def _require_bm25s() -> None:
+    """Fails before any encoding when BM25 is asked for and bm25s is missing."""
+    from ..evaluation.bm25 import require_bm25s
+
+    try:
+        require_bm25s()
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _progress(args) -> bool | None:
+    """Progress bars: None (on a terminal only) unless --quiet."""
+    return False if args.quiet else None
+
+
+def _bars_on(args) -> bool:
+    """Whether to draw the bars of work that takes a plain bool (BM25's): on a terminal, unless --quiet."""
+    if args.quiet:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _model_name(model: str) -> str:
     from ..arch.paths import resolve_model_path
 
@@ -72,6 +113,10 @@ def _model_name(model: str) -> str:
 
 
 def cmd_encode(args) -> int:
+    if args.corpus is None and (os.path.isfile(args.model) or
+                                (not os.path.isdir(args.model) and args.model.endswith(CORPUS_SUFFIXES))):
+        # one positional that is a file (or names one) is the corpus: a model is a folder or a hub id
+        args.model, args.corpus = DEFAULT_MODEL, args.model
     if args.corpus is None:
         demo = DEMO_CORPUS
         if not os.path.isfile(demo):
@@ -91,6 +136,8 @@ def _encode(args) -> int:
     ids, texts = _read_corpus(args.corpus, args.format)
     if args.limit is not None:
         ids, texts = ids[:args.limit], texts[:args.limit]
+    if not ids:
+        raise UsageError(f"the corpus {args.corpus!r} holds no documents")
     with warnings.catch_warnings():  # truncation is reported below, in the command's words
         warnings.filterwarnings("ignore", message=r".* inputs were longer than max_length", category=UserWarning)
         _, report = encode_corpus(encoder, texts, len(texts), args.output, batch_size=args.batch_size,
@@ -120,6 +167,10 @@ def _encode_ray(args) -> int:
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     start = time.perf_counter()
+    # only Ray's warnings and errors; its C++ core's notes (a benign actor-restart line on
+    # every run) only when RAY_BACKEND_LOG_LEVEL asks for them
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    distributed.connect(args.ray or None, quiet=True)
     ds = distributed.encode([args.corpus], args.model, batch_size=args.batch_size, num_actors=args.num_actors,
                             cpus_per_actor=args.threads or 1, normalize_embeddings=args.normalize,
                             address=args.ray or None, format=args.format, max_length=args.max_length,
@@ -179,20 +230,25 @@ def cmd_search(args) -> int:
 
     if not os.path.exists(args.index):
         raise UsageError(f"no index file {args.index!r}")
+    if args.hybrid:
+        _require_bm25s()
+    queries = _read_queries(args.queries)
+    if not queries:
+        raise UsageError(f"the queries file {args.queries!r} holds no queries")
     encoder = _load_encoder(args.model, args)
     index = FlatIndex.load(args.index, mmap=True, threads=encoder.threads)
     if index.ntotal and not index.string_ids:
         raise UsageError(f"{args.index!r} has integer ids; `mambaret index` writes document ids")
-    queries = _read_queries(args.queries)
     # fusion looks deeper than k in each ranking: a document low in one can rise with the other
     depth = max(args.k, 100) if args.hybrid else args.k
-    run = search_run(encoder, index, queries, k=depth, batch_size=args.batch_size)
+    run = search_run(encoder, index, queries, k=depth, batch_size=args.batch_size, show_progress_bar=_progress(args))
     if args.hybrid:
         from ..evaluation.bm25 import bm25_run
         from ..evaluation.fusion import fuse
 
         ids, texts = _read_corpus(args.hybrid, "auto")
-        run = fuse([run, bm25_run(dict(zip(ids, texts)), queries, k=depth)], method=args.fusion, top_k=args.k)
+        sparse = bm25_run(dict(zip(ids, texts)), queries, k=depth, show_progress=_bars_on(args))
+        run = fuse([run, sparse], method=args.fusion, top_k=args.k)
     if args.output:
         write_trec_run(run, args.output, tag="mambaret")
         print(f"wrote a run of {len(run)} queries to {args.output}")
@@ -211,6 +267,8 @@ def cmd_eval(args) -> int:
     from ..search.retrieval import load_collection, search_run
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if not args.no_bm25:
+        _require_bm25s()
     folder = args.collection
     if folder is None:
         folder = DEMO_COLLECTION
@@ -231,7 +289,8 @@ def cmd_eval(args) -> int:
                                             show_progress_bar=False if args.quiet else None)
         index = FlatIndex(encoder.embedding_dim, threads=encoder.threads)
         index.add(vectors, ids=ids)
-        run = search_run(encoder, index, collection.queries, k=args.k, batch_size=args.batch_size)
+        run = search_run(encoder, index, collection.queries, k=args.k, batch_size=args.batch_size,
+                         show_progress_bar=_progress(args))
         rows.append((f"mambaret ({_model_name(args.model)})", evaluate(run, collection.qrels, metrics)))
         runs.append(run)
         if args.run_output:
@@ -239,13 +298,15 @@ def cmd_eval(args) -> int:
     if not args.no_bm25:
         from ..evaluation.bm25 import bm25_run
 
-        runs.append(bm25_run(collection.docs, collection.queries, k=args.k))
+        runs.append(bm25_run(collection.docs, collection.queries, k=args.k, show_progress=_bars_on(args)))
         rows.append(("BM25 (bm25s)", evaluate(runs[-1], collection.qrels, metrics)))
     if len(runs) == 2 and args.fusion != "none":
         from ..evaluation.fusion import fuse
 
-        fused = fuse(runs, method=args.fusion, top_k=args.k)
-        rows.append((f"fusion ({args.fusion}: model + BM25)", evaluate(fused, collection.qrels, metrics)))
+        # the table reports; it picks no winner: both methods by default
+        for method in (("rrf", "zscore") if args.fusion == "both" else (args.fusion,)):
+            fused = fuse(runs, method=method, top_k=args.k)
+            rows.append((f"fusion ({method}: model + BM25)", evaluate(fused, collection.qrels, metrics)))
     if not rows:
         raise UsageError("nothing to evaluate: --no-model and --no-bm25 leave no system")
     names = list(rows[0][1])
@@ -268,13 +329,24 @@ def _folder_is_empty(path: str) -> bool:
     return not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path))
 
 
+def _has_model(model: str) -> bool:
+    from ..train import resolve_model_dir
+
+    try:
+        resolve_model_dir(model)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
 def cmd_train(args) -> int:
     """Fine-tunes MODEL on pairs; validates everything before DIR is created, so a bad input
     leaves nothing behind."""
     try:
         import torch
     except ImportError:
-        raise UsageError('training needs torch and tqdm: pip install "mambaret[train]"') from None
+        raise UsageError('training needs torch: pip install torch==2.13.0 '
+                         '(or pip install ".[train]" in the mambaret repository)') from None
     from ..train import Trainer, TrainingArguments, list_checkpoints, load_model, load_tokenizer, resolve_model_dir
     from ..train.data import load_training_data
 
@@ -297,7 +369,12 @@ def cmd_train(args) -> int:
                          f"from its latest checkpoint")
     if not os.path.exists(args.train):
         raise UsageError(f"no training file {args.train!r}")
-    model_dir = resolve_model_dir(args.model)
+    if resume_from is not None and not _has_model(args.model):
+        # `train out/ --output out/ --resume` after an interruption: out/ holds checkpoints but
+        # no final model yet; the checkpoint has the model and tokenizer to resume
+        model_dir = resume_from
+    else:
+        model_dir = resolve_model_dir(args.model)
     examples, corpus = load_training_data(args.train, split=args.split)
     dev = None
     if args.dev is not None:
@@ -321,7 +398,7 @@ def cmd_train(args) -> int:
         negatives_per_query=args.negatives, mine_negatives=args.mine_negatives, mine_skip=args.mine_skip,
         seed=args.seed, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
         eval_steps=args.eval_steps, max_steps=args.max_steps, device=args.device, threads=args.threads,
-        show_progress_bar=not args.quiet)
+        show_progress_bar=False if args.quiet else None)  # None: a bar only on a terminal
     training_args.check()
     if training_args.device != "cpu":
         if not torch.cuda.is_available():
@@ -390,8 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write embeddings to this .npy (streamed in chunks)")
     p.add_argument("--ids-output", help="with -o: write the document ids, one per line, to this file")
     p.add_argument("--format", choices=["auto", "trec", "jsonl", "text"], default="auto")
-    p.add_argument("--limit", type=int, default=None, help="encode only the first N documents")
-    p.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
+    p.add_argument("--limit", type=positive_int, default=None, help="encode only the first N documents")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
+                   help="L2-normalise the embeddings, as `index` does (default since 0.2.0; --no-normalize keeps "
+                        "the raw vectors of a model without a Normalize module)")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="encode on Ray (the cluster at ADDRESS, else RAY_ADDRESS, else a local one; put it after "
                         "the corpus or write --ray=ADDRESS); -o is then a folder of Parquet shards, --threads "
@@ -418,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model directory, the one the index was built with; default: the packaged default model")
     p.add_argument("index", help="index file from `mambaret index`")
     p.add_argument("queries", help="TREC topics, BEIR queries.jsonl, or 'qid<TAB>text' lines")
-    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("-k", type=positive_int, default=10, help="results per query (default 10)")
     p.add_argument("-o", "--output", help="write a TREC run file instead of printing")
     p.add_argument("--hybrid", metavar="CORPUS",
                    help="fuse with BM25 over this corpus file (the one the index was built from)")
@@ -428,19 +507,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate the model, BM25 and their fusion on a test collection",
                        description="Index a collection's documents, run its queries and print nDCG@10, "
-                                   "MRR@10, Recall@100 and MAP for the model, BM25 and their fusion in one "
-                                   "table, and the model's encoding speed. With no arguments: the packaged "
-                                   "default model on the Vaswani collection from ../shared/data.")
+                                   "MRR@10, Recall@100 and MAP for the model, BM25 and their fusions (RRF and "
+                                   "z-score) in one table, and the model's encoding speed. With no arguments: the "
+                                   "packaged default model on the Vaswani collection from ../shared/data.")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=MODEL_HELP)
     p.add_argument("--collection", default=None,
                    help="TREC folder (doc-text.trec, query-text.trec, qrels) or BEIR folder "
                         f"(default {DEMO_COLLECTION})")
     p.add_argument("--no-model", action="store_true", help="leave out the model: BM25 alone")
     p.add_argument("--metrics", default="ndcg@10,mrr@10,recall@100,map")
-    p.add_argument("-k", type=int, default=1000, help="depth of each ranking (default 1000)")
+    p.add_argument("-k", type=positive_int, default=1000, help="depth of each ranking (default 1000)")
     p.add_argument("--no-bm25", action="store_true", help="leave out the BM25 baseline")
-    p.add_argument("--fusion", choices=["rrf", "zscore", "none"], default="rrf",
-                   help="also score the fusion of the model's and BM25's runs (default rrf)")
+    p.add_argument("--fusion", choices=["both", "rrf", "zscore", "none"], default="both",
+                   help="also score the fusion of the model's and BM25's runs: rrf, zscore or both (default both)")
     p.add_argument("--run-output", help="also write the model's TREC run here")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_eval)
@@ -508,7 +587,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except UsageError as exc:
         print(f"mambaret {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -521,6 +604,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mambaret {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _reader_went_away() -> int:
+    """`mambaret eval | head`: the reader stopped reading. Like other command-line tools, stop
+    quietly with SIGPIPE's exit status (128 + 13); stdout goes to /dev/null so that the flush at
+    exit does not report the closed pipe either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured, replaced)
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ class UntrainedWarnings:
         self.listed_dims, self.listed_layers = dims, layers
         self.seen: set[tuple[str, int]] = set()
 
-    def check(self, truncate_dim: int | None, exit_layer: int | None) -> None:
+    def check(self, truncate_dim: int | None, exit_layer: int | None, stacklevel: int = 3) -> None:
         for name, value, trained, listed, key in (
                 ("truncate_dim", truncate_dim, self.dims, self.listed_dims, "matryoshka_dims"),
                 ("exit_layer", exit_layer, self.layers, self.listed_layers, "exit_layers")):
@@ -90,4 +90,4 @@ class UntrainedWarnings:
             self.seen.add((name, value))
             known = ", ".join(map(str, listed)) if listed else "none listed"
             warnings.warn(f"{name}={value} is not one this model was trained for (config.json {key}: {known}); "
-                          f"it works, but its embeddings may be weaker", UserWarning, stacklevel=3)
+                          f"it works, but its embeddings may be weaker", UserWarning, stacklevel=stacklevel)

@@ -1,4 +1,4 @@
-"""Builds the C core's Mamba-1 model from a checkpoint folder (config.json and weights)."""
+"""Builds the C core's model (Mamba-1, Mamba-2 or FalconMamba, as the config says) from a checkpoint folder (config.json and weights)."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,7 +6,7 @@ from typing import Any
 from .. import _C
 from .._memory import check_allocation, model_weight_bytes
 from .config import MambaDims, check_vocab_rows, read_config
-from .weights import core_tensor, exit_head_layer, iter_weights
+from .weights import core_tensor, exit_head_layer, iter_weights, tensor_kinds, tensor_shape
 
 
 def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.Model, MambaDims]:
@@ -15,7 +15,7 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
     tensors: dict[tuple[str, int], tuple[str, Any]] = {}
     heads: dict[int, tuple[str, Any]] = {}  # exit heads by layer (1-based)
     for name, tensor in iter_weights(model_dir):
-        target = core_tensor(name)
+        target = core_tensor(name, dims.arch)
         if target is None:
             layer = exit_head_layer(name)
             if layer is not None:
@@ -33,8 +33,10 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
         raise ValueError(f"tensor '{tensors[('embeddings.weight', 0)][0]}' has {embedding.shape[1]} columns, "
                          f"the config's hidden_size is {dims.hidden_size}")
     check_vocab_rows(dims, int(embedding.shape[0]), model_dir)
+    config = dims.core_config(vocab_rows=int(embedding.shape[0]))
     check_allocation(model_weight_bytes(dims, int(embedding.shape[0])), "the model's weights")
-    model = _C.Model(dims.core_config(vocab_rows=int(embedding.shape[0])))
+    _check_shapes(tensors, config)  # from the headers: a wrong shape costs no allocation
+    model = _C.Model(config)
     for (kind, layer), (name, tensor) in tensors.items():
         if layer >= dims.num_hidden_layers:
             raise ValueError(f"unexpected tensor '{name}': the config has {dims.num_hidden_layers} layers")
@@ -53,3 +55,16 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
         tensor.copied()
     model.finish()
     return model, dims
+
+
+def _check_shapes(tensors: dict, config: dict) -> None:
+    """ValueError naming the first checkpoint tensor whose shape the config does not give, and
+    the dimension that disagrees (in the config's terms)."""
+    kinds = tensor_kinds(config["arch"])
+    for (kind, _layer), (name, tensor) in tensors.items():
+        want = tensor_shape(kind, config)
+        got = tuple(tensor.array.shape)
+        if got != want:
+            dims = ", ".join(f"{dim} = {size}" for dim, size in zip(kinds[kind]["dims"], want))
+            raise ValueError(f"tensor '{name}' has shape ({', '.join(map(str, got))}), expected "
+                             f"({', '.join(map(str, want))}) from the config ({dims})")

@@ -40,5 +40,6 @@ def find_model_dir(name_or_path: str, revision: str | None, cache_dir: str | Non
         from huggingface_hub import snapshot_download
     except ImportError:
         raise FileNotFoundError(f"no directory {name_or_path!r}; to fetch it from the hub install huggingface_hub "
-                                f"(pip install 'mambaret[hub]')") from None
+                                f"(pip install huggingface_hub, or pip install '.[hub]' in the mambaret "
+                                f"repository)") from None
     return snapshot_download(name_or_path, revision=revision, cache_dir=cache_dir, allow_patterns=_HUB_FILES)

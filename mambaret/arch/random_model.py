@@ -12,6 +12,8 @@ import shutil
 
 import numpy as np
 
+from .._atomic import give_default_mode
+
 SHAPES = {
     # the state-spaces/mamba-*-hf configurations
     "130m": dict(hidden_size=768, num_hidden_layers=24),
@@ -90,6 +92,7 @@ def write_random_model(path: str, seed: int = 0, tokenizer_json: str | None = No
     with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=2)
     save_file(random_weights(cfg, seed), os.path.join(path, "model.safetensors"))
+    give_default_mode(os.path.join(path, "model.safetensors"))  # safetensors creates 0600
     if tokenizer_json:
         shutil.copyfile(tokenizer_json, os.path.join(path, "tokenizer.json"))
     return path

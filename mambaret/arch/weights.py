@@ -1,4 +1,4 @@
-"""Reads Mamba-1 weights from safetensors (single or sharded) or pytorch_model.bin, and the C
+"""Reads Mamba weights from safetensors (single or sharded) or pytorch_model.bin, and the C
 core's table of tensor kinds that names them.
 
 safetensors files are read here rather than through the safetensors package because NumPy has
@@ -174,25 +174,29 @@ def iter_weights(model_dir: str) -> Iterator[tuple[str, LoadedTensor]]:
 
 
 @functools.lru_cache(maxsize=None)
-def tensor_kinds() -> dict[str, dict]:
-    """The C core's table of tensor kinds (csrc/models/mr_tensors.c) by transformers name: per_layer,
-    condition, dims (config field names) and is_matrix. The one list of a checkpoint's tensors."""
-    return {row["name"]: row for row in _C.tensor_table()}
+def tensor_kinds(arch: str = "mamba") -> dict[str, dict]:
+    """The C core's table of tensor kinds (csrc/models/mr_tensors.c) for one architecture, by
+    transformers name: per_layer, condition, dims (config field names) and is_matrix. The one list
+    of a checkpoint's tensors. A name has one row per architecture (Mamba-1's and Mamba-2's
+    "mixer.A_log" differ in shape)."""
+    return {row["name"]: row for row in _C.tensor_table() if arch in row["architectures"]}
 
 
 def hf_name(kind: str, layer: int) -> str:
-    """The name a bare transformers `MambaModel.save_pretrained` gives a tensor kind."""
-    return f"layers.{layer}.{kind}" if tensor_kinds()[kind]["per_layer"] else kind
+    """The name a bare transformers model's `save_pretrained` gives a tensor kind."""
+    per_layer = next(row["per_layer"] for row in _C.tensor_table() if row["name"] == kind)
+    return f"layers.{layer}.{kind}" if per_layer else kind
 
 
 def tensor_shape(kind: str, config: dict) -> tuple[int, ...]:
-    """A tensor's shape for a config given as {hidden_size, intermediate_size, state_size, ...}."""
+    """A tensor's shape for a config given as {hidden_size, intermediate_size, state_size, ...}
+    (MambaDims.core_config's keys; "arch" picks the architecture, Mamba-1 without it)."""
     def factor(word: str) -> int:
         return int(word) if word.isdigit() else int(config[word])
 
     def size(dim: str) -> int:  # sums of products: "time_step_rank+2*state_size"
         return sum(math.prod(factor(w) for w in term.split("*")) for term in dim.split("+"))
-    return tuple(size(dim) for dim in tensor_kinds()[kind]["dims"])
+    return tuple(size(dim) for dim in tensor_kinds(config.get("arch", "mamba"))[kind]["dims"])
 
 
 def exit_head_layer(name: str) -> int | None:
@@ -201,17 +205,21 @@ def exit_head_layer(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def core_tensor(name: str) -> tuple[str, int] | None:
+def core_tensor(name: str, arch: str = "mamba") -> tuple[str, int] | None:
     """Maps a checkpoint name onto (kind, layer) of the tensor table; None for names to ignore
     (lm_head.*) and for exit heads (exit_head_layer reads those)."""
     if name.startswith("lm_head.") or _EXIT_NAME.match(name):
         return None
     bare = name[len("backbone."):] if name.startswith("backbone.") else name
     bare = _ALIASES.get(bare, bare)
-    kinds = tensor_kinds()
+    kinds = tensor_kinds(arch)
     if bare in kinds and not kinds[bare]["per_layer"]:
         return bare, 0
     match = _LAYER_NAME.match(bare)
     if match and match.group(2) in kinds and kinds[match.group(2)]["per_layer"]:
         return match.group(2), int(match.group(1))
-    raise ValueError(f"unexpected tensor '{name}' in the checkpoint (not part of a Mamba-1 backbone)")
+    raise ValueError(f"unexpected tensor '{name}' in the checkpoint (not part of a {_ARCH_NAMES.get(arch, arch)} "
+                     f"backbone)")
+
+
+_ARCH_NAMES = {"mamba": "Mamba-1", "mamba2": "Mamba-2", "falcon_mamba": "FalconMamba"}

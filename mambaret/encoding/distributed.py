@@ -1,4 +1,4 @@
-"""Encoding corpora on a Ray cluster (``pip install "mambaret[ray]"``).
+"""Encoding corpora on a Ray cluster (``pip install ".[ray]"`` in the repository).
 
 :func:`encode` maps a Ray dataset of texts through an actor pool (``ray.data`` ``map_batches``),
 each actor holding one :class:`~mambaret.MambaEncoder` whose threads are the actor's CPUs, and
@@ -32,7 +32,8 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise ImportError("mambaret.distributed needs Ray: pip install \"mambaret[ray]\"") from None
+        raise ImportError("mambaret.distributed needs Ray: pip install \"ray[data]\" "
+                          "(or pip install \".[ray]\" in the mambaret repository)") from None
     return ray
 
 
@@ -48,15 +49,22 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise ConnectionError(f"cannot reach a Ray cluster at {address}: {e}") from None
 
 
-def connect(address: Optional[str] = None):
+def connect(address: Optional[str] = None, quiet: bool = False):
     """Uses the Ray connection this process has, else connects to ``address``, else starts a
-    local Ray. Returns the ray module."""
+    local Ray. Returns the ray module. quiet: only Ray's errors and Ray Data's warnings reach
+    the terminal, no INFO lines (the command line asks for it)."""
     ray = _ray()
+    if quiet:
+        import logging
+
+        # Ray Data logs its progress and plan every few seconds when not on a terminal
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return ray
     if address is not None and address != "auto":
         _check_reachable(address)
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    init = {"logging_level": "ERROR"} if quiet else {}
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **init)
     return ray
 
 

@@ -65,7 +65,7 @@ class MambaEncoder:
         self.matryoshka_dims, self.exit_layers = trained_exits(model_dir, dims.hidden_size, dims.num_hidden_layers)
         self._untrained = UntrainedWarnings(self.matryoshka_dims, self.exit_layers, dims.hidden_size,
                                             dims.num_hidden_layers)
-        self._untrained.check(self.truncate_dim, self.exit_layer)
+        self._untrained.check(self.truncate_dim, self.exit_layer, stacklevel=4)
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -140,6 +140,13 @@ class MambaEncoder:
         d = self.dims
         return (f"MambaEncoder(d={d.hidden_size}, layers={d.num_hidden_layers}, pooling={self.pooling!r}, "
                 f"threads={self.threads}, max_tokens={self.max_tokens}, blas={self.model.blas!r})")
+
+    def similarity(self, embeddings1, embeddings2) -> np.ndarray:
+        """Cosine similarity of every row of embeddings1 with every row of embeddings2, float32
+        [n1, n2] (sentence-transformers' model.similarity; the model is trained for cosine)."""
+        from ..search.similarity import similarity
+
+        return similarity(embeddings1, embeddings2)
 
     def release_memory(self) -> None:
         """Frees the working memory kept from the last encode call (it is reused by the next one,
@@ -238,6 +245,8 @@ class MambaEncoder:
         self._untrained.check(truncate_dim, exit_layer)
         if truncate_dim == self.dims.hidden_size:
             truncate_dim = None  # the full width: nothing to cut
+        if hasattr(sentences, "__dlpack__") and not isinstance(sentences, (np.ndarray, str, list, tuple)):
+            sentences = _from_dlpack(sentences)  # a torch / CuPy / JAX integer array: one input (1-D) or rows (2-D)
         single = isinstance(sentences, str) or _is_single_id_sequence(sentences)
         inputs = [sentences] if single else _as_input_list(sentences)
         prefix = self._prompt_prefix(prompt_name, prompt)
@@ -378,13 +387,24 @@ def _is_single_id_sequence(x) -> bool:
     return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in x)
 
 
+def _from_dlpack(x) -> np.ndarray:
+    """A host copy-free view of a DLPack array; one on a GPU is copied to the host first."""
+    try:
+        return np.from_dlpack(x)
+    except (RuntimeError, BufferError, TypeError) as exc:
+        to_host = getattr(x, "cpu", None)  # torch on CUDA: NumPy reads host memory only
+        if to_host is None:
+            raise TypeError(f"cannot read token ids from a {type(x).__name__} through DLPack: {exc}") from None
+        return np.from_dlpack(to_host())
+
+
 def _as_input_list(x) -> list:
     if isinstance(x, np.ndarray):
         if x.ndim == 2 and np.issubdtype(x.dtype, np.integer):
             return [row for row in x]
         raise TypeError("an array input must be a 1-D or 2-D integer array of token ids")
     if hasattr(x, "__dlpack__") and not isinstance(x, (list, tuple)):
-        return _as_input_list(np.from_dlpack(x))
+        return _as_input_list(_from_dlpack(x))
     if isinstance(x, Iterable) and not isinstance(x, (bytes, dict)):
         return list(x)
     raise TypeError(f"expected a str, a list of str, or token-id lists; got {type(x).__name__}")
@@ -394,7 +414,7 @@ def _as_ids(item, position: int) -> list[int] | np.ndarray:
     """Token ids as given: a list of ints, or an integer array kept as one int32 array (a
     million-token document then costs 4 bytes a token, not a Python int's ~36)."""
     if hasattr(item, "__dlpack__") and not isinstance(item, np.ndarray):
-        item = np.from_dlpack(item)
+        item = _from_dlpack(item)
     if isinstance(item, np.ndarray):
         if item.ndim != 1 or not np.issubdtype(item.dtype, np.integer):
             raise TypeError(f"input {position}: token ids must be a 1-D integer array, got {item.dtype} {item.shape}")

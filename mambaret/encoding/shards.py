@@ -33,7 +33,8 @@ def _pyarrow():
         import pyarrow
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise ImportError("Parquet shards need pyarrow: pip install \"mambaret[ray]\" or pip install pyarrow") from None
+        raise ImportError("Parquet shards need pyarrow: pip install pyarrow "
+                          "(or pip install \".[ray]\" in the mambaret repository)") from None
     return pyarrow
 
 
@@ -190,7 +191,13 @@ def iter_embedding_shards(source, ids=None) -> Iterator[Tuple[Optional[np.ndarra
         raise ValueError(f"expected embeddings, a .npy / .parquet path, a shard folder or a list of them, "
                          f"got {type(source).__name__}")
     path = os.fspath(source)
-    if os.path.isdir(path):
+    npy_files = _npy_folder(path)
+    if npy_files:
+        if ids is not None:
+            raise ValueError("ids= goes with one array of embeddings, not with a folder of .npy files")
+        for name in npy_files:
+            yield from iter_embedding_shards(name)
+    elif os.path.isdir(path):
         manifest = read_manifest(path)
         for shard in manifest["shards"]:
             yield _read_parquet(os.path.join(path, shard["file"]), manifest.get("dim"), shard["rows"])
@@ -210,6 +217,15 @@ def iter_embedding_shards(source, ids=None) -> Iterator[Tuple[Optional[np.ndarra
         raise ValueError(f"{path}: expected a .npy file, a .parquet file or a shard folder")
 
 
+def _npy_folder(path: str) -> list[str] | None:
+    """The .npy files of a folder without a Parquet manifest, in name order (name them
+    part-00000.npy, part-00001.npy, ... so that the order is the rows' order); None otherwise."""
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, MANIFEST)):
+        return None
+    names = sorted(n for n in os.listdir(path) if n.endswith(".npy") and not n.startswith("."))
+    return [os.path.join(path, n) for n in names] or None
+
+
 def count_rows(source) -> int:
     """Rows of a source of :func:`iter_embedding_shards`, from metadata only (no vectors read)."""
     if isinstance(source, np.ndarray):
@@ -217,6 +233,9 @@ def count_rows(source) -> int:
     if isinstance(source, (list, tuple)):
         return sum(count_rows(item) for item in source)
     path = os.fspath(source)
+    npy_files = _npy_folder(path)
+    if npy_files:
+        return sum(count_rows(name) for name in npy_files)
     if os.path.isdir(path):
         return int(sum(s["rows"] for s in read_manifest(path)["shards"]))
     if path.endswith(".npy"):

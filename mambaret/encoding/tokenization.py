@@ -140,6 +140,7 @@ class TextTokenizer:
     def __init__(self, tokenizer, eos_token_id: int):
         self.tokenizer = tokenizer
         self.eos_token_id = int(eos_token_id)
+        self.warned_unknown = False
         # padding and truncation are ours to do; a tokenizer.json may carry either
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
@@ -149,6 +150,26 @@ class TextTokenizer:
         """Whether long texts may be tokenized only up to a clean cut (asked once, on first use
         with max_length: the tokenizer's description is a few megabytes of JSON)."""
         return _cuts_cleanly(self.tokenizer)
+
+    @functools.cached_property
+    def unknown_token_id(self) -> int | None:
+        """The id unknown pieces map to (WordPiece's [UNK]); None for byte-level vocabularies."""
+        unknown = getattr(self.tokenizer.model, "unk_token", None)
+        return self.tokenizer.token_to_id(unknown) if unknown else None
+
+    def _warn_if_mostly_unknown(self, ids: list[list[int]]) -> None:
+        """Warns once per tokenizer when most of a text became unknown pieces: a vocabulary that
+        does not cover the text's script (the default model's is English) embeds it as noise."""
+        unknown = self.unknown_token_id
+        if self.warned_unknown or unknown is None:
+            return
+        for i, row in enumerate(ids):
+            if len(row) and 2 * row.count(unknown) > len(row):
+                self.warned_unknown = True
+                warnings.warn(f"input {i}: {row.count(unknown)} of its {len(row)} tokens are unknown to this "
+                              f"model's vocabulary; its embedding carries little meaning (the default model "
+                              f"knows English text; this is said once)", UserWarning, stacklevel=5)
+                return
 
     @classmethod
     def from_file(cls, path: str, eos_token_id: int | None = None, model_dir: str | None = None) -> "TextTokenizer":
@@ -176,6 +197,7 @@ class TextTokenizer:
         try:
             return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
         except Exception as exc:  # tokenizers raises a bare Exception when its own file is inconsistent
+            _check_encodable(texts)  # a lone surrogate: name the input rather than tokenizers' type error
             source = f" {self.path!r}" if getattr(self, "path", None) else ""
             raise ValueError(f"the tokenizer{source} cannot encode these texts: {exc}") from None
 
@@ -184,7 +206,9 @@ class TextTokenizer:
             if not isinstance(text, str):
                 raise TypeError(f"texts must be str, item {i} is {type(text).__name__}")
         if max_length is None or not self.cuts_cleanly:
-            return [apply_eos(ids, self.eos_token_id, max_length, stats) for ids in self._encode_batch(list(texts))]
+            ids = self._encode_batch(list(texts))
+            self._warn_if_mostly_unknown(ids)
+            return [apply_eos(x, self.eos_token_id, max_length, stats) for x in ids]
         budget = PREFIX_CHARS_PER_TOKEN * max_length + 64
         cut_at: dict[int, int] = {}
         pieces = list(texts)
@@ -203,7 +227,19 @@ class TextTokenizer:
                 ids[i] = self._encode_batch([texts[i] if cut is None else texts[i][:cut]])[0]
                 if cut is None:
                     break
+        self._warn_if_mostly_unknown(ids)
         return [apply_eos(x, self.eos_token_id, max_length, stats) for x in ids]
+
+
+def _check_encodable(texts: Sequence[str]) -> None:
+    """A ValueError naming the first text that is not valid Unicode (a lone surrogate, as
+    decoding with errors="surrogateescape" leaves), which tokenizers cannot take."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"input {i} is not valid Unicode: a lone surrogate {text[exc.start]!r} at character "
+                             f"{exc.start}; decode its bytes with errors='replace' or drop the character") from None
 
 
 def apply_eos(ids: Sequence[int] | np.ndarray, eos: int, max_length: int | None,

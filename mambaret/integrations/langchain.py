@@ -32,7 +32,8 @@ LANGCHAIN_AVAILABLE = _EmbeddingsBase is not object
 class MambaEmbeddings(_EmbeddingsBase):
     """LangChain's embeddings interface: embed_documents / embed_query and their async forms.
 
-    model: a MambaEncoder, or a path (or hub id) loaded with model_kwargs.
+    model: a MambaEncoder, or a path (or hub id) loaded with model_kwargs; default "default",
+    the packaged default model (as every command of the command line).
     normalize: L2-normalise the vectors (on by default: the model is trained for cosine, and
     vector stores that rank by L2 distance then rank by cosine too).
     encode_kwargs / query_encode_kwargs: arguments for encode_document / encode_query (e.g.
@@ -40,7 +41,7 @@ class MambaEmbeddings(_EmbeddingsBase):
     given to the embed methods are passed on the same way; unknown names raise TypeError.
     """
 
-    def __init__(self, model, *, normalize: bool = True, model_kwargs: dict[str, Any] | None = None,
+    def __init__(self, model="default", *, normalize: bool = True, model_kwargs: dict[str, Any] | None = None,
                  encode_kwargs: dict[str, Any] | None = None, query_encode_kwargs: dict[str, Any] | None = None):
         self.encoder = load_encoder(model, model_kwargs)
         self.normalize = bool(normalize)
@@ -84,6 +85,18 @@ class MambaEmbeddings(_EmbeddingsBase):
         return await loop.run_in_executor(None, functools.partial(self.embed_query, text, **kwargs))
 
 
+def _check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class _Summary(str):
+    """A string that a repr shows without quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def _hybrid_run(encoder, index, bm25, query: str, method: str, weights, k: int, depth: int) -> dict:
     """The fused run of one query: the dense ranking and BM25's, each ``depth`` deep, cut to k."""
     from ..evaluation.fusion import fuse
@@ -106,7 +119,7 @@ if LANGCHAIN_AVAILABLE:
             docs = retriever.invoke("a question")    # Documents, metadata["score"] the fused score
 
         method: ``"rrf"`` or ``"zscore"``; weights: (dense, BM25), default equal; depth: how deep
-        each ranking is read before fusing. BM25 needs bm25s (``pip install 'mambaret[bm25]'``).
+        each ranking is read before fusing. BM25 uses bm25s (part of the base install).
         """
 
         encoder: Any
@@ -127,11 +140,16 @@ if LANGCHAIN_AVAILABLE:
             from ..evaluation.bm25 import BM25
             from ..search.index import FlatIndex
 
+            from ..evaluation.bm25 import require_bm25s
+
             documents = list(documents)
             if not documents:
                 raise ValueError("no documents to index")
             if method not in ("rrf", "zscore"):
                 raise ValueError(f"unknown fusion method {method!r}; use 'rrf' or 'zscore'")
+            _check_count("k", k)
+            _check_count("depth", depth)
+            require_bm25s()  # before the encoding, which is the long part
             encoder = load_encoder(model, model_kwargs)
             texts = check_texts(d.page_content for d in documents)
             keys = [str(i) for i in range(len(documents))]
@@ -154,9 +172,18 @@ if LANGCHAIN_AVAILABLE:
             documents = [Document(page_content=t, metadata=dict(m), id=i) for t, m, i in zip(texts, metadatas, ids)]
             return cls.from_documents(documents, model, **kwargs)
 
+        def __repr_args__(self):
+            # the documents and the index would print in full: thousands of texts in a notebook
+            yield "documents", _Summary(f"<{len(self.documents)} documents>")
+            yield "encoder", self.encoder
+            for name in ("k", "method", "weights", "depth"):
+                yield name, getattr(self, name)
+
         def _get_relevant_documents(self, query: str, *, run_manager=None) -> list:
             if not isinstance(query, str):
                 raise TypeError(f"the query must be a str, got {type(query).__name__}")
+            _check_count("k", self.k)
+            _check_count("depth", self.depth)
             fused = _hybrid_run(self.encoder, self.index, self.bm25, query, self.method, self.weights, self.k,
                                 max(self.depth, self.k))
             found = []
@@ -167,10 +194,11 @@ if LANGCHAIN_AVAILABLE:
             return found
 else:
     class MambaHybridRetriever:  # the retriever returns LangChain Documents: it needs langchain-core
-        """Needs langchain-core: ``pip install 'mambaret[langchain]'``."""
+        """Needs langchain-core: ``pip install langchain-core`` (or ``'.[langchain]'`` in the repository)."""
 
         def __init__(self, *args, **kwargs):
-            raise ImportError("MambaHybridRetriever needs langchain-core: pip install 'mambaret[langchain]'")
+            raise ImportError("MambaHybridRetriever needs langchain-core: pip install langchain-core "
+                              "(or pip install '.[langchain]' in the mambaret repository)")
 
         @classmethod
         def from_texts(cls, *args, **kwargs):

@@ -18,7 +18,8 @@ try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.core.bridge.pydantic import Field, PrivateAttr
 except ImportError as exc:
-    raise ImportError("MambaLlamaIndexEmbedding needs llama-index-core: pip install 'mambaret[llamaindex]' "
+    raise ImportError("MambaLlamaIndexEmbedding needs llama-index-core: pip install '.[llamaindex]' in the "
+                      "mambaret repository "
                       f"(importing it failed: {exc})") from None
 
 from ._common import check_texts, load_encoder

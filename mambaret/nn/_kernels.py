@@ -131,6 +131,49 @@ class SelectiveScanFunction(torch.autograd.Function):
 # run on torch's current stream
 
 
+def _dense(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().contiguous()
+
+
+class SsdScanFunction(torch.autograd.Function):
+    """Mamba-2's scan (functional.ssd_scan) with the C kernels both ways; the backward recomputes
+    the states from checkpoints, so the forward keeps nothing beyond its inputs."""
+
+    @staticmethod
+    def forward(ctx, x, dt, dt_bias, A, B, C, D, offsets, heads, groups, dt_min, dt_max):
+        from .. import _C
+
+        inputs = [_dense(t) for t in (x, dt, dt_bias, A, B, C, D)]
+        y = torch.empty_like(inputs[0])
+        _C.train_ssd_scan(*map(_np, inputs), offsets.numpy(), heads, groups, dt_min, dt_max, y.numpy(), _threads())
+        ctx.save_for_backward(*[t for t in inputs if t is not None], offsets)
+        ctx.present = [t is not None for t in inputs]
+        ctx.shape = (heads, groups, dt_min, dt_max)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        from .. import _C
+
+        saved = iter(ctx.saved_tensors)
+        x, dt, dt_bias, A, B, C, D = [next(saved) if present else None for present in ctx.present]
+        offsets = next(saved)
+        heads, groups, dt_min, dt_max = ctx.shape
+        T, N = x.shape[0], B.shape[1] // groups
+        gx, gdt, gA = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(A)
+        gdt_bias = None if dt_bias is None else torch.empty_like(dt_bias)
+        gD = None if D is None else torch.empty_like(D)
+        gB_heads, gC_heads = x.new_empty((T, heads * N)), x.new_empty((T, heads * N))
+        _C.train_ssd_scan_backward(*map(_np, (x, dt, dt_bias, A, B, C, D)), offsets.numpy(), heads, groups, dt_min,
+                                   dt_max, *map(_np, (_dense(grad_y), gx, gdt, gdt_bias, gA, gB_heads, gC_heads, gD)),
+                                   _threads())
+        # B and C are shared by the heads of a group: sum each group's heads
+        gB = gB_heads.view(T, groups, heads // groups, N).sum(2).view(T, groups * N)
+        gC = gC_heads.view(T, groups, heads // groups, N).sum(2).view(T, groups * N)
+        return gx, gdt, gdt_bias, gA, gB, gC, gD, None, None, None, None, None
+
+
 def _ptr(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 

@@ -96,6 +96,40 @@ def selective_scan_reference(u, dt, dt_bias, A, B, C, D, z, offsets):
     return y
 
 
+def ssd_scan_reference(x, dt, dt_bias, A, B, C, D, offsets, heads, groups, dt_limit=(0.0, float("inf"))):
+    """Mamba-2's scan, token by token (the math the C kernels are tested against):
+    delta = clamp(softplus(dt + dt_bias), *dt_limit) per head; h = exp(delta A) h + delta B x;
+    y = C.h + D x, B and C shared by the heads of a group."""
+    T, E = x.shape
+    H, G = heads, groups
+    P, N = E // H, B.shape[1] // G
+    offsets = offsets.to(x.device, torch.int64)
+    lengths = offsets[1:] - offsets[:-1]
+    S = lengths.numel()
+    longest = int(lengths.max()) if S else 0
+    seq, pos = sequence_ids(offsets, T), sequence_positions(offsets, T)
+
+    def padded(rows):  # [T, n] -> [S, longest, n]
+        return rows.new_zeros((S, longest, rows.shape[1])).index_put((seq, pos), rows)
+
+    delta = torch.clamp(F.softplus(dt + dt_bias if dt_bias is not None else dt), dt_limit[0], dt_limit[1])
+    d_pad, x_pad = padded(delta), padded(x).view(S, longest, H, P)
+    per_head = H // G
+    b_pad = padded(B).view(S, longest, G, 1, N).expand(S, longest, G, per_head, N).reshape(S, longest, H, N)
+    c_pad = padded(C).view(S, longest, G, 1, N).expand(S, longest, G, per_head, N).reshape(S, longest, H, N)
+    h = x.new_zeros((S, H, N, P))
+    ys = []
+    for t in range(longest):
+        d_t = d_pad[:, t]  # [S, H]
+        decay = torch.exp(d_t * A).view(S, H, 1, 1)
+        h = decay * h + (d_t.view(S, H, 1, 1) * b_pad[:, t].unsqueeze(-1)) * x_pad[:, t].unsqueeze(2)
+        ys.append((h * c_pad[:, t].unsqueeze(-1)).sum(2).reshape(S, E))
+    y = torch.stack(ys, 1)[seq, pos] if longest else x.new_zeros((0, E))
+    if D is not None:
+        y = y + (x.view(T, H, P) * D.view(1, H, 1)).view(T, E)
+    return y
+
+
 # ------------------------------------------------------------------------------------------
 # dispatch
 
@@ -148,3 +182,15 @@ def selective_scan(u, dt, dt_bias, A, B, C, D, z, offsets):
         widen = [None if t is None else t.float() for t in (u, dt, dt_bias, A, B, C, D, z)]
         return CudaSelectiveScanFunction.apply(*widen, offsets, _cuda_positions(offsets, u.shape[0], u.device))
     return selective_scan_reference(u, dt, dt_bias, A, B, C, D, z, offsets)
+
+
+def ssd_scan(x, dt, dt_bias, A, B, C, D, offsets, heads: int, groups: int, dt_limit=(0.0, float("inf"))):
+    """Mamba-2's scan over a packed batch: x [T, heads * P], dt [T, heads], dt_bias, A, D [heads],
+    B and C [T, groups * N]; see ssd_scan_reference."""
+    offsets = check_offsets(offsets, x.shape[0])
+    if _use_kernels(x, dt, dt_bias, A, B, C, D):
+        from ._kernels import SsdScanFunction
+
+        return SsdScanFunction.apply(x, dt, dt_bias, A, B, C, D, offsets, heads, groups, float(dt_limit[0]),
+                                     float(dt_limit[1]))
+    return ssd_scan_reference(x, dt, dt_bias, A, B, C, D, offsets, heads, groups, dt_limit)

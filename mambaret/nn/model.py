@@ -1,4 +1,5 @@
-"""MambaModel: a Mamba-1 backbone as a torch.nn.Module, under transformers' parameter names."""
+"""MambaModel: a Mamba-1, Mamba-2 or FalconMamba backbone as a torch.nn.Module, under transformers'
+parameter names (MambaModel, Mamba2Model, FalconMambaModel)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..arch.config import MambaDims, parse_config, read_config
+from .._atomic import give_default_mode
+from ..arch.config import MambaDims, parse_config, read_config, transformers_config
 from ..arch.exits import check_exit_layer, trained_exits
 from ..arch.weights import core_tensor, exit_head_layer, iter_weights
-from .functional import check_offsets, conv_silu, selective_scan
+from .functional import check_offsets, conv_silu, selective_scan, ssd_scan
 
 
 def offsets_from_lengths(lengths) -> torch.Tensor:
@@ -54,9 +56,16 @@ class MambaRMSNorm(nn.Module):
         return self.weight * (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype)
 
 
+def weightless_rmsnorm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
 class MambaMixer(nn.Module):
+    """Mamba-1's mixer; FalconMamba's (falcon=True) normalises dt, B and C without weights."""
+
     def __init__(self, dims: MambaDims):
         super().__init__()
+        self.mixer_rms_eps = dims.mixer_rms_eps if dims.arch == "falcon_mamba" else None
         d, E, N = dims.hidden_size, dims.intermediate_size, dims.state_size
         K, R = dims.conv_kernel, dims.time_step_rank
         self.intermediate_size, self.state_size, self.time_step_rank = E, N, R
@@ -77,17 +86,56 @@ class MambaMixer(nn.Module):
         x, z = xz.split([E, E], dim=-1)  # one backward cat; two slices would each zero-fill a [T, 2E] gradient
         x = conv_silu(x, self.conv1d.weight.view(E, -1), self.conv1d.bias, offsets)
         time_step, B, C = self.x_proj(x).split([R, N, N], dim=-1)
+        if self.mixer_rms_eps is not None:
+            time_step, B, C = (weightless_rmsnorm(t, self.mixer_rms_eps) for t in (time_step, B, C))
         dt = F.linear(time_step, self.dt_proj.weight)  # the bias is added inside the scan
         A = -torch.exp(self.A_log.float())
         y = selective_scan(x, dt, self.dt_proj.bias, A, B, C, self.D, z, offsets)
         return self.out_proj(y)
 
 
+class Mamba2Mixer(nn.Module):
+    """Mamba-2's mixer: [z | xBC | dt] = in_proj(x); conv + SiLU over xBC; the SSD scan per head;
+    the gated RMSNorm over groups; out_proj."""
+
+    def __init__(self, dims: MambaDims):
+        super().__init__()
+        d, E, N, K = dims.hidden_size, dims.intermediate_size, dims.state_size, dims.conv_kernel
+        H, G = dims.num_heads, dims.n_groups
+        self.intermediate_size, self.state_size, self.num_heads, self.n_groups = E, N, H, G
+        self.conv_dim = E + 2 * G * N
+        self.time_step_limit = tuple(dims.time_step_limit)
+        self.eps = dims.layer_norm_epsilon
+        self.in_proj = nn.Linear(d, E + self.conv_dim + H, bias=dims.use_bias)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, K, groups=self.conv_dim, padding=K - 1,
+                                bias=dims.use_conv_bias)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, H + 1, dtype=torch.float32)))
+        self.D = nn.Parameter(torch.ones(H))
+        self.dt_bias = nn.Parameter(torch.empty(H))
+        self.norm = nn.Module()
+        self.norm.weight = nn.Parameter(torch.ones(E))
+        self.out_proj = nn.Linear(E, d, bias=dims.use_bias)
+        with torch.no_grad():  # Mamba-2's time-step initialisation: softplus(dt_bias) in [1e-3, 1e-1]
+            dt = torch.exp(torch.rand(H) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
+            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def forward_packed(self, hidden: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        E, N, H, G = self.intermediate_size, self.state_size, self.num_heads, self.n_groups
+        z, xbc, dt = self.in_proj(hidden).split([E, self.conv_dim, H], dim=-1)
+        xbc = conv_silu(xbc, self.conv1d.weight.view(self.conv_dim, -1), self.conv1d.bias, offsets)
+        x, B, C = xbc.split([E, G * N, G * N], dim=-1)
+        A = -torch.exp(self.A_log.float())
+        y = ssd_scan(x, dt, self.dt_bias, A, B, C, self.D, offsets, H, G, self.time_step_limit)
+        gated = (y * F.silu(z)).view(-1, G, E // G)
+        normed = (gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + self.eps)).view(-1, E)
+        return self.out_proj(self.norm.weight * normed)
+
+
 class MambaBlock(nn.Module):
     def __init__(self, dims: MambaDims):
         super().__init__()
         self.norm = MambaRMSNorm(dims.hidden_size, dims.layer_norm_epsilon)
-        self.mixer = MambaMixer(dims)
+        self.mixer = Mamba2Mixer(dims) if dims.arch == "mamba2" else MambaMixer(dims)
 
     def forward_packed(self, hidden, offsets):
         return hidden + self.mixer.forward_packed(self.norm(hidden), offsets)
@@ -113,36 +161,13 @@ def _as_dims(config) -> MambaDims:
 
 
 def hf_config_dict(dims: MambaDims, vocab_rows: int) -> dict:
-    """config.json in transformers' MambaConfig terms (what MambaEncoder, HF and ST read)."""
-    expand = dims.intermediate_size / dims.hidden_size
-    if int(expand * dims.hidden_size) != dims.intermediate_size:
-        raise ValueError(f"intermediate size {dims.intermediate_size} is not expand x hidden size {dims.hidden_size}")
-    eos = dims.eos_token_id if dims.eos_token_id is not None else 0
-    return {
-        "model_type": "mamba",
-        "architectures": ["MambaModel"],
-        "hidden_size": dims.hidden_size,
-        "num_hidden_layers": dims.num_hidden_layers,
-        "vocab_size": vocab_rows,
-        "state_size": dims.state_size,
-        "conv_kernel": dims.conv_kernel,
-        "expand": int(expand) if expand == int(expand) else expand,
-        "intermediate_size": dims.intermediate_size,
-        "time_step_rank": dims.time_step_rank,
-        "use_bias": dims.use_bias,
-        "use_conv_bias": dims.use_conv_bias,
-        "layer_norm_epsilon": dims.layer_norm_epsilon,
-        "residual_in_fp32": True,
-        "hidden_act": "silu",
-        "bos_token_id": eos,
-        "eos_token_id": eos,
-        "pad_token_id": eos,
-        "torch_dtype": "float32",
-    }
+    """config.json in transformers' terms for the backbone's architecture."""
+    return transformers_config(dims, vocab_rows)
 
 
 class MambaModel(nn.Module):
-    """A Mamba-1 backbone whose parameters are named like transformers' `MambaModel`.
+    """A Mamba backbone whose parameters are named like transformers' model of its architecture
+    (`MambaModel`, `Mamba2Model` or `FalconMambaModel`, from the config's model_type).
 
     forward(input_ids [B, L], attention_mask=None) -> final-norm hidden states [B, L, d]
     forward_packed(tokens [T], offsets [B + 1]) -> [T, d]
@@ -214,7 +239,7 @@ class MambaModel(nn.Module):
         dims = read_config(model_dir)
         state, heads = {}, {}
         for name, tensor in iter_weights(model_dir):
-            target = core_tensor(name)
+            target = core_tensor(name, dims.arch)
             if target is None:
                 layer = exit_head_layer(name)
                 if layer is not None:
@@ -262,6 +287,7 @@ class MambaModel(nn.Module):
         vocab_rows = tensors["embeddings.weight"].shape[0]
         partial = os.path.join(save_dir, "model.safetensors.partial")
         save_file(tensors, partial, metadata={"format": "pt"})
+        give_default_mode(partial)  # safetensors creates 0600
         os.replace(partial, os.path.join(save_dir, "model.safetensors"))
         config = hf_config_dict(self.config, vocab_rows)
         for key in ("matryoshka_dims", "exit_layers"):  # what the model was trained for, when known

@@ -83,7 +83,8 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise ImportError("FAISS indexes need faiss: pip install faiss-cpu (or \"mambaret[faiss]\")") from None
+        raise ImportError("FAISS indexes need faiss: pip install faiss-cpu "
+                          "(or pip install \".[faiss]\" in the mambaret repository)") from None
     return faiss
 
 

@@ -113,8 +113,9 @@ class _CodeFlatIndex(FlatIndex):
         ``queries``: float vectors [nq, dim] (quantized like the stored rows), or codes in the
         index's precision. With rescore vectors attached and ``rescore_multiplier`` >= 1, the
         ``rescore_multiplier * k`` best rows by code are rescored with the float queries (then
-        the queries must be float). ``kernel`` picks the code kernel ("auto", "portable",
-        "avx2", "avx512", "reference"), for tests and benchmarks.
+        the queries must be float). Without rescore vectors (``set_rescore_vectors``) the
+        multiplier, 4 by default, does nothing: the ranking is by codes alone. ``kernel`` picks the
+        code kernel ("auto", "portable", "avx2", "avx512", "reference"), for tests and benchmarks.
         """
         k = _check_k(k)
         multiplier = _check_multiplier(rescore_multiplier)

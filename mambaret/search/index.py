@@ -54,6 +54,12 @@ from .._rwlock import ReadWriteLock
 __all__ = ["FlatIndex"]
 
 _MAGIC = b"MRFLATIX"
+# every index file's magic -> the class that reads it (codes.py's classes are in it too)
+_CLASS_OF_MAGIC = {b"MRFLATIX": "FlatIndex", b"MRBINFIX": "BinaryFlatIndex", b"MRI8FLIX": "Int8FlatIndex"}
+
+
+def _index_class_of(magic: bytes) -> str | None:
+    return _CLASS_OF_MAGIC.get(magic)
 _VERSION = 1
 _KIND_INT, _KIND_STR = 0, 1
 # magic, version, id kind, dim, ntotal, next label, string-table bytes; padded to 64 bytes so
@@ -479,14 +485,18 @@ class FlatIndex:
                 raise ValueError(f"{path}: truncated FlatIndex file ({size} bytes)")
             magic, version, kind, dim, ntotal, next_label, blob_bytes = _HEADER.unpack_from(header)
             if magic != cls._MAGIC:
-                raise ValueError(f"{path}: not a mambaret FlatIndex file (bad magic)")
+                written_by = _index_class_of(magic)
+                if written_by is not None:
+                    raise ValueError(f"{path} is a file of {written_by}, not of {cls.__name__}: load it with "
+                                     f"mambaret.{written_by}.load")
+                raise ValueError(f"{path}: not a mambaret {cls.__name__} file (bad magic)")
             if version != _VERSION:
-                raise ValueError(f"{path}: FlatIndex file version {version}, this mambaret reads {_VERSION}")
+                raise ValueError(f"{path}: {cls.__name__} file version {version}, this mambaret reads {_VERSION}")
             if (kind not in (_KIND_INT, _KIND_STR) or not 0 < dim <= _MAX_DIM or next_label < 0
                     or header[_HEADER.size:].strip(b"\0")):
-                raise ValueError(f"{path}: corrupt FlatIndex header")
+                raise ValueError(f"{path}: corrupt {cls.__name__} header")
             if kind == _KIND_INT and blob_bytes:
-                raise ValueError(f"{path}: corrupt FlatIndex header (string table in an integer-id index)")
+                raise ValueError(f"{path}: corrupt {cls.__name__} header (string table in an integer-id index)")
             width, extra_bytes = cls._row_width(dim), cls._extra_state_bytes(dim)
             vector_bytes = ntotal * width * cls._DTYPE.itemsize
             expected = (_HEADER_BYTES + vector_bytes + ntotal * 8

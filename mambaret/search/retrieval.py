@@ -54,13 +54,14 @@ def build_index(encoder, docs: Mapping[str, str], batch_size: int = 64,
     return index
 
 
-def search_run(encoder, index: FlatIndex, queries: Mapping[str, str], k: int = 100, batch_size: int = 64) -> Run:
+def search_run(encoder, index: FlatIndex, queries: Mapping[str, str], k: int = 100, batch_size: int = 64,
+               show_progress_bar: bool = False) -> Run:
     """Encodes queries (normalised), searches the index, and returns {qid: {docid: score}}."""
     qids = list(queries)
     if not qids:
         return {}
-    vectors = encoder.encode_query([queries[q] for q in qids], batch_size=batch_size, show_progress_bar=False,
-                                   normalize_embeddings=True)
+    vectors = encoder.encode_query([queries[q] for q in qids], batch_size=batch_size,
+                                   show_progress_bar=show_progress_bar, normalize_embeddings=True)
     scores, ids = index.search(vectors, k=k)
     run: Run = {}
     for qid, row_scores, row_ids in zip(qids, scores, ids):

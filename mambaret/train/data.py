@@ -58,11 +58,12 @@ def load_jsonl_pairs(path: str) -> list[TrainExample]:
     are skipped; any other malformed line is a ValueError naming the file and line."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no training file {path!r}")
+    from ..evaluation.datasets import utf8_lines
+
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if line.strip():
-                examples.append(_parse_pair(path, line_no, line))
+    for line_no, line in utf8_lines(path):  # a file that is not UTF-8 is named with its line
+        if line.strip():
+            examples.append(_parse_pair(path, line_no, line))
     if not examples:
         raise ValueError(f"{path} holds no training pairs")
     return examples

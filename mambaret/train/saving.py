@@ -15,7 +15,7 @@ import tempfile
 
 import torch
 
-from .._atomic import atomic_path, fsync_folder, locked_temporary_folder, remove_stale_folders
+from .._atomic import atomic_path, fsync_folder, give_default_mode, locked_temporary_folder, remove_stale_folders
 
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -51,33 +51,43 @@ def atomic_torch_save(path: str, obj) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save_model_files(model, tokenizer_files: list[str], folder: str) -> None:
+def save_model_files(model, tokenizer_files: list[str], folder: str, write_more=None) -> None:
     """model.save_pretrained + the tokenizer files into `folder`, each file moved in atomically
-    (the weights after the config and tokenizer, so a folder with weights is complete)."""
+    (the weights after the config and tokenizer, so a folder with weights is complete).
+    write_more(staging), when given, adds files (and subfolders) before the move."""
     os.makedirs(folder, exist_ok=True)
     remove_stale_folders(folder, STAGING_PREFIX)
     with locked_temporary_folder(folder, STAGING_PREFIX) as staging:
         model.save_pretrained(staging)
         for src in tokenizer_files:
             shutil.copyfile(src, os.path.join(staging, os.path.basename(src)))
+        if write_more is not None:
+            write_more(staging)
         names = sorted(os.listdir(staging), key=lambda n: (n.endswith((".safetensors", ".bin")), n))
         for name in names:
-            _fsync_file(os.path.join(staging, name))
+            staged = os.path.join(staging, name)
+            for path in ([os.path.join(staged, n) for n in os.listdir(staged)] if os.path.isdir(staged) else [staged]):
+                _fsync_file(path)
         fsync_folder(staging)
         for name in names:
-            os.replace(os.path.join(staging, name), os.path.join(folder, name))
+            staged, target = os.path.join(staging, name), os.path.join(folder, name)
+            if os.path.isdir(staged):
+                give_default_mode(staged)
+                _remove_folder(target)  # a folder cannot be renamed over a non-empty one
+            os.replace(staged, target)
         fsync_folder(folder)
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_checkpoint(output_dir: str, step: int, model, tokenizer_files: list[str], optimizer, scheduler,
-                     rng_state: dict, trainer_state: dict) -> str:
-    """output_dir/checkpoint-<step>/: the model (HF folder with tokenizer), optimizer, scheduler,
-    RNG states and the trainer's position; assembled under a temporary name, then renamed."""
+                     rng_state: dict, trainer_state: dict, write_more=None) -> str:
+    """output_dir/checkpoint-<step>/: the model (HF folder with tokenizer; write_more(folder) adds
+    files, as for save_model_files), optimizer, scheduler, RNG states and the trainer's position;
+    assembled under a temporary name, then renamed."""
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
     remove_stale_folders(output_dir, TEMPORARY_PREFIX)
     with locked_temporary_folder(output_dir, TEMPORARY_PREFIX) as tmp:
-        save_model_files(model, tokenizer_files, tmp)
+        save_model_files(model, tokenizer_files, tmp, write_more=write_more)
         atomic_torch_save(os.path.join(tmp, OPTIMIZER_FILE), optimizer.state_dict())
         atomic_torch_save(os.path.join(tmp, SCHEDULER_FILE), scheduler.state_dict())
         atomic_torch_save(os.path.join(tmp, RNG_FILE), rng_state)

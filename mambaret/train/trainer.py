@@ -321,6 +321,13 @@ class Trainer:
 
     def _check_loss_inputs(self) -> None:
         a = self.args
+        if (a.loss in ("mnrl", "cached-mnrl") and min(a.batch_size, len(self.examples)) == 1
+                and not a.mine_negatives
+                and (a.negatives_per_query == 0 or not any(ex.negatives for ex in self.examples))):
+            # one query, one positive, no negatives: the softmax has one entry and the loss is 0
+            raise ValueError(f"loss '{a.loss}' contrasts each positive with the other pairs of its batch and with "
+                             f"negatives; a batch of one pair without negatives has nothing to contrast (the loss "
+                             f"would stay 0): use a batch size of 2 or more, or give negatives")
         if (a.loss == "mse" or a.loss in WRAPPERS and a.base_loss == "mse") and self.teacher is None:
             raise ValueError("loss 'mse' distils a teacher's embeddings: give a teacher model")
         if a.loss == "kl":
@@ -412,7 +419,8 @@ class Trainer:
     def save_checkpoint(self) -> str:
         os.makedirs(self.output_dir, exist_ok=True)
         path = saving.write_checkpoint(self.output_dir, self.state.global_step, self.model, self.tokenizer_files,
-                                       self.optimizer, self.scheduler, rng_state(), self._trainer_state())
+                                       self.optimizer, self.scheduler, rng_state(), self._trainer_state(),
+                                       write_more=self._write_st_files)  # a checkpoint is a usable model too
         saving.prune_checkpoints(self.output_dir, self.args.save_total_limit)
         return path
 
@@ -443,11 +451,21 @@ class Trainer:
                                 history=list(state.get("history", [])))
 
     def save_model(self, folder: str | None = None) -> str:
-        """The trained model as an HF folder with its tokenizer (MambaEncoder / transformers /
-        sentence-transformers load it), written file by file atomically."""
+        """The trained model as an HF folder with its tokenizer and sentence-transformers' module
+        files (MambaEncoder / transformers / sentence-transformers load it), written file by file
+        atomically."""
         folder = folder or self.output_dir
-        saving.save_model_files(self.model, self.tokenizer_files, folder)
+        saving.save_model_files(self.model, self.tokenizer_files, folder, write_more=self._write_st_files)
         return folder
+
+    def _write_st_files(self, folder: str) -> None:
+        """sentence-transformers' module files and a tokenizer that appends EOS, so that
+        SentenceTransformer(folder) embeds as the trained model does: last token, normalised,
+        the training max_length as max_seq_length."""
+        from ..integrations.sentence_transformers import write_eos_tokenizer, write_module_files
+
+        write_eos_tokenizer(self.biencoder.tokenizer, folder, self.args.max_length)
+        write_module_files(folder, hidden_size=self.model.config.hidden_size, max_seq_length=self.args.max_length)
 
     # -- the loop ---------------------------------------------------------------------------
 

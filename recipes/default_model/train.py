@@ -47,6 +47,8 @@ from build_data import read_jsonl  # noqa: E402  the data builder's reader, one 
 DEFAULT_DATA = os.path.join(REPO, "build", "default_model_data")
 DEFAULT_WORK = os.path.join(REPO, "build", "default_model")
 PACKAGED = os.path.join(REPO, "mambaret", "models", "default")
+# texts are cut here when the packaged model is used (trained on up to 160 tokens; quality falls beyond)
+PACKAGED_MAX_SEQ_LENGTH = 512
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 EOS = "[SEP]"
 
@@ -454,6 +456,12 @@ def stage_package(args) -> None:
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copyfile(os.path.join(final, name), os.path.join(staging, name))
     shutil.copyfile(os.path.join(HERE, "MODEL_CARD.md"), os.path.join(staging, "README.md"))
+    # sentence-transformers' module files: SentenceTransformer(folder) pools and normalises as we do
+    # (the WordPiece tokenizer's post-processor already appends [SEP], the EOS)
+    from mambaret.integrations.sentence_transformers import write_module_files
+
+    write_module_files(staging, hidden_size=config["hidden_size"], max_seq_length=PACKAGED_MAX_SEQ_LENGTH,
+                       weights_dtype="float16")
     history = json.load(open(os.path.join(final, "history.json"), encoding="utf-8"))
     packaged_score = dev_score(staging, args.data)  # fp16 weights, as shipped
     with open(os.path.join(staging, "training.json"), "w", encoding="utf-8") as f:
