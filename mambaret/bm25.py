@@ -1,4 +1,4 @@
 """The old import path of mambaret/evaluation/bm25.py, where the code lives now."""
-from .evaluation.bm25 import BM25, bm25_run
+from .evaluation.bm25 import BM25, bm25_run, require_bm25s
 
-__all__ = ["BM25", "bm25_run"]
+__all__ = ["BM25", "bm25_run", "require_bm25s"]

@@ -26,7 +26,7 @@ def test_sdist_has_every_source(sdist):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for pattern in ("csrc/*.h", "csrc/*/*.c", "csrc/*/*.h", "cuda/*.cu", "cuda/*.cuh", "cuda/*.h", "cuda/*.c", "cuda/*.py",
-                    "mambaret/*.py", "mambaret/*/*.py", "mambaret/models/default/*",
+                    "mambaret/*.py", "mambaret/*/*.py", "mambaret/*/*/*.py", "mambaret/models/default/*",
                     "mambaret/models/default/*/*"):
         for path in glob.glob(str(REPO_ROOT / pattern)):
             rel = os.path.relpath(path, REPO_ROOT)
@@ -47,6 +47,7 @@ def test_sdist_installs_and_runs(sdist, tmp_path):
         "enc = mr.MambaEncoder.from_pretrained(path, threads=1)\n"
         "print(enc.encode([[1, 2, 3]]).shape)\n"
         "import importlib.util; assert importlib.util.find_spec('mambaret.nn'), 'mambaret.nn not installed'\n"
+        "assert importlib.util.find_spec('mambaret.app.serve.app'), 'mambaret.app.serve not installed'\n"
         "assert hasattr(mr._C, 'train_selective_scan_backward')\n"
         "import os\n"
         "for name in ('modules.json', '1_Pooling/config.json', '2_Normalize/config.json', 'model.safetensors'):\n"

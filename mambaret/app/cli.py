@@ -435,6 +435,14 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args) -> int:
+    try:
+        from .serve.server import serve_from_args
+    except ImportError as exc:
+        raise UsageError(f'the server needs uvicorn, starlette and orjson ({exc}): pip install "mambaret[serve]"') from None
+    return serve_from_args(args, DEFAULT_MODEL)
+
+
 class _CommandParser(argparse.ArgumentParser):
     """A command's parser that takes options between its positional arguments. The model is an
     optional first positional, so plain argparse would give `index MODEL --quiet CORPUS`'s
@@ -577,6 +585,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    from .serve.options import add_serve_arguments  # no ASGI import: only the flags
+
+    p = sub.add_parser("serve", help="serve embeddings (OpenAI /v1/embeddings, TEI /embed) and search over HTTP",
+                       description="An embedding and search server with dynamic batching: POST /v1/embeddings "
+                                   "(OpenAI), POST /embed (text-embeddings-inference), POST /search (with --index), "
+                                   "GET /health, /v1/models, /metrics. Binds 127.0.0.1 unless --host says otherwise; "
+                                   "SIGTERM finishes the requests in flight and exits 0. "
+                                   'Needs pip install "mambaret[serve]".')
+    add_serve_arguments(p, DEFAULT_MODEL)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
