@@ -71,7 +71,11 @@ class MNRLBase:
 
 
 class MSEBase:
-    """MSE to the teacher's vectors on columns [queries, positives]."""
+    """MSE to the teacher's vectors on columns [queries, positives]. full_dim: the student's
+    width, for truncating a teacher as wide as the student along with it."""
+
+    def __init__(self, full_dim: int | None = None):
+        self.full_dim = full_dim
 
     def columns(self, batch: LossBatch) -> list[list[str]]:
         return [batch.queries, batch.positives]
@@ -84,8 +88,6 @@ class MSEBase:
             full = self.full_dim
             teacher = [t[..., :dim] if t.shape[-1] == full else t for t in teacher]
         return mse_distillation_loss(embeddings, teacher)
-
-    full_dim: int | None = None  # the student's width (set by whoever builds the loss)
 
 
 def _check_int_list(name: str, values, low: int, high: int) -> list[int]:

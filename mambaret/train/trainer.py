@@ -300,7 +300,7 @@ class Trainer:
 
         a, config = self.args, self.model.config
         d, n = config.hidden_size, config.num_hidden_layers
-        base = MSEBase() if a.base_loss == "mse" else MNRLBase(a.scale)
+        base = MSEBase(d) if a.base_loss == "mse" else MNRLBase(a.scale)
         loss = None
         if a.loss in ("matryoshka", "2d-matryoshka"):
             dims = a.matryoshka_dims or default_matryoshka_dims(d, getattr(self.model, "matryoshka_dims", None))
@@ -310,8 +310,6 @@ class Trainer:
             if a.base_loss == "cached-mnrl":
                 return CachedMatryoshkaLoss(a.scale, a.mini_batch_size, loss)
         if a.loss in ("adaptive-layer", "2d-matryoshka"):
-            if a.base_loss == "mse":
-                base.full_dim = d
             loss = AdaptiveLayerLoss(loss or base, n, n_layers_per_step=a.n_layers_per_step,
                                      last_layer_weight=a.last_layer_weight, prior_layers_weight=a.prior_layers_weight,
                                      kl_div_weight=a.kl_div_weight, kl_temperature=a.kl_temperature,
