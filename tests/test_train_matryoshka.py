@@ -8,6 +8,8 @@ import json
 import math
 import random
 
+import numpy as np
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -222,6 +224,28 @@ def test_cli_trains_2d_matryoshka_and_the_model_lists_its_dims_and_exits(setup, 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert enc.encode(["c1 r2"], truncate_dim=8, exit_layer=2).shape == (1, 8)
+    # --exit-heads: exit 2 gets its own gain, trained (away from norm_f's) and read back by the engine
+    headed = str(tmp_path / "headed")
+    assert main(["train", model_dir, "--train", pairs, "--output", headed, "--loss", "adaptive-layer", "--exit-heads",
+                 "--exit-layers", "2", "--max-steps", "2", "--batch-size", "3", "--max-length", "16", "--lr", "1e-2",
+                 "--quiet"]) == 0
+    from safetensors.numpy import load_file
+
+    weights = load_file(f"{headed}/model.safetensors")
+    assert sorted(k for k in weights if k.startswith("exits.")) == ["exits.2.weight"]
+    assert not np.allclose(weights["exits.2.weight"], weights["norm_f.weight"])
+    from mambaret.nn import MambaModel, last_token_embeddings, offsets_from_lengths
+
+    reloaded = MambaModel.from_pretrained(headed).eval()
+    assert torch.equal(reloaded.exits["2"].weight, torch.from_numpy(weights["exits.2.weight"]))
+    engine = mr.MambaEncoder.from_pretrained(headed, threads=1)
+    ids = engine.tokenize(["c1 r2 c3", "r4 c5"])
+    offsets = offsets_from_lengths([len(x) for x in ids])
+    with torch.no_grad():
+        ref = last_token_embeddings(reloaded.forward_packed(torch.tensor([t for x in ids for t in x]), offsets,
+                                                            exit_layer=2), offsets)
+    np.testing.assert_allclose(engine.encode(ids, exit_layer=2, normalize_embeddings=True),
+                               F.normalize(ref, dim=-1).numpy(), rtol=1e-5, atol=1e-6)
     assert main(["train", model_dir, "--train", pairs, "--output", str(tmp_path / "bad"), "--loss", "matryoshka",
                  "--matryoshka-dims", "99", "--quiet"]) == 2
     assert "matryoshka_dims" in capsys.readouterr().err

@@ -394,7 +394,7 @@ def cmd_train(args) -> int:
         loss=args.loss, scale=args.scale, mini_batch_size=args.mini_batch_size, temperature=args.temperature,
         base_loss=args.base_loss, matryoshka_dims=args.matryoshka_dims, matryoshka_weights=args.matryoshka_weights,
         n_dims_per_step=args.n_dims_per_step, n_layers_per_step=args.n_layers_per_step, exit_layers=args.exit_layers,
-        kl_temperature=args.kl_temperature,
+        kl_temperature=args.kl_temperature, exit_heads=args.exit_heads,
         negatives_per_query=args.negatives, mine_negatives=args.mine_negatives, mine_skip=args.mine_skip,
         seed=args.seed, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
         eval_steps=args.eval_steps, max_steps=args.max_steps, device=args.device, threads=args.threads,
@@ -564,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-layers-per-step", type=int, default=1, help="prior exits drawn per step (default 1; -1: all)")
     p.add_argument("--exit-layers", type=int, nargs="+", default=None,
                    help="the prior exits to train (default: every layer before the last)")
+    p.add_argument("--exit-heads", action="store_true",
+                   help="layer losses: give each trained exit its own gain vector (default: the final norm's)")
     p.add_argument("--kl-temperature", type=float, default=0.3,
                    help="layer losses: temperature of the KL term to the last layer (default 0.3; 0: none)")
     p.add_argument("--scale", type=float, default=20.0, help="InfoNCE: cosine x scale (default 20)")

@@ -53,6 +53,7 @@ class TrainingArguments:
     kl_div_weight: float = 1.0
     kl_temperature: float = 0.3
     exit_layers: list[int] | None = None  # prior exits trained; default all 1..n_layer-1
+    exit_heads: bool = False           # give each trained exit its own gain (exits.{k}.weight), else norm_f's
     negatives_per_query: int | None = None  # use at most this many of each line's negatives (None: all)
     mine_negatives: int = 0            # mine this many hard negatives per query before each epoch
     mine_skip: int = 0                 # ... skipping the model's top few (likely unjudged positives)
@@ -315,6 +316,8 @@ class Trainer:
                                      kl_div_weight=a.kl_div_weight, kl_temperature=a.kl_temperature,
                                      exit_layers=a.exit_layers)
             self.model.exit_layers = sorted(set(loss.prior) | {n}, reverse=True)
+            if a.exit_heads:  # before the optimizer is made, so that it trains them
+                self.model.add_exit_heads(loss.prior)
         return loss
 
     def _check_loss_inputs(self) -> None:
