@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever the table below or a struct it uses changes layout or meaning. */
-#define MR_CUDA_ABI_VERSION 5
+#define MR_CUDA_ABI_VERSION 6
 #define MR_CUDA_CAPSULE_NAME "mambaret._cuda._C_API"
 
 typedef struct mr_cuda_model mr_cuda_model;
@@ -41,6 +41,8 @@ typedef struct {
     float *out;              /* [n_seqs, d] or [n_tokens, d] (pooling 'all') float32 */
     int out_on_device;       /* out is device memory: nothing waits for the GPU. Otherwise out is
                                 host memory, filled (and the stream synchronised) before return */
+    int64_t exit_layer;      /* 1..n_layer: stop after block k, pool through exit k's gain (as
+                                mr_forward_args); 0: every layer */
 } mr_cuda_forward_args;
 
 /* Tokens per chunk of the training scan: its forward keeps the state entering every chunk of a
@@ -142,6 +144,11 @@ typedef struct {
     mr_status (*train_conv_silu_backward)(int device, const mr_cuda_conv_train_args *args, mr_error *err);
     mr_status (*train_selective_scan)(int device, const mr_cuda_scan_train_args *args, mr_error *err);
     mr_status (*train_selective_scan_backward)(int device, const mr_cuda_scan_train_args *args, mr_error *err);
+
+    /* Exit `layer`'s own gain (1..n_layer-1, float32 host [numel = d]), set before model_finish;
+     * exits without one pool through the final norm's weight (mr_model_set_exit_gain's rule). */
+    mr_status (*model_set_exit_gain)(mr_cuda_model *model, int64_t layer, const float *host_data, int64_t numel,
+                                     mr_error *err);
 } mr_cuda_api;
 
 /* The table (defined in mr_cuda_model.cu). */

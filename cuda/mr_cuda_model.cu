@@ -61,6 +61,8 @@ struct mr_cuda_model {
     float *norm_f;
     cuda_layer *layers;
     unsigned char *set; /* [MR_T_COUNT * n_layer] */
+    float *exit_gains;        /* device [n_layer, d], allocated by the first exit head */
+    unsigned char *exit_set;  /* [n_layer]: which exits have their own head */
     int finished;
 
     /* workspace for micro-batches of up to ws_tokens rows */
@@ -224,6 +226,7 @@ void mr_cuda_model_free(mr_cuda_model *m) {
         if (m->blas) cublasDestroy(m->blas);
         cudaFree(m->blas_ws);
         cudaFree(m->arena);
+        cudaFree(m->exit_gains);
         free_workspace(m);
         cudaFree(m->batch);
         if (m->pinned) cudaFreeHost(m->pinned);
@@ -232,6 +235,7 @@ void mr_cuda_model_free(mr_cuda_model *m) {
     }
     free(m->layers);
     free(m->set);
+    free(m->exit_set);
     free(m->segs);
     free(m->pieces);
     delete m;
@@ -271,6 +275,33 @@ mr_status mr_cuda_model_set_tensor(mr_cuda_model *m, mr_tensor_kind kind, int64_
                        err, "cudaMemcpy (weights)");
     free(staged);
     if (!st) m->set[kind * c->n_layer + layer] = 1;
+    return st;
+}
+
+mr_status mr_cuda_model_set_exit_gain(mr_cuda_model *m, int64_t layer, const float *host, int64_t numel,
+                                      mr_error *err) {
+    const mr_config *c = &m->cfg;
+    if (layer < 1 || layer >= c->n_layer)
+        return mr_fail(err, MR_ERR_VALUE, "tensor 'exits.%lld.weight': an exit head belongs to layers 1..%lld",
+                       (long long)layer, (long long)(c->n_layer - 1));
+    if (m->finished) return mr_fail(err, MR_ERR_RUNTIME, "the CUDA model's weights are frozen once it is finished");
+    if (numel != c->d_model)
+        return mr_fail(err, MR_ERR_VALUE, "tensor 'exits.%lld.weight' has %lld values, expected hidden_size %lld",
+                       (long long)layer, (long long)numel, (long long)c->d_model);
+    MrDeviceGuard guard(m->device);
+    mr_status st = mr_cuda_check(guard.status(), err, "cudaSetDevice");
+    if (st) return st;
+    if (!m->exit_set) {
+        m->exit_set = (unsigned char *)calloc((size_t)c->n_layer, 1);
+        if (!m->exit_set) return mr_fail(err, MR_ERR_MEMORY, "out of host memory for the exit heads");
+    }
+    if (!m->exit_gains &&
+        (st = mr_cuda_check(cudaMalloc((void **)&m->exit_gains, (size_t)(c->n_layer * c->d_model) * 4), err,
+                            "cudaMalloc (exit heads)")))
+        return st;
+    st = mr_cuda_check(cudaMemcpy(m->exit_gains + (layer - 1) * c->d_model, host, (size_t)numel * 4,
+                                  cudaMemcpyHostToDevice), err, "cudaMemcpy (exit head)");
+    if (!st) m->exit_set[layer - 1] = 1;
     return st;
 }
 
@@ -444,6 +475,9 @@ static mr_status check_args(const mr_cuda_model *m, const mr_cuda_forward_args *
     if (a->max_tokens > INT32_MAX / 2) return mr_fail(err, MR_ERR_VALUE, "max_tokens %lld is too large", (long long)a->max_tokens);
     if (a->pooling != MR_POOL_LAST && a->pooling != MR_POOL_MEAN && a->pooling != MR_POOL_ALL)
         return mr_fail(err, MR_ERR_VALUE, "unknown pooling %d", (int)a->pooling);
+    if (a->exit_layer < 0 || a->exit_layer > m->cfg.n_layer)
+        return mr_fail(err, MR_ERR_VALUE, "exit_layer must be in 1..%lld (the model's layers), got %lld",
+                       (long long)m->cfg.n_layer, (long long)a->exit_layer);
     /* ids already on the GPU are range-checked there, before the forward pass */
     return mr_batch_check(a->tokens_on_device ? NULL : (const int32_t *)a->tokens, a->n_tokens, a->offsets,
                           a->n_seqs, m->cfg.vocab_size, a->pooling != MR_POOL_ALL, err);
@@ -554,6 +588,12 @@ static mr_status forward_locked(mr_cuda_model *m, const mr_cuda_forward_args *a,
     if (m->has_last && (st = mr_cuda_check(cudaStreamWaitEvent(s, m->last_done, 0), err, "cudaStreamWaitEvent")))
         return st;
 
+    /* an exit runs only the blocks before it; its pooling adds the last block's output and norms
+     * through the exit's own gain, else the final norm's */
+    const int64_t n_run = a->exit_layer ? a->exit_layer : c->n_layer;
+    const float *gain = m->exit_set && n_run < c->n_layer && m->exit_set[n_run - 1]
+                            ? m->exit_gains + (n_run - 1) * d
+                            : m->norm_f;
     const int64_t out_rows = a->pooling == MR_POOL_ALL ? a->n_tokens : a->n_seqs;
     const int64_t T = a->max_tokens < a->n_tokens ? a->max_tokens : a->n_tokens;
     if ((st = ensure_batch(m, a->n_tokens, a->n_seqs, a->out_on_device ? 0 : out_rows * d, err))) return st;
@@ -619,20 +659,20 @@ static mr_status forward_locked(mr_cuda_model *m, const mr_cuda_forward_args *a,
             const int64_t n_pieces = plan_pieces(m->segs, nseg, target, m->pieces);
             if ((st = mr_cuda_embed(m->dtype, m->embedding, d, m->tokens_dev + first_token, step_tokens, m->x, s, err)))
                 return st;
-            for (int64_t l = 0; l < c->n_layer; l++)
+            for (int64_t l = 0; l < n_run; l++)
                 if ((st = c->arch == MR_ARCH_MAMBA2
                               ? layer_forward_mamba2(m, l, step_tokens, pos, carry_in, carry_out, generation, s, err)
                               : layer_forward(m, l, step_tokens, pos, carry_in, carry_out, generation, m->pieces,
                                               n_pieces, s, err)))
                     return st;
             if (a->pooling == MR_POOL_LAST) {
-                st = mr_cuda_pool_last(m->x, m->mix, m->norm_f, d, c->norm_eps, m->offsets_dev, first->seq,
+                st = mr_cuda_pool_last(m->x, m->mix, gain, d, c->norm_eps, m->offsets_dev, first->seq,
                                        last->seq + (last->last ? 1 : 0), first_token, a->normalize, out, s, err);
             } else if (a->pooling == MR_POOL_ALL) {
-                st = mr_cuda_add_rmsnorm(m->x, m->mix, 0, m->norm_f, step_tokens, d, c->norm_eps, out + first_token * d,
+                st = mr_cuda_add_rmsnorm(m->x, m->mix, 0, gain, step_tokens, d, c->norm_eps, out + first_token * d,
                                          MR_DTYPE_F32, d, s, err);
             } else { /* mean: normed rows overwrite mix (each is read before it is written) */
-                st = mr_cuda_add_rmsnorm(m->x, m->mix, 1, m->norm_f, step_tokens, d, c->norm_eps, m->mix, MR_DTYPE_F32,
+                st = mr_cuda_add_rmsnorm(m->x, m->mix, 1, gain, step_tokens, d, c->norm_eps, m->mix, MR_DTYPE_F32,
                                          d, s, err);
                 if (!st)
                     st = mr_cuda_pool_mean_add(m->mix, step_tokens, d, m->offsets_dev, first->seq, last->seq + 1,

@@ -8,6 +8,8 @@ mr_status mr_cuda_model_create(const mr_config *cfg, mr_dtype dtype, int device,
 void mr_cuda_model_free(mr_cuda_model *model);
 mr_status mr_cuda_model_set_tensor(mr_cuda_model *model, mr_tensor_kind kind, int64_t layer, const float *host_data,
                                    int64_t numel, mr_error *err);
+mr_status mr_cuda_model_set_exit_gain(mr_cuda_model *model, int64_t layer, const float *host_data, int64_t numel,
+                                      mr_error *err);
 mr_status mr_cuda_model_finish(mr_cuda_model *model, mr_error *err);
 int64_t mr_cuda_model_weight_bytes(const mr_cuda_model *model);
 int64_t mr_cuda_model_workspace_bytes(const mr_cuda_model *model, int64_t tokens);

@@ -90,6 +90,37 @@ def test_gpu_float32_matches_cpu_engine(tmp_path):
         assert np.linalg.norm(got - ref) / np.linalg.norm(ref) <= 1e-5, pooling
 
 
+def test_gpu_exits_match_the_cpu_engine_with_and_without_a_head(tmp_path):
+    """exit_layer through the CUDA path's API: the exit's own head (copied from the host model)
+    or the final norm, across micro-batches, for every pooling; truncate_dim on torch output."""
+    from safetensors.numpy import load_file, save_file
+
+    from mambaret.arch.random_model import write_random_model
+
+    path = write_random_model(str(tmp_path / "m"), seed=6, hidden_size=64, num_hidden_layers=4, vocab_size=300)
+    tensors = load_file(os.path.join(path, "model.safetensors"))
+    tensors["exits.1.weight"] = (1 + 0.2 * np.random.default_rng(0).standard_normal(64)).astype(np.float32)
+    save_file(tensors, os.path.join(path, "model.safetensors"))
+    cpu = mr.MambaEncoder.from_pretrained(path, threads=2, max_tokens=64)
+    gpu = mr.MambaEncoder.from_pretrained(path, device="cuda", dtype="float32", max_tokens=64)
+    seqs = _sequences(300, (3, 64, 65, 200, 7))
+    for k in (1, 2, 4):
+        a, b = cpu.encode(seqs, exit_layer=k), gpu.encode(seqs, exit_layer=k)
+        assert np.linalg.norm(a - b) / np.linalg.norm(a) <= 1e-5, k
+        for pooling in ("mean", "all"):
+            ref = cpu.model.forward(*_packed(seqs), pooling=pooling, threads=2, exit_layer=k)
+            got = gpu.model.forward(*_packed(seqs), pooling=pooling, exit_layer=k)
+            assert np.linalg.norm(got - ref) / np.linalg.norm(ref) <= 1e-5, (k, pooling)
+    with pytest.raises(ValueError, match="exit_layer"):
+        gpu.model.forward(*_packed(seqs), exit_layer=5)
+    torch = pytest.importorskip("torch")
+    cut = gpu.encode(seqs, convert_to="torch", truncate_dim=16, exit_layer=2, normalize_embeddings=True)
+    ref = cpu.encode(seqs, truncate_dim=16, exit_layer=2, normalize_embeddings=True)
+    assert np.abs(cut.cpu().numpy() - ref).max() <= 1e-5
+    with pytest.raises(ValueError, match="truncate_dim"):
+        gpu.encode(seqs, convert_to="dlpack", truncate_dim=16)
+
+
 def _assert_same_embeddings(got, ref, rel=1e-6):
     """Equal up to the scan's rounding: where a sequence starts inside its scan piece depends on
     the batch order (the encoder sorts longest first, a raw forward keeps the input order)."""

@@ -83,6 +83,8 @@ struct mr_model {
     float *(*weights)[MR_T_COUNT];     /* [n_layer][kind], NULL for tensors this config lacks */
     void *arch_data;                   /* made by arch->prepare */
     unsigned char *set;                /* [MR_T_COUNT * n_layer]: which tensors were loaded */
+    float *exit_gains;                 /* [n_layer, d]: exit heads (row k-1 for exit k) */
+    unsigned char *exit_set;           /* [n_layer]: which exits have their own head */
     int finished;
     struct mr_workspace_cache *cache;
 };

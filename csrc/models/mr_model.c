@@ -69,9 +69,11 @@ mr_status mr_model_create(const mr_config *cfg, const mr_blas *blas, mr_model **
     m->arena = malloc((size_t)total * sizeof(float));
     m->weights = calloc((size_t)cfg->n_layer, sizeof *m->weights);
     m->set = calloc((size_t)(MR_T_COUNT * cfg->n_layer), 1);
+    m->exit_gains = malloc((size_t)(cfg->n_layer * cfg->d_model) * sizeof(float));
+    m->exit_set = calloc((size_t)cfg->n_layer, 1);
     m->cache = calloc(1, sizeof *m->cache);
     if (m->cache) atomic_flag_clear(&m->cache->in_use);
-    if (!m->arena || !m->weights || !m->set || !m->cache) {
+    if (!m->arena || !m->weights || !m->set || !m->exit_gains || !m->exit_set || !m->cache) {
         mr_model_free(m);
         return mr_fail(err, MR_ERR_MEMORY, "out of memory allocating %.1f MB of weights",
                        (double)total * 4 / 1e6);
@@ -95,6 +97,8 @@ void mr_model_free(mr_model *m) {
     free(m->arena);
     free(m->weights);
     free(m->set);
+    free(m->exit_gains);
+    free(m->exit_set);
     if (m->cache) free(m->cache->block);
     free(m->cache);
     free(m);
@@ -142,6 +146,24 @@ static float half_to_float(uint16_t h) {
     return f;
 }
 
+static mr_status widen_to_f32(float *dst, mr_dtype dtype, const void *data, int64_t n, const char *name,
+                              mr_error *err) {
+    switch (dtype) {
+    case MR_DTYPE_F32: memcpy(dst, data, (size_t)n * sizeof(float)); break;
+    case MR_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) dst[i] = half_to_float(((const uint16_t *)data)[i]);
+        break;
+    case MR_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t bits = (uint32_t)((const uint16_t *)data)[i] << 16;
+            memcpy(&dst[i], &bits, sizeof bits);
+        }
+        break;
+    default: return mr_fail(err, MR_ERR_VALUE, "tensor '%s': unsupported dtype %d", name, (int)dtype);
+    }
+    return MR_OK;
+}
+
 mr_status mr_model_set_tensor(mr_model *m, mr_tensor_kind kind, int64_t layer, mr_dtype dtype,
                               const void *data, int ndim, const int64_t *shape, mr_error *err) {
     char name[128];
@@ -174,22 +196,34 @@ mr_status mr_model_set_tensor(mr_model *m, mr_tensor_kind kind, int64_t layer, m
     float *dst = kind == MR_T_EMBEDDING ? m->embedding
                  : kind == MR_T_NORM_F  ? m->norm_f
                                         : m->weights[layer][kind];
-    int64_t n = mr_tensor_numel(&m->cfg, kind);
-    switch (dtype) {
-    case MR_DTYPE_F32: memcpy(dst, data, (size_t)n * sizeof(float)); break;
-    case MR_DTYPE_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = half_to_float(((const uint16_t *)data)[i]);
-        break;
-    case MR_DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) {
-            uint32_t bits = (uint32_t)((const uint16_t *)data)[i] << 16;
-            memcpy(&dst[i], &bits, sizeof bits);
-        }
-        break;
-    default: return mr_fail(err, MR_ERR_VALUE, "tensor '%s': unsupported dtype %d", name, (int)dtype);
-    }
+    mr_status st = widen_to_f32(dst, dtype, data, mr_tensor_numel(&m->cfg, kind), name, err);
+    if (st) return st;
     m->set[kind * m->cfg.n_layer + layer] = 1;
     return MR_OK;
+}
+
+mr_status mr_model_set_exit_gain(mr_model *m, int64_t layer, mr_dtype dtype, const void *data, int64_t n,
+                                 mr_error *err) {
+    const mr_config *c = &m->cfg;
+    char name[64];
+    snprintf(name, sizeof name, "exits.%lld.weight", (long long)layer);
+    if (layer < 1 || layer >= c->n_layer)
+        return mr_fail(err, MR_ERR_VALUE, "tensor '%s': an exit head belongs to layers 1..%lld (exit %lld is the "
+                       "final norm, norm_f.weight)", name, (long long)(c->n_layer - 1), (long long)c->n_layer);
+    if (m->finished)
+        return mr_fail(err, MR_ERR_RUNTIME, "the model's weights are frozen once it is finished");
+    if (n != c->d_model)
+        return mr_fail(err, MR_ERR_VALUE, "tensor '%s' has %lld values, expected hidden_size %lld", name,
+                       (long long)n, (long long)c->d_model);
+    mr_status st = widen_to_f32(m->exit_gains + (layer - 1) * c->d_model, dtype, data, n, name, err);
+    if (st) return st;
+    m->exit_set[layer - 1] = 1;
+    return MR_OK;
+}
+
+const float *mr_model_exit_gain(const mr_model *m, int64_t layer) {
+    if (layer < 1 || layer > m->cfg.n_layer || !m->exit_set[layer - 1]) return NULL;
+    return m->exit_gains + (layer - 1) * m->cfg.d_model;
 }
 
 mr_status mr_model_finish(mr_model *m, mr_error *err) {
@@ -229,6 +263,9 @@ static mr_status check_batch(const mr_model *m, const mr_forward_args *a, mr_err
         return mr_fail(err, MR_ERR_VALUE, "threads must be positive, got %d", a->threads);
     if (a->pooling != MR_POOL_LAST && a->pooling != MR_POOL_MEAN && a->pooling != MR_POOL_ALL)
         return mr_fail(err, MR_ERR_VALUE, "unknown pooling %d", (int)a->pooling);
+    if (a->exit_layer < 0 || a->exit_layer > c->n_layer)
+        return mr_fail(err, MR_ERR_VALUE, "exit_layer must be in 1..%lld (the model's layers), got %lld",
+                       (long long)c->n_layer, (long long)a->exit_layer);
     return mr_batch_check(a->tokens, a->n_tokens, a->offsets, a->n_seqs, c->vocab_size, a->pooling != MR_POOL_ALL,
                           err);
 }
@@ -370,7 +407,8 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_workspace 
     return m->arch->layer_forward(m, l, &b, ith, nth, err);
 }
 
-static void pool_step(const mr_model *m, const mr_forward_args *a, const mr_workspace *w,
+/* Pools a micro-batch's residual stream through `gain` (the final norm's, or an exit's). */
+static void pool_step(const mr_model *m, const mr_forward_args *a, const mr_workspace *w, const float *gain,
                       int64_t T, const mr_segment *segs, int64_t nseg, int64_t first_token, int nt) {
     const mr_config *c = &m->cfg;
     const int64_t d = c->d_model;
@@ -379,14 +417,14 @@ static void pool_step(const mr_model *m, const mr_forward_args *a, const mr_work
         for (int64_t s = 0; s < nseg; s++) {
             const mr_segment *g = &segs[s];
             if (g->last)
-                mr_rmsnorm_f32_ref(w->x + (g->row + g->len - 1) * d, d, m->norm_f, 1, d,
+                mr_rmsnorm_f32_ref(w->x + (g->row + g->len - 1) * d, d, gain, 1, d,
                                    c->norm_eps, a->out + g->seq * d, d);
         }
         return;
     }
     float *normed = a->pooling == MR_POOL_ALL ? a->out + first_token * d : w->scratch;
 #pragma omp parallel num_threads(nt)
-    mr_rmsnorm_f32(w->x, d, m->norm_f, T, d, c->norm_eps, normed, d, mr_thread_index(),
+    mr_rmsnorm_f32(w->x, d, gain, T, d, c->norm_eps, normed, d, mr_thread_index(),
                    mr_thread_count());
     if (a->pooling == MR_POOL_MEAN) {
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -410,6 +448,10 @@ mr_status mr_model_forward(const mr_model *m, const mr_forward_args *a, mr_error
     if (a->n_tokens == 0) return MR_OK;
     const int64_t T = a->max_tokens < a->n_tokens ? a->max_tokens : a->n_tokens;
     const int nt = a->threads;
+    /* an exit runs only the blocks before it: the rest would be wasted work */
+    const int64_t n_run = a->exit_layer ? a->exit_layer : c->n_layer;
+    const float *own = mr_model_exit_gain(m, n_run);
+    const float *gain = own ? own : m->norm_f;
     mr_workspace w;
     st = workspace_alloc(m, T, &w, err);
     if (st) return st;
@@ -431,7 +473,7 @@ mr_status mr_model_forward(const mr_model *m, const mr_forward_args *a, mr_error
             mr_status mine = MR_OK;
             mr_embed_gather_f32(m->embedding, c->d_model, a->tokens + first_token, step_tokens, w.x, ith, nth);
 #pragma omp barrier
-            for (int64_t l = 0; l < c->n_layer; l++) {
+            for (int64_t l = 0; l < n_run; l++) {
                 mr_status s = layer_forward(m, l, &w, step_tokens, w.segs, nseg, ith, nth, &local);
                 if (s != MR_OK && mine == MR_OK) mine = s;
             }
@@ -444,7 +486,7 @@ mr_status mr_model_forward(const mr_model *m, const mr_forward_args *a, mr_error
             }
         }
         st = team_status;
-        if (st == MR_OK) pool_step(m, a, &w, step_tokens, w.segs, nseg, first_token, nt);
+        if (st == MR_OK) pool_step(m, a, &w, gain, step_tokens, w.segs, nseg, first_token, nt);
     }
     if (st == MR_OK && a->normalize && a->pooling != MR_POOL_ALL) {
 #pragma omp parallel num_threads(nt)

@@ -46,6 +46,15 @@ int mr_model_is_finished(const mr_model *model);
  * lacks or a bad layer. For handing the weights to another engine, e.g. the CUDA model. */
 const float *mr_model_tensor_data(const mr_model *model, mr_tensor_kind kind, int64_t layer);
 
+/* Layer exits. Exit k (1-based, 1..n_layer) is block k's output, pooled through a gain vector of
+ * length d: the exit's own head (checkpoint tensor exits.{k}.weight) when one was set, else the
+ * final norm's weight. Exit n_layer is the model's output and always uses the final norm, so it
+ * takes no head. Heads are set before mr_model_finish, like the weights. */
+mr_status mr_model_set_exit_gain(mr_model *model, int64_t layer, mr_dtype dtype, const void *data, int64_t n,
+                                 mr_error *err);
+/* Exit k's own head (float32 [d]), or NULL when it has none. */
+const float *mr_model_exit_gain(const mr_model *model, int64_t layer);
+
 typedef struct {
     const int32_t *tokens;  /* [n_tokens] */
     int64_t n_tokens;
@@ -56,6 +65,8 @@ typedef struct {
     int threads;            /* our threads and the BLAS's (> 0) */
     int normalize;          /* L2-normalise pooled rows (last, mean; not 'all') */
     float *out;             /* [n_seqs, d] (last, mean) or [n_tokens, d] (all) */
+    int64_t exit_layer;     /* 1..n_layer: stop after block k and pool it through exit k's gain;
+                               0: every layer (the same as n_layer) */
 } mr_forward_args;
 
 /* Runs the backbone and writes the final-norm states, pooled as asked. Validates tokens and

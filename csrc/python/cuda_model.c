@@ -151,6 +151,10 @@ static int cuda_model_init(CudaModelObject *self, PyObject *args, PyObject *kwar
             s = api->model_set_tensor(m, (mr_tensor_kind)k, l, mr_model_tensor_data(cpu, (mr_tensor_kind)k, l), numel,
                                       &err);
     }
+    for (int64_t k = 1; s == MR_OK && k < c->n_layer; k++) {
+        const float *gain = mr_model_exit_gain(cpu, k);
+        if (gain) s = api->model_set_exit_gain(m, k, gain, c->d_model, &err);
+    }
     if (s == MR_OK) s = api->model_finish(m, &err);
     if (s != MR_OK && m) {
         api->model_free(m);
@@ -194,14 +198,15 @@ static int cuda_model_ready(CudaModelObject *self) {
 
 PyDoc_STRVAR(cuda_model_forward_doc,
 "forward(tokens, offsets, *, pooling='last', max_tokens=65536, normalize=False, convert_to='numpy',\n"
-"        stream=None, out=None, out_row=0)\n"
+"        stream=None, out=None, out_row=0, exit_layer=None)\n"
 "--\n\n"
 "Runs the backbone on the GPU over a packed batch. tokens: int32 NumPy array, or a CUDA tensor\n"
 "(int32/int64, any DLPack producer) on this model's device; offsets: int64 NumPy array [B+1].\n"
 "convert_to='numpy' copies the float32 result to the host (the one wait); 'dlpack'/'tensor'\n"
 "returns a CudaTensor that stays on the GPU, or writes into `out` (a CudaTensor) from row\n"
 "out_row. stream: the CUDA stream to queue on (a cudaStream_t as int; None: the default\n"
-"stream). normalize: L2-normalise pooled rows.");
+"stream). normalize: L2-normalise pooled rows. exit_layer=k (1-based) stops after block k and\n"
+"pools through exit k's gain, as Model.forward does.");
 
 static PyObject *cuda_model_forward(CudaModelObject *self, PyObject *args, PyObject *kwargs) {
     mr_py_forward_request req;
@@ -235,6 +240,7 @@ static PyObject *cuda_model_forward(CudaModelObject *self, PyObject *args, PyObj
         .normalize = req.normalize,
         .stream = stream,
         .out_on_device = req.as_tensor,
+        .exit_layer = req.exit_layer,
     };
     PyObject *target = NULL; /* what we return: a NumPy array or a CudaTensor */
     if (!req.as_tensor) {

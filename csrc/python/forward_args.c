@@ -4,11 +4,11 @@
 
 enum {
     ARG_POOLING, ARG_MAX_TOKENS, ARG_THREADS, ARG_NORMALIZE, ARG_CONVERT_TO, ARG_STREAM, ARG_OUT, ARG_OUT_ROW,
-    ARG_COUNT
+    ARG_EXIT_LAYER, ARG_COUNT
 };
 
 static char *kwlist[] = {"tokens", "offsets", "pooling", "max_tokens", "threads", "normalize", "convert_to",
-                         "stream", "out", "out_row", NULL};
+                         "stream", "out", "out_row", "exit_layer", NULL};
 
 /* Which models take each keyword-only argument (in kwlist order, after tokens and offsets). */
 static const int taken_by[ARG_COUNT] = {
@@ -20,6 +20,7 @@ static const int taken_by[ARG_COUNT] = {
     [ARG_STREAM] = MR_PY_ON_CUDA,
     [ARG_OUT] = MR_PY_ON_CUDA,
     [ARG_OUT_ROW] = MR_PY_ON_CUDA,
+    [ARG_EXIT_LAYER] = MR_PY_ON_CPU | MR_PY_ON_CUDA,
 };
 
 static int parse_pooling(PyObject *obj, mr_pooling *p) {
@@ -54,10 +55,10 @@ static int check_str(PyObject *obj, const char *name) {
 int mr_py_parse_forward(PyObject *args, PyObject *kwargs, mr_py_device_kind where, long long default_max_tokens,
                         mr_py_forward_request *req) {
     PyObject *tokens, *offsets, *given[ARG_COUNT] = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|$OOOOOOOO:forward", kwlist, &tokens, &offsets,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|$OOOOOOOOO:forward", kwlist, &tokens, &offsets,
                                      &given[ARG_POOLING], &given[ARG_MAX_TOKENS], &given[ARG_THREADS],
                                      &given[ARG_NORMALIZE], &given[ARG_CONVERT_TO], &given[ARG_STREAM], &given[ARG_OUT],
-                                     &given[ARG_OUT_ROW]))
+                                     &given[ARG_OUT_ROW], &given[ARG_EXIT_LAYER]))
         return -1;
     for (int i = 0; i < ARG_COUNT; i++)
         if (given[i] && !(taken_by[i] & where)) {
@@ -77,6 +78,18 @@ int mr_py_parse_forward(PyObject *args, PyObject *kwargs, mr_py_device_kind wher
     if (given[ARG_NORMALIZE] && (req->normalize = PyObject_IsTrue(given[ARG_NORMALIZE])) < 0) return -1;
     if (given[ARG_MAX_TOKENS] && parse_long_long(given[ARG_MAX_TOKENS], &req->max_tokens) < 0) return -1;
     if (given[ARG_OUT_ROW] && parse_long_long(given[ARG_OUT_ROW], &req->out_row) < 0) return -1;
+    if (given[ARG_EXIT_LAYER] && given[ARG_EXIT_LAYER] != Py_None) { /* None: every layer */
+        if (PyBool_Check(given[ARG_EXIT_LAYER]) || !PyLong_Check(given[ARG_EXIT_LAYER])) {
+            PyErr_Format(PyExc_ValueError, "exit_layer must be an int or None, got %R", given[ARG_EXIT_LAYER]);
+            return -1;
+        }
+        if (parse_long_long(given[ARG_EXIT_LAYER], &req->exit_layer) < 0) return -1;
+        if (req->exit_layer < 1) {
+            PyErr_Format(PyExc_ValueError, "exit_layer must be at least 1 (layers count from 1), got %lld",
+                         req->exit_layer);
+            return -1;
+        }
+    }
     if (given[ARG_STREAM]) req->stream = given[ARG_STREAM];
     if (given[ARG_OUT]) req->out = given[ARG_OUT];
     if (req->max_tokens <= 0) {

@@ -224,6 +224,40 @@ static PyObject *model_set_tensor(ModelObject *self, PyObject *args, PyObject *k
     Py_RETURN_NONE;
 }
 
+static PyObject *model_set_exit_gain(ModelObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"layer", "array", "bfloat16", NULL};
+    PyObject *arr_obj;
+    long long layer;
+    int bf16 = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "LO|p:set_exit_gain", kwlist, &layer, &arr_obj, &bf16)) return NULL;
+    if (!model_ready(self)) return NULL;
+    if (!PyArray_Check(arr_obj)) {
+        PyErr_SetString(PyExc_TypeError, "array must be a numpy.ndarray");
+        return NULL;
+    }
+    int type = PyArray_TYPE((PyArrayObject *)arr_obj);
+    mr_dtype dtype;
+    if (bf16 ? type != NPY_UINT16 : type != NPY_FLOAT32 && type != NPY_FLOAT16) {
+        PyErr_SetString(PyExc_TypeError, "an exit head must be float32, float16 or bfloat16 (as uint16 bits)");
+        return NULL;
+    }
+    dtype = bf16 ? MR_DTYPE_BF16 : type == NPY_FLOAT32 ? MR_DTYPE_F32 : MR_DTYPE_F16;
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_OF(arr_obj, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (!arr) return NULL;
+    if (PyArray_NDIM(arr) != 1) {
+        PyErr_Format(PyExc_ValueError, "tensor 'exits.%lld.weight' must be a vector of hidden_size values, got %d "
+                     "dimensions", layer, PyArray_NDIM(arr));
+        Py_DECREF(arr);
+        return NULL;
+    }
+    int64_t n = PyArray_DIM(arr, 0);
+    mr_error err = {0};
+    mr_status s = mr_model_set_exit_gain(self->model, layer, dtype, PyArray_DATA(arr), n, &err);
+    Py_DECREF(arr);
+    if (s) return mr_py_raise(&err);
+    Py_RETURN_NONE;
+}
+
 static PyObject *model_finish(ModelObject *self, PyObject *unused) {
     (void)unused;
     if (!model_ready(self)) return NULL;
@@ -233,13 +267,15 @@ static PyObject *model_finish(ModelObject *self, PyObject *unused) {
 }
 
 PyDoc_STRVAR(model_forward_doc,
-"forward(tokens, offsets, *, pooling='last', max_tokens=8192, threads=1, normalize=False, convert_to='numpy')\n"
+"forward(tokens, offsets, *, pooling='last', max_tokens=8192, threads=1, normalize=False, convert_to='numpy',\n"
+"        exit_layer=None)\n"
 "--\n\n"
 "Runs the backbone over a packed batch: tokens int32[T] and offsets int64[B+1] (sequence i is\n"
 "tokens[offsets[i]:offsets[i+1]]). Returns float32 [B, d] final-norm states at each sequence's\n"
 "last token ('last') or their mean ('mean'), L2-normalised when normalize is true, or [T, d] for\n"
 "every token ('all'), as a NumPy array or, with convert_to='tensor', a Tensor that exports through\n"
-"DLPack without a copy.");
+"DLPack without a copy. exit_layer=k (1-based) stops after block k and pools its output through\n"
+"exit k's own gain (set_exit_gain) or else the final norm's.");
 
 static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwargs) {
     mr_py_forward_request req;
@@ -257,6 +293,7 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwar
         .max_tokens = req.max_tokens,
         .threads = req.threads,
         .normalize = req.normalize,
+        .exit_layer = req.exit_layer,
     };
     int64_t shape[2] = {req.pooling == MR_POOL_ALL ? a.n_tokens : a.n_seqs, c->d_model};
     size_t bytes = (size_t)(shape[0] * shape[1]) * sizeof(float);
@@ -326,6 +363,9 @@ static PyMethodDef model_methods[] = {
     {"set_tensor", (PyCFunction)(void (*)(void))model_set_tensor, METH_VARARGS | METH_KEYWORDS,
      "set_tensor(kind, layer, array, bfloat16=False)\nCopies one checkpoint tensor in (float32, float16, or "
      "bfloat16 bits as uint16)."},
+    {"set_exit_gain", (PyCFunction)(void (*)(void))model_set_exit_gain, METH_VARARGS | METH_KEYWORDS,
+     "set_exit_gain(layer, array, bfloat16=False)\nExit `layer`'s own gain vector [d] (checkpoint tensor "
+     "exits.{layer}.weight), for layers 1..n_layer-1; exits without one pool through the final norm's."},
     {"finish", (PyCFunction)model_finish, METH_NOARGS, "Checks every tensor was set and freezes the weights."},
     {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS, model_forward_doc},
     {"workspace_bytes", (PyCFunction)model_workspace_bytes, METH_O,

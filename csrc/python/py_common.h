@@ -118,6 +118,7 @@ typedef struct {
     PyObject *stream;        /* CUDA, borrowed; Py_None when not given */
     PyObject *out;           /* CUDA, borrowed; Py_None when not given */
     long long out_row;       /* CUDA */
+    long long exit_layer;    /* 1..n_layer, or 0 for every layer */
 } mr_py_forward_request;
 
 /* Parses forward(tokens, offsets, *, ...) for a model on `where`: a keyword the model does not

@@ -45,13 +45,18 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--truncate-dim", type=int, default=None,
+                   help="keep the embeddings' first K dimensions (Matryoshka; default: all)")
+    p.add_argument("--exit-layer", type=int, default=None,
+                   help="embed with the state after layer K (1-based) and run no later layer (default: the last)")
 
 
 def _load_encoder(path: str, args):
     import mambaret as mr
 
     return mr.MambaEncoder.from_pretrained(path, max_length=args.max_length, max_tokens=args.max_tokens,
-                                           threads=args.threads)
+                                           threads=args.threads, truncate_dim=args.truncate_dim,
+                                           exit_layer=args.exit_layer)
 
 
 def _read_corpus(path: str, fmt: str):
@@ -387,6 +392,9 @@ def cmd_train(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, max_length=args.max_length,
         loss=args.loss, scale=args.scale, mini_batch_size=args.mini_batch_size, temperature=args.temperature,
+        base_loss=args.base_loss, matryoshka_dims=args.matryoshka_dims, matryoshka_weights=args.matryoshka_weights,
+        n_dims_per_step=args.n_dims_per_step, n_layers_per_step=args.n_layers_per_step, exit_layers=args.exit_layers,
+        kl_temperature=args.kl_temperature, exit_heads=args.exit_heads,
         negatives_per_query=args.negatives, mine_negatives=args.mine_negatives, mine_skip=args.mine_skip,
         seed=args.seed, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
         eval_steps=args.eval_steps, max_steps=args.max_steps, device=args.device, threads=args.threads,
@@ -541,9 +549,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--max-length", type=int, default=512, help="tokens per text, EOS included (default 512)")
-    p.add_argument("--loss", choices=["mnrl", "cached-mnrl", "mse", "kl"], default="mnrl",
+    p.add_argument("--loss", choices=["mnrl", "cached-mnrl", "mse", "kl", "matryoshka", "adaptive-layer", "2d-matryoshka"],
+                   default="mnrl",
                    help="mnrl: InfoNCE over in-batch and hard negatives (default); cached-mnrl: the same in "
-                        "mini-batches; mse / kl: distillation from --teacher (kl also from 'scores' in the data)")
+                        "mini-batches; mse / kl: distillation from --teacher (kl also from 'scores' in the data); "
+                        "matryoshka / adaptive-layer / 2d-matryoshka: --base-loss at several widths / exits / both")
+    p.add_argument("--base-loss", choices=["mnrl", "cached-mnrl", "mse"], default="mnrl",
+                   help="the loss the matryoshka / layer losses wrap (default mnrl; cached-mnrl with matryoshka only)")
+    p.add_argument("--matryoshka-dims", type=int, nargs="+", default=None,
+                   help="widths to train (default: the model's config.json matryoshka_dims, else d, d/2, d/4, d/8)")
+    p.add_argument("--matryoshka-weights", type=float, nargs="+", default=None, help="one per dim (default 1 each)")
+    p.add_argument("--n-dims-per-step", type=int, default=None,
+                   help="dims drawn per step (default: all for matryoshka, 1 for 2d-matryoshka)")
+    p.add_argument("--n-layers-per-step", type=int, default=1, help="prior exits drawn per step (default 1; -1: all)")
+    p.add_argument("--exit-layers", type=int, nargs="+", default=None,
+                   help="the prior exits to train (default: every layer before the last)")
+    p.add_argument("--exit-heads", action="store_true",
+                   help="layer losses: give each trained exit its own gain vector (default: the final norm's)")
+    p.add_argument("--kl-temperature", type=float, default=0.3,
+                   help="layer losses: temperature of the KL term to the last layer (default 0.3; 0: none)")
     p.add_argument("--scale", type=float, default=20.0, help="InfoNCE: cosine x scale (default 20)")
     p.add_argument("--mini-batch-size", type=int, default=32, help="cached-mnrl: texts per pass (default 32)")
     p.add_argument("--temperature", type=float, default=1.0, help="kl: softmax temperature (default 1)")

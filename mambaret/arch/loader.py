@@ -6,16 +6,20 @@ from typing import Any
 from .. import _C
 from .._memory import check_allocation, model_weight_bytes
 from .config import MambaDims, check_vocab_rows, read_config
-from .weights import core_tensor, iter_weights, tensor_kinds, tensor_shape
+from .weights import core_tensor, exit_head_layer, iter_weights, tensor_kinds, tensor_shape
 
 
 def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.Model, MambaDims]:
     """Builds the C model from a checkpoint directory, checking every tensor name and shape."""
     dims = dims or read_config(model_dir)
     tensors: dict[tuple[str, int], tuple[str, Any]] = {}
+    heads: dict[int, tuple[str, Any]] = {}  # exit heads by layer (1-based)
     for name, tensor in iter_weights(model_dir):
         target = core_tensor(name, dims.arch)
         if target is None:
+            layer = exit_head_layer(name)
+            if layer is not None:
+                heads[layer] = (name, tensor)
             continue
         if target in tensors:
             raise ValueError(f"tensor '{name}' appears twice in the checkpoint (also as '{tensors[target][0]}')")
@@ -39,6 +43,13 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
         tensor.check_finite(name)  # here, so each tensor's pages are read once, then copied and released
         try:
             model.set_tensor(kind, layer, tensor.array, bfloat16=tensor.bfloat16)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (checkpoint tensor '{name}')") from None
+        tensor.copied()
+    for layer, (name, tensor) in sorted(heads.items()):
+        tensor.check_finite(name)
+        try:
+            model.set_exit_gain(layer, tensor.array, bfloat16=tensor.bfloat16)
         except ValueError as exc:
             raise ValueError(f"{exc} (checkpoint tensor '{name}')") from None
         tensor.copied()

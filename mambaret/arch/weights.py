@@ -24,6 +24,8 @@ from .. import _C
 # mamba_ssm's names for tensors whose transformers name is in the C core's table
 _ALIASES = {"embedding.weight": "embeddings.weight"}
 _LAYER_NAME = re.compile(r"^layers\.(\d+)\.(.+)$")
+# an exit head: layer k's own gain vector (1-based k; mambaret.arch.exits)
+_EXIT_NAME = re.compile(r"^(?:backbone\.)?exits\.(\d+)\.weight$")
 
 _SAFETENSORS_DTYPES = {"F32": (np.float32, False), "F16": (np.float16, False), "BF16": (np.uint16, True)}
 _HEADER_LIMIT = 100 * 1024 * 1024
@@ -197,10 +199,16 @@ def tensor_shape(kind: str, config: dict) -> tuple[int, ...]:
     return tuple(size(dim) for dim in tensor_kinds(config.get("arch", "mamba"))[kind]["dims"])
 
 
+def exit_head_layer(name: str) -> int | None:
+    """The layer k of an exit head `exits.{k}.weight` (1-based), else None."""
+    match = _EXIT_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
 def core_tensor(name: str, arch: str = "mamba") -> tuple[str, int] | None:
     """Maps a checkpoint name onto (kind, layer) of the tensor table; None for names to ignore
-    (lm_head.*)."""
-    if name.startswith("lm_head."):
+    (lm_head.*) and for exit heads (exit_head_layer reads those)."""
+    if name.startswith("lm_head.") or _EXIT_NAME.match(name):
         return None
     bare = name[len("backbone."):] if name.startswith("backbone.") else name
     bare = _ALIASES.get(bare, bare)

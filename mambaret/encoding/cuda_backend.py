@@ -47,18 +47,29 @@ def current_stream(device_index: int):
     return torch.cuda.current_stream(device_index).cuda_stream
 
 
-def encode_on_device(encoder, ids: list[list[int]], batch_size: int, normalize: bool, single: bool, as_torch: bool):
-    """Pooled embeddings [n, d] (or [d] for a single input) left in GPU memory."""
+def encode_on_device(encoder, ids: list[list[int]], batch_size: int, normalize: bool, single: bool, as_torch: bool,
+                     exit_layer: int | None = None, truncate_dim: int | None = None):
+    """Pooled embeddings [n, d] (or [d] for a single input) left in GPU memory; exit_layer and
+    truncate_dim as MambaEncoder.encode takes them (truncation needs torch: as_torch)."""
+    if truncate_dim is not None and not as_torch:
+        raise ValueError("truncate_dim on the GPU needs convert_to='torch' (or convert_to_tensor=True): "
+                         "a CudaTensor is not sliced here")
     check_poolable(ids)
     model = encoder.model
     stream = current_stream(model.device)
     out = model.empty(len(ids))
+    extra = {} if exit_layer is None else {"exit_layer": exit_layer}
     for start, _, batch in token_budget_batches(ids, batch_size, encoder.max_tokens):
         model.forward(batch.tokens, batch.offsets, pooling=encoder.pooling, max_tokens=encoder.max_tokens,
-                      normalize=normalize, convert_to="dlpack", stream=stream, out=out, out_row=start)
+                      normalize=normalize and truncate_dim is None, convert_to="dlpack", stream=stream, out=out,
+                      out_row=start, **extra)
     if not as_torch:
         return out.row(0) if single else out  # [d] for a single input, as on the CPU
     import torch
 
     result = torch.from_dlpack(out)  # zero-copy; torch's current stream waits for ours
+    if truncate_dim is not None:  # truncate, then normalise what is kept
+        result = result[:, :truncate_dim]
+        if normalize:
+            result = torch.nn.functional.normalize(result, dim=-1, eps=1e-12)
     return result[0] if single else result

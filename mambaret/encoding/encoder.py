@@ -10,6 +10,7 @@ import numpy as np
 from .. import _C
 from .._native import default_threads
 from ..arch.config import MambaDims
+from ..arch.exits import UntrainedWarnings, check_exit_layer, check_truncate_dim, trained_exits
 from ..arch.loader import load_core_model
 from ..arch.paths import find_model_dir
 from .tokenization import (PackedBatch, TextTokenizer, TruncationStats, apply_eos, check_poolable,
@@ -35,7 +36,8 @@ class MambaEncoder:
     def __init__(self, model: _C.Model, dims: MambaDims, tokenizer: TextTokenizer | None = None, *,
                  max_length: int | None = None, max_tokens: int = 8192, threads: int | None = None,
                  pooling: str = "last", normalize: bool = False, prompts: dict[str, str] | None = None,
-                 default_prompt_name: str | None = None, model_dir: str | None = None):
+                 default_prompt_name: str | None = None, model_dir: str | None = None,
+                 truncate_dim: int | None = None, exit_layer: int | None = None):
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
         if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
@@ -57,6 +59,13 @@ class MambaEncoder:
         self.model_dir = model_dir
         self.device = "cpu"
         self.truncation = TruncationStats()
+        # depth and width on demand (mambaret.arch.exits): the defaults of every encode call
+        self.truncate_dim = check_truncate_dim(truncate_dim, dims.hidden_size)
+        self.exit_layer = check_exit_layer(exit_layer, dims.num_hidden_layers)
+        self.matryoshka_dims, self.exit_layers = trained_exits(model_dir, dims.hidden_size, dims.num_hidden_layers)
+        self._untrained = UntrainedWarnings(self.matryoshka_dims, self.exit_layers, dims.hidden_size,
+                                            dims.num_hidden_layers)
+        self._untrained.check(self.truncate_dim, self.exit_layer, stacklevel=4)
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -66,7 +75,8 @@ class MambaEncoder:
                         normalize: bool | None = None, tokenizer_path: str | None = None,
                         prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
                         revision: str | None = None, cache_dir: str | None = None,
-                        dtype: str = "bfloat16") -> "MambaEncoder":
+                        dtype: str = "bfloat16", truncate_dim: int | None = None,
+                        exit_layer: int | None = None) -> "MambaEncoder":
         """Loads a HF-format Mamba checkpoint directory (or hub id, with huggingface_hub).
         "default" is the packaged default model (mambaret.DEFAULT_MODEL) unless a path of that
         name exists in the working directory.
@@ -75,6 +85,7 @@ class MambaEncoder:
         threads and the BLAS's together; default OMP_NUM_THREADS, else the available cores.
         dtype: the GPU's compute dtype, "bfloat16", "float16" or "float32" (ignored on the CPU,
         which computes in float32). On the GPU a larger max_tokens (e.g. 65536) fills it better.
+        truncate_dim / exit_layer: every encode call's defaults (see encode).
         """
         device = str(device)
         if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
@@ -110,18 +121,20 @@ class MambaEncoder:
             raise FileNotFoundError(f"no tokenizer file {tokenizer_path!r}")
         encoder = cls(model, dims, tokenizer, max_length=max_length, max_tokens=max_tokens, threads=threads,
                       pooling=pooling or "last", normalize=bool(normalize), prompts=prompts,
-                      default_prompt_name=default_prompt_name, model_dir=model_dir)
+                      default_prompt_name=default_prompt_name, model_dir=model_dir,
+                      truncate_dim=truncate_dim, exit_layer=exit_layer)
         encoder.device = device
         return encoder
 
     # -- properties ---------------------------------------------------------------------------
 
     def get_sentence_embedding_dimension(self) -> int:
-        return self.dims.hidden_size
+        """The size of encode's embeddings: truncate_dim when set, else hidden_size."""
+        return self.truncate_dim or self.dims.hidden_size
 
     @property
     def embedding_dim(self) -> int:
-        return self.dims.hidden_size
+        return self.get_sentence_embedding_dimension()
 
     def __repr__(self) -> str:
         d = self.dims
@@ -189,24 +202,31 @@ class MambaEncoder:
     # -- encoding -----------------------------------------------------------------------------
 
     def forward_packed(self, batch: PackedBatch, pooling: str | None = None, convert_to: str = "numpy",
-                       normalize: bool = False):
+                       normalize: bool = False, exit_layer: int | None = None):
         """Runs the C core on one packed batch: [B, d] pooled (L2-normalised when asked), or
-        [T, d] with pooling='all'."""
-        host_only = {"threads": self.threads} if self.device == "cpu" else {}  # the GPU takes no threads
+        [T, d] with pooling='all'; exit_layer=k stops after block k (mambaret.arch.exits)."""
+        extra = {"threads": self.threads} if self.device == "cpu" else {}  # the GPU takes no threads
+        if exit_layer is not None:
+            extra["exit_layer"] = exit_layer
         return self.model.forward(batch.tokens, batch.offsets, pooling=pooling or self.pooling,
-                                  max_tokens=self.max_tokens, normalize=normalize, convert_to=convert_to, **host_only)
+                                  max_tokens=self.max_tokens, normalize=normalize, convert_to=convert_to, **extra)
 
     def encode(self, sentences: str | Sequence[str] | Sequence[Sequence[int]] | Any, prompt_name: str | None = None,
                prompt: str | None = None, batch_size: int = 32, show_progress_bar: bool | None = None,
                output_value: str | None = "sentence_embedding", precision: str = "float32",
                convert_to_numpy: bool = True, convert_to_tensor: bool = False, device: str | None = None,
-               normalize_embeddings: bool = False, add_eos: bool | None = None, convert_to: str | None = None):
+               normalize_embeddings: bool = False, add_eos: bool | None = None, convert_to: str | None = None,
+               truncate_dim: int | None = None, exit_layer: int | None = None):
         """Embeds texts or token-id lists.
 
         A str gives a (d,) array, a list gives (n, d); an empty list gives (0, d). Inputs are
         batched by token count and returned in input order. output_value="token_embeddings"
         gives one (length, d) array per input instead. convert_to="dlpack" returns the C
         tensor (zero-copy DLPack export); convert_to_tensor=True returns a torch tensor.
+
+        truncate_dim=k keeps the first k dimensions (then L2-normalises when normalisation is
+        asked); exit_layer=k takes the state after block k (1-based) through the exit's gain and
+        runs no later block. Both default to the encoder's (from_pretrained's) values.
         """
         if output_value not in ("sentence_embedding", "token_embeddings", None):
             raise ValueError(f"output_value must be 'sentence_embedding', 'token_embeddings' or None, got {output_value!r}")
@@ -218,6 +238,13 @@ class MambaEncoder:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if convert_to not in (None, "numpy", "dlpack", "torch"):
             raise ValueError(f"convert_to must be 'numpy', 'dlpack' or 'torch', got {convert_to!r}")
+        truncate_dim = check_truncate_dim(self.truncate_dim if truncate_dim is None else truncate_dim,
+                                          self.dims.hidden_size)
+        exit_layer = check_exit_layer(self.exit_layer if exit_layer is None else exit_layer,
+                                      self.dims.num_hidden_layers)
+        self._untrained.check(truncate_dim, exit_layer)
+        if truncate_dim == self.dims.hidden_size:
+            truncate_dim = None  # the full width: nothing to cut
         if hasattr(sentences, "__dlpack__") and not isinstance(sentences, (np.ndarray, str, list, tuple)):
             sentences = _from_dlpack(sentences)  # a torch / CuPy / JAX integer array: one input (1-D) or rows (2-D)
         single = isinstance(sentences, str) or _is_single_id_sequence(sentences)
@@ -233,9 +260,9 @@ class MambaEncoder:
 
         if output_value != "sentence_embedding":
             convert = _converter(convert_to, convert_to_tensor)  # per input, as for pooled embeddings
-            tokens = [convert(t) for t in self._encode_tokens(ids, batch_size, show_progress_bar)]
+            tokens = [convert(t) for t in self._encode_tokens(ids, batch_size, show_progress_bar, exit_layer)]
             if output_value is None:
-                pooled = self._encode_pooled(ids, batch_size, False)
+                pooled = self._encode_pooled(ids, batch_size, False, exit_layer=exit_layer, truncate_dim=truncate_dim)
                 result = [{"sentence_embedding": convert(p), "token_embeddings": t} for p, t in zip(pooled, tokens)]
                 return result[0] if single else result
             return tokens[0] if single else tokens
@@ -244,8 +271,9 @@ class MambaEncoder:
             from .cuda_backend import encode_on_device  # results stay in GPU memory
 
             return encode_on_device(self, ids, batch_size, normalize_embeddings or self.normalize, single,
-                                    as_torch=convert_to != "dlpack")
-        embeddings = self._encode_pooled(ids, batch_size, show_progress_bar, normalize_embeddings or self.normalize)
+                                    as_torch=convert_to != "dlpack", exit_layer=exit_layer, truncate_dim=truncate_dim)
+        embeddings = self._encode_pooled(ids, batch_size, show_progress_bar, normalize_embeddings or self.normalize,
+                                         exit_layer=exit_layer, truncate_dim=truncate_dim)
         if single:
             embeddings = embeddings[0]
         if convert_to == "dlpack":
@@ -305,23 +333,36 @@ class MambaEncoder:
                 progress.close()
 
     def _encode_pooled(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None,
-                       normalize: bool = False) -> np.ndarray:
+                       normalize: bool = False, exit_layer: int | None = None,
+                       truncate_dim: int | None = None) -> np.ndarray:
         check_poolable(ids)
-        out = np.empty((len(ids), self.dims.hidden_size), dtype=np.float32)
+        out = np.empty((len(ids), truncate_dim or self.dims.hidden_size), dtype=np.float32)
         for start, end, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding"):
-            out[start:end] = self.forward_packed(batch, normalize=normalize)
+            if truncate_dim is None:  # the core normalises whole rows
+                out[start:end] = self.forward_packed(batch, normalize=normalize, exit_layer=exit_layer)
+            else:  # truncate first, then normalise what is kept
+                out[start:end] = self.forward_packed(batch, exit_layer=exit_layer)[:, :truncate_dim]
+                if normalize:
+                    l2_normalize_rows(out[start:end])
         return out
 
-    def _encode_tokens(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None) -> list[np.ndarray]:
+    def _encode_tokens(self, ids: list[list[int]], batch_size: int, show_progress_bar: bool | None,
+                       exit_layer: int | None = None) -> list[np.ndarray]:
         out: list[np.ndarray] = [None] * len(ids)  # type: ignore[list-item]
         for start, end, batch in self._batches(ids, batch_size, show_progress_bar, "Encoding tokens"):
-            states = self.forward_packed(batch, pooling="all")
+            states = self.forward_packed(batch, pooling="all", exit_layer=exit_layer)
             for j in range(end - start):
                 out[start + j] = states[batch.offsets[j]:batch.offsets[j + 1]]
         return out
 
     def __call__(self, sentences, **kwargs):
         return self.encode(sentences, **kwargs)
+
+
+def l2_normalize_rows(rows: np.ndarray) -> None:
+    """In place, as the core's L2 normalisation does (float64 sums, norms below 1e-12 held at 1e-12)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+    rows *= (1.0 / np.maximum(norms, 1e-12)).astype(np.float32)[:, None]
 
 
 def _converter(convert_to: str | None, convert_to_tensor: bool):

@@ -13,7 +13,8 @@ from torch import nn
 
 from .._atomic import give_default_mode
 from ..arch.config import MambaDims, parse_config, read_config, transformers_config
-from ..arch.weights import core_tensor, iter_weights
+from ..arch.exits import check_exit_layer, trained_exits
+from ..arch.weights import core_tensor, exit_head_layer, iter_weights
 from .functional import check_offsets, conv_silu, selective_scan, ssd_scan
 
 
@@ -140,6 +141,14 @@ class MambaBlock(nn.Module):
         return hidden + self.mixer.forward_packed(self.norm(hidden), offsets)
 
 
+def _as_float32_tensor(tensor) -> torch.Tensor:
+    """A checkpoint tensor (float32, float16, or bfloat16 bits) as a float32 torch tensor."""
+    array = tensor.array
+    if tensor.bfloat16:
+        return torch.from_numpy(array.astype("int32") << 16).view(torch.float32)
+    return torch.from_numpy(array.astype("float32", copy=True))
+
+
 def _as_dims(config) -> MambaDims:
     if isinstance(config, MambaDims):
         return config
@@ -162,6 +171,10 @@ class MambaModel(nn.Module):
 
     forward(input_ids [B, L], attention_mask=None) -> final-norm hidden states [B, L, d]
     forward_packed(tokens [T], offsets [B + 1]) -> [T, d]
+
+    Layer exits (mambaret.arch.exits) live here, over `layers` and `norm_f` alone, so any
+    architecture's blocks get them: exit_layer=k runs blocks 1..k and norms through exit k's own
+    head (`exits.{k}.weight`, made by add_exit_heads or read from a checkpoint) or else norm_f.
     """
 
     def __init__(self, config):
@@ -171,7 +184,46 @@ class MambaModel(nn.Module):
         self.embeddings = nn.Embedding(dims.vocab_size, dims.hidden_size)
         self.layers = nn.ModuleList(MambaBlock(dims) for _ in range(dims.num_hidden_layers))
         self.norm_f = MambaRMSNorm(dims.hidden_size, dims.layer_norm_epsilon)
+        self.exits = nn.ModuleDict()  # exit heads by layer number (str), none by default
         self.tokenizer_path: str | None = None  # tokenizer.json to copy on save_pretrained
+        # what the model was trained for, written to config.json (None: not listed)
+        self.matryoshka_dims: list[int] | None = None
+        self.exit_layers: list[int] | None = None
+
+    # --------------------------------------------------------------------------------------
+    # layer exits
+
+    def add_exit_heads(self, layers) -> None:
+        """Gives each exit in `layers` (1..n_layer-1) its own gain vector, starting as norm_f's."""
+        n = self.config.num_hidden_layers
+        for layer in layers:
+            if check_exit_layer(layer, n) == n:
+                raise ValueError(f"exit {n} is the final norm (norm_f.weight); exit heads belong to layers 1..{n - 1}")
+            if str(layer) not in self.exits:
+                head = MambaRMSNorm(self.config.hidden_size, self.config.layer_norm_epsilon)
+                with torch.no_grad():
+                    head.weight.copy_(self.norm_f.weight)
+                self.exits[str(layer)] = head.to(self.norm_f.weight.device)
+
+    def exit_norm(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
+        """Block `layer`'s output through exit `layer`'s norm (its own head, else norm_f)."""
+        head = self.exits[str(layer)] if str(layer) in self.exits else self.norm_f
+        return head(hidden)
+
+    def layer_states_packed(self, tokens: torch.Tensor, offsets: torch.Tensor, layers) -> dict[int, torch.Tensor]:
+        """{k: block k's output [T, d]} (before any norm) for each k in `layers`, from one pass that
+        stops at the deepest."""
+        n = self.config.num_hidden_layers
+        wanted = sorted({check_exit_layer(k, n) for k in layers})
+        if not wanted:
+            return {}
+        offsets = check_offsets(torch.as_tensor(offsets), tokens.shape[0])
+        hidden, out = self.embeddings(tokens), {}
+        for k, layer in enumerate(self.layers[:wanted[-1]], start=1):
+            hidden = layer.forward_packed(hidden, offsets)
+            if k in wanted:
+                out[k] = hidden
+        return out
 
     # --------------------------------------------------------------------------------------
     # loading and saving
@@ -185,25 +237,35 @@ class MambaModel(nn.Module):
 
         model_dir = resolve_model_path(model_dir)
         dims = read_config(model_dir)
-        state = {}
+        state, heads = {}, {}
         for name, tensor in iter_weights(model_dir):
             target = core_tensor(name, dims.arch)
             if target is None:
+                layer = exit_head_layer(name)
+                if layer is not None:
+                    if not 1 <= layer < dims.num_hidden_layers:
+                        raise ValueError(f"{model_dir}: tensor '{name}': exit heads belong to layers "
+                                         f"1..{dims.num_hidden_layers - 1}")
+                    if tuple(tensor.array.shape) != (dims.hidden_size,):
+                        raise ValueError(f"{model_dir}: tensor '{name}' has shape {tuple(tensor.array.shape)}, "
+                                         f"expected ({dims.hidden_size},)")
+                    heads[layer] = _as_float32_tensor(tensor)
                 continue
             bare = name[len("backbone."):] if name.startswith("backbone.") else name
             if bare == "embedding.weight":
                 bare = "embeddings.weight"
-            array = tensor.array
-            if tensor.bfloat16:
-                value = torch.from_numpy(array.astype("int32") << 16).view(torch.float32)
-            else:
-                value = torch.from_numpy(array.astype("float32", copy=True))
-            state[bare] = value
+            state[bare] = _as_float32_tensor(tensor)
             tensor.copied()
         if "embeddings.weight" not in state:
             raise ValueError(f"{model_dir}: the checkpoint has no embedding tensor")
         vocab_rows = state["embeddings.weight"].shape[0]
         model = cls(MambaDims(**{**dims.__dict__, "vocab_size": vocab_rows}))
+        model.add_exit_heads(sorted(heads))
+        for layer, value in heads.items():
+            state[f"exits.{layer}.weight"] = value
+        trained_dims, trained_layers = trained_exits(model_dir, dims.hidden_size, dims.num_hidden_layers)
+        model.matryoshka_dims = list(trained_dims) or None
+        model.exit_layers = list(trained_layers) or None
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected:
             raise ValueError(f"{model_dir}: unexpected tensors {unexpected[:5]}")
@@ -227,8 +289,12 @@ class MambaModel(nn.Module):
         save_file(tensors, partial, metadata={"format": "pt"})
         give_default_mode(partial)  # safetensors creates 0600
         os.replace(partial, os.path.join(save_dir, "model.safetensors"))
+        config = hf_config_dict(self.config, vocab_rows)
+        for key in ("matryoshka_dims", "exit_layers"):  # what the model was trained for, when known
+            if getattr(self, key, None):
+                config[key] = sorted(getattr(self, key), reverse=True)
         with open(os.path.join(save_dir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(hf_config_dict(self.config, vocab_rows), f, indent=2)
+            json.dump(config, f, indent=2)
         source = tokenizer_path or self.tokenizer_path
         if source:
             target = os.path.join(save_dir, "tokenizer.json")
@@ -239,23 +305,29 @@ class MambaModel(nn.Module):
     # --------------------------------------------------------------------------------------
     # forward
 
-    def forward_packed(self, tokens: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """tokens [T] (sequences back to back), offsets [B + 1] -> final-norm hidden states [T, d]."""
-        return self.forward_embeddings_packed(self.embeddings(tokens), offsets)
+    def forward_packed(self, tokens: torch.Tensor, offsets: torch.Tensor, *, exit_layer: int | None = None
+                       ) -> torch.Tensor:
+        """tokens [T] (sequences back to back), offsets [B + 1] -> final-norm hidden states [T, d]
+        (exit_layer=k: block k's, through exit k's norm)."""
+        return self.forward_embeddings_packed(self.embeddings(tokens), offsets, exit_layer=exit_layer)
 
-    def forward_embeddings_packed(self, hidden: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def forward_embeddings_packed(self, hidden: torch.Tensor, offsets: torch.Tensor, *,
+                                  exit_layer: int | None = None) -> torch.Tensor:
         """Input embeddings [T, d] instead of token ids (the gradient reaches them)."""
         if hidden.dim() != 2:
             raise ValueError(f"packed input embeddings must be [T, d], got {tuple(hidden.shape)}")
+        n = self.config.num_hidden_layers
+        exit_layer = check_exit_layer(exit_layer, n) or n
         offsets = check_offsets(torch.as_tensor(offsets), hidden.shape[0])
-        for layer in self.layers:
+        for layer in self.layers[:exit_layer]:
             hidden = layer.forward_packed(hidden, offsets)
-        return self.norm_f(hidden)
+        return self.norm_f(hidden) if exit_layer == n else self.exit_norm(hidden, exit_layer)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
-                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                inputs_embeds: torch.Tensor | None = None, exit_layer: int | None = None) -> torch.Tensor:
         """input_ids [B, L] (or inputs_embeds [B, L, d]) with an optional right-padding mask
-        [B, L] -> final-norm hidden states [B, L, d] (rows past a sequence's length are zero)."""
+        [B, L] -> final-norm hidden states [B, L, d] (rows past a sequence's length are zero);
+        exit_layer=k: block k's states through exit k's norm."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         embeds = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
@@ -264,7 +336,8 @@ class MambaModel(nn.Module):
         batch, length, _ = embeds.shape
         if attention_mask is None:
             offsets = torch.arange(batch + 1, dtype=torch.int64) * length
-            return self.forward_embeddings_packed(embeds.reshape(batch * length, -1), offsets).view(batch, length, -1)
+            return self.forward_embeddings_packed(embeds.reshape(batch * length, -1), offsets,
+                                                  exit_layer=exit_layer).view(batch, length, -1)
         mask = attention_mask.to(torch.bool)
         if mask.shape != (batch, length):
             raise ValueError(f"attention_mask must be [B, L] = {(batch, length)}, got {tuple(mask.shape)}")
@@ -272,6 +345,6 @@ class MambaModel(nn.Module):
         prefix = torch.arange(length, device=mask.device).unsqueeze(0) < lengths.unsqueeze(1)
         if not bool((prefix == mask).all()):
             raise ValueError("attention_mask must be right padding (ones, then zeros) in every row")
-        packed = self.forward_embeddings_packed(embeds[mask], offsets_from_lengths(lengths.cpu()))
+        packed = self.forward_embeddings_packed(embeds[mask], offsets_from_lengths(lengths.cpu()), exit_layer=exit_layer)
         out = packed.new_zeros((batch, length, packed.shape[-1]))
         return out.masked_scatter(mask.unsqueeze(-1), packed)

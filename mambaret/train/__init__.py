@@ -11,6 +11,7 @@ from .data import (TrainExample, load_beir_pairs, load_jsonl_pairs, load_trainin
                    mine_hard_negatives, mining_pool)
 from .losses import (CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss, kl_distillation_loss,
                      mse_distillation_loss, multiple_negatives_ranking_loss)
+from .matryoshka import AdaptiveLayerLoss, CachedMatryoshkaLoss, LossBatch, MatryoshkaLoss, matryoshka_2d_loss
 from .optim import linear_schedule, make_optimizer, no_weight_decay, parameter_groups, warmup_steps
 from .saving import list_checkpoints
 from .teacher import PrecomputedEmbeddings
@@ -18,7 +19,7 @@ from .trainer import (BiEncoder, Trainer, TrainingArguments, TrainState, dev_ndc
                       resolve_model_dir)
 
 __all__ = [
-    "BiEncoder", "CachedMultipleNegativesRankingLoss", "MultipleNegativesRankingLoss", "PrecomputedEmbeddings", "TrainExample", "TrainState",
+    "AdaptiveLayerLoss", "BiEncoder", "CachedMatryoshkaLoss", "LossBatch", "MatryoshkaLoss", "matryoshka_2d_loss", "CachedMultipleNegativesRankingLoss", "MultipleNegativesRankingLoss", "PrecomputedEmbeddings", "TrainExample", "TrainState",
     "Trainer", "TrainingArguments", "dev_ndcg", "kl_distillation_loss", "linear_schedule", "list_checkpoints",
     "load_beir_pairs", "load_jsonl_pairs", "load_model", "load_tokenizer", "load_training_data", "make_optimizer",
     "mine_hard_negative_ids", "mine_hard_negatives", "mining_pool", "mse_distillation_loss", "multiple_negatives_ranking_loss", "no_weight_decay",

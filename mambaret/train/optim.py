@@ -16,7 +16,7 @@ def no_weight_decay(name: str) -> bool:
     if leaf in _NO_DECAY_SUFFIXES:
         return True
     module = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
-    return "norm" in module
+    return "norm" in module or name.startswith("exits.")  # exit heads are norm gains
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -19,7 +19,10 @@ from .losses import (CachedMultipleNegativesRankingLoss, MultipleNegativesRankin
                      mse_distillation_loss)
 from .optim import linear_schedule, make_optimizer, warmup_steps
 
-LOSSES = ("mnrl", "cached-mnrl", "mse", "kl")
+LOSSES = ("mnrl", "cached-mnrl", "mse", "kl", "matryoshka", "adaptive-layer", "2d-matryoshka")
+# the losses that wrap a base loss (mambaret.train.matryoshka), and the bases each takes
+WRAPPERS = {"matryoshka": ("mnrl", "cached-mnrl", "mse"), "adaptive-layer": ("mnrl", "mse"),
+            "2d-matryoshka": ("mnrl", "mse")}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -39,6 +42,18 @@ class TrainingArguments:
     scale: float = 20.0
     mini_batch_size: int = 32          # cached-mnrl: texts per forward/backward pass
     temperature: float = 1.0           # kl
+    # matryoshka, adaptive-layer, 2d-matryoshka (sentence-transformers' defaults; mambaret.train.matryoshka)
+    base_loss: str = "mnrl"            # the wrapped loss: mnrl, cached-mnrl (matryoshka only) or mse
+    matryoshka_dims: list[int] | None = None   # default: config.json's, else [d, d/2, d/4, d/8]
+    matryoshka_weights: list[float] | None = None  # default: 1 each
+    n_dims_per_step: int | None = None  # default: -1 (all) for matryoshka, 1 for 2d-matryoshka
+    n_layers_per_step: int = 1
+    last_layer_weight: float = 1.0
+    prior_layers_weight: float = 1.0
+    kl_div_weight: float = 1.0
+    kl_temperature: float = 0.3
+    exit_layers: list[int] | None = None  # prior exits trained; default all 1..n_layer-1
+    exit_heads: bool = False           # give each trained exit its own gain (exits.{k}.weight), else norm_f's
     negatives_per_query: int | None = None  # use at most this many of each line's negatives (None: all)
     mine_negatives: int = 0            # mine this many hard negatives per query before each epoch
     mine_skip: int = 0                 # ... skipping the model's top few (likely unjudged positives)
@@ -70,6 +85,9 @@ class TrainingArguments:
             raise ValueError("max_length must be at least 2 (one token and EOS)")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.loss in WRAPPERS and self.base_loss not in WRAPPERS[self.loss]:
+            raise ValueError(f"loss {self.loss!r} wraps one of {', '.join(WRAPPERS[self.loss])}, got base_loss "
+                             f"{self.base_loss!r}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.warmup_ratio <= 1:
@@ -166,6 +184,23 @@ class BiEncoder:
             pooled = last_token_embeddings(hidden, offsets)
         return F.normalize(pooled.float(), dim=-1)
 
+    def embed_exits(self, texts: list[str], layers) -> dict[int, torch.Tensor]:
+        """{k: [n, d]} L2-normalised embeddings at each exit k (mambaret.arch.exits), with autograd,
+        from one pass that stops at the deepest."""
+        ids = self.token_ids(texts)
+        lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
+        offsets = torch.zeros(len(ids) + 1, dtype=torch.long)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+        tokens = torch.tensor([t for x in ids for t in x], dtype=torch.long)
+        tokens, offsets = tokens.to(self.device), offsets.to(self.device)
+        self.tokens_seen += int(tokens.numel())
+        out = {}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            states = self.model.layer_states_packed(tokens, offsets, layers)
+            for k, hidden in states.items():  # the norm is per row: pool first, then norm
+                out[k] = F.normalize(self.model.exit_norm(hidden[offsets[1:] - 1], k).float(), dim=-1)
+        return out
+
     def __call__(self, texts: list[str]) -> torch.Tensor:
         """Embeddings with autograd (the loss's view of the model)."""
         return self.embed_ids(self.token_ids(texts))
@@ -243,8 +278,11 @@ class Trainer:
             torch.set_num_threads(args.threads)
         self.model = model.to(args.device)
         self.biencoder = BiEncoder(self.model, tokenizer, args.max_length, args.device)
-        self.loss_fn = (CachedMultipleNegativesRankingLoss(args.scale, args.mini_batch_size) if args.loss == "cached-mnrl"
-                        else MultipleNegativesRankingLoss(args.scale))
+        if args.loss in WRAPPERS:
+            self.loss_fn = self._wrapped_loss()
+        else:
+            self.loss_fn = (CachedMultipleNegativesRankingLoss(args.scale, args.mini_batch_size)
+                            if args.loss == "cached-mnrl" else MultipleNegativesRankingLoss(args.scale))
         self._check_loss_inputs()
         self.steps_per_epoch = batches_per_epoch(len(examples), args.batch_size)
         self.total_steps = args.epochs * self.steps_per_epoch
@@ -255,6 +293,33 @@ class Trainer:
                                          warmup_steps(self.total_steps, args.warmup_ratio))
         self.state = TrainState()
 
+    def _wrapped_loss(self):
+        """matryoshka / adaptive-layer / 2d-matryoshka over the base loss; the saved model's
+        config.json lists the dims and exits it was trained for."""
+        from .matryoshka import (AdaptiveLayerLoss, CachedMatryoshkaLoss, MatryoshkaLoss, MNRLBase, MSEBase,
+                                 default_matryoshka_dims)
+
+        a, config = self.args, self.model.config
+        d, n = config.hidden_size, config.num_hidden_layers
+        base = MSEBase(d) if a.base_loss == "mse" else MNRLBase(a.scale)
+        loss = None
+        if a.loss in ("matryoshka", "2d-matryoshka"):
+            dims = a.matryoshka_dims or default_matryoshka_dims(d, getattr(self.model, "matryoshka_dims", None))
+            step = a.n_dims_per_step if a.n_dims_per_step is not None else (-1 if a.loss == "matryoshka" else 1)
+            loss = MatryoshkaLoss(base, dims, a.matryoshka_weights, step, full_dim=d)
+            self.model.matryoshka_dims = sorted(set(loss.dims) | {d}, reverse=True)
+            if a.base_loss == "cached-mnrl":
+                return CachedMatryoshkaLoss(a.scale, a.mini_batch_size, loss)
+        if a.loss in ("adaptive-layer", "2d-matryoshka"):
+            loss = AdaptiveLayerLoss(loss or base, n, n_layers_per_step=a.n_layers_per_step,
+                                     last_layer_weight=a.last_layer_weight, prior_layers_weight=a.prior_layers_weight,
+                                     kl_div_weight=a.kl_div_weight, kl_temperature=a.kl_temperature,
+                                     exit_layers=a.exit_layers)
+            self.model.exit_layers = sorted(set(loss.prior) | {n}, reverse=True)
+            if a.exit_heads:  # before the optimizer is made, so that it trains them
+                self.model.add_exit_heads(loss.prior)
+        return loss
+
     def _check_loss_inputs(self) -> None:
         a = self.args
         if (a.loss in ("mnrl", "cached-mnrl") and min(a.batch_size, len(self.examples)) == 1
@@ -264,7 +329,7 @@ class Trainer:
             raise ValueError(f"loss '{a.loss}' contrasts each positive with the other pairs of its batch and with "
                              f"negatives; a batch of one pair without negatives has nothing to contrast (the loss "
                              f"would stay 0): use a batch size of 2 or more, or give negatives")
-        if a.loss == "mse" and self.teacher is None:
+        if (a.loss == "mse" or a.loss in WRAPPERS and a.base_loss == "mse") and self.teacher is None:
             raise ValueError("loss 'mse' distils a teacher's embeddings: give a teacher model")
         if a.loss == "kl":
             if a.mine_negatives:
@@ -293,6 +358,20 @@ class Trainer:
         a = self.args
         queries = [self.examples[i].query for i in batch]
         positives = [self.examples[i].positive for i in batch]
+        if a.loss in WRAPPERS:
+            from .matryoshka import AdaptiveLayerLoss, LossBatch
+
+            negatives = [n for i in batch for n in self._negatives(i)] if a.base_loss != "mse" else []
+            if self.loss_fn.cached:
+                loss = self.loss_fn(self.biencoder, queries, positives, negatives)
+                return loss.detach()
+            teacher = ([self._teacher_embeddings(queries), self._teacher_embeddings(positives)]
+                       if a.base_loss == "mse" else None)
+            step = LossBatch(queries, positives, negatives, teacher)
+            embed = self.biencoder.embed_exits if isinstance(self.loss_fn, AdaptiveLayerLoss) else self.biencoder
+            loss = self.loss_fn(embed, step)
+            loss.backward()
+            return loss.detach()
         if a.loss in ("mnrl", "cached-mnrl"):
             negatives = [n for i in batch for n in self._negatives(i)]
             loss = self.loss_fn(self.biencoder, queries, positives, negatives)
