@@ -504,6 +504,17 @@ static int64_t plan_pieces(const mr_segment *segs, int64_t nseg, int64_t target,
     return n;
 }
 
+/* Layer l's carried states: this step's inputs (generation) and the next step's (1 - generation). */
+static void layer_carries(const mr_cuda_model *m, int64_t l, int generation, float **conv_in, float **conv_out,
+                          float **ssm_in, float **ssm_out) {
+    const mr_config *c = &m->cfg;
+    const size_t conv = (size_t)(c->d_conv - 1) * (size_t)conv_channels(c), ssm = (size_t)c->d_inner * c->d_state;
+    *conv_in = m->conv_carry + ((size_t)generation * c->n_layer + l) * conv;
+    *conv_out = m->conv_carry + ((size_t)(1 - generation) * c->n_layer + l) * conv;
+    *ssm_in = m->ssm_carry + ((size_t)generation * c->n_layer + l) * ssm;
+    *ssm_out = m->ssm_carry + ((size_t)(1 - generation) * c->n_layer + l) * ssm;
+}
+
 static mr_status layer_forward(mr_cuda_model *m, int64_t l, int64_t T, const int32_t *pos, int carry_in, int carry_out,
                                int generation, const mr_scan_piece *pieces, int64_t n_pieces, cudaStream_t s,
                                mr_error *err) {
@@ -512,10 +523,8 @@ static mr_status layer_forward(mr_cuda_model *m, int64_t l, int64_t T, const int
     const int64_t d = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank, ldx = R + 2 * N;
     const size_t a = mr_dtype_size(m->dtype);
     const mr_dtype dt = m->dtype;
-    float *conv_in = m->conv_carry + ((size_t)generation * c->n_layer + l) * (K - 1) * E;
-    float *conv_out = m->conv_carry + ((size_t)(1 - generation) * c->n_layer + l) * (K - 1) * E;
-    float *ssm_in = m->ssm_carry + ((size_t)generation * c->n_layer + l) * E * N;
-    float *ssm_out = m->ssm_carry + ((size_t)(1 - generation) * c->n_layer + l) * E * N;
+    float *conv_in, *conv_out, *ssm_in, *ssm_out;
+    layer_carries(m, l, generation, &conv_in, &conv_out, &ssm_in, &ssm_out);
     char *xz = (char *)m->xz, *xdbl = (char *)m->xdbl;
     mr_status st;
 
@@ -549,10 +558,8 @@ static mr_status layer_forward_mamba2(mr_cuda_model *m, int64_t l, int64_t T, co
     const int64_t CH = conv_channels(c), ldp = in_proj_rows(c);
     const size_t a = mr_dtype_size(m->dtype);
     const mr_dtype dt = m->dtype;
-    float *conv_in = m->conv_carry + ((size_t)generation * c->n_layer + l) * (K - 1) * CH;
-    float *conv_out = m->conv_carry + ((size_t)(1 - generation) * c->n_layer + l) * (K - 1) * CH;
-    float *ssm_in = m->ssm_carry + ((size_t)generation * c->n_layer + l) * E * N;
-    float *ssm_out = m->ssm_carry + ((size_t)(1 - generation) * c->n_layer + l) * E * N;
+    float *conv_in, *conv_out, *ssm_in, *ssm_out;
+    layer_carries(m, l, generation, &conv_in, &conv_out, &ssm_in, &ssm_out);
     char *zxbcdt = (char *)m->xz, *xbc = (char *)m->u;
     mr_status st;
 

@@ -106,6 +106,17 @@ def assert_encoder_matches(enc, reference, sequences, what: str, rel_l2: float =
 
 
 @pytest.fixture
+def collection(tmp_path):
+    """The tiny TREC collection (tests/tiny_collection.py) as files: doc-text.trec, query-text.trec, qrels."""
+    from tiny_collection import DOCS, QRELS, TOPICS
+
+    (tmp_path / "doc-text.trec").write_text(DOCS)
+    (tmp_path / "query-text.trec").write_text(TOPICS)
+    (tmp_path / "qrels").write_text(QRELS)
+    return tmp_path
+
+
+@pytest.fixture
 def tiny_model_dir(tmp_path_factory):
     """A small seeded random checkpoint written without torch (fast)."""
     from mambaret.arch.random_model import write_random_model

@@ -11,21 +11,12 @@ import pytest
 from conftest import REPO_ROOT, shared_file
 from mambaret.app.cli import main
 from mambaret.arch.random_model import write_random_model
-from tiny_collection import DOCS, QRELS, TOPICS
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tokenizer_json):
     return write_random_model(str(tmp_path_factory.mktemp("cli-model")), seed=2, hidden_size=16, num_hidden_layers=1,
                               vocab_size=50280, state_size=4, tokenizer_json=str(tokenizer_json))
-
-
-@pytest.fixture
-def collection(tmp_path):
-    (tmp_path / "doc-text.trec").write_text(DOCS)
-    (tmp_path / "query-text.trec").write_text(TOPICS)
-    (tmp_path / "qrels").write_text(QRELS)
-    return tmp_path
 
 
 def test_encode_writes_npy(model_dir, collection, tmp_path, capsys):

@@ -14,17 +14,8 @@ import pytest
 from conftest import REPO_ROOT
 from mambaret.app import cli
 from mambaret.app.cli import main
-from tiny_collection import DOCS, QRELS, TOPICS
 
 DEFAULT_DIM = 384
-
-
-@pytest.fixture
-def collection(tmp_path):
-    (tmp_path / "doc-text.trec").write_text(DOCS)
-    (tmp_path / "query-text.trec").write_text(TOPICS)
-    (tmp_path / "qrels").write_text(QRELS)
-    return tmp_path
 
 
 @pytest.fixture

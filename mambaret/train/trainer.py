@@ -170,15 +170,19 @@ class BiEncoder:
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer.encode(texts, self.max_length, self.truncation)
 
-    def embed_ids(self, ids: list[list[int]]) -> torch.Tensor:
-        from ..nn import last_token_embeddings
-
+    def packed(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids -> (tokens [T], offsets [B + 1]) on the training device, counted as seen."""
         lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
         offsets = torch.zeros(len(ids) + 1, dtype=torch.long)
         torch.cumsum(lengths, 0, out=offsets[1:])
         tokens = torch.tensor([t for x in ids for t in x], dtype=torch.long)
-        tokens, offsets = tokens.to(self.device), offsets.to(self.device)
         self.tokens_seen += int(tokens.numel())
+        return tokens.to(self.device), offsets.to(self.device)
+
+    def embed_ids(self, ids: list[list[int]]) -> torch.Tensor:
+        from ..nn import last_token_embeddings
+
+        tokens, offsets = self.packed(ids)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             hidden = self.model.forward_packed(tokens, offsets)
             pooled = last_token_embeddings(hidden, offsets)
@@ -188,12 +192,7 @@ class BiEncoder:
         """{k: [n, d]} L2-normalised embeddings at each exit k (mambaret.arch.exits), with autograd,
         from one pass that stops at the deepest."""
         ids = self.token_ids(texts)
-        lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
-        offsets = torch.zeros(len(ids) + 1, dtype=torch.long)
-        torch.cumsum(lengths, 0, out=offsets[1:])
-        tokens = torch.tensor([t for x in ids for t in x], dtype=torch.long)
-        tokens, offsets = tokens.to(self.device), offsets.to(self.device)
-        self.tokens_seen += int(tokens.numel())
+        tokens, offsets = self.packed(ids)
         out = {}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             states = self.model.layer_states_packed(tokens, offsets, layers)
