@@ -36,6 +36,7 @@ typedef struct {
     float *x;                                  /* [T, d] residual stream, updated in place */
     float *scratch;                            /* [T, max(d, scratch_width)], free between layers */
     float *buffers[MR_MAX_ARCH_BUFFERS];
+    void *int8_scratch;                        /* for mr_layer_linear's int8 products (mr_quant.h) */
     float *conv_carry, *state_carry;           /* this layer's carry (a part that is not a
                                                   sequence's first reads it, one not its last
                                                   writes it) */
@@ -68,6 +69,7 @@ struct mr_model {
     float *embedding, *norm_f;
     float *(*weights)[MR_T_COUNT];     /* [n_layer][kind], NULL for tensors this config lacks */
     void *arch_data;                   /* made by arch->prepare */
+    struct mr_quant *quant;            /* int8 linears, when cfg.int8 (mr_quant.h) */
     unsigned char *set;                /* [MR_T_COUNT * n_layer]: which tensors were loaded */
     int finished;
     struct mr_workspace_cache *cache;

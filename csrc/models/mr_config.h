@@ -33,6 +33,7 @@ typedef struct {
     float norm_eps;     /* layer_norm_epsilon */
     int use_bias;       /* in_proj / out_proj biases */
     int use_conv_bias;
+    int int8;           /* in_proj / out_proj held in int8 (models/mr_quant.h) */
 } mr_config;
 
 #ifdef __cplusplus

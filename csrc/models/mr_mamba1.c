@@ -10,6 +10,7 @@
 #include "base/mr_parallel.h"
 #include "gemm/mr_linear_packed.h"
 #include "models/mr_arch.h"
+#include "models/mr_quant.h"
 #include "ops/mr_ops.h"
 
 /* The layer's buffers, after the shared scratch (normed input, then dt). */
@@ -105,8 +106,7 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
     int64_t lo, hi;
     mr_split_range(T, 4, ith, nth, &lo, &hi);
     if (hi > lo) mr_rmsnorm_f32(b->x + lo * d, d, W[MR_T_NORM], hi - lo, d, c->norm_eps, b->scratch + lo * d, d, 0, 1);
-    st = mr_gemm_rows_f32(&m->blas, T, 2 * E, d, b->scratch, d, W[MR_T_IN_PROJ_W], W[MR_T_IN_PROJ_B], 0.0f, xz,
-                          2 * E, ith, nth, err);
+    st = mr_layer_linear(m, l, MR_T_IN_PROJ_W, T, b->scratch, d, 0.0f, xz, 2 * E, b->int8_scratch, ith, nth, err);
 #pragma omp barrier
     /* channel-parallel: conv over each sequence part in order */
     for (int64_t s = 0; s < b->nseg; s++) {
@@ -138,8 +138,7 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
 #pragma omp barrier
     /* beta = 1 adds the mixer output onto the residual stream in place */
     if (st == MR_OK)
-        st = mr_gemm_rows_f32(&m->blas, T, d, E, u, E, W[MR_T_OUT_PROJ_W], W[MR_T_OUT_PROJ_B], 1.0f, b->x, d, ith,
-                              nth, err);
+        st = mr_layer_linear(m, l, MR_T_OUT_PROJ_W, T, u, E, 1.0f, b->x, d, b->int8_scratch, ith, nth, err);
 #pragma omp barrier
     return st;
 }
