@@ -29,13 +29,31 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=8192, help="tokens per micro-batch: bounds memory (default 8192)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="run in_proj / out_proj in int8 (W8A8) on the CPU; a `mambaret quantize` folder is int8 "
+                        "without it")
 
 
 def _load_encoder(path: str, args):
     import mambaret as mr
 
     return mr.MambaEncoder.from_pretrained(path, max_length=args.max_length, max_tokens=args.max_tokens,
-                                           threads=args.threads)
+                                           threads=args.threads, quantize=args.quantize)
+
+
+def cmd_quantize(args) -> int:
+    from ..arch.int8 import save_quantized
+    from ..arch.paths import find_model_dir
+    from ..arch.st_folder import is_sentence_transformers_folder, read_folder
+
+    model_dir = find_model_dir(args.model, None, None)
+    if is_sentence_transformers_folder(model_dir):
+        model_dir = read_folder(model_dir).checkpoint_dir
+    if os.path.exists(args.output) and (not os.path.isdir(args.output) or os.listdir(args.output)):
+        raise UsageError(f"the output {args.output!r} exists and is not an empty folder")
+    save_quantized(model_dir, args.output, rotate=not args.no_rotation)
+    print(f"wrote the int8 model of {model_dir} to {args.output}")
+    return EXIT_OK
 
 
 def _read_corpus(path: str, fmt: str):
@@ -436,6 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-output", help="also write the model's TREC run here")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("quantize", help="write an int8 (W8A8) copy of a model",
+                       description="Quantize MODEL's in_proj and out_proj to int8 per output channel, with a "
+                                   "Hadamard rotation of out_proj's input folded into its weight, and write an "
+                                   "int8 folder that from_pretrained (and every command) reads as it is. "
+                                   "Activations are quantized per token when the model runs, on the CPU.")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("output", help="new or empty folder for the int8 model")
+    p.add_argument("--no-rotation", action="store_true", help="leave out the Hadamard rotation (plain W8A8)")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("train", help="fine-tune a model as a bi-encoder on (query, positive) pairs",
                        description="Fine-tune MODEL on JSONL lines {\"query\", \"positive\", \"negatives\"} or a BEIR "

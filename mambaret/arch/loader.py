@@ -3,17 +3,30 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .. import _C
+from . import int8
 from .._memory import check_allocation, model_weight_bytes
 from .config import MambaDims, check_vocab_rows, read_config
 from .weights import core_tensor, iter_weights
 
 
-def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.Model, MambaDims]:
-    """Builds the C model from a checkpoint directory, checking every tensor name and shape."""
+def load_core_model(model_dir: str, dims: MambaDims | None = None,
+                    quantize: str | None = None) -> tuple[_C.Model, MambaDims]:
+    """Builds the C model from a checkpoint directory, checking every tensor name and shape.
+    quantize="int8" quantizes in_proj / out_proj on load (arch/int8.py); an int8 folder is read
+    as it is."""
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     dims = dims or read_config(model_dir)
+    qconfig = int8.folder_config(model_dir)
     tensors: dict[tuple[str, int], tuple[str, Any]] = {}
+    int8_tensors: dict[tuple[int, str, str], tuple[str, Any]] = {}
     for name, tensor in iter_weights(model_dir):
+        if qconfig is not None and int8.int8_tensor(name):
+            int8_tensors[int8.int8_tensor(name)] = (name, tensor)
+            continue
         target = core_tensor(name)
         if target is None:
             continue
@@ -30,15 +43,30 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None) -> tuple[_C.M
                          f"the config's hidden_size is {dims.hidden_size}")
     check_vocab_rows(dims, int(embedding.shape[0]), model_dir)
     check_allocation(model_weight_bytes(dims, int(embedding.shape[0])), "the model's weights")
-    model = _C.Model(dims.core_config(vocab_rows=int(embedding.shape[0])))
+    core = dims.core_config(vocab_rows=int(embedding.shape[0]))
+    quantized = qconfig is not None or quantize == "int8"
+    if quantized:
+        int8.check_architecture(core)
+        core["int8"] = 1
+    model = _C.Model(core)
     for (kind, layer), (name, tensor) in tensors.items():
         if layer >= dims.num_hidden_layers:
             raise ValueError(f"unexpected tensor '{name}': the config has {dims.num_hidden_layers} layers")
+        if quantized and kind in int8.LINEARS:
+            if qconfig is not None:
+                raise ValueError(f"unexpected tensor '{name}': an int8 folder holds it as qweight and weight_scale")
+            continue  # quantized below
+        if tensor.array.dtype == np.int8:
+            raise ValueError(f"tensor '{name}' has dtype int8; expected float32, float16 or bfloat16")
         tensor.check_finite(name)  # here, so each tensor's pages are read once, then copied and released
         try:
             model.set_tensor(kind, layer, tensor.array, bfloat16=tensor.bfloat16)
         except ValueError as exc:
             raise ValueError(f"{exc} (checkpoint tensor '{name}')") from None
         tensor.copied()
+    if qconfig is not None:
+        int8.set_from_folder(model, dims.num_hidden_layers, int8_tensors, dims.intermediate_size, qconfig)
+    elif quantized:
+        int8.set_quantized(model, dims.num_hidden_layers, tensors, dims.intermediate_size)
     model.finish()
     return model, dims
