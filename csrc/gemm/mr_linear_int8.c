@@ -3,6 +3,7 @@
 #include "gemm/mr_linear_int8.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,7 +35,16 @@ int mr_int8_kernel_available(mr_int8_kernel k) {
     }
 }
 
+/* MR_I8_AUTO, or the kernel mr_int8_set_kernel chose */
+static atomic_int chosen = MR_I8_AUTO;
+
+mr_int8_kernel mr_int8_set_kernel(mr_int8_kernel k) {
+    return (mr_int8_kernel)atomic_exchange(&chosen, (int)k);
+}
+
 mr_int8_kernel mr_int8_kernel_best(void) {
+    const int forced = atomic_load_explicit(&chosen, memory_order_relaxed);
+    if (forced != MR_I8_AUTO) return (mr_int8_kernel)forced;
     const mr_isa limit = mr_cpu_isa_limit();
     if (limit >= MR_ISA_AVX512 && mr_int8_kernel_available(MR_I8_AVX512VNNI)) return MR_I8_AVX512VNNI;
     /* the ymm VNNI form on an AVX-512 VNNI CPU is EVEX-encoded: an AVX-512 instruction, so the

@@ -43,8 +43,13 @@ int mr_int8_kernel_parse(const char *name);
 /* Whether this CPU runs the kernel (ignores MAMBARET_SIMD). */
 int mr_int8_kernel_available(mr_int8_kernel k);
 /* The fastest kernel the CPU runs within MAMBARET_SIMD's limit: portable below avx2; at avx2 the
- * ymm kernels (AVX-VNNI when present); at avx512 the zmm VNNI one when present. */
+ * ymm kernels (AVX-VNNI when present); at avx512 the zmm VNNI one when present; unless
+ * mr_int8_set_kernel named one. */
 mr_int8_kernel mr_int8_kernel_best(void);
+/* Names the kernel the model uses from now on (MR_I8_AUTO: back to mr_int8_kernel_best's choice),
+ * for benchmarks that compare paths in one process; the caller checks it is available. Returns the
+ * previous setting. */
+mr_int8_kernel mr_int8_set_kernel(mr_int8_kernel k);
 /* A short description for show_config(), e.g. "AVX-512 VNNI (vpdpbusd zmm)". */
 const char *mr_int8_path(void);
 

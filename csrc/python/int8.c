@@ -176,7 +176,28 @@ static PyObject *int8_kernels(PyObject *m, PyObject *unused) {
     return d;
 }
 
+/* set_int8_kernel(name) -> previous: the model's int8 kernel for the rest of the process ("auto": the dispatch's) */
+static PyObject *set_int8_kernel(PyObject *m, PyObject *arg) {
+    (void)m;
+    const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (!name) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "set_int8_kernel takes a kernel name");
+        return NULL;
+    }
+    mr_int8_kernel k;
+    if (parse_kernel(name, &k) < 0) return NULL;
+    if (k != MR_I8_AUTO && !mr_int8_kernel_available(k)) {
+        PyErr_Format(PyExc_ValueError, "the int8 kernel '%s' does not run on this CPU", name);
+        return NULL;
+    }
+    const mr_int8_kernel previous = mr_int8_set_kernel(k);
+    return PyUnicode_FromString(previous == MR_I8_AUTO ? "auto" : mr_int8_kernel_name(previous));
+}
+
 static PyMethodDef int8_functions[] = {
+    {"set_int8_kernel", (PyCFunction)set_int8_kernel, METH_O,
+     "set_int8_kernel(name) -> previous\nThe int8 kernel the models use from now on: auto (the dispatch's choice),\n"
+     "portable, avx2, avxvnni or avx512vnni; for benchmarks and tests that compare paths in one process."},
     {"op_linear_int8", (PyCFunction)(void (*)(void))op_linear_int8, METH_VARARGS | METH_KEYWORDS,
      "op_linear_int8(a, weight, scales, bias=None, out=None, kernel='auto')\n"
      "out = per-token int8 a times int8 weight [N, K] with per-row scales (+ bias), added onto a copy of out\n"

@@ -36,15 +36,19 @@ int mr_code_kernel_available(mr_isa kernel, int int8) {
     case MR_ISA_AUTO:
     case MR_ISA_PORTABLE: return 1;
     case MR_ISA_AVX2: return mr_cpu_has(MR_CPU_AVX2) && mr_cpu_has(MR_CPU_POPCNT);
-    case MR_ISA_AVX512:
-        return !int8 && mr_cpu_has(MR_CPU_AVX512F) && mr_cpu_has(MR_CPU_AVX512VPOPCNTDQ) && mr_cpu_has(MR_CPU_POPCNT);
+    case MR_ISA_AVX512: /* binary: VPOPCNTDQ; int8: VNNI */
+        if (int8) return mr_cpu_has(MR_CPU_AVX512F) && mr_cpu_has(MR_CPU_AVX512BW) && mr_cpu_has(MR_CPU_AVX512VNNI);
+        return mr_cpu_has(MR_CPU_AVX512F) && mr_cpu_has(MR_CPU_AVX512VPOPCNTDQ) && mr_cpu_has(MR_CPU_POPCNT);
     default: return 0;
     }
 }
 
-/* The kernel to run: the one asked for, or for MR_ISA_AUTO the widest the CPU runs within
- * the vector path the rest of the engine uses (MAMBARET_SIMD may lower it). */
-static mr_status pick_kernel(mr_isa asked, int int8, mr_isa *picked, mr_error *err) {
+/* The kernel to run: the one asked for, or for MR_ISA_AUTO the fastest the CPU runs within the
+ * vector path the rest of the engine uses (MAMBARET_SIMD may lower it). Fastest, not widest: for
+ * binary codes the AVX2 tile kernel (nibble lookups, 32 rows a shuffle) beats VPOPCNTDQ's row
+ * kernel wherever its 16-bit distances hold the width (bench/results/search.md); for int8 the
+ * AVX-512 kernel is VNNI's. */
+static mr_status pick_kernel(mr_isa asked, int int8, int64_t width, mr_isa *picked, mr_error *err) {
     if (asked != MR_ISA_AUTO) {
         if (!mr_code_kernel_available(asked, int8))
             return mr_fail(err, MR_ERR_VALUE, "this %s kernel (%d) does not run on this CPU", int8 ? "int8" : "binary",
@@ -53,7 +57,8 @@ static mr_status pick_kernel(mr_isa asked, int int8, mr_isa *picked, mr_error *e
         return MR_OK;
     }
     const mr_isa level = mr_isa_best();
-    if (level >= MR_ISA_AVX512 && mr_code_kernel_available(MR_ISA_AVX512, int8)) *picked = MR_ISA_AVX512;
+    const int tiles_fit = !int8 && width <= MR_TILE_MAX_WIDTH && mr_code_kernel_available(MR_ISA_AVX2, 0);
+    if (level >= MR_ISA_AVX512 && mr_code_kernel_available(MR_ISA_AVX512, int8) && !tiles_fit) *picked = MR_ISA_AVX512;
     else if (level >= MR_ISA_AVX2 && mr_code_kernel_available(MR_ISA_AVX2, int8)) *picked = MR_ISA_AVX2;
     else *picked = MR_ISA_PORTABLE;
     return MR_OK;
@@ -149,12 +154,16 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
     mr_status st = check_args(a, int8, &total, err);
     if (st || a->nq == 0) return st;
     mr_isa kernel = MR_ISA_PORTABLE;
-    if ((st = pick_kernel(a->kernel, int8, &kernel, err))) return st;
+    if ((st = pick_kernel(a->kernel, int8, a->width, &kernel, err))) return st;
     hamming_rows_fn hamming = mr_hamming_rows_portable;
     int8_rows_fn dot = mr_int8_dot_rows_portable;
     int8_rows2_fn dot2 = mr_int8_dot_rows2_portable;
 #if defined(__x86_64__) || defined(__i386__)
-    if (kernel == MR_ISA_AVX512) hamming = mr_hamming_rows_avx512;
+    if (kernel == MR_ISA_AVX512 && !int8) hamming = mr_hamming_rows_avx512;
+    if (kernel == MR_ISA_AVX512 && int8) {
+        dot = mr_int8_dot_rows_avx512vnni;
+        dot2 = mr_int8_dot_rows2_avx512vnni;
+    }
     if (kernel == MR_ISA_AVX2) {
         hamming = mr_hamming_rows_avx2;
         dot = mr_int8_dot_rows_avx2;
