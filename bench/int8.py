@@ -1,10 +1,16 @@
 """Int8 (W8A8) against float32: accuracy on the packaged default model, speed on the 130M shape,
 memory. Results: bench/results/int8.md.
 
+    python3 bench/int8.py choose                      # default model on its own pairs and random text
     python3 bench/int8.py accuracy [--docs 2000]      # default model: cosines, Vaswani nDCG@10
     python3 bench/int8.py speed [--rounds 6]          # 130M shape, length 512, 2 threads, one process
     python3 bench/int8.py memory                      # bytes of the weights, and RSS after loading
     python3 bench/int8.py search [--n 1000000]        # Int8FlatIndex vs FlatIndex, 1,000 queries, 2 threads
+
+choose: what the choices (rotation or not; smoothing) were made on: the cosine between int8 and
+float32 embeddings of the default model's own pairs (tests/data/default_model_sample.jsonl, a
+sample of its training data: queries, positives, negatives) and of random token sequences, with
+and without the rotation.
 
 accuracy: the cosine between the int8 and float32 embeddings of the first --docs Vaswani documents
 (mean and min), and nDCG@10 / MRR@10 / R@100 of the float32 model, the int8 model and plain W8A8
@@ -86,6 +92,35 @@ def accuracy(args) -> None:
               f"{m['recall@100']:.4f} |")
 
 
+def choose(args) -> None:
+    import json
+
+    from mambaret.arch.int8 import save_quantized
+
+    texts = []
+    with open(os.path.join(os.path.dirname(HERE), "tests", "data", "default_model_sample.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)
+            texts += [row["query"], row["positive"], *row.get("negatives", [])]
+    rng = np.random.default_rng(0)
+    fp = mr.MambaEncoder.from_pretrained(mr.DEFAULT_MODEL)
+    random_ids = [list(map(int, rng.integers(4, fp.model.config["vocab_size"], rng.integers(8, 200)))) for _ in range(300)]
+    print(f"machine: {machine()}")
+    print(f"default model: {len(texts)} texts of its own pairs, {len(random_ids)} random token sequences\n")
+    print("| variant | own pairs: mean cosine | min | random tokens: mean | min |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, rotate in (("W8A8 + Hadamard rotation of out_proj's input", True), ("plain W8A8", False)):
+            enc = mr.MambaEncoder.from_pretrained(save_quantized(mr.DEFAULT_MODEL, os.path.join(tmp, name[:5]), rotate))
+            row = []
+            for inputs in (texts, random_ids):
+                a = fp.encode(inputs, normalize_embeddings=True)
+                b = enc.encode(inputs, normalize_embeddings=True)
+                c = (a * b).sum(1)
+                row += [f"{c.mean():.5f}", f"{c.min():.5f}"]
+            print(f"| {name} | " + " | ".join(row) + " |")
+
+
 def speed(args) -> None:
     from mambaret.arch.random_model import write_random_model
 
@@ -122,6 +157,10 @@ def speed(args) -> None:
             line.append(f"{name} {n / best:8.1f} tok/s")
         print(f"round {r + 1}: " + ", ".join(line))
     _C.set_int8_kernel("auto")
+    # each round's own ratio: the two models measured minutes apart in a round share the machine's load
+    paired = {k: float(np.median(np.array(v) / np.array(rates["float32"]))) for k, v in rates.items()}
+    print("median over rounds of each round's ratio to float32: " +
+          ", ".join(f"{k} {v:.2f}x" for k, v in paired.items() if k != "float32"))
     best = {k: max(v) for k, v in rates.items()}
     med = {k: float(np.median(v)) for k, v in rates.items()}
     print(f"best: float32 {best['float32']:.1f} tok/s, int8 {best['int8']:.1f} tok/s, "
@@ -156,11 +195,17 @@ def memory(args) -> None:
         print(f"130M shape: float32 weights {fp32 / 1e6:.1f} MB, of which in_proj + out_proj "
               f"{linears / 1e6:.1f} MB; int8 model {int8 / 1e6:.1f} MB ({fp32 / int8:.2f}x less), in_proj + "
               f"out_proj {linears / 4 / 1e6:.1f} MB + scales")
-        for name, q in (("float32", None), ("int8", "int8")):
-            before = rss()
-            enc = mr.MambaEncoder.from_pretrained(path, quantize=q)
-            print(f"RSS growth loading the {name} model: {(rss() - before) / 1e6:.1f} MB")
-            del enc
+        import subprocess
+
+        for name, q in (("float32", None), ("int8", "'int8'")):  # a fresh process each: no reused heap
+            code = ("import sys; sys.path.insert(0, %r); import mambaret as mr\n"
+                    "def rss():\n    return [int(l.split()[1]) * 1024 for l in open('/proc/self/status') "
+                    "if l.startswith('VmRSS:')][0]\n"
+                    "before = rss(); enc = mr.MambaEncoder.from_pretrained(%r, quantize=%s); print(rss() - before)"
+                    % (os.path.dirname(HERE), path, q))
+            grown = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout.split()[-1])
+            print(f"RSS growth loading the {name} model (a process of its own): {grown / 1e6:.1f} MB")
 
 
 def search(args) -> None:
@@ -209,6 +254,7 @@ def search(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
+    sub.add_parser("choose")
     a = sub.add_parser("accuracy")
     a.add_argument("--docs", type=int, default=2000)
     a.add_argument("--collection", default=VASWANI)
@@ -229,7 +275,7 @@ def main() -> None:
     q.add_argument("--rounds", type=int, default=3)
     q.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    {"accuracy": accuracy, "speed": speed, "memory": memory, "search": search}[args.what](args)
+    {"choose": choose, "accuracy": accuracy, "speed": speed, "memory": memory, "search": search}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ void mr_int8_dot_rows2_avx2(const int8_t *query_a, const int16_t *query16_a, con
 void mr_int8_dot_rows2_avx512vnni(const int8_t *query_a, const int16_t *query16_a, const int8_t *query_b,
                                   const int16_t *query16_b, const int8_t *rows, int64_t n, int64_t width,
                                   float *out_a, float *out_b);
+/* Four queries at once (queries[4], outs[4]): each row chunk loaded once for all four */
+void mr_int8_dot_rows4_avx512vnni(const int8_t *const *queries, const int8_t *rows, int64_t n, int64_t width,
+                                  float *const *outs);
 
 /* Binary codes as nibble planes, for the lookup kernel: a tile of MR_TILE_ROWS rows is stored
  * position by position (2 * width positions: the low, then the high nibble of each byte), 32

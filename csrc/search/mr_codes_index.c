@@ -158,11 +158,13 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
     hamming_rows_fn hamming = mr_hamming_rows_portable;
     int8_rows_fn dot = mr_int8_dot_rows_portable;
     int8_rows2_fn dot2 = mr_int8_dot_rows2_portable;
+    void (*dot4)(const int8_t *const *, const int8_t *, int64_t, int64_t, float *const *) = NULL;
 #if defined(__x86_64__) || defined(__i386__)
     if (kernel == MR_ISA_AVX512 && !int8) hamming = mr_hamming_rows_avx512;
     if (kernel == MR_ISA_AVX512 && int8) {
         dot = mr_int8_dot_rows_avx512vnni;
         dot2 = mr_int8_dot_rows2_avx512vnni;
+        dot4 = mr_int8_dot_rows4_avx512vnni;
     }
     if (kernel == MR_ISA_AVX2) {
         hamming = mr_hamming_rows_avx2;
@@ -197,7 +199,7 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
 
     int64_t n_blocks = 0;
     code_block *blocks = make_blocks(a, block_rows, &n_blocks);
-    float *row_scores = tiles ? NULL : malloc((size_t)(2 * nt * block_rows) * sizeof(float)); /* int8: 2 queries */
+    float *row_scores = tiles ? NULL : malloc((size_t)(4 * nt * block_rows) * sizeof(float)); /* int8: 4 queries */
     int16_t *widened = int8 ? malloc((size_t)(a->nq * width) * sizeof(int16_t)) : NULL;
     float *heap_scores = malloc((size_t)(nt * group * keep) * sizeof(float));
     int64_t *heap_ids = malloc((size_t)(nt * group * keep) * sizeof(int64_t));
@@ -219,7 +221,7 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
 #pragma omp parallel num_threads(nt)
         {
             const int t = mr_thread_index();
-            float *scores = row_scores ? row_scores + (int64_t)t * 2 * block_rows : NULL;
+            float *scores = row_scores ? row_scores + (int64_t)t * 4 * block_rows : NULL;
             float *my_scores = heap_scores + (int64_t)t * group * keep;
             int64_t *my_ids = heap_ids + (int64_t)t * group * keep;
             for (int64_t q = 0; q < gq; q++) mr_topk_heap_clear(my_scores + q * keep, my_ids + q * keep, keep);
@@ -239,6 +241,19 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
                     continue;
                 }
                 int64_t q = 0;
+                if (int8 && dot4) /* four queries a pass: each row chunk loaded once for all four */
+                    for (; q + 4 <= gq; q += 4) {
+                        const int8_t *qs[4];
+                        float *outs[4];
+                        for (int i = 0; i < 4; i++) {
+                            qs[i] = (const int8_t *)a->queries + (q0 + q + i) * width;
+                            outs[i] = scores + i * block_rows;
+                        }
+                        dot4(qs, (const int8_t *)blk->codes, blk->rows, width, outs);
+                        for (int i = 0; i < 4; i++)
+                            mr_topk_heap_push_row(my_scores + (q + i) * keep, my_ids + (q + i) * keep, keep, outs[i],
+                                                  blk->rows, blk->first_id);
+                    }
                 if (int8) /* two queries a pass: each row widened once for both */
                     for (; q + 2 <= gq; q += 2) {
                         const int8_t *qa = (const int8_t *)a->queries + (q0 + q) * width;
