@@ -35,7 +35,9 @@ typedef struct {
     int threads;            /* > 0 */
     mr_isa kernel;          /* the row kernels' path; MR_ISA_AUTO picks the widest the CPU runs
                                within the limit (base/mr_cpu.h). Asking for one the CPU lacks is
-                               a MR_ERR_VALUE. AVX-512 means VPOPCNTDQ (binary codes only). */
+                               a MR_ERR_VALUE. AVX-512 means VPOPCNTDQ for binary codes and
+                               VNNI for int8 ones. MR_ISA_AUTO goes by speed, not width: binary
+                               codes take the AVX2 tile kernel where their width fits it. */
     float *out_scores;      /* [nq, k] */
     int64_t *out_ids;       /* [nq, k] */
 } mr_code_search_args;
