@@ -41,6 +41,16 @@ def _load_encoder(path: str, args):
                                            threads=args.threads, quantize=args.quantize)
 
 
+def _engine(encoder) -> str:
+    """What runs the matrix products, for the speed lines: the BLAS, or the int8 kernel."""
+    config = getattr(encoder.model, "config", {})
+    if isinstance(config, dict) and config.get("int8"):
+        from .. import _C
+
+        return f"int8: {_C.int8_kernels()['path']}"
+    return encoder.model.blas
+
+
 def cmd_quantize(args) -> int:
     from ..arch.int8 import save_quantized
     from ..arch.paths import find_model_dir
@@ -114,7 +124,7 @@ def _encode(args) -> int:
             f.write("\n".join(ids) + ("\n" if ids else ""))
     print(f"encoded {report.documents} documents, {report.tokens} tokens in {report.seconds:.2f} s: "
           f"{report.tokens_per_second:,.0f} tokens/s, {report.documents_per_second:,.1f} docs/s "
-          f"({encoder.threads} threads, {encoder.model.blas})")
+          f"({encoder.threads} threads, {_engine(encoder)})")
     if encoder.truncation.truncated:
         print(f"{encoder.truncation.truncated} documents were truncated to {args.max_length} tokens")
     if args.output:
@@ -271,7 +281,7 @@ def cmd_eval(args) -> int:
     if report is not None:
         print(f"encoding speed ({_model_name(args.model)}): {report.documents} documents, {report.tokens} tokens in "
               f"{report.seconds:.2f} s: {report.documents_per_second:,.1f} docs/s, "
-              f"{report.tokens_per_second:,.0f} tokens/s ({encoder.threads} threads, {encoder.model.blas})")
+              f"{report.tokens_per_second:,.0f} tokens/s ({encoder.threads} threads, {_engine(encoder)})")
         if encoder.truncation.truncated:
             print(f"{encoder.truncation.truncated} documents were truncated to {args.max_length} tokens")
     return EXIT_OK
