@@ -46,8 +46,16 @@ int mr_code_kernel_available(mr_isa kernel, int int8) {
 /* The kernel to run: the one asked for, or for MR_ISA_AUTO the fastest the CPU runs within the
  * vector path the rest of the engine uses (MAMBARET_SIMD may lower it). Fastest, not widest: for
  * binary codes the AVX2 tile kernel (nibble lookups, 32 rows a shuffle) beats VPOPCNTDQ's row
- * kernel wherever its 16-bit distances hold the width (bench/results/search.md); for int8 the
- * AVX-512 kernel is VNNI's. */
+ * kernel wherever its 16-bit distances hold the width (2.8x on an AVX-512 EPYC,
+ * bench/results/int8.md); for int8 the AVX-512 kernel is VNNI's. */
+mr_isa mr_code_kernel_auto(int int8, int64_t width) {
+    const mr_isa level = mr_isa_best();
+    const int tiles_fit = !int8 && width <= MR_TILE_MAX_WIDTH && mr_code_kernel_available(MR_ISA_AVX2, 0);
+    if (level >= MR_ISA_AVX512 && mr_code_kernel_available(MR_ISA_AVX512, int8) && !tiles_fit) return MR_ISA_AVX512;
+    if (level >= MR_ISA_AVX2 && mr_code_kernel_available(MR_ISA_AVX2, int8)) return MR_ISA_AVX2;
+    return MR_ISA_PORTABLE;
+}
+
 static mr_status pick_kernel(mr_isa asked, int int8, int64_t width, mr_isa *picked, mr_error *err) {
     if (asked != MR_ISA_AUTO) {
         if (!mr_code_kernel_available(asked, int8))
@@ -56,11 +64,7 @@ static mr_status pick_kernel(mr_isa asked, int int8, int64_t width, mr_isa *pick
         *picked = asked;
         return MR_OK;
     }
-    const mr_isa level = mr_isa_best();
-    const int tiles_fit = !int8 && width <= MR_TILE_MAX_WIDTH && mr_code_kernel_available(MR_ISA_AVX2, 0);
-    if (level >= MR_ISA_AVX512 && mr_code_kernel_available(MR_ISA_AVX512, int8) && !tiles_fit) *picked = MR_ISA_AVX512;
-    else if (level >= MR_ISA_AVX2 && mr_code_kernel_available(MR_ISA_AVX2, int8)) *picked = MR_ISA_AVX2;
-    else *picked = MR_ISA_PORTABLE;
+    *picked = mr_code_kernel_auto(int8, width);
     return MR_OK;
 }
 

@@ -51,6 +51,9 @@ mr_status mr_int8_search_ref(const mr_code_search_args *args, mr_error *err);
 
 /* Is this path available on this CPU for binary (int8 = 0) or int8 (int8 = 1) codes? */
 int mr_code_kernel_available(mr_isa kernel, int int8);
+/* The kernel MR_ISA_AUTO runs for codes of this kind and width (in bytes): the fastest measured
+ * that the CPU runs within the limit, not the widest. */
+mr_isa mr_code_kernel_auto(int int8, int64_t width);
 
 /* Rescoring: for each query q and each candidate position p in candidates[q, :] (-1 = none),
  * score = bias[q] + sum_i weights[q, i] * vectors[p, i], with vectors float32 or int8; the k best
