@@ -2,7 +2,8 @@
  * against the reference twin (bit for bit: the integer sums are exact and the epilogue is one
  * sequence of roundings), then timed without the packing on the Mamba-130M products it replaces
  * (in_proj: N = 3072, K = 768; out_proj: N = 768, K = 1536) and a ragged shape, one thread.
- * The time of a kernel includes quantizing its activations; the Hadamard rotation is timed apart.
+ * The time of a kernel includes quantizing its activations; the Hadamard rotation is checked against
+ * its explicit-matrix twin and timed apart.
  *
  *   make -C dev/cpu linear_int8 && dev/cpu/linear_int8 [ROWS] [BLAS_LIBRARY]
  *
@@ -100,6 +101,16 @@ int main(int argc, char **argv) {
         }
         if (K % 2 == 0) { /* out_proj's rotation: the block the quantizer picks */
             const int64_t block = mr_hadamard_default_block(K, 1 << 20);
+            /* checked against the explicit matrix on a few rows first */
+            const int64_t rows = T < 4 ? T : 4;
+            float *fast = malloc(sizeof(float) * rows * K), *slow = malloc(sizeof(float) * rows * K);
+            memcpy(fast, a, sizeof(float) * rows * K);
+            mr_hadamard_rows_f32(fast, K, rows, K, block, NULL);
+            mr_hadamard_rows_f32_ref(a, K, rows, K, block, NULL, slow, K);
+            float worst = 0;
+            for (int64_t i = 0; i < rows * K; i++) worst = fmaxf(worst, fabsf(fast[i] - slow[i]));
+            failures += !(worst < 1e-4f);
+            free(fast), free(slow);
             double best = 1e30;
             for (int rep = 0; rep < 7; rep++) {
                 const double t0 = seconds();
@@ -107,7 +118,8 @@ int main(int argc, char **argv) {
                 const double t = seconds() - t0;
                 if (t < best) best = t;
             }
-            printf("%-9s hadamard block %-5lld %8.3f ms\n", shapes[s].name, (long long)block, best * 1e3);
+            printf("%-9s hadamard block %-5lld %s  %8.3f ms  (max |fast - matrix| %.1e)\n", shapes[s].name,
+                   (long long)block, worst < 1e-4f ? "ok  " : "DIFF", best * 1e3, (double)worst);
         }
         mr_int8_linear_free(&L);
         free(a); free(wf); free(scales); free(bias); free(w); free(out); free(ref); free(scratch);
