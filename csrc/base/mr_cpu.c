@@ -27,6 +27,7 @@ static unsigned detect_features(void) {
         [MR_CPU_AVX512BW] = __builtin_cpu_supports("avx512bw"),
         [MR_CPU_AVX512VPOPCNTDQ] = __builtin_cpu_supports("avx512vpopcntdq"),
         [MR_CPU_AVX512VNNI] = __builtin_cpu_supports("avx512vnni"),
+        [MR_CPU_AVX512VL] = __builtin_cpu_supports("avx512vl"),
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 11)
         [MR_CPU_AVXVNNI] = __builtin_cpu_supports("avxvnni"),
 #endif

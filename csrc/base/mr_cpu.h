@@ -30,6 +30,7 @@ typedef enum {
     MR_CPU_AVX512VPOPCNTDQ,
     MR_CPU_AVX512VNNI,
     MR_CPU_AVXVNNI,
+    MR_CPU_AVX512VL,
     MR_CPU_FEATURE_COUNT
 } mr_cpu_feature;
 

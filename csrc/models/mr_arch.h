@@ -36,6 +36,7 @@ typedef struct {
     float *x;                                  /* [T, d] residual stream, updated in place */
     float *scratch;                            /* [T, max(d, scratch_width)], free between layers */
     float *buffers[MR_MAX_ARCH_BUFFERS];
+    void *int8_scratch;                        /* for mr_layer_linear's int8 products (mr_quant.h) */
     float *conv_carry, *state_carry;           /* this layer's carry (a part that is not a
                                                   sequence's first reads it, one not its last
                                                   writes it) */
@@ -57,15 +58,17 @@ typedef struct {
 
 /* Steps every architecture's layer shares, run by every thread of the team (no barrier inside):
  *   mr_layer_in_proj: RMSNorm (the layer's norm.weight) of this thread's rows of the residual
- *     stream into the scratch, then their in_proj: out[T, n] = normed @ w^T + bias;
+ *     stream into the scratch, then their in_proj (`weight`, float32 or int8 as the model holds
+ *     it: models/mr_quant.h): out[T, n] = normed @ W^T + bias;
  *   mr_layer_conv: causal conv + SiLU over each sequence part of the micro-batch in order, `in`
  *     [T, channels] of stride ldi to `out` of stride ldo, carrying the window across parts;
- *   mr_layer_out_proj: x += y @ w^T + bias, y [T, E] of stride ldy, onto the residual stream. */
-mr_status mr_layer_in_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, const float *w,
-                           const float *bias, int64_t n, float *out, int ith, int nth, mr_error *err);
+ *   mr_layer_out_proj: x += y @ out_proj^T + bias, y [T, E] of stride ldy, onto the residual
+ *     stream (y may be rotated in place for an int8 out_proj). */
+mr_status mr_layer_in_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, mr_tensor_kind weight,
+                           int64_t n, float *out, int ith, int nth, mr_error *err);
 void mr_layer_conv(const mr_layer_batch *b, const float *in, int64_t ldi, int64_t channels, int64_t K,
                    const float *w, const float *bias, float *out, int64_t ldo, int ith, int nth);
-mr_status mr_layer_out_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, const float *y, int64_t ldy,
+mr_status mr_layer_out_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, float *y, int64_t ldy,
                             int ith, int nth, mr_error *err);
 
 extern const mr_arch mr_arch_mamba1; /* also FalconMamba's */
@@ -82,6 +85,7 @@ struct mr_model {
     float *embedding, *norm_f;
     float *(*weights)[MR_T_COUNT];     /* [n_layer][kind], NULL for tensors this config lacks */
     void *arch_data;                   /* made by arch->prepare */
+    struct mr_quant *quant;            /* int8 linears, when cfg.int8 (mr_quant.h) */
     unsigned char *set;                /* [MR_T_COUNT * n_layer]: which tensors were loaded */
     float *exit_gains;                 /* [n_layer, d]: exit heads (row k-1 for exit k) */
     unsigned char *exit_set;           /* [n_layer]: which exits have their own head */

@@ -44,6 +44,7 @@ typedef struct {
     int64_t n_groups;
     float dt_min, dt_max;
     float mixer_eps; /* FalconMamba's mixer_rms_eps */
+    int int8;           /* in_proj / out_proj held in int8 (models/mr_quant.h) */
 } mr_config;
 
 #ifdef __cplusplus

@@ -11,6 +11,7 @@
 #include "base/mr_parallel.h"
 #include "gemm/mr_linear_packed.h"
 #include "models/mr_arch.h"
+#include "models/mr_quant.h"
 #include "ops/mr_ops.h"
 
 /* The layer's buffers, after the shared scratch (normed input, then dt). */
@@ -105,7 +106,7 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
     mr_status st;
 
     /* token-parallel: norm and in_proj of this thread's rows */
-    st = mr_layer_in_proj(m, l, b, W[MR_T_IN_PROJ_W], W[MR_T_IN_PROJ_B], 2 * E, xz, ith, nth, err);
+    st = mr_layer_in_proj(m, l, b, MR_T_IN_PROJ_W, 2 * E, xz, ith, nth, err);
 #pragma omp barrier
     /* channel-parallel: conv over each sequence part in order */
     mr_layer_conv(b, xz, 2 * E, E, K, W[MR_T_CONV_W], W[MR_T_CONV_B], u, E, ith, nth);

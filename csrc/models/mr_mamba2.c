@@ -87,7 +87,7 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
     mr_status st;
 
     /* token-parallel: norm and in_proj of this thread's rows */
-    st = mr_layer_in_proj(m, l, b, W[MR_T_M2_IN_PROJ_W], W[MR_T_M2_IN_PROJ_B], ldp, zxbcdt, ith, nth, err);
+    st = mr_layer_in_proj(m, l, b, MR_T_M2_IN_PROJ_W, ldp, zxbcdt, ith, nth, err);
 #pragma omp barrier
     /* channel-parallel: conv of x | B | C over each sequence part in order */
     mr_layer_conv(b, zxbcdt + E, ldp, ldc, K, W[MR_T_M2_CONV_W], W[MR_T_M2_CONV_B], xbc, ldc, ith, nth);

@@ -12,6 +12,7 @@
 
 #include "base/mr_parallel.h"
 #include "models/mr_arch.h"
+#include "models/mr_quant.h"
 #include "ops/mr_ops.h"
 
 /* The last workspace, kept for the next call: a fresh one per call costs its page faults again
@@ -64,7 +65,7 @@ mr_status mr_model_create(const mr_config *cfg, const mr_blas *blas, mr_model **
     m->blas = *blas;
     int64_t total = 0;
     for (int k = 0; k < MR_T_COUNT; k++)
-        if (mr_tensor_present(cfg, (mr_tensor_kind)k))
+        if (mr_tensor_present(cfg, (mr_tensor_kind)k) && !mr_quant_replaces(cfg, (mr_tensor_kind)k))
             total += mr_tensor_numel(cfg, (mr_tensor_kind)k) * mr_tensor_instances(cfg, (mr_tensor_kind)k);
     m->arena = malloc((size_t)total * sizeof(float));
     m->weights = calloc((size_t)cfg->n_layer, sizeof *m->weights);
@@ -83,10 +84,14 @@ mr_status mr_model_create(const mr_config *cfg, const mr_blas *blas, mr_model **
     m->norm_f = p; p += mr_tensor_numel(cfg, MR_T_NORM_F);
     for (int64_t l = 0; l < cfg->n_layer; l++)
         for (int k = MR_N_GLOBAL_TENSORS; k < MR_T_COUNT; k++)
-            if (mr_tensor_present(cfg, (mr_tensor_kind)k)) {
+            if (mr_tensor_present(cfg, (mr_tensor_kind)k) && !mr_quant_replaces(cfg, (mr_tensor_kind)k)) {
                 m->weights[l][k] = p;
                 p += mr_tensor_numel(cfg, (mr_tensor_kind)k);
             }
+    if (cfg->int8 && (st = mr_quant_create(m, err))) {
+        mr_model_free(m);
+        return st;
+    }
     *out = m;
     return MR_OK;
 }
@@ -94,6 +99,7 @@ mr_status mr_model_create(const mr_config *cfg, const mr_blas *blas, mr_model **
 void mr_model_free(mr_model *m) {
     if (!m) return;
     if (m->arch) m->arch->release(m);
+    mr_quant_free(m);
     free(m->arena);
     free(m->weights);
     free(m->set);
@@ -178,6 +184,8 @@ mr_status mr_model_set_tensor(mr_model *m, mr_tensor_kind kind, int64_t layer, m
     mr_tensor_name(kind, layer, name, sizeof name);
     if (!mr_tensor_present(&m->cfg, kind))
         return mr_fail(err, MR_ERR_VALUE, "unexpected tensor '%s' (not in this config)", name);
+    if (mr_quant_replaces(&m->cfg, kind))
+        return mr_fail(err, MR_ERR_VALUE, "tensor '%s' is held in int8 by this model (set_int8_linear)", name);
     int64_t want[3];
     int want_nd = mr_tensor_shape(&m->cfg, kind, want);
     int same = ndim == want_nd;
@@ -229,7 +237,7 @@ const float *mr_model_exit_gain(const mr_model *m, int64_t layer) {
 mr_status mr_model_finish(mr_model *m, mr_error *err) {
     const mr_config *c = &m->cfg;
     for (int k = 0; k < MR_T_COUNT; k++) {
-        if (!mr_tensor_present(c, (mr_tensor_kind)k)) continue;
+        if (!mr_tensor_present(c, (mr_tensor_kind)k) || mr_quant_replaces(c, (mr_tensor_kind)k)) continue;
         int64_t layers = mr_tensor_instances(c, (mr_tensor_kind)k);
         for (int64_t l = 0; l < layers; l++)
             if (!m->set[k * c->n_layer + l]) {
@@ -238,8 +246,8 @@ mr_status mr_model_finish(mr_model *m, mr_error *err) {
                 return mr_fail(err, MR_ERR_VALUE, "missing tensor '%s'", name);
             }
     }
-    mr_status st = m->arch->prepare(m, err);
-    if (st) return st;
+    mr_status st = mr_quant_check_complete(m, err);
+    if (st || (st = m->arch->prepare(m, err))) return st;
     m->finished = 1;
     return MR_OK;
 }
@@ -251,7 +259,7 @@ const float *mr_model_tensor_data(const mr_model *m, mr_tensor_kind kind, int64_
     if (kind == MR_T_EMBEDDING) return m->embedding;
     if (kind == MR_T_NORM_F) return m->norm_f;
     if (layer < 0 || layer >= m->cfg.n_layer) return NULL;
-    return m->weights[layer][kind];
+    return m->weights[layer][kind]; /* NULL for an int8 one */
 }
 
 static mr_status check_batch(const mr_model *m, const mr_forward_args *a, mr_error *err) {
@@ -274,7 +282,7 @@ static mr_status check_batch(const mr_model *m, const mr_forward_args *a, mr_err
  * scratch, the architecture's buffers, and every layer's carry (the state of the sequence that
  * crosses a micro-batch boundary), in one 64-byte aligned block. */
 enum { PIECE_X = 0, PIECE_SCRATCH, PIECE_BUFFERS };
-#define MAX_PIECES (PIECE_BUFFERS + MR_MAX_ARCH_BUFFERS + 2)
+#define MAX_PIECES (PIECE_BUFFERS + MR_MAX_ARCH_BUFFERS + 3)
 
 typedef struct {
     float *x;           /* [T, d] residual stream */
@@ -282,6 +290,7 @@ typedef struct {
     float *buffers[MR_MAX_ARCH_BUFFERS];
     float *conv_carry;  /* [n_layer, conv_carry] */
     float *state_carry; /* [n_layer, state_carry] */
+    void *int8_scratch; /* mr_quant_scratch_bytes, for int8 models */
     int64_t conv_carry_floats, state_carry_floats; /* per layer */
     mr_segment *segs;   /* [T] */
     void *block;
@@ -301,6 +310,7 @@ static int64_t workspace_floats(const mr_model *m, int64_t T, mr_arch_sizes *sz,
     for (int i = 0; i < sz->n_buffers; i++) sizes[n++] = T * sz->buffer_widths[i];
     sizes[n++] = c->n_layer * sz->conv_carry;
     sizes[n++] = c->n_layer * sz->state_carry;
+    sizes[n++] = (mr_quant_scratch_bytes(m, T) + 3) / 4;
     int64_t total = 0;
     for (int i = 0; i < n; i++) {
         offs[i] = total;
@@ -349,8 +359,9 @@ static mr_status workspace_alloc(const mr_model *m, int64_t T, mr_workspace *w, 
     w->x = p + offs[PIECE_X];
     w->scratch = p + offs[PIECE_SCRATCH];
     for (int i = 0; i < MR_MAX_ARCH_BUFFERS; i++) w->buffers[i] = i < sz.n_buffers ? p + offs[PIECE_BUFFERS + i] : NULL;
-    w->conv_carry = p + offs[n - 2];
-    w->state_carry = p + offs[n - 1];
+    w->conv_carry = p + offs[n - 3];
+    w->state_carry = p + offs[n - 2];
+    w->int8_scratch = p + offs[n - 1];
     w->conv_carry_floats = sz.conv_carry;
     w->state_carry_floats = sz.state_carry;
     w->segs = (mr_segment *)(p + floats);
@@ -362,15 +373,15 @@ static void workspace_release(const mr_model *m, mr_workspace *w) {
     else free(w->block);
 }
 
-mr_status mr_layer_in_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, const float *w,
-                           const float *bias, int64_t n, float *out, int ith, int nth, mr_error *err) {
+mr_status mr_layer_in_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, mr_tensor_kind weight,
+                           int64_t n, float *out, int ith, int nth, mr_error *err) {
     const int64_t d = m->cfg.d_model;
     int64_t lo, hi;
-    mr_split_range(b->T, 4, ith, nth, &lo, &hi); /* mr_gemm_rows_f32's split: each thread reads its own rows */
+    mr_split_range(b->T, 4, ith, nth, &lo, &hi); /* the products' split: each thread reads its own rows */
     if (hi > lo)
         mr_rmsnorm_f32(b->x + lo * d, d, m->weights[layer][MR_T_NORM], hi - lo, d, m->cfg.norm_eps, b->scratch + lo * d,
                        d, 0, 1);
-    return mr_gemm_rows_f32(&m->blas, b->T, n, d, b->scratch, d, w, bias, 0.0f, out, n, ith, nth, err);
+    return mr_layer_linear(m, layer, weight, b->T, b->scratch, d, 0.0f, out, n, b->int8_scratch, ith, nth, err);
 }
 
 void mr_layer_conv(const mr_layer_batch *b, const float *in, int64_t ldi, int64_t channels, int64_t K,
@@ -382,13 +393,11 @@ void mr_layer_conv(const mr_layer_batch *b, const float *in, int64_t ldi, int64_
     }
 }
 
-mr_status mr_layer_out_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, const float *y, int64_t ldy,
+mr_status mr_layer_out_proj(const mr_model *m, int64_t layer, const mr_layer_batch *b, float *y, int64_t ldy,
                             int ith, int nth, mr_error *err) {
-    const int64_t d = m->cfg.d_model;
-    float *const *W = m->weights[layer];
     /* beta = 1 adds the mixer output onto the residual stream in place */
-    return mr_gemm_rows_f32(&m->blas, b->T, d, m->cfg.d_inner, y, ldy, W[MR_T_OUT_PROJ_W], W[MR_T_OUT_PROJ_B], 1.0f,
-                            b->x, d, ith, nth, err);
+    return mr_layer_linear(m, layer, MR_T_OUT_PROJ_W, b->T, y, ldy, 1.0f, b->x, m->cfg.d_model, b->int8_scratch, ith,
+                           nth, err);
 }
 
 /* Layer l over one micro-batch, run by every thread of the team. */
@@ -400,6 +409,7 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_workspace 
         .nseg = nseg,
         .x = w->x,
         .scratch = w->scratch,
+        .int8_scratch = w->int8_scratch,
         .conv_carry = w->conv_carry + l * w->conv_carry_floats,
         .state_carry = w->state_carry + l * w->state_carry_floats,
     };

@@ -3,6 +3,8 @@
 #include "py_common.h"
 
 #include <math.h>
+#include "models/mr_quant.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,14 +90,14 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kwargs) {
     PyObject *cfg;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!:Model", kwlist, &PyDict_Type, &cfg)) return -1;
     mr_config c = {0};
-    int64_t use_bias = 0, use_conv_bias = 1;
+    int64_t use_bias = 0, use_conv_bias = 1, int8 = 0;
     if (config_int(cfg, "hidden_size", &c.d_model, 1, 0) || config_int(cfg, "num_hidden_layers", &c.n_layer, 1, 0) ||
         config_int(cfg, "vocab_size", &c.vocab_size, 1, 0) ||
         config_int(cfg, "intermediate_size", &c.d_inner, 1, 0) || config_int(cfg, "state_size", &c.d_state, 1, 0) ||
         config_int(cfg, "conv_kernel", &c.d_conv, 1, 0) || config_int(cfg, "time_step_rank", &c.dt_rank, 0, 0) ||
         config_int(cfg, "use_bias", &use_bias, 0, 0) || config_int(cfg, "use_conv_bias", &use_conv_bias, 0, 1) ||
         config_int(cfg, "num_heads", &c.n_heads, 0, 0) || config_int(cfg, "head_dim", &c.head_dim, 0, 0) ||
-        config_int(cfg, "n_groups", &c.n_groups, 0, 1))
+        config_int(cfg, "n_groups", &c.n_groups, 0, 1) || config_int(cfg, "int8", &int8, 0, 0))
         return -1;
     double mixer_eps = 1e-6, dt_limit[2] = {0.0, INFINITY};
     if (config_float(cfg, "mixer_rms_eps", &mixer_eps) || config_pair(cfg, "time_step_limit", dt_limit)) return -1;
@@ -125,6 +127,7 @@ static int model_init(ModelObject *self, PyObject *args, PyObject *kwargs) {
     c.norm_eps = (float)e;
     c.use_bias = use_bias != 0;
     c.use_conv_bias = use_conv_bias != 0;
+    c.int8 = int8 != 0;
     mr_py_state *st = PyType_GetModuleState(Py_TYPE(self));
     if (!st) return -1;
     mr_error err = {0};
@@ -258,6 +261,44 @@ static PyObject *model_set_exit_gain(ModelObject *self, PyObject *args, PyObject
     Py_RETURN_NONE;
 }
 
+/* set_int8_linear(kind, layer, weight, scales, signs=None, block=0): an int8 model's in_proj or
+ * out_proj (models/mr_quant.h), with out_proj's input rotation. */
+static PyObject *model_set_int8_linear(ModelObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"kind", "layer", "weight", "scales", "signs", "block", NULL};
+    PyObject *kind_obj, *wo, *so, *go = Py_None;
+    long long layer, block = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ULOO|OL:set_int8_linear", kwlist, &kind_obj, &layer, &wo, &so, &go,
+                                     &block))
+        return NULL;
+    if (!model_ready(self)) return NULL;
+    mr_tensor_kind kind;
+    if (parse_kind(self->model, kind_obj, &kind) < 0) return NULL;
+    PyArrayObject *w = mr_py_require_array(wo, NPY_INT8, -1, "weight"), *s = NULL, *g = NULL;
+    PyObject *result = NULL;
+    if (!w || !(s = mr_py_require_array(so, NPY_FLOAT32, 1, "scales"))) goto done;
+    if (go != Py_None && !(g = mr_py_require_array(go, NPY_INT8, 1, "signs"))) goto done;
+    const int ndim = PyArray_NDIM(w);
+    int64_t shape[2] = {ndim > 0 ? PyArray_DIM(w, 0) : 0, ndim > 1 ? PyArray_DIM(w, 1) : 0};
+    mr_error err = {0};
+    mr_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = mr_model_set_int8_linear(self->model, kind, layer, PyArray_DATA(w), ndim, shape, PyArray_DATA(s),
+                                  PyArray_DIM(s, 0), g ? PyArray_DATA(g) : NULL, g ? PyArray_DIM(g, 0) : 0, block,
+                                  &err);
+    Py_END_ALLOW_THREADS
+    if (st) {
+        mr_py_raise(&err);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    Py_XDECREF(w);
+    Py_XDECREF(s);
+    Py_XDECREF(g);
+    return result;
+}
+
 static PyObject *model_finish(ModelObject *self, PyObject *unused) {
     (void)unused;
     if (!model_ready(self)) return NULL;
@@ -345,12 +386,12 @@ static PyObject *model_get_config(ModelObject *self, void *closure) {
     (void)closure;
     if (!model_ready(self)) return NULL;
     const mr_config *c = mr_model_config(self->model);
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:d,s:O,s:O}", "hidden_size", (long long)c->d_model,
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:d,s:O,s:O,s:O}", "hidden_size", (long long)c->d_model,
                          "num_hidden_layers", (long long)c->n_layer, "vocab_size", (long long)c->vocab_size,
                          "intermediate_size", (long long)c->d_inner, "state_size", (long long)c->d_state,
                          "conv_kernel", (long long)c->d_conv, "time_step_rank", (long long)c->dt_rank,
                          "layer_norm_epsilon", (double)c->norm_eps, "use_bias", c->use_bias ? Py_True : Py_False,
-                         "use_conv_bias", c->use_conv_bias ? Py_True : Py_False);
+                         "use_conv_bias", c->use_conv_bias ? Py_True : Py_False, "int8", c->int8 ? Py_True : Py_False);
 }
 
 static PyObject *model_get_blas(ModelObject *self, void *closure) {
@@ -366,6 +407,9 @@ static PyMethodDef model_methods[] = {
     {"set_exit_gain", (PyCFunction)(void (*)(void))model_set_exit_gain, METH_VARARGS | METH_KEYWORDS,
      "set_exit_gain(layer, array, bfloat16=False)\nExit `layer`'s own gain vector [d] (checkpoint tensor "
      "exits.{layer}.weight), for layers 1..n_layer-1; exits without one pool through the final norm's."},
+    {"set_int8_linear", (PyCFunction)(void (*)(void))model_set_int8_linear, METH_VARARGS | METH_KEYWORDS,
+     "set_int8_linear(kind, layer, weight, scales, signs=None, block=0)\nAn int8 model's in_proj or out_proj: "
+     "int8 weight [N, K], float32 scales [N], and out_proj's input rotation (int8 signs [K], power-of-two block)."},
     {"finish", (PyCFunction)model_finish, METH_NOARGS, "Checks every tensor was set and freezes the weights."},
     {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS, model_forward_doc},
     {"workspace_bytes", (PyCFunction)model_workspace_bytes, METH_O,

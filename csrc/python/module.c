@@ -10,6 +10,7 @@
 #include "ops/mr_ops.h"
 #include "base/mr_parallel.h"
 #include "base/mr_cpu.h"
+#include "gemm/mr_linear_int8.h"
 
 mr_py_state *mr_py_state_of(PyObject *module) { return (mr_py_state *)PyModule_GetState(module); }
 
@@ -152,8 +153,9 @@ static PyObject *build_info(PyObject *module, PyObject *unused) {
 #else
     PyObject *openmp = Py_False;
 #endif
-    return Py_BuildValue("{s:s,s:s,s:O,s:i,s:i}", "blas", st->blas.name, "simd", mr_simd_path(), "openmp", openmp,
-                         "max_threads", mr_max_threads(), "dlpack_version", MR_DLPACK_MAJOR_VERSION);
+    return Py_BuildValue("{s:s,s:s,s:s,s:O,s:i,s:i}", "blas", st->blas.name, "simd", mr_simd_path(), "int8",
+                         mr_int8_path(), "openmp", openmp, "max_threads", mr_max_threads(), "dlpack_version",
+                         MR_DLPACK_MAJOR_VERSION);
 }
 
 /* For tests and benchmarks that walk every vector path in one process: MAMBARET_SIMD is read once. */
@@ -185,7 +187,7 @@ static int module_exec(PyObject *module) {
     mr_blas_init_fallback(&st->blas);
     if (mr_py_add_tensor(module) < 0 || mr_py_add_model(module) < 0 || mr_py_add_cuda(module) < 0 ||
         mr_py_add_ops(module) < 0 || mr_py_add_search(module) < 0 || mr_py_add_train(module) < 0 || mr_py_add_train_cuda(module) < 0 ||
-        mr_py_add_search_codes(module) < 0)
+        mr_py_add_search_codes(module) < 0 || mr_py_add_int8(module) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "MAX_STATE_SIZE", MR_MAX_STATE_SIZE) < 0 ||
         PyModule_AddIntConstant(module, "MAX_CONV_KERNEL", MR_MAX_CONV_KERNEL) < 0)

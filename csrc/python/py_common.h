@@ -43,6 +43,7 @@ int mr_py_add_search(PyObject *module);
 int mr_py_add_train(PyObject *module);
 int mr_py_add_train_cuda(PyObject *module);
 int mr_py_add_search_codes(PyObject *module);
+int mr_py_add_int8(PyObject *module);
 
 /* ---- errors and arguments ------------------------------------------------------------------ */
 

@@ -169,7 +169,17 @@ static PyObject *code_kernels(PyObject *module, PyObject *arg) {
     return list;
 }
 
+static PyObject *code_kernel_auto(PyObject *module, PyObject *args) {
+    (void)module;
+    int int8;
+    long long width;
+    if (!PyArg_ParseTuple(args, "pL:code_kernel_auto", &int8, &width)) return NULL;
+    return PyUnicode_FromString(mr_isa_name(mr_code_kernel_auto(int8, width)));
+}
+
 static PyMethodDef search_codes_methods[] = {
+    {"code_kernel_auto", (PyCFunction)code_kernel_auto, METH_VARARGS,
+     "code_kernel_auto(int8, width) -> name of the kernel kernel='auto' runs for codes of that kind and width (bytes)."},
     {"hamming_search", (PyCFunction)(void (*)(void))hamming_search, METH_VARARGS | METH_KEYWORDS,
      "hamming_search(queries, segments, k, threads=1, kernel='auto') -> (scores, ids)\n"
      "Top-k of packed-bit uint8 codes [nq, width] over uint8 [rows, width] segments by Hamming\n"

@@ -17,6 +17,9 @@ void mr_int8_dot_rows_portable(const int8_t *query, const int16_t *query16, cons
                                int64_t width, float *out);
 void mr_int8_dot_rows_avx2(const int8_t *query, const int16_t *query16, const int8_t *rows, int64_t n,
                            int64_t width, float *out);
+/* AVX-512 VNNI (vpdpbusd); query16 is not read */
+void mr_int8_dot_rows_avx512vnni(const int8_t *query, const int16_t *query16, const int8_t *rows, int64_t n,
+                                 int64_t width, float *out);
 /* The same for two queries at once (the AVX2 kernel widens each row once for both) */
 void mr_int8_dot_rows2_portable(const int8_t *query_a, const int16_t *query16_a, const int8_t *query_b,
                                 const int16_t *query16_b, const int8_t *rows, int64_t n, int64_t width,
@@ -24,6 +27,12 @@ void mr_int8_dot_rows2_portable(const int8_t *query_a, const int16_t *query16_a,
 void mr_int8_dot_rows2_avx2(const int8_t *query_a, const int16_t *query16_a, const int8_t *query_b,
                             const int16_t *query16_b, const int8_t *rows, int64_t n, int64_t width, float *out_a,
                             float *out_b);
+void mr_int8_dot_rows2_avx512vnni(const int8_t *query_a, const int16_t *query16_a, const int8_t *query_b,
+                                  const int16_t *query16_b, const int8_t *rows, int64_t n, int64_t width,
+                                  float *out_a, float *out_b);
+/* Four queries at once (queries[4], outs[4]): each row chunk loaded once for all four */
+void mr_int8_dot_rows4_avx512vnni(const int8_t *const *queries, const int8_t *rows, int64_t n, int64_t width,
+                                  float *const *outs);
 
 /* Binary codes as nibble planes, for the lookup kernel: a tile of MR_TILE_ROWS rows is stored
  * position by position (2 * width positions: the low, then the high nibble of each byte), 32

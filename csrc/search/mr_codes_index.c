@@ -36,15 +36,27 @@ int mr_code_kernel_available(mr_isa kernel, int int8) {
     case MR_ISA_AUTO:
     case MR_ISA_PORTABLE: return 1;
     case MR_ISA_AVX2: return mr_cpu_has(MR_CPU_AVX2) && mr_cpu_has(MR_CPU_POPCNT);
-    case MR_ISA_AVX512:
-        return !int8 && mr_cpu_has(MR_CPU_AVX512F) && mr_cpu_has(MR_CPU_AVX512VPOPCNTDQ) && mr_cpu_has(MR_CPU_POPCNT);
+    case MR_ISA_AVX512: /* binary: VPOPCNTDQ; int8: VNNI */
+        if (int8) return mr_cpu_has(MR_CPU_AVX512F) && mr_cpu_has(MR_CPU_AVX512BW) && mr_cpu_has(MR_CPU_AVX512VNNI);
+        return mr_cpu_has(MR_CPU_AVX512F) && mr_cpu_has(MR_CPU_AVX512VPOPCNTDQ) && mr_cpu_has(MR_CPU_POPCNT);
     default: return 0;
     }
 }
 
-/* The kernel to run: the one asked for, or for MR_ISA_AUTO the widest the CPU runs within
- * the vector path the rest of the engine uses (MAMBARET_SIMD may lower it). */
-static mr_status pick_kernel(mr_isa asked, int int8, mr_isa *picked, mr_error *err) {
+/* The kernel to run: the one asked for, or for MR_ISA_AUTO the fastest the CPU runs within the
+ * vector path the rest of the engine uses (MAMBARET_SIMD may lower it). Fastest, not widest: for
+ * binary codes the AVX2 tile kernel (nibble lookups, 32 rows a shuffle) beats VPOPCNTDQ's row
+ * kernel wherever its 16-bit distances hold the width (2.8x on an AVX-512 EPYC,
+ * bench/results/int8.md); for int8 the AVX-512 kernel is VNNI's. */
+mr_isa mr_code_kernel_auto(int int8, int64_t width) {
+    const mr_isa level = mr_isa_best();
+    const int tiles_fit = !int8 && width <= MR_TILE_MAX_WIDTH && mr_code_kernel_available(MR_ISA_AVX2, 0);
+    if (level >= MR_ISA_AVX512 && mr_code_kernel_available(MR_ISA_AVX512, int8) && !tiles_fit) return MR_ISA_AVX512;
+    if (level >= MR_ISA_AVX2 && mr_code_kernel_available(MR_ISA_AVX2, int8)) return MR_ISA_AVX2;
+    return MR_ISA_PORTABLE;
+}
+
+static mr_status pick_kernel(mr_isa asked, int int8, int64_t width, mr_isa *picked, mr_error *err) {
     if (asked != MR_ISA_AUTO) {
         if (!mr_code_kernel_available(asked, int8))
             return mr_fail(err, MR_ERR_VALUE, "this %s kernel (%d) does not run on this CPU", int8 ? "int8" : "binary",
@@ -52,10 +64,7 @@ static mr_status pick_kernel(mr_isa asked, int int8, mr_isa *picked, mr_error *e
         *picked = asked;
         return MR_OK;
     }
-    const mr_isa level = mr_isa_best();
-    if (level >= MR_ISA_AVX512 && mr_code_kernel_available(MR_ISA_AVX512, int8)) *picked = MR_ISA_AVX512;
-    else if (level >= MR_ISA_AVX2 && mr_code_kernel_available(MR_ISA_AVX2, int8)) *picked = MR_ISA_AVX2;
-    else *picked = MR_ISA_PORTABLE;
+    *picked = mr_code_kernel_auto(int8, width);
     return MR_OK;
 }
 
@@ -149,12 +158,18 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
     mr_status st = check_args(a, int8, &total, err);
     if (st || a->nq == 0) return st;
     mr_isa kernel = MR_ISA_PORTABLE;
-    if ((st = pick_kernel(a->kernel, int8, &kernel, err))) return st;
+    if ((st = pick_kernel(a->kernel, int8, a->width, &kernel, err))) return st;
     hamming_rows_fn hamming = mr_hamming_rows_portable;
     int8_rows_fn dot = mr_int8_dot_rows_portable;
     int8_rows2_fn dot2 = mr_int8_dot_rows2_portable;
+    void (*dot4)(const int8_t *const *, const int8_t *, int64_t, int64_t, float *const *) = NULL;
 #if defined(__x86_64__) || defined(__i386__)
-    if (kernel == MR_ISA_AVX512) hamming = mr_hamming_rows_avx512;
+    if (kernel == MR_ISA_AVX512 && !int8) hamming = mr_hamming_rows_avx512;
+    if (kernel == MR_ISA_AVX512 && int8) {
+        dot = mr_int8_dot_rows_avx512vnni;
+        dot2 = mr_int8_dot_rows2_avx512vnni;
+        dot4 = mr_int8_dot_rows4_avx512vnni;
+    }
     if (kernel == MR_ISA_AVX2) {
         hamming = mr_hamming_rows_avx2;
         dot = mr_int8_dot_rows_avx2;
@@ -188,7 +203,7 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
 
     int64_t n_blocks = 0;
     code_block *blocks = make_blocks(a, block_rows, &n_blocks);
-    float *row_scores = tiles ? NULL : malloc((size_t)(2 * nt * block_rows) * sizeof(float)); /* int8: 2 queries */
+    float *row_scores = tiles ? NULL : malloc((size_t)(4 * nt * block_rows) * sizeof(float)); /* int8: 4 queries */
     int16_t *widened = int8 ? malloc((size_t)(a->nq * width) * sizeof(int16_t)) : NULL;
     float *heap_scores = malloc((size_t)(nt * group * keep) * sizeof(float));
     int64_t *heap_ids = malloc((size_t)(nt * group * keep) * sizeof(int64_t));
@@ -210,7 +225,7 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
 #pragma omp parallel num_threads(nt)
         {
             const int t = mr_thread_index();
-            float *scores = row_scores ? row_scores + (int64_t)t * 2 * block_rows : NULL;
+            float *scores = row_scores ? row_scores + (int64_t)t * 4 * block_rows : NULL;
             float *my_scores = heap_scores + (int64_t)t * group * keep;
             int64_t *my_ids = heap_ids + (int64_t)t * group * keep;
             for (int64_t q = 0; q < gq; q++) mr_topk_heap_clear(my_scores + q * keep, my_ids + q * keep, keep);
@@ -230,6 +245,19 @@ static mr_status code_search(const mr_code_search_args *a, int int8, mr_error *e
                     continue;
                 }
                 int64_t q = 0;
+                if (int8 && dot4) /* four queries a pass: each row chunk loaded once for all four */
+                    for (; q + 4 <= gq; q += 4) {
+                        const int8_t *qs[4];
+                        float *outs[4];
+                        for (int i = 0; i < 4; i++) {
+                            qs[i] = (const int8_t *)a->queries + (q0 + q + i) * width;
+                            outs[i] = scores + i * block_rows;
+                        }
+                        dot4(qs, (const int8_t *)blk->codes, blk->rows, width, outs);
+                        for (int i = 0; i < 4; i++)
+                            mr_topk_heap_push_row(my_scores + (q + i) * keep, my_ids + (q + i) * keep, keep, outs[i],
+                                                  blk->rows, blk->first_id);
+                    }
                 if (int8) /* two queries a pass: each row widened once for both */
                     for (; q + 2 <= gq; q += 2) {
                         const int8_t *qa = (const int8_t *)a->queries + (q0 + q) * width;

@@ -35,7 +35,9 @@ typedef struct {
     int threads;            /* > 0 */
     mr_isa kernel;          /* the row kernels' path; MR_ISA_AUTO picks the widest the CPU runs
                                within the limit (base/mr_cpu.h). Asking for one the CPU lacks is
-                               a MR_ERR_VALUE. AVX-512 means VPOPCNTDQ (binary codes only). */
+                               a MR_ERR_VALUE. AVX-512 means VPOPCNTDQ for binary codes and
+                               VNNI for int8 ones. MR_ISA_AUTO goes by speed, not width: binary
+                               codes take the AVX2 tile kernel where their width fits it. */
     float *out_scores;      /* [nq, k] */
     int64_t *out_ids;       /* [nq, k] */
 } mr_code_search_args;
@@ -49,6 +51,9 @@ mr_status mr_int8_search_ref(const mr_code_search_args *args, mr_error *err);
 
 /* Is this path available on this CPU for binary (int8 = 0) or int8 (int8 = 1) codes? */
 int mr_code_kernel_available(mr_isa kernel, int int8);
+/* The kernel MR_ISA_AUTO runs for codes of this kind and width (in bytes): the fastest measured
+ * that the CPU runs within the limit, not the widest. */
+mr_isa mr_code_kernel_auto(int int8, int64_t width);
 
 /* Rescoring: for each query q and each candidate position p in candidates[q, :] (-1 = none),
  * score = bias[q] + sum_i weights[q, i] * vectors[p, i], with vectors float32 or int8; the k best

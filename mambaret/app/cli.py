@@ -49,6 +49,9 @@ def _add_encoder_options(p: argparse.ArgumentParser) -> None:
                    help="keep the embeddings' first K dimensions (Matryoshka; default: all)")
     p.add_argument("--exit-layer", type=int, default=None,
                    help="embed with the state after layer K (1-based) and run no later layer (default: the last)")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="run in_proj / out_proj in int8 (W8A8) on the CPU; a `mambaret quantize` folder is int8 "
+                        "without it")
 
 
 def _load_encoder(path: str, args):
@@ -56,7 +59,32 @@ def _load_encoder(path: str, args):
 
     return mr.MambaEncoder.from_pretrained(path, max_length=args.max_length, max_tokens=args.max_tokens,
                                            threads=args.threads, truncate_dim=args.truncate_dim,
-                                           exit_layer=args.exit_layer)
+                                           exit_layer=args.exit_layer, quantize=args.quantize)
+
+
+def _engine(encoder) -> str:
+    """What runs the matrix products, for the speed lines: the BLAS, or the int8 kernel."""
+    config = getattr(encoder.model, "config", {})
+    if isinstance(config, dict) and config.get("int8"):
+        from .. import _C
+
+        return f"int8: {_C.int8_kernels()['path']}"
+    return encoder.model.blas
+
+
+def cmd_quantize(args) -> int:
+    from ..arch.int8 import save_quantized
+    from ..arch.paths import find_model_dir
+    from ..arch.st_folder import is_sentence_transformers_folder, read_folder
+
+    model_dir = find_model_dir(args.model, None, None)
+    if is_sentence_transformers_folder(model_dir):
+        model_dir = read_folder(model_dir).checkpoint_dir
+    if os.path.exists(args.output) and (not os.path.isdir(args.output) or os.listdir(args.output)):
+        raise UsageError(f"the output {args.output!r} exists and is not an empty folder")
+    save_quantized(model_dir, args.output, rotate=not args.no_rotation)
+    print(f"wrote the int8 model of {model_dir} to {args.output}")
+    return EXIT_OK
 
 
 def _read_corpus(path: str, fmt: str):
@@ -148,7 +176,7 @@ def _encode(args) -> int:
             f.write("\n".join(ids) + ("\n" if ids else ""))
     print(f"encoded {report.documents} documents, {report.tokens} tokens in {report.seconds:.2f} s: "
           f"{report.tokens_per_second:,.0f} tokens/s, {report.documents_per_second:,.1f} docs/s "
-          f"({encoder.threads} threads, {encoder.model.blas})")
+          f"({encoder.threads} threads, {_engine(encoder)})")
     if encoder.truncation.truncated:
         print(f"{encoder.truncation.truncated} documents were truncated to {args.max_length} tokens")
     if args.output:
@@ -319,7 +347,7 @@ def cmd_eval(args) -> int:
     if report is not None:
         print(f"encoding speed ({_model_name(args.model)}): {report.documents} documents, {report.tokens} tokens in "
               f"{report.seconds:.2f} s: {report.documents_per_second:,.1f} docs/s, "
-              f"{report.tokens_per_second:,.0f} tokens/s ({encoder.threads} threads, {encoder.model.blas})")
+              f"{report.tokens_per_second:,.0f} tokens/s ({encoder.threads} threads, {_engine(encoder)})")
         if encoder.truncation.truncated:
             print(f"{encoder.truncation.truncated} documents were truncated to {args.max_length} tokens")
     return EXIT_OK
@@ -531,6 +559,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-output", help="also write the model's TREC run here")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("quantize", help="write an int8 (W8A8) copy of a model",
+                       description="Quantize MODEL's in_proj and out_proj to int8 per output channel, with a "
+                                   "Hadamard rotation of out_proj's input folded into its weight, and write an "
+                                   "int8 folder that from_pretrained (and every command) reads as it is. "
+                                   "Activations are quantized per token when the model runs, on the CPU.")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=MODEL_HELP)
+    p.add_argument("output", help="new or empty folder for the int8 model")
+    p.add_argument("--no-rotation", action="store_true", help="leave out the Hadamard rotation (plain W8A8)")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("train", help="fine-tune a model as a bi-encoder on (query, positive) pairs",
                        description="Fine-tune MODEL on JSONL lines {\"query\", \"positive\", \"negatives\"} or a BEIR "

@@ -93,7 +93,12 @@ def parse_config(cfg: dict, where: str = "config.json") -> MambaDims:
         return _parse_mamba_ssm(cfg, where)
     from .registry import architecture  # the registry imports this module's parsers
 
-    return architecture(cfg.get("model_type", "mamba"), where).parse_config(cfg, where)
+    model_type = cfg.get("model_type", "mamba")
+    quant = cfg.get("quantization_config")
+    if isinstance(quant, dict) and quant.get("quant_method") == "mambaret_int8":
+        # an int8 folder hides its model_type from transformers so that it refuses it (arch/int8.py)
+        model_type = quant.get("base_model_type", model_type)
+    return architecture(model_type, where).parse_config(cfg, where)
 
 
 def parse_transformers_mamba(cfg: dict, where: str = "config.json") -> MambaDims:

@@ -27,7 +27,9 @@ _LAYER_NAME = re.compile(r"^layers\.(\d+)\.(.+)$")
 # an exit head: layer k's own gain vector (1-based k; mambaret.arch.exits)
 _EXIT_NAME = re.compile(r"^(?:backbone\.)?exits\.(\d+)\.weight$")
 
-_SAFETENSORS_DTYPES = {"F32": (np.float32, False), "F16": (np.float16, False), "BF16": (np.uint16, True)}
+# I8: the int8 folders' weights and rotations (mambaret/arch/int8.py)
+_SAFETENSORS_DTYPES = {"F32": (np.float32, False), "F16": (np.float16, False), "BF16": (np.uint16, True),
+                       "I8": (np.int8, False)}
 _HEADER_LIMIT = 100 * 1024 * 1024
 
 
@@ -110,7 +112,8 @@ def _read_safetensors(path: str) -> Iterator[tuple[str, LoadedTensor]]:
                                  f"(lists of non-negative integers expected)")
             begin, end = offsets
             if not isinstance(dtype_name, str) or dtype_name not in _SAFETENSORS_DTYPES:
-                raise ValueError(f"{path}: tensor '{name}' has dtype {dtype_name}; expected F32, F16 or BF16")
+                raise ValueError(f"{path}: tensor '{name}' has dtype {dtype_name}; expected F32, F16 or BF16 "
+                                 f"(or I8 in an int8 folder)")
             np_dtype, is_bf16 = _SAFETENSORS_DTYPES[dtype_name]
             count = math.prod(shape)  # Python integers: an absurd shape cannot wrap around
             if not (0 <= begin <= end <= data_len) or end - begin != count * np.dtype(np_dtype).itemsize:

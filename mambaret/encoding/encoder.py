@@ -76,7 +76,7 @@ class MambaEncoder:
                         prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
                         revision: str | None = None, cache_dir: str | None = None,
                         dtype: str = "bfloat16", truncate_dim: int | None = None,
-                        exit_layer: int | None = None) -> "MambaEncoder":
+                        exit_layer: int | None = None, quantize: str | None = None) -> "MambaEncoder":
         """Loads a HF-format Mamba checkpoint directory (or hub id, with huggingface_hub).
         "default" is the packaged default model (mambaret.DEFAULT_MODEL) unless a path of that
         name exists in the working directory.
@@ -86,10 +86,14 @@ class MambaEncoder:
         dtype: the GPU's compute dtype, "bfloat16", "float16" or "float32" (ignored on the CPU,
         which computes in float32). On the GPU a larger max_tokens (e.g. 65536) fills it better.
         truncate_dim / exit_layer: every encode call's defaults (see encode).
+        quantize: "int8" runs in_proj and out_proj in int8 on the CPU (W8A8, mambaret/arch/int8.py);
+        a folder written by `mambaret quantize` is int8 without it.
         """
         device = str(device)
         if device != "cpu" and device != "cuda" and not device.startswith("cuda:"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device != "cpu" and quantize is not None:
+            raise ValueError("quantize='int8' runs on the CPU only (device='cpu')")
         if device != "cpu":
             from .cuda import require_cuda
 
@@ -108,7 +112,9 @@ class MambaEncoder:
                 prompts = folder.prompts
                 default_prompt_name = default_prompt_name or folder.default_prompt_name
             max_length = folder.max_seq_length if max_length is None else max_length
-        model, dims = load_core_model(model_dir)
+        model, dims = load_core_model(model_dir, quantize=quantize)
+        if device != "cpu" and model.config["int8"]:
+            raise ValueError("int8 weights run on the CPU only; load the float checkpoint for the GPU")
         if device != "cpu":
             from .cuda_backend import upload
 

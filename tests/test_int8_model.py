@@ -1,0 +1,182 @@
+"""Int8 (W8A8) models: quantizing on load, the int8 folder and its bad inputs, the rotation's
+effect on planted outlier channels, every SIMD path, and the command line."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import mambaret as mr
+from mambaret import _C
+from mambaret.arch.int8 import hadamard_block, rotation_signs, save_quantized
+from mambaret.arch.random_model import random_config, random_weights
+
+VOCAB = 1000
+
+
+def write_model(path, weights, cfg):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    save_file(weights, os.path.join(path, "model.safetensors"))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def float_model(tmp_path_factory):
+    cfg = random_config(hidden_size=64, num_hidden_layers=2, vocab_size=VOCAB, use_bias=True)
+    return write_model(tmp_path_factory.mktemp("f32"), random_weights(cfg, seed=3), cfg)
+
+
+@pytest.fixture(scope="module")
+def int8_folder(float_model, tmp_path_factory):
+    return save_quantized(float_model, str(tmp_path_factory.mktemp("int8") / "m"))
+
+
+def token_batches(seed=0, n=24):
+    rng = np.random.default_rng(seed)
+    return [list(map(int, rng.integers(1, VOCAB, rng.integers(3, 60)))) for _ in range(n)]
+
+
+def cosines(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_quantize_on_load_matches_folder_and_float(float_model, int8_folder):
+    ids = token_batches()
+    fp = mr.MambaEncoder.from_pretrained(float_model).encode(ids)
+    on_load = mr.MambaEncoder.from_pretrained(float_model, quantize="int8").encode(ids)
+    folder = mr.MambaEncoder.from_pretrained(int8_folder)
+    np.testing.assert_array_equal(folder.encode(ids), on_load)  # the same scales and rotation
+    assert folder.model.config["int8"] and cosines(on_load, fp).min() > 0.99
+    # the float model is untouched by quantization being available
+    np.testing.assert_array_equal(mr.MambaEncoder.from_pretrained(float_model).encode(ids), fp)
+
+
+def test_folder_format(float_model, int8_folder):
+    with open(os.path.join(int8_folder, "config.json")) as f:
+        cfg = json.load(f)
+    q = cfg["quantization_config"]
+    assert cfg["model_type"] == "mambaret_int8" and q["quant_method"] == "mambaret_int8"
+    assert q["base_model_type"] == "mamba" and q["hadamard_block"] == hadamard_block(128) == 128
+    t = load_file(os.path.join(int8_folder, "model.safetensors"))
+    assert "backbone.layers.0.mixer.in_proj.weight" not in t
+    assert t["backbone.layers.1.mixer.in_proj.qweight"].dtype == np.int8
+    assert t["backbone.layers.1.mixer.out_proj.qweight"].shape == (64, 128)
+    assert t["backbone.layers.1.mixer.out_proj.weight_scale"].dtype == np.float32
+    np.testing.assert_array_equal(t["backbone.layers.1.mixer.out_proj.input_rotation"], rotation_signs(1, 128))
+    assert t["backbone.layers.0.mixer.in_proj.bias"].dtype == np.float32  # the rest as the checkpoint has it
+
+
+def test_transformers_refuses_the_int8_folder(int8_folder):
+    transformers = pytest.importorskip("transformers")
+    with pytest.raises((ValueError, KeyError, OSError)):
+        transformers.AutoConfig.from_pretrained(int8_folder)
+
+
+def test_every_simd_path(float_model):
+    ids = token_batches(1, 8)
+    previous = _C.set_simd_limit("auto")
+    try:
+        for level in ("portable", "avx2", "avx512"):
+            _C.set_simd_limit(level)
+            fp = mr.MambaEncoder.from_pretrained(float_model).encode(ids)
+            q = mr.MambaEncoder.from_pretrained(float_model, quantize="int8").encode(ids)
+            assert cosines(q, fp).min() > 0.99, (level, _C.int8_kernels()["best"])
+    finally:
+        _C.set_simd_limit(previous)
+
+
+def test_rotation_rescues_planted_outlier_channels(tmp_path):
+    """Three channels of each layer's out_proj input 50x larger (D scaled up, out_proj's columns
+    down): per-token int8 spends its range on them. The rotation spreads them over the block."""
+    cfg = random_config(hidden_size=64, num_hidden_layers=2, vocab_size=VOCAB)
+    w = random_weights(cfg, seed=0)
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        ch = rng.choice(cfg["intermediate_size"], 3, replace=False)
+        w[f"backbone.layers.{i}.mixer.D"][ch] *= 50
+        w[f"backbone.layers.{i}.mixer.out_proj.weight"][:, ch] /= 50
+    path = write_model(tmp_path / "f", w, cfg)
+    rotated = save_quantized(path, str(tmp_path / "r"))
+    plain = save_quantized(path, str(tmp_path / "p"), rotate=False)
+    ids = [list(map(int, rng.integers(1, VOCAB, 40))) for _ in range(32)]
+    fp = mr.MambaEncoder.from_pretrained(path).encode(ids)
+    with_rotation = cosines(mr.MambaEncoder.from_pretrained(rotated).encode(ids), fp)
+    without = cosines(mr.MambaEncoder.from_pretrained(plain).encode(ids), fp)
+    assert with_rotation.min() >= 0.99 and without.min() < 0.99
+    assert with_rotation.mean() > without.mean()
+
+
+def corrupt(int8_folder, tmp_path, change):
+    t = load_file(os.path.join(int8_folder, "model.safetensors"))
+    change(t)
+    out = tmp_path / "bad"
+    os.makedirs(out)
+    for entry in os.listdir(int8_folder):
+        if entry != "model.safetensors":
+            with open(os.path.join(int8_folder, entry), "rb") as src, open(out / entry, "wb") as dst:
+                dst.write(src.read())
+    save_file(t, str(out / "model.safetensors"))
+    return str(out)
+
+
+L1 = "backbone.layers.1.mixer."
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda t: t.pop(L1 + "out_proj.weight_scale"), "out_proj.weight_scale"),
+    (lambda t: t[L1 + "in_proj.weight_scale"].__setitem__(5, np.nan), "in_proj.weight_scale"),
+    (lambda t: t.__setitem__(L1 + "in_proj.qweight", t[L1 + "in_proj.qweight"][:, :-1].copy()), "in_proj.qweight"),
+    (lambda t: t.__setitem__(L1 + "out_proj.qweight", t[L1 + "out_proj.qweight"].astype(np.float32)), "out_proj.qweight"),
+    (lambda t: t.__setitem__(L1 + "in_proj.weight_scale", t[L1 + "in_proj.weight_scale"][:-2].copy()), "in_proj"),
+    (lambda t: t.__setitem__(L1 + "out_proj.input_rotation", np.ones(64, np.int8)), "input_rotation"),
+    (lambda t: t.__setitem__(L1 + "out_proj.input_rotation", np.full(128, 3, np.int8)), "out_proj"),
+    (lambda t: t.pop(L1 + "out_proj.input_rotation"), "input_rotation"),
+    (lambda t: t.pop(L1 + "in_proj.qweight"), "in_proj.qweight"),
+    (lambda t: t.__setitem__(L1 + "in_proj.weight", np.zeros((256, 64), np.float32)), "in_proj.weight"),
+])
+def test_bad_int8_folder(int8_folder, tmp_path, change, match):
+    bad = corrupt(int8_folder, tmp_path, change)
+    with pytest.raises(ValueError, match=match.replace(".", r"\.")):
+        mr.MambaEncoder.from_pretrained(bad)
+
+
+def test_bad_requests(float_model, int8_folder, tmp_path):
+    with pytest.raises(ValueError, match="already an int8 folder"):
+        save_quantized(int8_folder, str(tmp_path / "again"))
+    with pytest.raises(ValueError, match="quantize"):
+        mr.MambaEncoder.from_pretrained(float_model, quantize="int4")
+    with pytest.raises(ValueError, match="CPU"):
+        mr.MambaEncoder.from_pretrained(float_model, device="cuda", quantize="int8")
+    with open(os.path.join(int8_folder, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["quantization_config"]["hadamard_block"] = 48  # not a power of two: no block fits the signs
+    bad = corrupt(int8_folder, tmp_path, lambda t: None)
+    with open(os.path.join(bad, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    with pytest.raises(ValueError, match="rotation"):
+        mr.MambaEncoder.from_pretrained(bad)
+    model = _C.Model({**mr.MambaEncoder.from_pretrained(float_model).model.config, "int8": 1})
+    with pytest.raises(ValueError, match="int8"):
+        model.set_tensor("mixer.in_proj.weight", 0, np.zeros((256, 64), np.float32))
+    with pytest.raises(ValueError, match="missing"):
+        model.finish()
+
+
+def test_command_line(float_model, tmp_path):
+    out = tmp_path / "q"
+    run = [sys.executable, "-m", "mambaret"]
+    done = subprocess.run(run + ["quantize", float_model, str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    again = subprocess.run(run + ["quantize", str(out), str(tmp_path / "q2")], capture_output=True, text=True)
+    assert again.returncode == 2 and "already an int8 folder" in again.stderr
+    ids = token_batches(2, 4)
+    np.testing.assert_array_equal(mr.MambaEncoder.from_pretrained(str(out)).encode(ids),
+                                  mr.MambaEncoder.from_pretrained(float_model, quantize="int8").encode(ids))
+    assert "int8" in mr.show_config(print_out=False)
