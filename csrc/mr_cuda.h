@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever the table below or a struct it uses changes layout or meaning. */
-#define MR_CUDA_ABI_VERSION 6
+#define MR_CUDA_ABI_VERSION 7
 #define MR_CUDA_CAPSULE_NAME "mambaret._cuda._C_API"
 
 typedef struct mr_cuda_model mr_cuda_model;

@@ -20,35 +20,10 @@
 #include "ops/mr_hadamard.h"
 #include "dev_common.h"
 
-typedef void (*cblas_sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int, float,
-                               float *, int);
-
-static cblas_sgemm_fn open_blas(const char *path) {
-    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        fprintf(stderr, "cannot load %s: %s\n", path, dlerror());
-        return NULL;
-    }
-    const char *names[][2] = {{"scipy_cblas_sgemm", "scipy_openblas_set_num_threads"},
-                              {"cblas_sgemm", "openblas_set_num_threads"}};
-    for (int i = 0; i < 2; i++) {
-        void *sgemm = dlsym(lib, names[i][0]), *threads = dlsym(lib, names[i][1]);
-        if (!sgemm) continue;
-        if (threads) {
-            void (*set_threads)(int);
-            memcpy(&set_threads, &threads, sizeof threads);
-            set_threads(1);
-        }
-        cblas_sgemm_fn fn;
-        memcpy(&fn, &sgemm, sizeof sgemm);
-        return fn;
-    }
-    return NULL;
-}
-
 int main(int argc, char **argv) {
     const int64_t T = argc > 1 ? atol(argv[1]) : 512;
-    cblas_sgemm_fn sgemm = argc > 2 ? open_blas(argv[2]) : NULL;
+    const char *blas_name = "";
+    cblas_sgemm_fn sgemm = argc > 2 ? open_blas(argv[2], &blas_name) : NULL;
     const struct { const char *name; int64_t N, K; } shapes[] = {
         {"in_proj", 3072, 768}, {"out_proj", 768, 1536}, {"ragged", 75, 37}};
     unsigned seed = 1;
