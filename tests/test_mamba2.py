@@ -182,15 +182,21 @@ def test_ssd_scan_clamps_delta_to_the_time_step_limit():
         np.testing.assert_allclose(y[t], C[t] @ state, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("group", [4, 12, 24])
-def test_gated_rmsnorm_matches_reference(group):
+@pytest.mark.parametrize("simd", ["avx512", "avx2", "portable"])
+@pytest.mark.parametrize("group", [4, 12, 16, 48])
+def test_gated_rmsnorm_matches_reference(simd, group):
     rng = np.random.default_rng(group)
-    y, z = rng.standard_normal((9, 24)).astype(np.float32), rng.standard_normal((9, 24)).astype(np.float32)
-    w = rng.standard_normal(24).astype(np.float32)
+    y, z = rng.standard_normal((9, 96)).astype(np.float32), 3 * rng.standard_normal((9, 96)).astype(np.float32)
+    w = rng.standard_normal(96).astype(np.float32)
     ref = _C.op_gated_rmsnorm(y, z, w, group, 1e-5, variant="reference")
-    np.testing.assert_allclose(_C.op_gated_rmsnorm(y, z, w, group, 1e-5, threads=2), ref, rtol=1e-6, atol=1e-6)
-    v = (y * z / (1 + np.exp(-z))).reshape(9, 24 // group, group)
-    expected = (v / np.sqrt((v ** 2).mean(-1, keepdims=True) + 1e-5)).reshape(9, 24) * w
+    previous = _C.set_simd_limit(simd)
+    try:
+        ours = _C.op_gated_rmsnorm(y, z, w, group, 1e-5, threads=2)
+    finally:
+        _C.set_simd_limit(previous)
+    np.testing.assert_allclose(ours, ref, rtol=2e-6, atol=2e-6)
+    v = (y * z / (1 + np.exp(-z))).reshape(9, 96 // group, group)
+    expected = (v / np.sqrt((v ** 2).mean(-1, keepdims=True) + 1e-5)).reshape(9, 96) * w
     np.testing.assert_allclose(ref, expected, rtol=1e-5, atol=1e-6)
 
 

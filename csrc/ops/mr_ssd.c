@@ -1,4 +1,5 @@
-/* Mamba-2's ops: the SSD scan's dispatch (per-ISA bodies in mr_ssd_<isa>.c) and the gated RMSNorm.
+/* Mamba-2's ops: the SSD scan's and the gated RMSNorm's dispatch (vector bodies in
+ * mr_ssd_<isa>.c, the gated norm's portable path here).
  *
  * The scan runs in its recurrent form, vectorised over a head's channels with the state laid out
  * [N, P]: per token and head it costs N*P multiply-adds for the update and as many for the
@@ -58,6 +59,17 @@ void mr_gated_rmsnorm_f32(int64_t T, int64_t E, int64_t group, const float *y, i
                           int64_t ldz, const float *w, float eps, float *out, int64_t ldo, int ith, int nth) {
     int64_t lo, hi;
     mr_split_range(T, 1, ith, nth, &lo, &hi);
+#if defined(__x86_64__) || defined(__i386__)
+    const mr_isa isa = mr_isa_best();
+    if (isa >= MR_ISA_AVX512 && group % 16 == 0) {
+        mr_gated_rmsnorm_rows_avx512(lo, hi, E, group, y, ldy, z, ldz, w, eps, out, ldo);
+        return;
+    }
+    if (isa >= MR_ISA_AVX2 && group % 8 == 0) {
+        mr_gated_rmsnorm_rows_avx2(lo, hi, E, group, y, ldy, z, ldz, w, eps, out, ldo);
+        return;
+    }
+#endif
     for (int64_t t = lo; t < hi; t++) {
         const float *yr = y + t * ldy, *zr = z + t * ldz;
         float *dst = out + t * ldo;

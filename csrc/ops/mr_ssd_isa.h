@@ -14,10 +14,22 @@
 /* Tokens whose delta and decay are computed together, and whose outputs a p-block accumulates
  * while a block of state rows stays in registers. */
 #define MR_SSD_TOKEN_CHUNK 32
+/* The largest total log decay of a chunk the vector paths run in scaled form (mr_ssd_body.h):
+ * 1 / e^-30 = 1e13 keeps the scaled state far inside float range. */
+#ifndef MR_SSD_SCALED_LOG_DECAY /* dev/cpu/ssd_scan builds with 0 too, to time the plain form */
+#define MR_SSD_SCALED_LOG_DECAY 30.0f
+#endif
 
 void mr_ssd_scan_f32_portable(MR_SSD_ARGS);
 void mr_ssd_scan_f32_avx2(MR_SSD_ARGS);
 void mr_ssd_scan_f32_avx512(MR_SSD_ARGS);
+
+/* The gated RMSNorm's vector paths, rows [lo, hi), for groups that are a multiple of the lanes. */
+#define MR_GATED_NORM_ARGS                                                                                     \
+    int64_t lo, int64_t hi, int64_t E, int64_t group, const float *y, int64_t ldy, const float *z, int64_t ldz, \
+        const float *w, float eps, float *out, int64_t ldo
+void mr_gated_rmsnorm_rows_avx2(MR_GATED_NORM_ARGS);
+void mr_gated_rmsnorm_rows_avx512(MR_GATED_NORM_ARGS);
 
 /* delta and exp(delta * A) of head h for tokens [t0, t1) into delta[], decay[] (shared by every
  * path so that they agree on the discretisation). */
