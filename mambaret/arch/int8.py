@@ -128,14 +128,19 @@ def set_quantized(model: "_C.Model", layers: int, floats: dict[tuple[str, int], 
     """Quantizes each layer's float in_proj / out_proj (as read from the checkpoint) into the model."""
     block = hadamard_block(intermediate_size)
     for layer in range(layers):
-        pair = []
-        for kind in LINEARS:
-            if (kind, layer) not in floats:
-                raise ValueError(f"missing tensor 'backbone.layers.{layer}.{kind}'")
-            name, tensor = floats[(kind, layer)]
-            tensor.check_finite(name)
-            pair.append(_float32(tensor))
-        _set_layer(model, layer, quantize_linears(pair[0], pair[1], layer, block), block)
+        _set_layer(model, layer, quantize_linears(*_float_linears(floats, layer), layer, block), block)
+
+
+def _float_linears(floats: dict[tuple[str, int], tuple[str, Any]], layer: int) -> list[np.ndarray]:
+    """A layer's float in_proj and out_proj weights, checked and widened to float32."""
+    pair = []
+    for kind in LINEARS:
+        if (kind, layer) not in floats:
+            raise ValueError(f"missing tensor 'backbone.layers.{layer}.{kind}'")
+        name, tensor = floats[(kind, layer)]
+        tensor.check_finite(name)
+        pair.append(_float32(tensor))
+    return pair
 
 
 def _set_layer(model, layer: int, t: dict[str, np.ndarray], block: int, names: dict[str, str] | None = None) -> None:
@@ -225,14 +230,7 @@ def save_quantized(model_dir: str, out_dir: str, rotate: bool = True) -> str:
             tensors[f"backbone.{hf_name(kind, layer)}"] = np.ascontiguousarray(value)
     block = hadamard_block(dims.intermediate_size) if rotate else 0
     for layer in range(dims.num_hidden_layers):
-        pair = []
-        for kind in LINEARS:
-            if (kind, layer) not in floats:
-                raise ValueError(f"missing tensor 'backbone.layers.{layer}.{kind}'")
-            name, tensor = floats[(kind, layer)]
-            tensor.check_finite(name)
-            pair.append(_float32(tensor))
-        for key, value in quantize_linears(pair[0], pair[1], layer, block).items():
+        for key, value in quantize_linears(*_float_linears(floats, layer), layer, block).items():
             tensors[f"backbone.layers.{layer}.mixer.{key}"] = value
     os.makedirs(out_dir, exist_ok=True)
     for entry in sorted(os.listdir(model_dir)):  # tokenizer, model card, sentence-transformers modules
