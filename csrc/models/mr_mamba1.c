@@ -119,14 +119,9 @@ static mr_status layer_forward(const mr_model *m, int64_t l, const mr_layer_batc
     if (c->arch == MR_ARCH_FALCON_MAMBA) {
         /* FalconMamba: weightless RMS norms over dt's rank, B and C, before dt_proj */
 #pragma omp barrier
-        int64_t lo, hi;
-        mr_split_range(T, 1, ith, nth, &lo, &hi);
-        for (int64_t t = lo; t < hi; t++) {
-            float *row = xdbl + t * ldx;
-            mr_rmsnorm_f32(row, ldx, NULL, 1, R, c->mixer_eps, row, ldx, 0, 1);
-            mr_rmsnorm_f32(row + R, ldx, NULL, 1, N, c->mixer_eps, row + R, ldx, 0, 1);
-            mr_rmsnorm_f32(row + R + N, ldx, NULL, 1, N, c->mixer_eps, row + R + N, ldx, 0, 1);
-        }
+        mr_rmsnorm_f32(xdbl, ldx, NULL, T, R, c->mixer_eps, xdbl, ldx, ith, nth);
+        mr_rmsnorm_f32(xdbl + R, ldx, NULL, T, N, c->mixer_eps, xdbl + R, ldx, ith, nth);
+        mr_rmsnorm_f32(xdbl + R + N, ldx, NULL, T, N, c->mixer_eps, xdbl + R + N, ldx, ith, nth);
 #pragma omp barrier
     }
     if (L->dt_proj_packed)

@@ -276,7 +276,8 @@ def _parse_mamba_ssm_mamba2(cfg: dict, ssm: dict, hidden: int, vocab: int, multi
     return dataclasses.replace(dims, source_format="mamba_ssm", pad_vocab_size_multiple=multiple, eos_token_id=None)
 
 
-_TRANSFORMERS_CLASSES = {"mamba": "MambaModel", "mamba2": "Mamba2Model", "falcon_mamba": "FalconMambaModel"}
+# transformers' model class of each architecture (config.json's "architectures")
+TRANSFORMERS_CLASSES = {"mamba": "MambaModel", "mamba2": "Mamba2Model", "falcon_mamba": "FalconMambaModel"}
 
 
 def transformers_config(dims: MambaDims, vocab_rows: int) -> dict:
@@ -288,7 +289,7 @@ def transformers_config(dims: MambaDims, vocab_rows: int) -> dict:
     eos = dims.eos_token_id if dims.eos_token_id is not None else 0
     config = {
         "model_type": dims.arch,
-        "architectures": [_TRANSFORMERS_CLASSES[dims.arch]],
+        "architectures": [TRANSFORMERS_CLASSES[dims.arch]],
         "hidden_size": dims.hidden_size,
         "num_hidden_layers": dims.num_hidden_layers,
         "vocab_size": vocab_rows,

@@ -187,8 +187,13 @@ def tensor_kinds(arch: str = "mamba") -> dict[str, dict]:
 
 def hf_name(kind: str, layer: int) -> str:
     """The name a bare transformers model's `save_pretrained` gives a tensor kind."""
-    per_layer = next(row["per_layer"] for row in _C.tensor_table() if row["name"] == kind)
-    return f"layers.{layer}.{kind}" if per_layer else kind
+    return f"layers.{layer}.{kind}" if _per_layer_names()[kind] else kind
+
+
+@functools.lru_cache(maxsize=None)
+def _per_layer_names() -> dict[str, bool]:
+    """Whether each table name is per layer (the same in every architecture that has it)."""
+    return {row["name"]: row["per_layer"] for row in _C.tensor_table()}
 
 
 def tensor_shape(kind: str, config: dict) -> tuple[int, ...]:

@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from .._atomic import give_default_mode
-from ..arch.config import read_config, transformers_config
+from ..arch.config import TRANSFORMERS_CLASSES, read_config, transformers_config
 from ..arch.weights import core_tensor, hf_name, iter_weights
 from ..arch.st_folder import _LEGACY_POOLING_KEYS, _POOLING_TO_ST, NORMALIZE_TYPE, POOLING_TYPE, TRANSFORMER_TYPE
 
@@ -45,7 +45,7 @@ def _checkpoint_config(model_dir: str, vocab_rows: int, eos_id: int) -> dict:
     else:  # mamba_ssm's config: restate it in transformers' terms
         config = transformers_config(dims, vocab_rows)
         config.update(bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=eos_id)
-    config["architectures"] = [transformers_config(dims, vocab_rows)["architectures"][0]]
+    config["architectures"] = [TRANSFORMERS_CLASSES[dims.arch]]
     config["vocab_size"] = vocab_rows  # transformers sizes the embedding from it
     config.pop("dtype", None)
     config["torch_dtype"] = "float32"

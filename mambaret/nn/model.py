@@ -94,6 +94,20 @@ class MambaMixer(nn.Module):
         return self.out_proj(y)
 
 
+class GatedRMSNorm(nn.Module):
+    """Mamba-2's norm: y * silu(z), RMS-normalised over each of `groups` groups, times the weight."""
+
+    def __init__(self, size: int, groups: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.groups, self.eps = groups, eps
+
+    def forward(self, y, z):
+        gated = (y * F.silu(z)).view(-1, self.groups, y.shape[-1] // self.groups)
+        normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.view(y.shape)
+
+
 class Mamba2Mixer(nn.Module):
     """Mamba-2's mixer: [z | xBC | dt] = in_proj(x); conv + SiLU over xBC; the SSD scan per head;
     the gated RMSNorm over groups; out_proj."""
@@ -105,15 +119,13 @@ class Mamba2Mixer(nn.Module):
         self.intermediate_size, self.state_size, self.num_heads, self.n_groups = E, N, H, G
         self.conv_dim = E + 2 * G * N
         self.time_step_limit = tuple(dims.time_step_limit)
-        self.eps = dims.layer_norm_epsilon
         self.in_proj = nn.Linear(d, E + self.conv_dim + H, bias=dims.use_bias)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, K, groups=self.conv_dim, padding=K - 1,
                                 bias=dims.use_conv_bias)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, H + 1, dtype=torch.float32)))
         self.D = nn.Parameter(torch.ones(H))
         self.dt_bias = nn.Parameter(torch.empty(H))
-        self.norm = nn.Module()
-        self.norm.weight = nn.Parameter(torch.ones(E))
+        self.norm = GatedRMSNorm(E, G, dims.layer_norm_epsilon)
         self.out_proj = nn.Linear(E, d, bias=dims.use_bias)
         with torch.no_grad():  # Mamba-2's time-step initialisation: softplus(dt_bias) in [1e-3, 1e-1]
             dt = torch.exp(torch.rand(H) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
@@ -126,9 +138,7 @@ class Mamba2Mixer(nn.Module):
         x, B, C = xbc.split([E, G * N, G * N], dim=-1)
         A = -torch.exp(self.A_log.float())
         y = ssd_scan(x, dt, self.dt_bias, A, B, C, self.D, offsets, H, G, self.time_step_limit)
-        gated = (y * F.silu(z)).view(-1, G, E // G)
-        normed = (gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + self.eps)).view(-1, E)
-        return self.out_proj(self.norm.weight * normed)
+        return self.out_proj(self.norm(y, z))
 
 
 class MambaBlock(nn.Module):
@@ -158,11 +168,6 @@ def _as_dims(config) -> MambaDims:
     if to_dict is not None:
         return parse_config(to_dict(), where="config")
     raise TypeError(f"config must be a MambaDims, a config dict or a MambaConfig, got {type(config).__name__}")
-
-
-def hf_config_dict(dims: MambaDims, vocab_rows: int) -> dict:
-    """config.json in transformers' terms for the backbone's architecture."""
-    return transformers_config(dims, vocab_rows)
 
 
 class MambaModel(nn.Module):
@@ -289,7 +294,7 @@ class MambaModel(nn.Module):
         save_file(tensors, partial, metadata={"format": "pt"})
         give_default_mode(partial)  # safetensors creates 0600
         os.replace(partial, os.path.join(save_dir, "model.safetensors"))
-        config = hf_config_dict(self.config, vocab_rows)
+        config = transformers_config(self.config, vocab_rows)
         for key in ("matryoshka_dims", "exit_layers"):  # what the model was trained for, when known
             if getattr(self, key, None):
                 config[key] = sorted(getattr(self, key), reverse=True)
