@@ -74,12 +74,9 @@ def _engine(encoder) -> str:
 
 def cmd_quantize(args) -> int:
     from ..arch.int8 import save_quantized
-    from ..arch.paths import find_model_dir
-    from ..arch.st_folder import is_sentence_transformers_folder, read_folder
+    from ..arch.paths import find_model_dir, resolve_model_dir
 
-    model_dir = find_model_dir(args.model, None, None)
-    if is_sentence_transformers_folder(model_dir):
-        model_dir = read_folder(model_dir).checkpoint_dir
+    model_dir = resolve_model_dir(find_model_dir(args.model, None, None))
     if os.path.exists(args.output) and (not os.path.isdir(args.output) or os.listdir(args.output)):
         raise UsageError(f"the output {args.output!r} exists and is not an empty folder")
     save_quantized(model_dir, args.output, rotate=not args.no_rotation)

@@ -43,3 +43,18 @@ def find_model_dir(name_or_path: str, revision: str | None, cache_dir: str | Non
                                 f"(pip install huggingface_hub, or pip install '.[hub]' in the mambaret "
                                 f"repository)") from None
     return snapshot_download(name_or_path, revision=revision, cache_dir=cache_dir, allow_patterns=_HUB_FILES)
+
+
+def resolve_model_dir(path: str) -> str:
+    """The checkpoint folder of an HF folder or of a sentence-transformers folder ("default":
+    the packaged default model, unless a path of that name exists)."""
+    from .st_folder import is_sentence_transformers_folder, read_folder
+
+    path = resolve_model_path(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no model directory {path!r}")
+    if is_sentence_transformers_folder(path):
+        path = read_folder(path).checkpoint_dir
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"{path!r} has no config.json: not a model directory")
+    return path

@@ -15,8 +15,8 @@ from .matryoshka import AdaptiveLayerLoss, CachedMatryoshkaLoss, LossBatch, Matr
 from .optim import linear_schedule, make_optimizer, no_weight_decay, parameter_groups, warmup_steps
 from .saving import list_checkpoints
 from .teacher import PrecomputedEmbeddings
-from .trainer import (BiEncoder, Trainer, TrainingArguments, TrainState, dev_ndcg, load_model, load_tokenizer,
-                      resolve_model_dir)
+from ..arch.paths import resolve_model_dir
+from .trainer import BiEncoder, Trainer, TrainingArguments, TrainState, dev_ndcg, load_model, load_tokenizer
 
 __all__ = [
     "AdaptiveLayerLoss", "BiEncoder", "CachedMatryoshkaLoss", "LossBatch", "MatryoshkaLoss", "matryoshka_2d_loss", "CachedMultipleNegativesRankingLoss", "MultipleNegativesRankingLoss", "PrecomputedEmbeddings", "TrainExample", "TrainState",

@@ -119,23 +119,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def resolve_model_dir(path: str) -> str:
-    """The checkpoint folder of an HF folder or of a sentence-transformers folder ("default":
-    the packaged default model, unless a path of that name exists)."""
-    from ..arch.paths import resolve_model_path
-    from ..arch.st_folder import is_sentence_transformers_folder, read_folder
-
-    path = resolve_model_path(path)
-
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"no model directory {path!r}")
-    if is_sentence_transformers_folder(path):
-        path = read_folder(path).checkpoint_dir
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"{path!r} has no config.json: not a model directory")
-    return path
-
-
 def load_tokenizer(model_dir: str) -> tuple[TextTokenizer, list[str]]:
     """Our tokenizer (with the encoder's EOS rule) and the files to copy into saved models."""
     from ..arch.config import read_config
