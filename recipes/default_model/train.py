@@ -390,7 +390,11 @@ def stage_distill(args) -> None:
     examples = load_jsonl_pairs(os.path.join(args.data, "train.jsonl"))
     # mse matches the teacher's vectors; kl matches its ranking of each query's positive and mined
     # negatives (the "scores" the data builder's mine stage wrote), a relation rather than a point
-    training = TrainingArguments(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+    # 2d-matryoshka: the same MSE distillation at every trained exit and width (exits get their own
+    # gains), so that the model ships layer exits and Matryoshka dims
+    wrapped = {} if args.loss in ("mse", "kl") else {"base_loss": "mse", "exit_heads": args.exit_heads,
+                                                     "prior_layers_weight": args.prior_layers_weight}
+    training = TrainingArguments(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss, **wrapped,
                                  temperature=args.temperature, negatives_per_query=args.negatives,
                                  max_length=args.max_length, warmup_ratio=0.05, weight_decay=0.0,
                                  save_steps=args.save_steps, save_total_limit=2, eval_steps=args.eval_steps,
@@ -525,7 +529,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--loss", choices=("mse", "kl"), default="mse",
+    parser.add_argument("--exit-heads", action="store_true", help="2d-matryoshka: a gain vector of its own per exit")
+    parser.add_argument("--prior-layers-weight", type=float, default=1.0, help="2d-matryoshka: the exits' loss weight")
+    parser.add_argument("--loss", choices=("mse", "kl", "2d-matryoshka"), default="mse",
                         help="distil the teacher's embeddings (mse) or its scores over the mined negatives (kl)")
     parser.add_argument("--temperature", type=float, default=0.05, help="kl: softmax temperature on cosines")
     parser.add_argument("--negatives", type=int, default=None, help="kl: mined negatives per query (default all)")
