@@ -4,6 +4,7 @@ memory. Results: bench/results/int8.md.
     python3 bench/int8.py choose                      # default model on its own pairs and random text
     python3 bench/int8.py accuracy [--docs 2000]      # default model: cosines, Vaswani nDCG@10
     python3 bench/int8.py speed [--rounds 6]          # 130M shape, length 512, 2 threads, one process
+    python3 bench/int8.py speed --shape mamba2-130m   # the same for Mamba-2's 130M shape
     python3 bench/int8.py memory                      # bytes of the weights, and RSS after loading
     python3 bench/int8.py search [--n 1000000]        # Int8FlatIndex vs FlatIndex, 1,000 queries, 2 threads
 
@@ -125,7 +126,15 @@ def speed(args) -> None:
     from mambaret.arch.random_model import write_random_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_random_model(os.path.join(tmp, "m"), seed=0, shape="130m")
+        if args.shape == "mamba-130m":
+            path = write_random_model(os.path.join(tmp, "m"), seed=0, shape="130m")
+            shape = "130M shape (d 768, 24 layers, d_inner 1536, N 16)"
+        else:  # Mamba-2's shapes, as bench/mamba2_bench.py writes them once under bench/.cache
+            sys.path.insert(0, HERE)
+            from mamba2_bench import SHAPES, checkpoint
+
+            path = checkpoint(args.shape)
+            shape = f"{args.shape} shape ({SHAPES[args.shape][1]})"
         models = {"float32": mr.MambaEncoder.from_pretrained(path, threads=args.threads).model,
                   "int8": mr.MambaEncoder.from_pretrained(path, threads=args.threads, quantize="int8").model}
     kernels = ["auto"] + (args.kernels.split(",") if args.kernels else [])
@@ -141,7 +150,7 @@ def speed(args) -> None:
         np.linalg.norm(outputs["float32"], axis=1)
     rates = {name: [] for name in models}
     print(f"machine: {machine()}")
-    print(f"130M shape (d 768, 24 layers, d_inner 1536, N 16), {args.batch} x {args.length} tokens, "
+    print(f"{shape}, {args.batch} x {args.length} tokens, "
           f"{args.threads} threads, max_tokens {args.max_tokens}, best of {args.reps} forwards per round")
     for r in range(args.rounds):
         order = list(models) if r % 2 == 0 else list(models)[::-1]
@@ -261,6 +270,8 @@ def main() -> None:
     a.add_argument("--threads", type=int, default=2)
     s = sub.add_parser("speed")
     s.add_argument("--rounds", type=int, default=6)
+    s.add_argument("--shape", default="mamba-130m", choices=("mamba-130m", "mamba2-130m", "mamba2-1.3b"),
+                   help="seeded random weights of this shape (Mamba-2's from bench/mamba2_bench.py)")
     s.add_argument("--reps", type=int, default=2)
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--length", type=int, default=512)

@@ -180,3 +180,46 @@ def test_command_line(float_model, tmp_path):
     np.testing.assert_array_equal(mr.MambaEncoder.from_pretrained(str(out)).encode(ids),
                                   mr.MambaEncoder.from_pretrained(float_model, quantize="int8").encode(ids))
     assert "int8" in mr.show_config(print_out=False)
+
+
+# Mamba-2 (in_proj z | xBC | dt, out_proj after the gated norm) and FalconMamba (Mamba-1's layer
+# with weightless norms) take the same int8 linears through the engine's shared steps
+OTHER_ARCHITECTURES = {
+    "mamba2": dict(hidden_size=64, num_hidden_layers=2, vocab_size=VOCAB, num_heads=8, head_dim=16, n_groups=2,
+                   state_size=16, conv_kernel=4, expand=2, use_bias=True, time_step_limit=(0.0, 1.0)),
+    "falcon_mamba": dict(hidden_size=64, num_hidden_layers=2, vocab_size=VOCAB, state_size=16, conv_kernel=4,
+                         expand=2, mixer_rms_eps=1e-5),
+}
+
+
+@pytest.mark.parametrize("family", sorted(OTHER_ARCHITECTURES))
+def test_other_architectures_in_int8(tmp_path, family):
+    pytest.importorskip("transformers")
+    from conftest import build_hf_model, save_hf_model
+
+    model = build_hf_model(OTHER_ARCHITECTURES[family], seed=4, family=family, perturb=0.02)
+    path = save_hf_model(model, tmp_path / family)
+    ids = token_batches(3, 16)
+    fp = mr.MambaEncoder.from_pretrained(path).encode(ids)
+    on_load = mr.MambaEncoder.from_pretrained(path, quantize="int8")
+    assert on_load.dims.arch == family and on_load.model.config["int8"]
+    q = on_load.encode(ids)
+    folder = save_quantized(path, str(tmp_path / "int8"))
+    with open(os.path.join(folder, "config.json")) as f:
+        assert json.load(f)["quantization_config"]["base_model_type"] == family
+    np.testing.assert_array_equal(mr.MambaEncoder.from_pretrained(folder).encode(ids), q)
+    assert cosines(q, fp).min() > 0.99
+    assert not np.array_equal(q, fp)  # the int8 products ran
+
+
+def test_quantize_keeps_exit_heads(tmp_path):
+    cfg = {**random_config(hidden_size=64, num_hidden_layers=2, vocab_size=VOCAB), "exit_layers": [2, 1]}
+    w = random_weights(cfg, seed=5)
+    w["exits.1.weight"] = np.random.default_rng(0).uniform(0.5, 1.5, 64).astype(np.float32)
+    path = write_model(tmp_path / "f", w, cfg)
+    folder = save_quantized(path, str(tmp_path / "q"))
+    np.testing.assert_array_equal(load_file(os.path.join(folder, "model.safetensors"))["exits.1.weight"],
+                                  w["exits.1.weight"])
+    ids = token_batches(4, 8)
+    np.testing.assert_array_equal(mr.MambaEncoder.from_pretrained(folder).encode(ids, exit_layer=1),
+                                  mr.MambaEncoder.from_pretrained(path, quantize="int8").encode(ids, exit_layer=1))

@@ -22,15 +22,25 @@ struct mr_quant {
 };
 
 static int slot_of(mr_tensor_kind kind) {
-    return kind == MR_T_IN_PROJ_W ? Q_IN : kind == MR_T_OUT_PROJ_W ? Q_OUT : -1;
+    switch (kind) {
+    case MR_T_IN_PROJ_W:
+    case MR_T_M2_IN_PROJ_W: return Q_IN;
+    case MR_T_OUT_PROJ_W: return Q_OUT;
+    default: return -1;
+    }
+}
+
+/* The architecture's own kind of a slot (Mamba-2's in_proj has its own row in the table). */
+static mr_tensor_kind kind_of(const mr_config *c, int slot) {
+    return slot == Q_OUT ? MR_T_OUT_PROJ_W : (mr_tensor_kind)mr_tensor_find(c, "mixer.in_proj.weight");
 }
 
 int mr_quant_replaces(const mr_config *c, mr_tensor_kind kind) { return c->int8 && slot_of(kind) >= 0; }
 
 mr_status mr_quant_create(mr_model *m, mr_error *err) {
     const mr_config *c = &m->cfg;
-    if (c->arch != MR_ARCH_MAMBA1)
-        return mr_fail(err, MR_ERR_VALUE, "int8 weights run the Mamba-1 architecture only, not '%s'",
+    if (mr_tensor_find(c, "mixer.in_proj.weight") < 0)
+        return mr_fail(err, MR_ERR_VALUE, "architecture '%s' has no in_proj to hold in int8",
                        mr_arch_name(c->arch) ? mr_arch_name(c->arch) : "?");
     mr_quant *q = calloc(1, sizeof *q);
     if (q) {
@@ -66,7 +76,7 @@ mr_status mr_quant_check_complete(const mr_model *m, mr_error *err) {
         for (int s = 0; s < Q_COUNT; s++)
             if (!q->set[l * (Q_COUNT + 1) + s]) {
                 char name[128];
-                mr_tensor_name(s == Q_IN ? MR_T_IN_PROJ_W : MR_T_OUT_PROJ_W, l, name, sizeof name);
+                mr_tensor_name(kind_of(&m->cfg, s), l, name, sizeof name);
                 return mr_fail(err, MR_ERR_VALUE, "missing int8 tensor '%s'", name);
             }
     return MR_OK;
@@ -81,8 +91,10 @@ int64_t mr_quant_scratch_bytes(const mr_model *m, int64_t T) {
 int64_t mr_quant_weight_bytes(const mr_model *m) {
     if (!m->quant) return 0;
     const mr_config *c = &m->cfg;
-    return c->n_layer * (mr_int8_linear_bytes(2 * c->d_inner, c->d_model) + mr_int8_linear_bytes(c->d_model, c->d_inner) +
-                         c->d_inner);
+    int64_t in[3], out[3];
+    mr_tensor_shape(c, kind_of(c, Q_IN), in);
+    mr_tensor_shape(c, kind_of(c, Q_OUT), out);
+    return c->n_layer * (mr_int8_linear_bytes(in[0], in[1]) + mr_int8_linear_bytes(out[0], out[1]) + out[1]);
 }
 
 mr_status mr_model_set_int8_linear(mr_model *m, mr_tensor_kind kind, int64_t layer, const int8_t *w, int ndim,

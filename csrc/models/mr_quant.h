@@ -21,7 +21,7 @@ typedef struct mr_quant mr_quant;
 int mr_quant_replaces(const mr_config *c, mr_tensor_kind kind);
 
 /* Made by mr_model_create for a config with int8 set: MR_ERR_VALUE for an architecture without an
- * int8 path (Mamba-1 only for now). */
+ * int8 path. */
 mr_status mr_quant_create(mr_model *m, mr_error *err);
 void mr_quant_free(mr_model *m);
 /* MR_ERR_VALUE naming the first int8 weight or rotation not set. */

@@ -117,10 +117,13 @@ def _float32(tensor: Any) -> np.ndarray:
     return np.asarray(a, np.float32)
 
 
+ARCHITECTURES = ("mamba", "mamba2", "falcon_mamba")
+
+
 def check_architecture(core_config: dict) -> None:
     arch = core_config.get("arch", "mamba")
-    if arch != "mamba":
-        raise ValueError(f"int8 weights run the Mamba-1 architecture ('mamba') only for now, not {arch!r}")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"int8 weights run the architectures {', '.join(ARCHITECTURES)}, not {arch!r}")
 
 
 def set_quantized(model: "_C.Model", layers: int, floats: dict[tuple[str, int], tuple[str, Any]],
@@ -204,21 +207,24 @@ def save_quantized(model_dir: str, out_dir: str, rotate: bool = True) -> str:
     from safetensors.numpy import save_file
 
     from .config import read_config
-    from .weights import core_tensor, hf_name, iter_weights
+    from .weights import core_tensor, exit_head_layer, hf_name, iter_weights
 
     if folder_config(model_dir) is not None:
         raise ValueError(f"{model_dir!r} is already an int8 folder: quantize its float checkpoint instead")
     dims = read_config(model_dir)
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    check_architecture({"arch": cfg.get("model_type", "mamba")} if "model_type" in cfg else {})
+    check_architecture({"arch": dims.arch})
     if os.path.abspath(out_dir) == os.path.abspath(model_dir):
         raise ValueError("the int8 folder must be a different folder from the checkpoint")
     floats: dict[tuple[str, int], tuple[str, Any]] = {}
     tensors: dict[str, np.ndarray] = {}
     for name, tensor in iter_weights(model_dir):
-        target = core_tensor(name)
+        target = core_tensor(name, dims.arch)
         if target is None:
+            if exit_head_layer(name) is not None:  # an exit's gain stays float, under its own name
+                tensor.check_finite(name)
+                tensors[name] = np.ascontiguousarray(_float32(tensor) if tensor.bfloat16 else tensor.array)
             continue
         kind, layer = target
         if kind in LINEARS:
@@ -242,7 +248,7 @@ def save_quantized(model_dir: str, out_dir: str, rotate: bool = True) -> str:
     save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "mambaret_int8"})
     cfg["quantization_config"] = {
         "quant_method": QUANT_METHOD,
-        "base_model_type": cfg.get("model_type", "mamba"),
+        "base_model_type": cfg.get("model_type", dims.arch),
         "format_version": FORMAT_VERSION,
         "weights": "int8, symmetric, per output channel (in_proj, out_proj)",
         "activations": "int8, symmetric, per token, quantized on the fly",
