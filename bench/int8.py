@@ -6,6 +6,7 @@ memory. Results: bench/results/int8.md.
     python3 bench/int8.py speed [--rounds 6]          # 130M shape, length 512, 2 threads, one process
     python3 bench/int8.py speed --shape mamba2-130m   # the same for Mamba-2's 130M shape
     python3 bench/int8.py memory                      # bytes of the weights, and RSS after loading
+    python3 bench/int8.py static                      # calibrated static activation scales vs per-token
     python3 bench/int8.py search [--n 1000000]        # Int8FlatIndex vs FlatIndex, 1,000 queries, 2 threads
 
 choose: what the choices (rotation or not; smoothing) were made on: the cosine between int8 and
@@ -182,6 +183,98 @@ def speed(args) -> None:
           f"min {cos.min():.4f}")
 
 
+def static(args) -> None:
+    """Calibrated static activation scales (one per product, from a calibration set) against the
+    per-token dynamic ones the engine uses, emulated in torch on the default model: the same int8
+    weights, rotation and rounding, the activations quantized either way. Calibration on one half
+    of the model's own pairs sample, cosines to float32 on the other half and on random tokens."""
+    import json
+
+    import torch
+
+    from mambaret.arch.int8 import hadamard_block, quantize_linears
+    from mambaret.train import BiEncoder, load_model, load_tokenizer
+
+    rows = [json.loads(line) for line in open(os.path.join(os.path.dirname(HERE), "tests", "data",
+                                                           "default_model_sample.jsonl"))]
+    texts = [t for r in rows for t in (r["query"], r["positive"], *r.get("negatives", []))]
+    calibration, held_out = texts[0::2], texts[1::2]
+    model = load_model(mr.DEFAULT_MODEL).eval()
+    encoder = BiEncoder(model, load_tokenizer(mr.DEFAULT_MODEL)[0])
+    rng = np.random.default_rng(0)
+    random_ids = [list(map(int, rng.integers(4, model.config.vocab_size, rng.integers(8, 200)))) for _ in range(300)]
+    state = {"mode": "float", "maxima": {}, "samples": {}, "scales": {}}
+
+    def fake_quant(linear, qweight, wscale, signs, block, key):
+        qw = torch.from_numpy(qweight.astype(np.float32))
+        sw = torch.from_numpy(wscale)
+        original = linear.forward
+
+        def forward(a):
+            if state["mode"] == "float":
+                return original(a)
+            x = a
+            a = a.detach().float().contiguous()
+            if signs is not None:  # out_proj's input as the engine quantizes it: rotated
+                a = torch.from_numpy(_C.op_hadamard(a.numpy(), block, signs))
+            if state["mode"] == "calibrate":  # statistics of the float model's activations
+                state["maxima"][key] = max(state["maxima"].get(key, 0.0), float(a.abs().max()))
+                state["samples"].setdefault(key, []).append(a.abs().flatten()[::7])
+                return original(x)
+            if state["mode"] == "dynamic":
+                sa = a.abs().amax(1, keepdim=True) / 127
+            else:
+                sa = torch.full((a.shape[0], 1), state["scales"][key])
+            qa = torch.clamp(torch.round(a / torch.where(sa > 0, sa, torch.ones_like(sa))), -127, 127)
+            out = (qa @ qw.T) * sa * sw
+            return out + linear.bias if linear.bias is not None else out
+
+        linear.forward = forward
+
+    E = model.config.intermediate_size
+    block = hadamard_block(E)
+    for i, layer in enumerate(model.layers):
+        mixer = layer.mixer
+        t = quantize_linears(mixer.in_proj.weight.detach().numpy(), mixer.out_proj.weight.detach().numpy(), i, block)
+        fake_quant(mixer.in_proj, t["in_proj.qweight"], t["in_proj.weight_scale"], None, 0, (i, "in"))
+        fake_quant(mixer.out_proj, t["out_proj.qweight"], t["out_proj.weight_scale"], t["out_proj.input_rotation"],
+                   block, (i, "out"))
+
+    def embed(inputs):
+        with torch.no_grad():
+            if isinstance(inputs[0], str):
+                return encoder.encode(inputs)
+            return encoder.embed_ids(inputs).numpy()
+
+    floats = {"own pairs": embed(held_out), "random tokens": embed(random_ids)}
+    state["mode"] = "calibrate"
+    embed(calibration)
+    print(f"machine: {machine()}")
+    print(f"default model, calibration {len(calibration)} texts of its own pairs sample; held out "
+          f"{len(held_out)} texts and {len(random_ids)} random token sequences\n")
+    print("| activation scales | own pairs: mean cosine | min | random tokens: mean | min |")
+    print("|---|---|---|---|---|")
+    state["mode"] = "dynamic"
+    variants = [("per token, dynamic (the engine's)", None)]
+    variants += [(f"static per product, {q} quantile of calibration |a|", q) for q in ("max", 0.9999, 0.999)]
+    for name, q in variants:
+        if q is not None:
+            state["mode"] = "static"
+            state["scales"] = {k: (state["maxima"][k] if q == "max" else
+                                   float(torch.quantile(torch.cat(state["samples"][k])[:1 << 24], q))) / 127
+                               for k in state["maxima"]}
+        row = []
+        for label, inputs in (("own pairs", held_out), ("random tokens", random_ids)):
+            c = (embed(inputs) * floats[label]).sum(1)
+            row += [f"{c.mean():.5f}", f"{c.min():.5f}"]
+        print(f"| {name} | " + " | ".join(row) + " |")
+    # the emulation against the engine's own int8 path
+    engine = mr.MambaEncoder.from_pretrained(mr.DEFAULT_MODEL, quantize="int8").encode(held_out, normalize_embeddings=True)
+    state["mode"] = "dynamic"
+    print(f"\nemulated dynamic against the engine's int8 embeddings: min cosine "
+          f"{(embed(held_out) * engine).sum(1).min():.6f}")
+
+
 def memory(args) -> None:
     from mambaret._memory import model_weight_bytes
     from mambaret.arch.config import read_config
@@ -280,13 +373,15 @@ def main() -> None:
     s.add_argument("--kernels", default="", help="also time the int8 model through these kernels, e.g. "
                    "avxvnni,avx2 (comma-separated)")
     sub.add_parser("memory")
+    sub.add_parser("static")
     q = sub.add_parser("search")
     q.add_argument("--n", type=int, default=1_000_000)
     q.add_argument("--nq", type=int, default=1000)
     q.add_argument("--rounds", type=int, default=3)
     q.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    {"choose": choose, "accuracy": accuracy, "speed": speed, "memory": memory, "search": search}[args.what](args)
+    {"choose": choose, "accuracy": accuracy, "speed": speed, "memory": memory, "search": search,
+     "static": static}[args.what](args)
 
 
 if __name__ == "__main__":
