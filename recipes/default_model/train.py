@@ -393,7 +393,9 @@ def stage_distill(args) -> None:
     # 2d-matryoshka: the same MSE distillation at every trained exit and width (exits get their own
     # gains), so that the model ships layer exits and Matryoshka dims
     wrapped = {} if args.loss in ("mse", "kl") else {"base_loss": "mse", "exit_heads": args.exit_heads,
-                                                     "prior_layers_weight": args.prior_layers_weight}
+                                                     "prior_layers_weight": args.prior_layers_weight,
+                                                     "n_layers_per_step": args.n_layers_per_step,
+                                                     "n_dims_per_step": args.n_dims_per_step}
     training = TrainingArguments(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss, **wrapped,
                                  temperature=args.temperature, negatives_per_query=args.negatives,
                                  max_length=args.max_length, warmup_ratio=0.05, weight_decay=0.0,
@@ -531,6 +533,10 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--exit-heads", action="store_true", help="2d-matryoshka: a gain vector of its own per exit")
     parser.add_argument("--prior-layers-weight", type=float, default=1.0, help="2d-matryoshka: the exits' loss weight")
+    # sentence-transformers samples one exit and one width per step; -1 takes all of them: the pass
+    # through the model is shared, so each step's extra losses cost little
+    parser.add_argument("--n-layers-per-step", type=int, default=1, help="2d-matryoshka: exits per step (-1: all)")
+    parser.add_argument("--n-dims-per-step", type=int, default=1, help="2d-matryoshka: widths per step (-1: all)")
     parser.add_argument("--loss", choices=("mse", "kl", "2d-matryoshka"), default="mse",
                         help="distil the teacher's embeddings (mse) or its scores over the mined negatives (kl)")
     parser.add_argument("--temperature", type=float, default=0.05, help="kl: softmax temperature on cosines")
