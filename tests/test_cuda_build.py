@@ -24,7 +24,7 @@ def test_cuda_module_was_built_and_exports_its_abi():
                     "pip install nvidia-cublas==13.0.2.14; MAMBARET_CUDA=1 makes that an install error)")
     from mambaret import _cuda
 
-    assert _cuda.ABI_VERSION == 7  # 7: mr_config gained int8; 6 added layer exits (exit_layer, exit heads); 5: mr_config gained Mamba-2 and FalconMamba fields; 4 gave it its architecture; 3 added the training kernels; 2 made event calls take the device
+    assert _cuda.ABI_VERSION == 8  # 8 added Mamba-2's SSD scan for training; 7: mr_config gained int8; 6 added layer exits (exit_layer, exit heads); 5: mr_config gained Mamba-2 and FalconMamba fields; 4 gave it its architecture; 3 added the training kernels; 2 made event calls take the device
     assert type(_cuda._C_API).__name__ == "PyCapsule"
 
 
