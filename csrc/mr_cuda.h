@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever the table below or a struct it uses changes layout or meaning. */
-#define MR_CUDA_ABI_VERSION 7
+#define MR_CUDA_ABI_VERSION 8
 #define MR_CUDA_CAPSULE_NAME "mambaret._cuda._C_API"
 
 typedef struct mr_cuda_model mr_cuda_model;
@@ -91,6 +91,36 @@ typedef struct {
     void *stream;
 } mr_cuda_scan_train_args;
 
+/* Mamba-2's SSD scan (mr_ops_backward.h's mr_ssd_scan_packed_f32 / mr_ssd_scan_backward_f32):
+ * H heads of P channels, B and C in G groups of N (head h reads group h / (H / G)),
+ *   delta = min(max(softplus(dt + dt_bias), dt_min), dt_max); h = exp(delta A) h + delta B x;
+ *   y = C.h + D x.
+ * The forward keeps the state entering every chunk of a sequence but the first, as the
+ * selective scan does ([mr_scan_boundary_count(S, offsets, 64), H, N, P]). */
+typedef struct {
+    int64_t S, T, H, P, G, N;
+    const int64_t *offsets; /* host [S + 1] */
+    const float *x;         /* [T, H*P], row stride ldx */
+    int64_t ldx;
+    const float *dt;        /* [T, H], row stride lddt */
+    int64_t lddt;
+    const float *dt_bias;   /* [H] or NULL */
+    const float *A;         /* [H]: -exp(A_log) */
+    float dt_min, dt_max;   /* delta's clamp (dt_max may be +inf) */
+    const float *B, *C;     /* [T, G*N] each, one row stride ldbc */
+    int64_t ldbc;
+    const float *D;         /* [H] or NULL */
+    float *boundaries;      /* forward writes, backward reads */
+    float *y;               /* forward: [T, H*P] dense */
+    const float *gy;        /* backward: [T, H*P], row stride ldgy */
+    int64_t ldgy;
+    /* backward: gx [T, H*P]; gdt [T, H] (of dt before its bias); gB, gC [T, G*N] (summed over
+     * each group's heads); gA, gdt_bias, gD [H]. gdt_bias and gD are NULL exactly when dt_bias
+     * and D are. */
+    float *gx, *gdt, *gdt_bias, *gA, *gB, *gC, *gD;
+    void *stream;
+} mr_cuda_ssd_train_args;
+
 typedef struct {
     uint32_t abi_version; /* MR_CUDA_ABI_VERSION */
     uint32_t struct_size; /* sizeof(mr_cuda_api) */
@@ -149,6 +179,11 @@ typedef struct {
      * exits without one pool through the final norm's weight (mr_model_set_exit_gain's rule). */
     mr_status (*model_set_exit_gain)(mr_cuda_model *model, int64_t layer, const float *host_data, int64_t numel,
                                      mr_error *err);
+
+    /* Mamba-2's SSD scan for training (float32), queued on args->stream of `device`; like the
+     * selective scan's, its backward sums partials in a fixed order, without atomics. */
+    mr_status (*train_ssd_scan)(int device, const mr_cuda_ssd_train_args *args, mr_error *err);
+    mr_status (*train_ssd_scan_backward)(int device, const mr_cuda_ssd_train_args *args, mr_error *err);
 } mr_cuda_api;
 
 /* The table (defined in mr_cuda_model.cu). */

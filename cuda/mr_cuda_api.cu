@@ -127,6 +127,8 @@ static const mr_cuda_api api_table = {
     mr_cuda_train_selective_scan,
     mr_cuda_train_selective_scan_backward,
     mr_cuda_model_set_exit_gain,
+    mr_cuda_train_ssd_scan,
+    mr_cuda_train_ssd_scan_backward,
 };
 
 extern "C" const mr_cuda_api *mr_cuda_get_api(void) { return &api_table; }

@@ -1,6 +1,6 @@
 /* The training entries of the ABI table: argument checks, the device made current for the call,
- * per-call tables uploaded stream-ordered, then the kernels of conv_silu*.cu and
- * selective_scan*.cu. */
+ * per-call tables uploaded stream-ordered, then the kernels of conv_silu*.cu, selective_scan*.cu
+ * and ssd_scan_backward.cu. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +10,7 @@
 #include "mr_cuda_train.cuh"
 #include "selective_scan.cuh"
 #include "selective_scan_backward.cuh"
+#include "ssd_scan_backward.cuh"
 
 static mr_status check_conv(const mr_cuda_conv_train_args *a, mr_error *err) {
     if (a->S < 0 || a->T < 0 || a->E < 0 || a->K < 1 || a->K > 64)
@@ -123,5 +124,69 @@ mr_status mr_cuda_train_selective_scan_backward(int device, const mr_cuda_scan_t
     if (!st) st = mr_cuda_selective_scan_backward(a, device_table, device_table + a->S + 1, stream, err);
     if (device_table) cudaFreeAsync(device_table, stream);
     free(table);
+    return st;
+}
+
+static mr_status check_ssd(const mr_cuda_ssd_train_args *a, mr_error *err) {
+    if (a->S < 1 || a->T < 0 || a->H < 1 || a->P < 1 || a->G < 1 || a->H % a->G || a->N < 1 || a->N > 256)
+        return mr_fail(err, MR_ERR_VALUE, "ssd scan: bad shape (S=%lld, T=%lld, H=%lld, P=%lld, G=%lld, N=%lld)",
+                       (long long)a->S, (long long)a->T, (long long)a->H, (long long)a->P, (long long)a->G,
+                       (long long)a->N);
+    if (a->ldx < a->H * a->P || a->lddt < a->H || a->ldbc < a->G * a->N)
+        return mr_fail(err, MR_ERR_VALUE, "ssd scan: a row stride is below its width");
+    if (a->offsets[0] != 0 || a->offsets[a->S] != a->T)
+        return mr_fail(err, MR_ERR_VALUE, "ssd scan: offsets must run from 0 to %lld", (long long)a->T);
+    for (int64_t s = 0; s < a->S; s++)
+        if (a->offsets[s + 1] < a->offsets[s]) return mr_fail(err, MR_ERR_VALUE, "ssd scan: offsets decrease");
+    return MR_OK;
+}
+
+/* offsets and each sequence's first kept state side by side on the device ([2 S + 1]), freed by
+ * the caller with cudaFreeAsync on `stream` */
+static mr_status upload_sequence_table(const int64_t *offsets, int64_t S, cudaStream_t stream, int64_t **out,
+                                       mr_error *err) {
+    *out = NULL;
+    const size_t count = (size_t)(2 * S + 1);
+    int64_t *table = (int64_t *)malloc(count * sizeof(int64_t));
+    if (!table) return mr_fail(err, MR_ERR_MEMORY, "ssd scan: out of host memory");
+    memcpy(table, offsets, (size_t)(S + 1) * sizeof(int64_t));
+    first_kept_states(offsets, S, table + S + 1);
+    mr_status st = mr_cuda_check(cudaMallocAsync((void **)out, count * sizeof(int64_t), stream), err,
+                                 "cudaMallocAsync(ssd scan offsets)");
+    if (st) *out = NULL;
+    /* from pageable memory the copy returns once the table is staged, so it may be freed at once */
+    if (!st)
+        st = mr_cuda_check(cudaMemcpyAsync(*out, table, count * sizeof(int64_t), cudaMemcpyHostToDevice, stream), err,
+                           "cudaMemcpyAsync(ssd scan offsets)");
+    free(table);
+    return st;
+}
+
+mr_status mr_cuda_train_ssd_scan(int device, const mr_cuda_ssd_train_args *a, mr_error *err) {
+    mr_status st = check_ssd(a, err);
+    if (st || a->T == 0) return st;
+    MrDeviceGuard guard(device);
+    if ((st = mr_cuda_check(guard.status(), err, "cudaSetDevice"))) return st;
+    cudaStream_t stream = (cudaStream_t)a->stream;
+    int64_t *table = NULL;
+    st = upload_sequence_table(a->offsets, a->S, stream, &table, err);
+    if (!st) st = mr_cuda_ssd_scan_train(a, table, table + a->S + 1, stream, err);
+    if (table) cudaFreeAsync(table, stream);
+    return st;
+}
+
+mr_status mr_cuda_train_ssd_scan_backward(int device, const mr_cuda_ssd_train_args *a, mr_error *err) {
+    mr_status st = check_ssd(a, err);
+    if (!st && a->ldgy < a->H * a->P) st = mr_fail(err, MR_ERR_VALUE, "ssd scan backward: gradient row stride below the width");
+    if (!st && ((a->D == NULL) != (a->gD == NULL) || (a->dt_bias == NULL) != (a->gdt_bias == NULL)))
+        st = mr_fail(err, MR_ERR_VALUE, "ssd scan backward: D and gD, dt_bias and gdt_bias must be given together");
+    if (st) return st;
+    MrDeviceGuard guard(device);
+    if ((st = mr_cuda_check(guard.status(), err, "cudaSetDevice"))) return st;
+    cudaStream_t stream = (cudaStream_t)a->stream;
+    int64_t *table = NULL;
+    st = upload_sequence_table(a->offsets, a->S, stream, &table, err);
+    if (!st) st = mr_cuda_ssd_scan_backward(a, table, table + a->S + 1, stream, err);
+    if (table) cudaFreeAsync(table, stream);
     return st;
 }

@@ -1,6 +1,7 @@
-"""The CUDA training kernels (conv + SiLU and selective scan, forward and backward over packed
-batches) against the C kernels on the CPU, which test_train_kernels.py checks against their
-references and float64 autograd; and a whole model's gradients on the GPU against the CPU's.
+"""The CUDA training kernels (conv + SiLU, the selective scan and Mamba-2's SSD scan, forward and
+backward over packed batches) against the C kernels on the CPU, which test_train_kernels.py and
+test_mamba2.py check against their references and float64 autograd; and whole models' gradients
+(Mamba-1 and Mamba-2) on the GPU against the CPU's.
 Everything here is skipped where torch cannot see a GPU or mambaret._cuda is not usable."""
 from __future__ import annotations
 
@@ -153,6 +154,124 @@ def test_model_gradients_on_the_gpu_match_the_cpu():
                              expand=3, use_bias=True, use_conv_bias=True), seed=2)
     lengths = [1, 70, 9]
     tokens = torch.randint(0, 101, (sum(lengths),), generator=torch.Generator().manual_seed(0))
+    offsets = offsets_from_lengths(lengths)
+    results = []
+    for device in ("cpu", "cuda"):
+        model = MambaModel(hf.config)
+        model.load_state_dict(hf.state_dict())
+        model.to(device)
+        hidden = model.forward_packed(tokens.to(device), offsets)
+        hidden.square().sum().backward()
+        results.append((hidden.detach().cpu(), {n: p.grad.cpu() for n, p in model.named_parameters()}))
+    (h_cpu, g_cpu), (h_gpu, g_gpu) = results
+    assert rel_err(h_gpu, h_cpu) < 1e-4
+    for name, grad in g_cpu.items():
+        assert rel_err(g_gpu[name], grad) < 1e-4, name
+
+
+# --- Mamba-2's SSD scan
+
+SSD_NAMES = ("x", "dt", "dt_bias", "A", "B", "C", "D")
+
+
+def ssd_inputs(seed, lengths, H, P, G, N, with_bias_and_D=True):
+    """CPU float32 leaves laid out as the mixer makes them: x, B and C column views of one conv
+    output, dt a column view of a wider projection."""
+    gen = torch.Generator().manual_seed(seed)
+    T, E = sum(lengths), H * P
+
+    def rand(*shape, scale=1.0):
+        return torch.randn(*shape, generator=gen) * scale
+
+    xbc = rand(T, E + 2 * G * N)
+    proj = rand(T, H + 5, scale=0.7) - 1.5
+    return dict(x=xbc[:, :E], dt=proj[:, 2:2 + H], dt_bias=rand(H, scale=0.5) if with_bias_and_D else None,
+                A=-torch.exp(rand(H, scale=0.5)), B=xbc[:, E:E + G * N], C=xbc[:, E + G * N:],
+                D=rand(H) if with_bias_and_D else None), rand(T, E)
+
+
+def ssd_op(H, G, limit):
+    def op(leaves, offsets):
+        return Fn.ssd_scan(*(leaves[k] for k in SSD_NAMES), offsets, H, G, limit)
+
+    return op
+
+
+# heads, head size, groups, state size, dt limit: channel tiles of 32 partly filled, groups of one
+# head and of several, N from 1 to past the warps' share, deltas clamped on both sides
+SSD_SHAPES = [(4, 8, 2, 5, (0.05, 1.5)), (3, 40, 1, 16, (0.0, float("inf"))), (6, 16, 6, 1, (0.01, 0.3)),
+              (2, 64, 1, 33, (0.0, 0.5)), (8, 33, 4, 8, (0.02, float("inf")))]
+
+
+@pytest.mark.parametrize("lengths", LENGTHS, ids=lambda ls: f"{len(ls)}seqs")
+@pytest.mark.parametrize("H,P,G,N,limit", SSD_SHAPES, ids=lambda v: str(v))
+def test_ssd_scan_matches_the_cpu_kernels(lengths, H, P, G, N, limit):
+    inputs, gy = ssd_inputs(H * P + N + len(lengths), lengths, H, P, G, N)
+    offsets = offsets_of(lengths)
+    op = ssd_op(H, G, limit)
+    y_cpu, g_cpu = grads_on("cpu", inputs, gy, offsets, op)
+    y_gpu, g_gpu = grads_on("cuda", inputs, gy, offsets, op)
+    assert rel_err(y_gpu, y_cpu) < 1e-5
+    for name in SSD_NAMES:
+        assert torch.isfinite(g_gpu[name]).all(), name
+        assert rel_err(g_gpu[name], g_cpu[name]) < 1e-4, name
+
+
+def test_ssd_scan_without_bias_and_skip_matches_the_reference():
+    lengths = [SCAN_CHUNK + 3, 20]
+    H, P, G, N, limit = 4, 12, 2, 6, (0.0, 0.8)
+    inputs, gy = ssd_inputs(9, lengths, H, P, G, N, with_bias_and_D=False)
+    offsets = offsets_of(lengths)
+    y_gpu, g_gpu = grads_on("cuda", inputs, gy, offsets, ssd_op(H, G, limit))
+
+    def reference(leaves, offsets):
+        return Fn.ssd_scan_reference(*(leaves[k] for k in SSD_NAMES), offsets, H, G, limit)
+
+    double = {k: None if v is None else v.double() for k, v in inputs.items()}
+    y_ref, g_ref = grads_on("cpu", double, gy.double(), offsets, reference)
+    assert rel_err(y_gpu, y_ref) < 1e-5
+    for name in ("x", "dt", "A", "B", "C"):
+        assert rel_err(g_gpu[name], g_ref[name]) < 1e-4, name
+
+
+def test_ssd_scan_backward_is_deterministic():
+    lengths = [500, 3, 130] * 5
+    H, P, G, N = 8, 64, 2, 32
+    inputs, gy = ssd_inputs(5, lengths, H, P, G, N)
+    offsets = offsets_of(lengths)
+    op = ssd_op(H, G, (0.0, float("inf")))
+    _, first = grads_on("cuda", inputs, gy, offsets, op)
+    _, second = grads_on("cuda", inputs, gy, offsets, op)
+    for name in SSD_NAMES:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_ssd_scan_half_inputs_are_widened_and_their_gradients_narrowed():
+    lengths = [70, 9]
+    H, P, G, N = 4, 8, 2, 8
+    inputs, gy = ssd_inputs(6, lengths, H, P, G, N)
+    offsets = offsets_of(lengths)
+    half = {k: None if v is None else (v.bfloat16() if k in ("x", "dt", "B", "C") else v) for k, v in inputs.items()}
+    op = ssd_op(H, G, (0.0, float("inf")))
+    y, grads = grads_on("cuda", half, gy, offsets, op)
+    assert y.dtype == torch.float32
+    for name in ("x", "dt", "B", "C"):
+        assert grads[name].dtype == torch.bfloat16, name
+    y_ref, _ = grads_on("cpu", {k: None if v is None else v.float() for k, v in half.items()}, gy, offsets, op)
+    assert rel_err(y, y_ref) < 1e-5
+
+
+def test_mamba2_model_gradients_on_the_gpu_match_the_cpu():
+    from conftest import build_hf_model
+
+    from mambaret.nn import MambaModel
+    from mambaret.nn.model import offsets_from_lengths
+
+    hf = build_hf_model(dict(hidden_size=32, num_hidden_layers=2, vocab_size=60, num_heads=4, head_dim=16, n_groups=2,
+                             state_size=8, conv_kernel=4, expand=2, use_bias=True, time_step_limit=(0.0, 0.7)),
+                        seed=2, family="mamba2")
+    lengths = [1, 70, 9, SCAN_CHUNK]
+    tokens = torch.randint(0, 60, (sum(lengths),), generator=torch.Generator().manual_seed(0))
     offsets = offsets_from_lengths(lengths)
     results = []
     for device in ("cpu", "cuda"):

@@ -76,6 +76,62 @@ static PyObject *cuda_train_selective_scan(PyObject *self, PyObject *args, PyObj
     return run_status(st, &err);
 }
 
+/* Mamba-2's SSD scan: both entries take the same leading arguments; the forward then y, the
+ * backward the output gradient and the gradients it writes. */
+#define SSD_NAMES                                                                                                     \
+    "device", "stream", "S", "offsets", "T", "H", "P", "G", "N", "x", "ldx", "dt", "lddt", "dt_bias", "A", "dt_min", \
+        "dt_max", "B", "C", "ldbc", "D", "boundaries"
+#define SSD_FORMAT "iOLKLLLLLKLKLKKddKKLKK"
+
+static PyObject *ssd_scan_entry(PyObject *args, PyObject *kw, int backward) {
+    static char *forward_names[] = {SSD_NAMES, "y", NULL};
+    static char *backward_names[] = {SSD_NAMES, "gy", "ldgy", "gx", "gdt", "gdt_bias", "gA", "gB", "gC", "gD", NULL};
+    int device;
+    PyObject *stream_obj;
+    long long S, T, H, P, G, N, ldx, lddt, ldbc, ldgy = 0;
+    double dt_min, dt_max;
+    unsigned long long offsets, x, dt, dt_bias, A, B, C, D, boundaries, y = 0, gy = 0, gx = 0, gdt = 0, gdt_bias = 0,
+                                                                        gA = 0, gB = 0, gC = 0, gD = 0;
+    const int ok = backward
+                       ? PyArg_ParseTupleAndKeywords(args, kw, SSD_FORMAT "KLKKKKKKK", backward_names, &device,
+                                                     &stream_obj, &S, &offsets, &T, &H, &P, &G, &N, &x, &ldx, &dt,
+                                                     &lddt, &dt_bias, &A, &dt_min, &dt_max, &B, &C, &ldbc, &D,
+                                                     &boundaries, &gy, &ldgy, &gx, &gdt, &gdt_bias, &gA, &gB, &gC, &gD)
+                       : PyArg_ParseTupleAndKeywords(args, kw, SSD_FORMAT "K", forward_names, &device, &stream_obj, &S,
+                                                     &offsets, &T, &H, &P, &G, &N, &x, &ldx, &dt, &lddt, &dt_bias, &A,
+                                                     &dt_min, &dt_max, &B, &C, &ldbc, &D, &boundaries, &y);
+    if (!ok) return NULL;
+    const mr_cuda_api *api = mr_py_cuda_api();
+    if (!api) return NULL;
+    mr_cuda_ssd_train_args a = {.S = S, .T = T, .H = H, .P = P, .G = G, .N = N, .offsets = PTR(offsets),
+                                .x = PTR(x), .ldx = ldx, .dt = PTR(dt), .lddt = lddt, .dt_bias = PTR(dt_bias),
+                                .A = PTR(A), .dt_min = (float)dt_min, .dt_max = (float)dt_max, .B = PTR(B),
+                                .C = PTR(C), .ldbc = ldbc, .D = PTR(D), .boundaries = PTR(boundaries), .y = PTR(y),
+                                .gy = PTR(gy), .ldgy = ldgy, .gx = PTR(gx), .gdt = PTR(gdt),
+                                .gdt_bias = PTR(gdt_bias), .gA = PTR(gA), .gB = PTR(gB), .gC = PTR(gC), .gD = PTR(gD)};
+    if (mr_py_parse_stream(stream_obj, &a.stream) < 0) return NULL;
+    if (!a.offsets) {
+        PyErr_SetString(PyExc_ValueError, "offsets must be a host pointer");
+        return NULL;
+    }
+    mr_error err = {0};
+    mr_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = backward ? api->train_ssd_scan_backward(device, &a, &err) : api->train_ssd_scan(device, &a, &err);
+    Py_END_ALLOW_THREADS
+    return run_status(st, &err);
+}
+
+static PyObject *cuda_train_ssd_scan(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    return ssd_scan_entry(args, kw, 0);
+}
+
+static PyObject *cuda_train_ssd_scan_backward(PyObject *self, PyObject *args, PyObject *kw) {
+    (void)self;
+    return ssd_scan_entry(args, kw, 1);
+}
+
 static PyMethodDef train_cuda_methods[] = {
     {"cuda_train_conv_silu", (PyCFunction)(void (*)(void))cuda_train_conv_silu, METH_VARARGS | METH_KEYWORDS,
      "cuda_train_conv_silu(device, stream, T, E, K, pos, x, ldx, w, bias, out, [gout, ldgo, gx, gw, gbias, backward]): "
@@ -85,6 +141,14 @@ static PyMethodDef train_cuda_methods[] = {
      "cuda_train_selective_scan(device, stream, S, offsets, T, E, N, pos, u, ldu, dt, lddt, dt_bias, A, B, C, ldbc, "
      "D, z, ldz, boundaries, y, [gy, ldgy, gu, gdt, gdt_bias, gA, gB, gC, gD, gz, backward]): the packed scan (or its "
      "backward) on device pointers; offsets is a host pointer"},
+    {"cuda_train_ssd_scan", (PyCFunction)(void (*)(void))cuda_train_ssd_scan, METH_VARARGS | METH_KEYWORDS,
+     "cuda_train_ssd_scan(device, stream, S, offsets, T, H, P, G, N, x, ldx, dt, lddt, dt_bias, A, dt_min, dt_max, B, "
+     "C, ldbc, D, boundaries, y): Mamba-2's packed SSD scan on device pointers, keeping the chunk-entry states; "
+     "offsets is a host pointer"},
+    {"cuda_train_ssd_scan_backward", (PyCFunction)(void (*)(void))cuda_train_ssd_scan_backward,
+     METH_VARARGS | METH_KEYWORDS,
+     "cuda_train_ssd_scan_backward(device, stream, S, offsets, T, H, P, G, N, x, ldx, dt, lddt, dt_bias, A, dt_min, "
+     "dt_max, B, C, ldbc, D, boundaries, gy, ldgy, gx, gdt, gdt_bias, gA, gB, gC, gD): its backward"},
     {NULL, NULL, 0, NULL},
 };
 

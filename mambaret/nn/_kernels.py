@@ -255,3 +255,65 @@ class CudaSelectiveScanFunction(torch.autograd.Function):
                    ldgy=_row_stride(grad_y), backward=True, **{"g" + k: _ptr(v) for k, v in grads.items()})
         return (grads["u"], grads["dt"], grads["dt_bias"], grads["A"], grads["B"], grads["C"], grads["D"], grads["z"],
                 None, None)
+
+
+def _ssd_call(x, dt, dt_bias, A, B, C, D, offsets, heads, groups, dt_min, dt_max, boundaries, backward=False, **extra):
+    T, E = x.shape
+    device, stream = _launch_context(x)
+    native = _native()
+    entry = native.cuda_train_ssd_scan_backward if backward else native.cuda_train_ssd_scan
+    entry(device, stream, offsets.numel() - 1, _ptr(offsets), T, heads, E // heads, groups, B.shape[1] // groups,
+          _ptr(x), _row_stride(x), _ptr(dt), _row_stride(dt), _ptr(dt_bias), _ptr(A), dt_min, dt_max, _ptr(B), _ptr(C),
+          _row_stride(B), _ptr(D), _ptr(boundaries), **extra)
+
+
+def _check_ssd_shapes(x, dt, dt_bias, A, B, C, D, heads, groups):
+    """What the kernels read past if it were wrong (the CPU binding checks the same)."""
+    T, E = x.shape
+    if heads < 1 or groups < 1 or E % heads or heads % groups:
+        raise ValueError("heads must divide x's width and groups must divide heads")
+    if B.shape != C.shape or B.shape[0] != T or B.shape[1] % groups or B.shape[1] == 0:
+        raise ValueError("B and C must both be [T, groups * N]")
+    if tuple(dt.shape) != (T, heads) or any(t is not None and tuple(t.shape) != (heads,) for t in (dt_bias, A, D)):
+        raise ValueError("dt must be [T, heads] and dt_bias, A, D [heads]")
+
+
+class CudaSsdScanFunction(torch.autograd.Function):
+    """Mamba-2's scan (functional.ssd_scan) with the CUDA kernels: the forward keeps the state
+    entering every chunk of SCAN_CHUNK tokens after a sequence's first ([count, heads, N, P]),
+    and the backward recomputes the states inside a chunk from them."""
+
+    @staticmethod
+    def forward(ctx, x, dt, dt_bias, A, B, C, D, offsets, heads, groups, dt_min, dt_max):
+        x, dt, dt_bias, D = _rows(x), _rows(dt), _rows(dt_bias), _rows(D)
+        A = A.detach().contiguous()
+        B, C = _bc_pair(B, C)
+        _check_ssd_shapes(x, dt, dt_bias, A, B, C, D, heads, groups)
+        T, E = x.shape
+        N = B.shape[1] // groups
+        count = _native().train_scan_boundary_count(offsets.numpy(), SCAN_CHUNK)
+        boundaries = torch.empty(max(count, 1) * E * N, dtype=torch.float32, device=x.device)
+        y = torch.empty((T, E), dtype=torch.float32, device=x.device)
+        _ssd_call(x, dt, dt_bias, A, B, C, D, offsets, heads, groups, dt_min, dt_max, boundaries, y=_ptr(y))
+        ctx.save_for_backward(x, dt, dt_bias, A, B, C, D, boundaries)
+        ctx.offsets = offsets
+        ctx.shape = (heads, groups, dt_min, dt_max)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        x, dt, dt_bias, A, B, C, D, boundaries = ctx.saved_tensors
+        heads, groups, dt_min, dt_max = ctx.shape
+        grad_y = _rows(grad_y)
+
+        def empty(*shape):
+            return torch.empty(shape, dtype=torch.float32, device=x.device)
+
+        T, E = x.shape
+        grads = dict(x=empty(T, E), dt=empty(T, heads), dt_bias=None if dt_bias is None else empty(heads),
+                     A=empty(heads), B=empty(*B.shape), C=empty(*C.shape), D=None if D is None else empty(heads))
+        _ssd_call(x, dt, dt_bias, A, B, C, D, ctx.offsets, heads, groups, dt_min, dt_max, boundaries, backward=True,
+                  gy=_ptr(grad_y), ldgy=_row_stride(grad_y), **{"g" + k: _ptr(v) for k, v in grads.items()})
+        return (grads["x"], grads["dt"], grads["dt_bias"], grads["A"], grads["B"], grads["C"], grads["D"], None, None,
+                None, None, None)

@@ -1,4 +1,4 @@
-"""The mixer's two sequence ops on packed batches, differentiable.
+"""The mixer's sequence ops on packed batches, differentiable.
 
 Tensors are token-major: row t of a [T, E] tensor is token t of the packed batch, and `offsets`
 ([S + 1] int64, offsets[0] = 0, offsets[S] = T) marks where each sequence starts, so the conv
@@ -10,6 +10,9 @@ window and the scan state restart there.
   selective_scan(u, dt, dt_bias [E] | None, A [E, N], B [T, N], C [T, N], D [E] | None,
                  z [T, E] | None, offsets)
       delta = softplus(dt + dt_bias); h = exp(delta A) h + delta B u; y = (C.h + D u) silu(z)
+  ssd_scan(x [T, H*P], dt [T, H], dt_bias [H] | None, A [H], B [T, G*N], C [T, G*N], D [H] | None,
+           offsets, heads, groups, dt_limit)
+      Mamba-2's scan per head, delta clamped to dt_limit; B and C shared by a group's heads
 
 float32 CPU tensors run the C kernels (forward and backward); GPU tensors run the CUDA kernels
 when mambaret._cuda is built and sees the GPU (float32 math: half inputs, as under autocast, are
@@ -193,4 +196,9 @@ def ssd_scan(x, dt, dt_bias, A, B, C, D, offsets, heads: int, groups: int, dt_li
 
         return SsdScanFunction.apply(x, dt, dt_bias, A, B, C, D, offsets, heads, groups, float(dt_limit[0]),
                                      float(dt_limit[1]))
+    if _use_cuda_kernels(x, dt, dt_bias, A, B, C, D):
+        from ._kernels import CudaSsdScanFunction
+
+        widen = [None if t is None else t.float() for t in (x, dt, dt_bias, A, B, C, D)]
+        return CudaSsdScanFunction.apply(*widen, offsets, heads, groups, float(dt_limit[0]), float(dt_limit[1]))
     return ssd_scan_reference(x, dt, dt_bias, A, B, C, D, offsets, heads, groups, dt_limit)
