@@ -3,6 +3,7 @@ model2vec-style pooling initialisation, a few distillation steps from precompute
 embeddings, packaging and the learning curve. The real run is recipes/default_model/run.sh."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +168,34 @@ def test_kl_distillation_over_the_mined_negatives(data, stage_one, tmp_path):
     before = load_file(str(start / "model.safetensors"))
     after = load_file(str(work_kl / "distill" / "final" / "model.safetensors"))
     assert any(not np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_2d_matryoshka_distillation_ships_exits_and_dims(data, stage_one, tmp_path):
+    """--loss 2d-matryoshka distils at every exit and width; the package stage with
+    --within-interval takes a model whose dev difference's bootstrap interval reaches 0."""
+    from safetensors.numpy import load_file
+
+    import mambaret as mr
+
+    work, package, _ = stage_one
+    start = work / "distill" / "final"
+    work_2d, package_2d = tmp_path / "2d", tmp_path / "packaged-2d"
+    shutil.copytree(package, package_2d)
+    log = run("train.py", "--data", data, "--work", work_2d, "--start", start, "--max-steps", 2, "--batch-size", 8,
+              "--eval-steps", 2, "--save-steps", 2, "--max-length", 64, "--loss", "2d-matryoshka", "--exit-heads",
+              "--n-layers-per-step", -1, "--n-dims-per-step", -1, "--lr", "1e-3", "--package-dir", package_2d,
+              "--within-interval", "--force", "--stages", "distill,package")
+    final = work_2d / "distill" / "final"
+    history = json.loads((final / "history.json").read_text(encoding="utf-8"))
+    assert history["args"]["loss"] == "2d-matryoshka" and history["args"]["base_loss"] == "mse"
+    assert history["args"]["n_layers_per_step"] == -1 and history["args"]["n_dims_per_step"] == -1
+    config = json.loads((package_2d / "config.json").read_text(encoding="utf-8"))
+    assert config["exit_layers"] == [2, 1] and config["matryoshka_dims"][0] == config["hidden_size"]
+    assert "exits.1.weight" in load_file(str(package_2d / "model.safetensors"))
+    assert "95 % interval" in log
+    encoder = mr.MambaEncoder.from_pretrained(str(package_2d))
+    assert encoder.encode(["list directory contents"], exit_layer=1, truncate_dim=config["matryoshka_dims"][-1]).shape \
+        == (1, config["matryoshka_dims"][-1])
 
 
 def test_grow_adds_an_identity_layer_and_drops_rare_pieces(data, stage_one, tmp_path):

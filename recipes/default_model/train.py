@@ -428,7 +428,8 @@ def stage_distill(args) -> None:
 
 # ---------------------------------------------------------------- package
 
-def dev_score(model_dir: str, data: str) -> float:
+def dev_per_query(model_dir: str, data: str) -> np.ndarray:
+    """nDCG@10 of each dev pair's query, in the dev file's order."""
     from mambaret import MambaEncoder
     from mambaret.evaluation.metrics import evaluate
     from mambaret.search.retrieval import build_index, search_run
@@ -437,17 +438,35 @@ def dev_score(model_dir: str, data: str) -> float:
     encoder = MambaEncoder.from_pretrained(model_dir)
     index = build_index(encoder, collection.docs, show_progress_bar=False)
     run = search_run(encoder, index, collection.queries, k=10)
-    return evaluate(run, collection.qrels, ["ndcg@10"])["ndcg@10"]
+    values = evaluate(run, collection.qrels, ["ndcg@10"], per_query=True)
+    return np.array([values[q]["ndcg@10"] if q in values else 0.0 for q in collection.queries])
+
+
+def dev_score(model_dir: str, data: str) -> float:
+    return float(dev_per_query(model_dir, data).mean())
 
 
 def stage_package(args) -> None:
     from safetensors.numpy import load_file, save_file
 
     final = os.path.join(args.work, "distill", "final")
-    new = dev_score(final, args.data)
-    old = dev_score(args.package_dir, args.data) if os.path.isfile(os.path.join(args.package_dir, "config.json")) else None
+    new_per_query = dev_per_query(final, args.data)
+    new = float(new_per_query.mean())
+    old_per_query = (dev_per_query(args.package_dir, args.data)
+                     if os.path.isfile(os.path.join(args.package_dir, "config.json")) else None)
+    old = None if old_per_query is None else float(old_per_query.mean())
     log(f"package: dev nDCG@10 {new:.4f} (packaged: {old if old is None else round(old, 4)})")
-    if old is not None and new <= old and not args.force:
+    if old is not None and args.within_interval:
+        # a new capability (exits, dims) at equal quality: the paired-bootstrap 95 % interval of
+        # the dev difference must reach 0
+        from heldout_eval import paired_bootstrap
+
+        d = paired_bootstrap(new_per_query, old_per_query)
+        log(f"package: new - packaged {d['mean']:+.4f}, 95 % interval [{d['low']:+.4f}, {d['high']:+.4f}]")
+        if d["high"] < 0 and not args.force:
+            log("package: worse than the packaged model beyond the interval; left as it is")
+            return
+    elif old is not None and new <= old and not args.force:
         log("package: not better than the packaged model; left as it is")
         return
     staging = os.path.normpath(args.package_dir) + ".partial"
@@ -548,6 +567,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--curve", default=os.path.join(REPO, "bench", "results", "default_model_curve.png"))
     parser.add_argument("--package-dir", default=PACKAGED, help="where the package stage puts the model")
+    parser.add_argument("--within-interval", action="store_true",
+                        help="package when the dev difference's 95 %% paired-bootstrap interval reaches 0 (a model "
+                             "with a new capability at equal quality), instead of only when better")
     parser.add_argument("--force", action="store_true", help="package even when not better than the packaged model")
     args = parser.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
