@@ -32,7 +32,7 @@ for s in $STEPS; do
     sanitizer) step sanitizer python3 -m pytest -q -ra tests/test_cuda.py -k compute_sanitizer ;;
     harnesses)
         step harness-build make -C dev/cuda -j16
-        for op in embed rmsnorm conv_silu selective_scan pool_l2 gemm batch conv_silu_backward selective_scan_backward ssd_scan_backward; do step "harness-$op" "dev/cuda/$op"; done ;;
+        for op in embed rmsnorm conv_silu selective_scan ssd_scan pool_l2 gemm batch conv_silu_backward selective_scan_backward ssd_scan_backward; do step "harness-$op" "dev/cuda/$op"; done ;;
     bench) step bench python3 bench/gpu_bench.py ;;
     *) echo "unknown step $s" >&2; status=2 ;;
     esac
