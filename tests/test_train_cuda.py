@@ -144,16 +144,13 @@ def test_half_inputs_are_widened_and_their_gradients_narrowed():
     assert rel_err(y, y_ref) < 1e-5
 
 
-def test_model_gradients_on_the_gpu_match_the_cpu():
-    from conftest import build_hf_model
-
+def assert_model_gradients_match(hf, vocab: int, lengths: list[int]) -> None:
+    """A mambaret.nn model built from `hf`: its packed forward and every parameter's gradient on
+    the GPU against the CPU."""
     from mambaret.nn import MambaModel
     from mambaret.nn.model import offsets_from_lengths
 
-    hf = build_hf_model(dict(hidden_size=37, num_hidden_layers=2, vocab_size=101, state_size=4, conv_kernel=3,
-                             expand=3, use_bias=True, use_conv_bias=True), seed=2)
-    lengths = [1, 70, 9]
-    tokens = torch.randint(0, 101, (sum(lengths),), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(0, vocab, (sum(lengths),), generator=torch.Generator().manual_seed(0))
     offsets = offsets_from_lengths(lengths)
     results = []
     for device in ("cpu", "cuda"):
@@ -167,6 +164,14 @@ def test_model_gradients_on_the_gpu_match_the_cpu():
     assert rel_err(h_gpu, h_cpu) < 1e-4
     for name, grad in g_cpu.items():
         assert rel_err(g_gpu[name], grad) < 1e-4, name
+
+
+def test_model_gradients_on_the_gpu_match_the_cpu():
+    from conftest import build_hf_model
+
+    hf = build_hf_model(dict(hidden_size=37, num_hidden_layers=2, vocab_size=101, state_size=4, conv_kernel=3,
+                             expand=3, use_bias=True, use_conv_bias=True), seed=2)
+    assert_model_gradients_match(hf, 101, [1, 70, 9])
 
 
 # --- Mamba-2's SSD scan
@@ -264,24 +269,7 @@ def test_ssd_scan_half_inputs_are_widened_and_their_gradients_narrowed():
 def test_mamba2_model_gradients_on_the_gpu_match_the_cpu():
     from conftest import build_hf_model
 
-    from mambaret.nn import MambaModel
-    from mambaret.nn.model import offsets_from_lengths
-
     hf = build_hf_model(dict(hidden_size=32, num_hidden_layers=2, vocab_size=60, num_heads=4, head_dim=16, n_groups=2,
                              state_size=8, conv_kernel=4, expand=2, use_bias=True, time_step_limit=(0.0, 0.7)),
                         seed=2, family="mamba2")
-    lengths = [1, 70, 9, SCAN_CHUNK]
-    tokens = torch.randint(0, 60, (sum(lengths),), generator=torch.Generator().manual_seed(0))
-    offsets = offsets_from_lengths(lengths)
-    results = []
-    for device in ("cpu", "cuda"):
-        model = MambaModel(hf.config)
-        model.load_state_dict(hf.state_dict())
-        model.to(device)
-        hidden = model.forward_packed(tokens.to(device), offsets)
-        hidden.square().sum().backward()
-        results.append((hidden.detach().cpu(), {n: p.grad.cpu() for n, p in model.named_parameters()}))
-    (h_cpu, g_cpu), (h_gpu, g_gpu) = results
-    assert rel_err(h_gpu, h_cpu) < 1e-4
-    for name, grad in g_cpu.items():
-        assert rel_err(g_gpu[name], grad) < 1e-4, name
+    assert_model_gradients_match(hf, 60, [1, 70, 9, SCAN_CHUNK])
