@@ -7,6 +7,7 @@ memory. Results: bench/results/int8.md.
     python3 bench/int8.py speed --shape mamba2-130m   # the same for Mamba-2's 130M shape
     python3 bench/int8.py memory                      # bytes of the weights, and RSS after loading
     python3 bench/int8.py static                      # calibrated static activation scales vs per-token
+    python3 bench/int8.py mamba2 [--layers 24]        # int8 on a random Mamba-2, beside smaller perturbations
     python3 bench/int8.py search [--n 1000000]        # Int8FlatIndex vs FlatIndex, 1,000 queries, 2 threads
 
 choose: what the choices (rotation or not; smoothing) were made on: the cosine between int8 and
@@ -275,6 +276,60 @@ def static(args) -> None:
           f"{(embed(held_out) * engine).sum(1).min():.6f}")
 
 
+def mamba2(args) -> None:
+    """How far int8 moves a Mamba-2 model with transformers' random initialisation (no trained
+    Mamba-2 weights are at hand offline): the cosine between int8 and float32 embeddings, beside
+    two smaller perturbations of the same model: its weights rounded to bfloat16, and each part
+    of in_proj (z, x, B and C, dt) or out_proj quantized alone, weights only."""
+    import copy
+
+    import torch
+    from transformers import Mamba2Config, Mamba2Model
+
+    from mambaret.arch.int8 import quantize_rows
+
+    sys.path.insert(0, HERE)
+    from mamba2_bench import SHAPES
+
+    cfg = {**SHAPES["mamba2-130m"][1], "num_hidden_layers": args.layers, "vocab_size": 1000}
+    torch.manual_seed(1)
+    model = Mamba2Model(Mamba2Config(**cfg)).eval()
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(0, 1000, args.length).tolist() for _ in range(args.texts)]
+    E, G, N, H = 2 * cfg["hidden_size"], cfg["n_groups"], cfg["state_size"], cfg["num_heads"]
+    parts = {"z": (0, E), "x": (E, 2 * E), "B and C": (2 * E, 2 * E + 2 * G * N), "dt": (2 * E + 2 * G * N, 2 * E + 2 * G * N + H)}
+
+    def encode(m, **kw):
+        with tempfile.TemporaryDirectory() as tmp:
+            m.save_pretrained(tmp)
+            return mr.MambaEncoder.from_pretrained(tmp, threads=args.threads, **kw).encode(ids, normalize_embeddings=True)
+
+    def weight_only(name, rows=None):
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for n, p in m.named_parameters():
+                if n.endswith(f"{name}.weight"):
+                    q, sc = quantize_rows(p.numpy())
+                    deq = torch.from_numpy(q.astype(np.float32) * sc[:, None])
+                    lo, hi = rows or (0, p.shape[0])
+                    p[lo:hi] = deq[lo:hi]
+        return m
+
+    fp = encode(model)
+    rows = [("int8 (W8A8 + rotation), the engine's", encode(model, quantize="int8")),
+            ("weights rounded to bfloat16, float32 math", encode(copy.deepcopy(model).to(torch.bfloat16)))]
+    rows += [(f"in_proj's {k} rows int8, weights only", encode(weight_only("in_proj", r))) for k, r in parts.items()]
+    rows.append(("out_proj int8, weights only", encode(weight_only("out_proj"))))
+    print(f"machine: {machine()}")
+    print(f"mamba2-130m shape with {args.layers} layers, transformers' random init (seed 1), {args.texts} x "
+          f"{args.length} random tokens\n")
+    print("| perturbation | cosine to float32: mean | min |")
+    print("|---|---|---|")
+    for name, emb in rows:
+        c = (emb * fp).sum(1)
+        print(f"| {name} | {c.mean():.4f} | {c.min():.4f} |")
+
+
 def memory(args) -> None:
     from mambaret._memory import model_weight_bytes
     from mambaret.arch.config import read_config
@@ -374,6 +429,11 @@ def main() -> None:
                    "avxvnni,avx2 (comma-separated)")
     sub.add_parser("memory")
     sub.add_parser("static")
+    m2 = sub.add_parser("mamba2")
+    m2.add_argument("--layers", type=int, default=24)
+    m2.add_argument("--texts", type=int, default=8)
+    m2.add_argument("--length", type=int, default=512)
+    m2.add_argument("--threads", type=int, default=2)
     q = sub.add_parser("search")
     q.add_argument("--n", type=int, default=1_000_000)
     q.add_argument("--nq", type=int, default=1000)
@@ -381,7 +441,7 @@ def main() -> None:
     q.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     {"choose": choose, "accuracy": accuracy, "speed": speed, "memory": memory, "search": search,
-     "static": static}[args.what](args)
+     "static": static, "mamba2": mamba2}[args.what](args)
 
 
 if __name__ == "__main__":
