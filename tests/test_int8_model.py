@@ -223,3 +223,13 @@ def test_quantize_keeps_exit_heads(tmp_path):
     ids = token_batches(4, 8)
     np.testing.assert_array_equal(mr.MambaEncoder.from_pretrained(folder).encode(ids, exit_layer=1),
                                   mr.MambaEncoder.from_pretrained(path, quantize="int8").encode(ids, exit_layer=1))
+
+
+def test_quantize_a_sentence_transformers_folder(tmp_path):
+    """The packaged default model is a sentence-transformers folder (modules.json, 1_Pooling,
+    2_Normalize): its int8 copy keeps the module folders and reads back as it is."""
+    folder = save_quantized(mr.DEFAULT_MODEL, str(tmp_path / "q"))
+    assert os.path.isfile(os.path.join(folder, "1_Pooling", "config.json"))
+    texts = ["list directory contents", "a library for reading PDF files"]
+    np.testing.assert_array_equal(mr.MambaEncoder.from_pretrained(folder).encode(texts),
+                                  mr.MambaEncoder.from_pretrained(mr.DEFAULT_MODEL, quantize="int8").encode(texts))

@@ -245,6 +245,8 @@ def save_quantized(model_dir: str, out_dir: str, rotate: bool = True) -> str:
             continue
         if os.path.isfile(src):
             shutil.copy2(src, os.path.join(out_dir, entry))
+        elif os.path.isdir(src) and not entry.startswith("."):  # sentence-transformers' module folders
+            shutil.copytree(src, os.path.join(out_dir, entry), dirs_exist_ok=True)
     save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "mambaret_int8"})
     cfg["quantization_config"] = {
         "quant_method": QUANT_METHOD,
