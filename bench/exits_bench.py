@@ -11,6 +11,7 @@
 - quality: nDCG@10 for every (layers, dims) pair on the model's dev pairs (pair i's passage is
   query i's one relevant passage among all passages) and on Vaswani (which reports; it chooses
   nothing), with BM25 and RRF fusion (model + BM25) on Vaswani.
+- teacher: the teacher's own dev nDCG@10 at every width, as it is and on its principal axes.
 - adaptive: depth per text (DYNAMAX-style): each text stops at the first exit k >= 2 whose
   embedding agrees with exit k-1's (cosine >= t), else runs every layer. Measured on the dev pairs
   from every text's embeddings at every exit; its speed is the engine's cost model fitted on the
@@ -293,15 +294,33 @@ def cmd_chart(args):
     ax.set_ylabel("nDCG@10 (Vaswani)")
     ax.set_title("Default model: layers x dims (Vaswani reports; it chooses nothing)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1, 0.9))  # clear of the curves and the exits' labels
     fig.tight_layout()
     fig.savefig(args.png, dpi=120)
     print(f"wrote {args.png}")
 
 
+def cmd_teacher(args, result):
+    """The teacher's own dev nDCG@10 at every width (its stored float16 vectors of the dev pairs,
+    ../shared/data/default_model), as it is and rotated to the principal axes of its training
+    vectors: what distillation to it can give a truncated student at most."""
+    here = os.path.join(SHARED, "default_model")
+    load = lambda name: np.load(os.path.join(here, name)).astype(np.float32)  # noqa: E731
+    q, p = load("dev.query.f16.npy"), load("dev.positive.f16.npy")
+    train = np.concatenate([load("train.query.f16.npy"), load("train.positive.f16.npy")])
+    axes = np.linalg.eigh(np.cov(train.T))[1][:, ::-1]
+    d = q.shape[1]
+    rows = {}
+    for name, (qq, pp) in {"as is": (q, p), "principal axes": (q @ axes, p @ axes)}.items():
+        rows[name] = {dim: float(ndcg_per_query(_truncated(qq, dim), _truncated(pp, dim)).mean()) for dim in _dims(d)}
+        print(f"teacher, {name}: " + ", ".join(f"{dim}: {v:.4f} ({v / rows[name][d]:.1%})"
+                                               for dim, v in rows[name].items()), flush=True)
+    result["teacher_dev"] = rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["identical", "speed", "quality", "all", "chart"])
+    parser.add_argument("what", choices=["identical", "speed", "quality", "all", "chart", "teacher"])
     parser.add_argument("--model", default="default")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=4)
@@ -320,7 +339,7 @@ def main(argv=None) -> int:
         return 0
     result = json.load(open(args.out, encoding="utf-8")) if os.path.exists(args.out) else {}
     result["command"] = "python3 bench/exits_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    steps = {"identical": [cmd_identical], "speed": [cmd_speed], "quality": [cmd_quality],
+    steps = {"identical": [cmd_identical], "speed": [cmd_speed], "quality": [cmd_quality], "teacher": [cmd_teacher],
              "all": [cmd_identical, cmd_speed, cmd_quality]}[args.what]
     for step in steps:
         step(args, result)
