@@ -113,7 +113,7 @@ def choose(args) -> None:
     print("| variant | own pairs: mean cosine | min | random tokens: mean | min |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, rotate in (("W8A8 + Hadamard rotation of out_proj's input", True), ("plain W8A8", False)):
+        for name, rotate in (("W8A8 + Hadamard rotations of in_proj's and out_proj's inputs", True), ("plain W8A8", False)):
             enc = mr.MambaEncoder.from_pretrained(save_quantized(mr.DEFAULT_MODEL, os.path.join(tmp, name[:5]), rotate))
             row = []
             for inputs in (texts, random_ids):
@@ -216,7 +216,7 @@ def static(args) -> None:
                 return original(a)
             x = a
             a = a.detach().float().contiguous()
-            if signs is not None:  # out_proj's input as the engine quantizes it: rotated
+            if signs is not None:  # the input as the engine quantizes it: rotated
                 a = torch.from_numpy(_C.op_hadamard(a.numpy(), block, signs))
             if state["mode"] == "calibrate":  # statistics of the float model's activations
                 state["maxima"][key] = max(state["maxima"].get(key, 0.0), float(a.abs().max()))
@@ -233,11 +233,13 @@ def static(args) -> None:
         linear.forward = forward
 
     E = model.config.intermediate_size
-    block = hadamard_block(E)
+    block, in_block = hadamard_block(E), hadamard_block(model.config.hidden_size)
     for i, layer in enumerate(model.layers):
         mixer = layer.mixer
-        t = quantize_linears(mixer.in_proj.weight.detach().numpy(), mixer.out_proj.weight.detach().numpy(), i, block)
-        fake_quant(mixer.in_proj, t["in_proj.qweight"], t["in_proj.weight_scale"], None, 0, (i, "in"))
+        t = quantize_linears(mixer.in_proj.weight.detach().numpy(), mixer.out_proj.weight.detach().numpy(), i, block,
+                             in_block)
+        fake_quant(mixer.in_proj, t["in_proj.qweight"], t["in_proj.weight_scale"], t["in_proj.input_rotation"],
+                   in_block, (i, "in"))
         fake_quant(mixer.out_proj, t["out_proj.qweight"], t["out_proj.weight_scale"], t["out_proj.input_rotation"],
                    block, (i, "out"))
 

@@ -16,8 +16,8 @@ enum { Q_IN = 0, Q_OUT = 1, Q_COUNT };
 
 struct mr_quant {
     mr_int8_linear (*lin)[Q_COUNT]; /* [n_layer] */
-    int8_t *signs;                  /* [n_layer][E]: out_proj's input rotation */
-    int64_t block;                  /* 0: no rotation */
+    int8_t *signs[Q_COUNT];         /* [n_layer][K]: each linear's input rotation (in_proj K = d, out_proj E) */
+    int64_t block[Q_COUNT];         /* 0: no rotation */
     unsigned char *set;             /* [n_layer][Q_COUNT + 1]: in, out, rotation */
 };
 
@@ -45,11 +45,12 @@ mr_status mr_quant_create(mr_model *m, mr_error *err) {
     mr_quant *q = calloc(1, sizeof *q);
     if (q) {
         q->lin = calloc((size_t)c->n_layer, sizeof *q->lin);
-        q->signs = calloc((size_t)(c->n_layer * c->d_inner), 1);
+        q->signs[Q_IN] = calloc((size_t)(c->n_layer * c->d_model), 1);
+        q->signs[Q_OUT] = calloc((size_t)(c->n_layer * c->d_inner), 1);
         q->set = calloc((size_t)(c->n_layer * (Q_COUNT + 1)), 1);
     }
     m->quant = q;
-    if (!q || !q->lin || !q->signs || !q->set) {
+    if (!q || !q->lin || !q->signs[Q_IN] || !q->signs[Q_OUT] || !q->set) {
         mr_quant_free(m);
         return mr_fail(err, MR_ERR_MEMORY, "out of memory creating the int8 weights");
     }
@@ -63,7 +64,8 @@ void mr_quant_free(mr_model *m) {
         for (int64_t l = 0; l < m->cfg.n_layer; l++)
             for (int s = 0; s < Q_COUNT; s++) mr_int8_linear_free(&q->lin[l][s]);
     free(q->lin);
-    free(q->signs);
+    free(q->signs[Q_IN]);
+    free(q->signs[Q_OUT]);
     free(q->set);
     free(q);
     m->quant = NULL;
@@ -94,7 +96,7 @@ int64_t mr_quant_weight_bytes(const mr_model *m) {
     int64_t in[3], out[3];
     mr_tensor_shape(c, kind_of(c, Q_IN), in);
     mr_tensor_shape(c, kind_of(c, Q_OUT), out);
-    return c->n_layer * (mr_int8_linear_bytes(in[0], in[1]) + mr_int8_linear_bytes(out[0], out[1]) + out[1]);
+    return c->n_layer * (mr_int8_linear_bytes(in[0], in[1]) + mr_int8_linear_bytes(out[0], out[1]) + in[1] + out[1]);
 }
 
 mr_status mr_model_set_int8_linear(mr_model *m, mr_tensor_kind kind, int64_t layer, const int8_t *w, int ndim,
@@ -120,23 +122,21 @@ mr_status mr_model_set_int8_linear(mr_model *m, mr_tensor_kind kind, int64_t lay
         return mr_fail(err, MR_ERR_VALUE, "the scales of '%s' have %lld values, expected %lld", name,
                        (long long)n_scales, (long long)want[0]);
     const int64_t K = want[1];
-    if (slot == Q_OUT) {
-        if (signs || block) {
-            if (!signs || n_signs != K || !mr_hadamard_block_ok(K, block))
-                return mr_fail(err, MR_ERR_VALUE, "the rotation of '%s' does not match intermediate_size %lld "
-                               "(%lld signs, block %lld: expected %lld signs and a power-of-two block dividing it)",
-                               name, (long long)K, (long long)n_signs, (long long)block, (long long)K);
-            for (int64_t i = 0; i < K; i++)
-                if (signs[i] != 1 && signs[i] != -1)
-                    return mr_fail(err, MR_ERR_VALUE, "the rotation signs of '%s' hold %d at %lld (+1 or -1 expected)",
-                                   name, (int)signs[i], (long long)i);
-        }
-        if (layer > 0 && q->set[Q_OUT] && block != q->block)
-            return mr_fail(err, MR_ERR_VALUE, "the rotation of '%s' has block %lld, layer 0's has %lld", name,
-                           (long long)block, (long long)q->block);
-    } else if (signs || block) {
-        return mr_fail(err, MR_ERR_VALUE, "tensor '%s' takes no rotation", name);
+    if (signs || block) {
+        if (!signs || n_signs != K || !mr_hadamard_block_ok(K, block))
+            return mr_fail(err, MR_ERR_VALUE, "the rotation of '%s' does not match its %lld inputs "
+                           "(%lld signs, block %lld: expected %lld signs and a power-of-two block dividing it)",
+                           name, (long long)K, (long long)n_signs, (long long)block, (long long)K);
+        for (int64_t i = 0; i < K; i++)
+            if (signs[i] != 1 && signs[i] != -1)
+                return mr_fail(err, MR_ERR_VALUE, "the rotation signs of '%s' hold %d at %lld (+1 or -1 expected)",
+                               name, (int)signs[i], (long long)i);
     }
+    /* one block per linear across layers: the first layer set fixes it */
+    for (int64_t l = 0; l < m->cfg.n_layer; l++)
+        if (l != layer && q->set[l * (Q_COUNT + 1) + slot] && block != q->block[slot])
+            return mr_fail(err, MR_ERR_VALUE, "the rotation of '%s' has block %lld, layer %lld's has %lld", name,
+                           (long long)block, (long long)l, (long long)q->block[slot]);
     mr_int8_linear *L = &q->lin[layer][slot];
     mr_int8_linear fresh;
     mr_status st = mr_int8_linear_init(&fresh, w, scales, want[0], K, err);
@@ -147,10 +147,8 @@ mr_status mr_model_set_int8_linear(mr_model *m, mr_tensor_kind kind, int64_t lay
     }
     mr_int8_linear_free(L);
     *L = fresh;
-    if (slot == Q_OUT) {
-        q->block = block;
-        if (signs) memcpy(q->signs + layer * K, signs, (size_t)K);
-    }
+    q->block[slot] = block;
+    if (signs) memcpy(q->signs[slot] + layer * K, signs, (size_t)K);
     q->set[layer * (Q_COUNT + 1) + slot] = 1;
     return MR_OK;
 }
@@ -176,10 +174,11 @@ mr_status mr_layer_linear(const mr_model *m, int64_t layer, mr_tensor_kind weigh
     }
     const mr_quant *q = m->quant;
     const mr_int8_linear *L = &q->lin[layer][slot];
-    if (slot == Q_OUT && q->block > 0) {
+    if (q->block[slot] > 0) {
         int64_t lo, hi; /* the rows mr_linear_int8_f32 gives this thread */
         mr_split_range(T, 4, ith, nth, &lo, &hi);
-        if (hi > lo) mr_hadamard_rows_f32(a + lo * lda, lda, hi - lo, L->K, q->block, q->signs + layer * L->K);
+        if (hi > lo)
+            mr_hadamard_rows_f32(a + lo * lda, lda, hi - lo, L->K, q->block[slot], q->signs[slot] + layer * L->K);
     }
     mr_linear_int8_f32(L, T, a, lda, bias, beta != 0.0f, out, ldo, scratch, ith, nth);
     return MR_OK;

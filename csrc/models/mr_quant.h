@@ -1,7 +1,7 @@
 /* Internal: a model's int8 linears (W8A8). A config with `int8` set holds in_proj and out_proj
  * of every layer as packed int8 weights with per-output-channel scales (gemm/mr_linear_int8.h)
- * instead of float32, and out_proj's input rotation (ops/mr_hadamard.h: one sign vector per
- * layer, one block size). A layer asks for "this layer's in_proj / out_proj" through
+ * instead of float32, and each linear's input rotation (ops/mr_hadamard.h: one sign vector per
+ * layer and linear, one block size per linear). A layer asks for "this layer's in_proj / out_proj" through
  * mr_layer_linear, which runs the float32 product or the int8 one, so every architecture's layer
  * gets the int8 path by calling it. */
 #ifndef MR_QUANT_H
@@ -32,8 +32,8 @@ int64_t mr_quant_scratch_bytes(const mr_model *m, int64_t T);
 int64_t mr_quant_weight_bytes(const mr_model *m);
 
 /* Sets one int8 linear: weight [N, K] int8 in [-127, 127] (kind's own shape), scales [N] finite
- * and >= 0, and for out_proj the rotation of its input: signs [K] of +-1 with a power-of-two
- * block dividing K (block 0 and signs NULL: none). MR_ERR_VALUE naming the tensor otherwise. */
+ * and >= 0, and the rotation of its input: signs [K] of +-1 with a power-of-two block dividing K
+ * (block 0 and signs NULL: none), the same block for the linear in every layer. MR_ERR_VALUE naming the tensor otherwise. */
 mr_status mr_model_set_int8_linear(mr_model *m, mr_tensor_kind kind, int64_t layer, const int8_t *w, int ndim,
                                    const int64_t *shape, const float *scales, int64_t n_scales,
                                    const int8_t *signs, int64_t n_signs, int64_t block, mr_error *err);

@@ -37,8 +37,10 @@ import numpy as np
 from .. import _C
 
 QUANT_METHOD = "mambaret_int8"
-FORMAT_VERSION = 1
-ROTATION_SEED = 0
+FORMAT_VERSION = 2  # 2: in_proj's input is rotated too; version 1 folders (out_proj only) still load
+READ_VERSIONS = (1, 2)
+ROTATION_SEED = 0     # out_proj's input
+IN_ROTATION_SEED = 1  # in_proj's input
 LINEARS = ("mixer.in_proj.weight", "mixer.out_proj.weight")
 _INT8_NAME = re.compile(r"^(?:backbone\.)?layers\.(\d+)\.mixer\.(in_proj|out_proj)\.(qweight|weight_scale|input_rotation)$")
 
@@ -59,12 +61,13 @@ def folder_config(model_dir: str) -> dict | None:
         method = q.get("quant_method") if isinstance(q, dict) else q
         raise ValueError(f"{path}: quantization_config names {method!r}; mambaret reads float checkpoints and "
                          f"its own int8 folders ('{QUANT_METHOD}')")
-    if q.get("format_version") != FORMAT_VERSION:
+    if q.get("format_version") not in READ_VERSIONS:
         raise ValueError(f"{path}: int8 format_version {q.get('format_version')!r}, this mambaret reads "
-                         f"{FORMAT_VERSION}")
-    block = q.get("hadamard_block")
-    if not isinstance(block, int) or isinstance(block, bool) or block < 0:
-        raise ValueError(f"{path}: quantization_config.hadamard_block must be a non-negative integer, got {block!r}")
+                         f"{', '.join(map(str, READ_VERSIONS))}")
+    for key in ("hadamard_block", "in_proj_hadamard_block"):
+        block = q.get(key, 0)
+        if not isinstance(block, int) or isinstance(block, bool) or block < 0:
+            raise ValueError(f"{path}: quantization_config.{key} must be a non-negative integer, got {block!r}")
     return q
 
 
@@ -94,18 +97,18 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scales
 
 
-def quantize_linears(in_proj: np.ndarray, out_proj: np.ndarray, layer: int, block: int) -> dict[str, np.ndarray]:
-    """One layer's int8 tensors from its float in_proj [2E, d] and out_proj [d, E] weights."""
-    q_in, s_in = quantize_rows(in_proj)
-    out = np.ascontiguousarray(out_proj, np.float32)
-    signs = rotation_signs(layer, out.shape[1]) if block else None
-    if block:  # W R^T: each row through the same rotation the C core applies to the activations
-        out = _C.op_hadamard(out, block, signs)
-    q_out, s_out = quantize_rows(out)
-    tensors = {"in_proj.qweight": q_in, "in_proj.weight_scale": s_in,
-               "out_proj.qweight": q_out, "out_proj.weight_scale": s_out}
-    if block:
-        tensors["out_proj.input_rotation"] = signs
+def quantize_linears(in_proj: np.ndarray, out_proj: np.ndarray, layer: int, block: int,
+                     in_block: int = 0) -> dict[str, np.ndarray]:
+    """One layer's int8 tensors from its float in_proj [N, d] and out_proj [d, E] weights; block /
+    in_block: the Hadamard blocks of out_proj's and in_proj's input rotations (0: none)."""
+    tensors = {}
+    for proj, w, b, seed in (("in_proj", in_proj, in_block, IN_ROTATION_SEED), ("out_proj", out_proj, block, ROTATION_SEED)):
+        w = np.ascontiguousarray(w, np.float32)
+        if b:  # W R^T: each row through the same rotation the C core applies to the activations
+            signs = rotation_signs(layer, w.shape[1], seed)
+            w = _C.op_hadamard(w, b, signs)
+            tensors[f"{proj}.input_rotation"] = signs
+        tensors[f"{proj}.qweight"], tensors[f"{proj}.weight_scale"] = quantize_rows(w)
     return tensors
 
 
@@ -127,11 +130,12 @@ def check_architecture(core_config: dict) -> None:
 
 
 def set_quantized(model: "_C.Model", layers: int, floats: dict[tuple[str, int], tuple[str, Any]],
-                  intermediate_size: int) -> None:
+                  intermediate_size: int, hidden_size: int) -> None:
     """Quantizes each layer's float in_proj / out_proj (as read from the checkpoint) into the model."""
-    block = hadamard_block(intermediate_size)
+    blocks = {"out_proj": hadamard_block(intermediate_size), "in_proj": hadamard_block(hidden_size)}
     for layer in range(layers):
-        _set_layer(model, layer, quantize_linears(*_float_linears(floats, layer), layer, block), block)
+        t = quantize_linears(*_float_linears(floats, layer), layer, blocks["out_proj"], blocks["in_proj"])
+        _set_layer(model, layer, t, blocks)
 
 
 def _float_linears(floats: dict[tuple[str, int], tuple[str, Any]], layer: int) -> list[np.ndarray]:
@@ -146,24 +150,26 @@ def _float_linears(floats: dict[tuple[str, int], tuple[str, Any]], layer: int) -
     return pair
 
 
-def _set_layer(model, layer: int, t: dict[str, np.ndarray], block: int, names: dict[str, str] | None = None) -> None:
+def _set_layer(model, layer: int, t: dict[str, np.ndarray], blocks: dict[str, int],
+               names: dict[str, str] | None = None) -> None:
     """One layer's int8 linears into the model; a ValueError names the checkpoint tensor (names:
-    projection -> its qweight's name in the folder)."""
+    projection -> its qweight's name in the folder). blocks: projection -> its rotation's block."""
     for proj in ("in_proj", "out_proj"):
-        rotation = t.get("out_proj.input_rotation") if proj == "out_proj" else None
+        rotation = t.get(f"{proj}.input_rotation")
         try:
             model.set_int8_linear(f"mixer.{proj}.weight", layer, t[f"{proj}.qweight"], t[f"{proj}.weight_scale"],
-                                  rotation, block if rotation is not None else 0)
+                                  rotation, blocks[proj] if rotation is not None else 0)
         except (ValueError, TypeError) as exc:
             where = f"tensor '{names[proj]}'" if names else f"quantizing layer {layer}"
             raise ValueError(f"{exc} ({where})") from None
 
 
 def set_from_folder(model: "_C.Model", layers: int, found: dict[tuple[int, str, str], tuple[str, Any]],
-                    intermediate_size: int, qconfig: dict) -> None:
-    """Checks an int8 folder's tensors (present, dtype, shape, finite scales, rotation matching
-    intermediate_size) and hands them to the model; a ValueError names the tensor at fault."""
-    block = qconfig["hadamard_block"]
+                    intermediate_size: int, qconfig: dict, hidden_size: int) -> None:
+    """Checks an int8 folder's tensors (present, dtype, shape, finite scales, rotations matching
+    each linear's inputs) and hands them to the model; a ValueError names the tensor at fault."""
+    blocks = {"out_proj": qconfig["hadamard_block"], "in_proj": qconfig.get("in_proj_hadamard_block", 0)}
+    inputs = {"out_proj": ("intermediate_size", intermediate_size), "in_proj": ("hidden_size", hidden_size)}
     expected = {"qweight": np.int8, "weight_scale": np.float32, "input_rotation": np.int8}
     for (layer, proj, part), (name, tensor) in found.items():
         if layer >= layers:
@@ -171,12 +177,13 @@ def set_from_folder(model: "_C.Model", layers: int, found: dict[tuple[int, str, 
         if tensor.bfloat16 or tensor.array.dtype != expected[part]:
             got = "bfloat16" if tensor.bfloat16 else tensor.array.dtype
             raise ValueError(f"tensor '{name}' has dtype {got}, expected {np.dtype(expected[part])}")
-        if part == "input_rotation" and proj != "out_proj":
-            raise ValueError(f"unexpected tensor '{name}' (only out_proj's input is rotated)")
+        if part == "input_rotation" and not blocks[proj]:
+            key = "hadamard_block" if proj == "out_proj" else "in_proj_hadamard_block"
+            raise ValueError(f"unexpected tensor '{name}': the config's {key} is 0")
     for layer in range(layers):
         t = {}
-        parts = [("in_proj", "qweight"), ("in_proj", "weight_scale"), ("out_proj", "qweight"),
-                 ("out_proj", "weight_scale")] + ([("out_proj", "input_rotation")] if block else [])
+        parts = [(proj, part) for proj in ("in_proj", "out_proj") for part in ("qweight", "weight_scale")]
+        parts += [(proj, "input_rotation") for proj in ("in_proj", "out_proj") if blocks[proj]]
         for proj, part in parts:
             key = (layer, proj, part)
             if key not in found:
@@ -188,14 +195,11 @@ def set_from_folder(model: "_C.Model", layers: int, found: dict[tuple[int, str, 
                     raise ValueError(f"tensor '{name}' must be 1-D, got shape {a.shape}")
                 if not np.all(np.isfinite(a)) or np.any(a < 0):
                     raise ValueError(f"tensor '{name}' holds a NaN, infinite or negative scale: the folder is corrupt")
-            if part == "input_rotation" and a.shape != (intermediate_size,):
-                raise ValueError(f"tensor '{name}' has shape {a.shape}; the rotation must match intermediate_size "
-                                 f"({intermediate_size},)")
+            field, size = inputs[proj]
+            if part == "input_rotation" and a.shape != (size,):
+                raise ValueError(f"tensor '{name}' has shape {a.shape}; the rotation must match {field} ({size},)")
             t[f"{proj}.{part}"] = np.ascontiguousarray(a)
-        if not block and (layer, "out_proj", "input_rotation") in found:
-            raise ValueError(f"unexpected tensor '{found[(layer, 'out_proj', 'input_rotation')][0]}': "
-                             f"the config's hadamard_block is 0")
-        _set_layer(model, layer, t, block, {p: found[(layer, p, "qweight")][0] for p in ("in_proj", "out_proj")})
+        _set_layer(model, layer, t, blocks, {p: found[(layer, p, "qweight")][0] for p in ("in_proj", "out_proj")})
         for proj, part in parts:
             found[(layer, proj, part)][1].copied()
 
@@ -203,7 +207,7 @@ def set_from_folder(model: "_C.Model", layers: int, found: dict[tuple[int, str, 
 def save_quantized(model_dir: str, out_dir: str, rotate: bool = True) -> str:
     """Writes the int8 folder of a float checkpoint: config.json with quantization_config, the
     int8 model.safetensors, and the tokenizer and other small files as they are. Returns out_dir.
-    rotate=False leaves out out_proj's Hadamard rotation (plain W8A8, for comparisons)."""
+    rotate=False leaves out the Hadamard rotations (plain W8A8, for comparisons)."""
     from safetensors.numpy import save_file
 
     from .config import read_config
@@ -235,8 +239,9 @@ def save_quantized(model_dir: str, out_dir: str, rotate: bool = True) -> str:
             value = _float32(tensor) if tensor.bfloat16 else tensor.array
             tensors[f"backbone.{hf_name(kind, layer)}"] = np.ascontiguousarray(value)
     block = hadamard_block(dims.intermediate_size) if rotate else 0
+    in_block = hadamard_block(dims.hidden_size) if rotate else 0
     for layer in range(dims.num_hidden_layers):
-        for key, value in quantize_linears(*_float_linears(floats, layer), layer, block).items():
+        for key, value in quantize_linears(*_float_linears(floats, layer), layer, block, in_block).items():
             tensors[f"backbone.layers.{layer}.mixer.{key}"] = value
     os.makedirs(out_dir, exist_ok=True)
     for entry in sorted(os.listdir(model_dir)):  # tokenizer, model card, sentence-transformers modules
@@ -255,7 +260,9 @@ def save_quantized(model_dir: str, out_dir: str, rotate: bool = True) -> str:
         "weights": "int8, symmetric, per output channel (in_proj, out_proj)",
         "activations": "int8, symmetric, per token, quantized on the fly",
         "hadamard_block": block,
+        "in_proj_hadamard_block": in_block,
         "rotation_seed": ROTATION_SEED,
+        "in_proj_rotation_seed": IN_ROTATION_SEED,
     }
     cfg["model_type"] = QUANT_METHOD
     cfg["architectures"] = ["MambaretInt8Model"]

@@ -70,9 +70,10 @@ def load_core_model(model_dir: str, dims: MambaDims | None = None,
             raise ValueError(f"{exc} (checkpoint tensor '{name}')") from None
         tensor.copied()
     if qconfig is not None:
-        int8.set_from_folder(model, dims.num_hidden_layers, int8_tensors, dims.intermediate_size, qconfig)
+        int8.set_from_folder(model, dims.num_hidden_layers, int8_tensors, dims.intermediate_size, qconfig,
+                             dims.hidden_size)
     elif quantized:
-        int8.set_quantized(model, dims.num_hidden_layers, tensors, dims.intermediate_size)
+        int8.set_quantized(model, dims.num_hidden_layers, tensors, dims.intermediate_size, dims.hidden_size)
     for layer, (name, tensor) in sorted(heads.items()):
         tensor.check_finite(name)
         try:
