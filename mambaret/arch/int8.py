@@ -2,12 +2,14 @@
 handing the int8 linears to the C core (csrc/models/mr_quant.h).
 
 in_proj and out_proj are int8 per output channel (symmetric, scale = max|row| / 127); the
-activations are quantized per token on the fly by the C core. out_proj's input is rotated by
+activations are quantized per token on the fly by the C core. Each linear's input is rotated by
 R = blockdiag(H_b) / sqrt(b) . diag(signs) (a Hadamard transform with random signs, b the largest
-power of two dividing intermediate_size), so one outlier channel of the scan's output no longer
-sets its token's whole scale; the rotation is folded into out_proj's weight here (W R^T) and
-applied to the activations by the C core (a fast Walsh-Hadamard transform). Everything else stays
-as the checkpoint has it and is computed in float32.
+power of two dividing its input width): for out_proj, so that one outlier channel of the scan's
+output no longer sets its token's whole scale; for in_proj, so that a few large weights of a row
+no longer set the row's scale (the retrained default model's last in_proj has such rows; without
+this rotation its int8 embeddings fell to cosine 0.961 on its own pairs). The rotation is folded
+into the weight here (W R^T) and applied to the activations by the C core (a fast Walsh-Hadamard
+transform). Everything else stays as the checkpoint has it and is computed in float32.
 
 The same function quantizes on load and for `mambaret quantize`, so a saved folder gives exactly
 the embeddings of quantizing on load: the scales and the signs are deterministic.
@@ -18,7 +20,8 @@ model_type "mambaret_int8", which transformers' AutoConfig (and so sentence-tran
 know and refuses, rather than load the model with its int8 linears missing (transformers skips a
 quant_method it does not know); its safetensors hold, per layer,
 `mixer.in_proj.qweight` / `mixer.out_proj.qweight` (I8), their `weight_scale` (F32) and
-`mixer.out_proj.input_rotation` (I8, +-1) in place of the float in_proj / out_proj weights.
+`mixer.{in_proj,out_proj}.input_rotation` (I8, +-1) in place of the float in_proj / out_proj
+weights (format 1 folders rotate out_proj's input only, and still load).
 
 Measured on the packaged default model (bench/results/int8.md): per-channel smoothing of the
 in_proj input was not needed for the targets, so there is none; x_proj, dt_proj, the conv, the
