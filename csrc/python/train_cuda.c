@@ -14,6 +14,16 @@ static PyObject *run_status(mr_status st, mr_error *err) {
     Py_RETURN_NONE;
 }
 
+/* The scans' common checks: the stream parsed, the offsets (packed sequences) on the host. */
+static int scan_stream_and_offsets(PyObject *stream_obj, void **stream, const void *offsets) {
+    if (mr_py_parse_stream(stream_obj, stream) < 0) return -1;
+    if (!offsets) {
+        PyErr_SetString(PyExc_ValueError, "offsets must be a host pointer");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *cuda_train_conv_silu(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     static char *names[] = {"device", "stream", "T", "E", "K", "pos", "x", "ldx", "w", "bias", "out",
@@ -63,11 +73,7 @@ static PyObject *cuda_train_selective_scan(PyObject *self, PyObject *args, PyObj
                                  .ldz = ldz, .boundaries = PTR(boundaries), .y = PTR(y), .gy = PTR(gy),
                                  .ldgy = ldgy, .gu = PTR(gu), .gdt = PTR(gdt), .gdt_bias = PTR(gdt_bias),
                                  .gA = PTR(gA), .gB = PTR(gB), .gC = PTR(gC), .gD = PTR(gD), .gz = PTR(gz)};
-    if (mr_py_parse_stream(stream_obj, &a.stream) < 0) return NULL;
-    if (!a.offsets) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be a host pointer");
-        return NULL;
-    }
+    if (scan_stream_and_offsets(stream_obj, &a.stream, a.offsets) < 0) return NULL;
     mr_error err = {0};
     mr_status st;
     Py_BEGIN_ALLOW_THREADS
@@ -109,11 +115,7 @@ static PyObject *ssd_scan_entry(PyObject *args, PyObject *kw, int backward) {
                                 .C = PTR(C), .ldbc = ldbc, .D = PTR(D), .boundaries = PTR(boundaries), .y = PTR(y),
                                 .gy = PTR(gy), .ldgy = ldgy, .gx = PTR(gx), .gdt = PTR(gdt),
                                 .gdt_bias = PTR(gdt_bias), .gA = PTR(gA), .gB = PTR(gB), .gC = PTR(gC), .gD = PTR(gD)};
-    if (mr_py_parse_stream(stream_obj, &a.stream) < 0) return NULL;
-    if (!a.offsets) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be a host pointer");
-        return NULL;
-    }
+    if (scan_stream_and_offsets(stream_obj, &a.stream, a.offsets) < 0) return NULL;
     mr_error err = {0};
     mr_status st;
     Py_BEGIN_ALLOW_THREADS
