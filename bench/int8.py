@@ -193,7 +193,7 @@ def static(args) -> None:
 
     import torch
 
-    from mambaret.arch.int8 import hadamard_block, quantize_linears
+    from mambaret.arch.int8 import quantize_linears, rotation_blocks
     from mambaret.train import BiEncoder, load_model, load_tokenizer
 
     rows = [json.loads(line) for line in open(os.path.join(os.path.dirname(HERE), "tests", "data",
@@ -232,16 +232,13 @@ def static(args) -> None:
 
         linear.forward = forward
 
-    E = model.config.intermediate_size
-    block, in_block = hadamard_block(E), hadamard_block(model.config.hidden_size)
+    blocks = rotation_blocks(model.config.hidden_size, model.config.intermediate_size)
     for i, layer in enumerate(model.layers):
         mixer = layer.mixer
-        t = quantize_linears(mixer.in_proj.weight.detach().numpy(), mixer.out_proj.weight.detach().numpy(), i, block,
-                             in_block)
-        fake_quant(mixer.in_proj, t["in_proj.qweight"], t["in_proj.weight_scale"], t["in_proj.input_rotation"],
-                   in_block, (i, "in"))
-        fake_quant(mixer.out_proj, t["out_proj.qweight"], t["out_proj.weight_scale"], t["out_proj.input_rotation"],
-                   block, (i, "out"))
+        t = quantize_linears(mixer.in_proj.weight.detach().numpy(), mixer.out_proj.weight.detach().numpy(), i, blocks)
+        for proj in ("in_proj", "out_proj"):
+            fake_quant(getattr(mixer, proj), t[f"{proj}.qweight"], t[f"{proj}.weight_scale"],
+                       t[f"{proj}.input_rotation"], blocks[proj], (i, proj))
 
     def embed(inputs):
         with torch.no_grad():

@@ -257,7 +257,8 @@ def test_version_1_folder_without_the_in_proj_rotation_still_loads(float_model, 
     f = load_file(os.path.join(float_model, "model.safetensors"))
     for layer in range(2):
         prefix = f"backbone.layers.{layer}.mixer."
-        v1 = quantize_linears(f[prefix + "in_proj.weight"], f[prefix + "out_proj.weight"], layer, 128)
+        v1 = quantize_linears(f[prefix + "in_proj.weight"], f[prefix + "out_proj.weight"], layer,
+                              {"in_proj": 0, "out_proj": 128})
         del t[prefix + "in_proj.input_rotation"]
         t.update({prefix + k: v for k, v in v1.items()})
     save_file(t, os.path.join(old, "model.safetensors"))

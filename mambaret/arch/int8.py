@@ -100,16 +100,25 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scales
 
 
-def quantize_linears(in_proj: np.ndarray, out_proj: np.ndarray, layer: int, block: int,
-                     in_block: int = 0) -> dict[str, np.ndarray]:
-    """One layer's int8 tensors from its float in_proj [N, d] and out_proj [d, E] weights; block /
-    in_block: the Hadamard blocks of out_proj's and in_proj's input rotations (0: none)."""
+def rotation_blocks(hidden_size: int, intermediate_size: int, rotate: bool = True) -> dict[str, int]:
+    """The Hadamard block of each linear's input rotation (0 for none): in_proj reads hidden_size
+    inputs, out_proj intermediate_size."""
+    if not rotate:
+        return {"in_proj": 0, "out_proj": 0}
+    return {"in_proj": hadamard_block(hidden_size), "out_proj": hadamard_block(intermediate_size)}
+
+
+def quantize_linears(in_proj: np.ndarray, out_proj: np.ndarray, layer: int,
+                     blocks: dict[str, int]) -> dict[str, np.ndarray]:
+    """One layer's int8 tensors from its float in_proj [N, d] and out_proj [d, E] weights, each
+    input rotated with its block in `blocks` (rotation_blocks; 0: not rotated)."""
     tensors = {}
-    for proj, w, b, seed in (("in_proj", in_proj, in_block, IN_ROTATION_SEED), ("out_proj", out_proj, block, ROTATION_SEED)):
+    seeds = {"in_proj": IN_ROTATION_SEED, "out_proj": ROTATION_SEED}
+    for proj, w in (("in_proj", in_proj), ("out_proj", out_proj)):
         w = np.ascontiguousarray(w, np.float32)
-        if b:  # W R^T: each row through the same rotation the C core applies to the activations
-            signs = rotation_signs(layer, w.shape[1], seed)
-            w = _C.op_hadamard(w, b, signs)
+        if blocks[proj]:  # W R^T: each row through the same rotation the C core applies to the activations
+            signs = rotation_signs(layer, w.shape[1], seeds[proj])
+            w = _C.op_hadamard(w, blocks[proj], signs)
             tensors[f"{proj}.input_rotation"] = signs
         tensors[f"{proj}.qweight"], tensors[f"{proj}.weight_scale"] = quantize_rows(w)
     return tensors
@@ -135,10 +144,9 @@ def check_architecture(core_config: dict) -> None:
 def set_quantized(model: "_C.Model", layers: int, floats: dict[tuple[str, int], tuple[str, Any]],
                   intermediate_size: int, hidden_size: int) -> None:
     """Quantizes each layer's float in_proj / out_proj (as read from the checkpoint) into the model."""
-    blocks = {"out_proj": hadamard_block(intermediate_size), "in_proj": hadamard_block(hidden_size)}
+    blocks = rotation_blocks(hidden_size, intermediate_size)
     for layer in range(layers):
-        t = quantize_linears(*_float_linears(floats, layer), layer, blocks["out_proj"], blocks["in_proj"])
-        _set_layer(model, layer, t, blocks)
+        _set_layer(model, layer, quantize_linears(*_float_linears(floats, layer), layer, blocks), blocks)
 
 
 def _float_linears(floats: dict[tuple[str, int], tuple[str, Any]], layer: int) -> list[np.ndarray]:
@@ -241,10 +249,9 @@ def save_quantized(model_dir: str, out_dir: str, rotate: bool = True) -> str:
             # float16 / float32 as stored; bfloat16 (uint16 bits here) widened, safetensors.numpy has no bf16
             value = _float32(tensor) if tensor.bfloat16 else tensor.array
             tensors[f"backbone.{hf_name(kind, layer)}"] = np.ascontiguousarray(value)
-    block = hadamard_block(dims.intermediate_size) if rotate else 0
-    in_block = hadamard_block(dims.hidden_size) if rotate else 0
+    blocks = rotation_blocks(dims.hidden_size, dims.intermediate_size, rotate)
     for layer in range(dims.num_hidden_layers):
-        for key, value in quantize_linears(*_float_linears(floats, layer), layer, block, in_block).items():
+        for key, value in quantize_linears(*_float_linears(floats, layer), layer, blocks).items():
             tensors[f"backbone.layers.{layer}.mixer.{key}"] = value
     os.makedirs(out_dir, exist_ok=True)
     for entry in sorted(os.listdir(model_dir)):  # tokenizer, model card, sentence-transformers modules
@@ -262,8 +269,8 @@ def save_quantized(model_dir: str, out_dir: str, rotate: bool = True) -> str:
         "format_version": FORMAT_VERSION,
         "weights": "int8, symmetric, per output channel (in_proj, out_proj)",
         "activations": "int8, symmetric, per token, quantized on the fly",
-        "hadamard_block": block,
-        "in_proj_hadamard_block": in_block,
+        "hadamard_block": blocks["out_proj"],
+        "in_proj_hadamard_block": blocks["in_proj"],
         "rotation_seed": ROTATION_SEED,
         "in_proj_rotation_seed": IN_ROTATION_SEED,
     }
