@@ -58,14 +58,21 @@ def ndcg_at_10_per_query(queries: np.ndarray, passages: np.ndarray) -> np.ndarra
     return np.array([values[str(i)]["ndcg@10"] for i in range(len(scores))])
 
 
+def bootstrap_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """The 2.5 and 97.5 percentiles of the mean of `values` (one per query) over resamples of the
+    queries."""
+    values = np.asarray(values, dtype=np.float64)
+    picks = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    low, high = np.percentile(values[picks].mean(axis=1), [2.5, 97.5])
+    return float(low), float(high)
+
+
 def paired_bootstrap(new: np.ndarray, old: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
     """Mean of new - old over the queries, with the 2.5 and 97.5 percentiles of that mean over
     resamples of the queries (both models scored on the same resampled queries)."""
     diff = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
-    picks = np.random.default_rng(seed).integers(0, len(diff), size=(resamples, len(diff)))
-    means = diff[picks].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(diff.mean()), "low": float(low), "high": float(high),
+    low, high = bootstrap_interval(diff, resamples, seed)
+    return {"mean": float(diff.mean()), "low": low, "high": high,
             "better": int((diff > 0).sum()), "worse": int((diff < 0).sum())}
 
 

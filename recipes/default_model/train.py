@@ -460,10 +460,9 @@ def stage_package(args) -> None:
         # a new capability (exits, dims) at equal quality: the new dev score inside the 95 %
         # bootstrap interval of the packaged model's (the dev queries resampled); the paired
         # interval of the difference is logged beside it
-        from heldout_eval import paired_bootstrap
+        from heldout_eval import bootstrap_interval, paired_bootstrap
 
-        picks = np.random.default_rng(0).integers(0, len(old_per_query), size=(2000, len(old_per_query)))
-        low, high = np.percentile(old_per_query[picks].mean(axis=1), [2.5, 97.5])
+        low, high = bootstrap_interval(old_per_query)
         d = paired_bootstrap(new_per_query, old_per_query)
         log(f"package: packaged model's 95 % bootstrap interval [{low:.4f}, {high:.4f}]; new - packaged "
             f"{d['mean']:+.4f}, paired 95 % interval [{d['low']:+.4f}, {d['high']:+.4f}]")
