@@ -139,6 +139,9 @@ L1 = "backbone.layers.1.mixer."
     (lambda t: t.__setitem__(L1 + "out_proj.input_rotation", np.ones(64, np.int8)), "input_rotation"),
     (lambda t: t.__setitem__(L1 + "out_proj.input_rotation", np.full(128, 3, np.int8)), "out_proj"),
     (lambda t: t.pop(L1 + "out_proj.input_rotation"), "input_rotation"),
+    (lambda t: t.__setitem__(L1 + "in_proj.input_rotation", np.ones(32, np.int8)), "in_proj.input_rotation"),
+    (lambda t: t.__setitem__(L1 + "in_proj.input_rotation", np.zeros(64, np.int8)), "in_proj"),
+    (lambda t: t.pop(L1 + "in_proj.input_rotation"), "in_proj.input_rotation"),
     (lambda t: t.pop(L1 + "in_proj.qweight"), "in_proj.qweight"),
     (lambda t: t.__setitem__(L1 + "in_proj.weight", np.zeros((256, 64), np.float32)), "in_proj.weight"),
 ])
